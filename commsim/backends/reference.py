@@ -1,0 +1,82 @@
+"""The reference executor: a schedule run on numpy buffers in one process.
+
+It is the oracle every other executor and every algorithm is checked against. It
+follows the step semantics of :mod:`commsim.collectives.schedule` literally: in each
+step every send reads its chunk as it was before the step, then copies land, then
+reductions are added.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from commsim.collectives.schedule import Schedule
+from commsim.errors import CommsimError
+
+
+def expected(collective: str, inputs: list[np.ndarray], root: int = 0) -> list[np.ndarray]:
+    """What each rank must end with, computed directly from the inputs."""
+    p = len(inputs)
+    if collective == "allreduce":
+        total = np.sum(inputs, axis=0)
+        return [total.copy() for _ in range(p)]
+    if collective == "reduce_scatter":
+        return [part.copy() for part in np.array_split(np.sum(inputs, axis=0), p)]
+    if collective == "allgather":
+        gathered = np.concatenate(inputs)
+        return [gathered.copy() for _ in range(p)]
+    if collective == "broadcast":
+        return [np.array(inputs[root]) for _ in range(p)]
+    if collective == "reduce":
+        return [np.sum(inputs, axis=0) if r == root else np.array(inputs[r]) for r in range(p)]
+    raise CommsimError(f"collective {collective!r} has no expected result")
+
+
+def initial_buffers(schedule: Schedule, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """Each rank's working buffer (the logical buffer) before the first step."""
+    p = schedule.nranks
+    if len(inputs) != p:
+        raise CommsimError(f"inputs: got {len(inputs)} arrays for {p} ranks; pass one per rank")
+    n = len(inputs[0])
+    if n < 1 or any(len(x) != n for x in inputs):
+        raise CommsimError("inputs: every rank's array must have the same length >= 1")
+    if schedule.collective == "allgather":
+        bufs = [np.zeros(p * n, dtype=np.result_type(*inputs)) for _ in range(p)]
+        for r, x in enumerate(inputs):
+            bufs[r][r * n:(r + 1) * n] = x
+        return bufs
+    return [np.array(x, copy=True) for x in inputs]
+
+
+def final_results(schedule: Schedule, bufs: list[np.ndarray]) -> list[np.ndarray]:
+    """Each rank's result, cut from its working buffer as the collective defines it."""
+    if schedule.collective == "reduce_scatter":
+        p = schedule.nranks
+        return [np.array_split(b, p)[r] for r, b in enumerate(bufs)]
+    return bufs
+
+
+def run(schedule: Schedule, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """Execute ``schedule`` on ``inputs`` (one array per rank, one length ``n >= 1``).
+
+    Returns each rank's result: for allreduce every rank gets ``sum(inputs)``; for
+    reduce_scatter rank ``r`` gets ``np.array_split(sum(inputs), p)[r]``; for
+    allgather every rank gets ``np.concatenate(inputs)``; for broadcast every rank
+    gets ``inputs[root]``; for reduce the root gets ``sum(inputs)`` (the others keep
+    their input, possibly with partial sums, as MPI leaves them unspecified).
+    """
+    bufs = initial_buffers(schedule, inputs)
+    bounds = schedule.chunk_bounds(len(bufs[0]))
+    steps = np.searchsorted(schedule.step, np.arange(schedule.nsteps + 1), side="left")
+    src, dst = schedule.src.tolist(), schedule.dst.tolist()
+    chunk, red = schedule.chunk.tolist(), schedule.reduce.tolist()
+    for s in range(schedule.nsteps):
+        idx = range(steps[s], steps[s + 1])
+        payload = [bufs[src[i]][bounds[chunk[i]]:bounds[chunk[i] + 1]].copy() for i in idx]
+        for i, data in zip(idx, payload):
+            if not red[i]:
+                bufs[dst[i]][bounds[chunk[i]]:bounds[chunk[i] + 1]] = data
+        for i, data in zip(idx, payload):
+            if red[i]:
+                bufs[dst[i]][bounds[chunk[i]]:bounds[chunk[i] + 1]] += data
+    return final_results(schedule, bufs)

@@ -1,0 +1,49 @@
+"""``commsim <verb>``: the command line. Thin: it parses flags and calls the packages.
+
+Each verb is one module of this package with ``register(subparsers)``, which adds its
+parser and sets ``func`` to a callable ``(args) -> int``. Bad input anywhere below
+raises :class:`~commsim.errors.CommsimError`; :func:`main` prints its one line and
+exits with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from commsim import __version__
+from commsim.errors import CommsimError
+
+VERBS = ("algorithms", "predict", "topo", "simulate", "bench")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="commsim",
+        description="Simulate and benchmark collective communication: closed-form "
+        "models, a flow-level simulator and real execution of one message schedule.",
+    )
+    parser.add_argument("--version", action="version", version=f"commsim {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for verb in VERBS:
+        importlib.import_module(f"commsim.cli.{verb}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except CommsimError as exc:
+        print(f"commsim {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"commsim {args.verb}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0

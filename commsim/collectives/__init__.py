@@ -1,0 +1,143 @@
+"""Collective algorithms as schedule builders, and the registry of them.
+
+Every algorithm is a pure function ``(nranks, nchunks, **options) -> Schedule``; this
+module maps ``(collective, algorithm)`` names to them::
+
+    from commsim import collectives
+    collectives.available()                       # [("allreduce", "ring"), ...]
+    s = collectives.build("allreduce", "ring", 8)  # a validated-by-tests Schedule
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from commsim.collectives import chain, hierarchical, rhd, ring, tree
+from commsim.collectives.schedule import (
+    COLLECTIVES,
+    Schedule,
+    ScheduleBuilder,
+    ScheduleError,
+    Transfer,
+)
+from commsim.errors import CommsimError, unknown
+
+__all__ = ["COLLECTIVES", "Algorithm", "Schedule", "ScheduleBuilder", "ScheduleError",
+           "Transfer", "algorithms", "available", "build", "resolve"]
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """A registered algorithm: its builder, the options it takes, and a one-line summary."""
+
+    collective: str
+    name: str
+    builder: Callable[..., Schedule]
+    summary: str
+    options: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+
+
+_REGISTRY: dict[tuple[str, str], Algorithm] = {}
+
+
+def _register(*algos: Algorithm) -> None:
+    for a in algos:
+        _REGISTRY[(a.collective, a.name)] = a
+
+
+_register(
+    Algorithm("reduce_scatter", "ring", ring.reduce_scatter,
+              "ring: p-1 steps, each rank sends (p-1)/p of the buffer"),
+    Algorithm("reduce_scatter", "rhd", rhd.reduce_scatter,
+              "recursive halving: log p steps of halving messages (fold for non-powers of 2)",
+              aliases=("recursive_halving", "halving")),
+    Algorithm("allgather", "ring", ring.allgather,
+              "ring: p-1 steps, each rank sends (p-1)/p of the gathered buffer"),
+    Algorithm("allgather", "rhd", rhd.allgather,
+              "recursive doubling: log p steps of doubling messages (fold for non-powers of 2)",
+              aliases=("recursive_doubling", "doubling")),
+    Algorithm("allreduce", "ring", ring.allreduce,
+              "ring reduce-scatter then ring allgather: 2(p-1) steps"),
+    Algorithm("allreduce", "tree", tree.allreduce_tree,
+              "binary tree: pipelined reduce to the root, then pipelined broadcast",
+              aliases=("binary_tree", "btree")),
+    Algorithm("allreduce", "dbt", tree.allreduce_double_tree,
+              "double binary tree (NCCL-style): two complementary trees, half the data each",
+              aliases=("double_binary_tree", "double_tree")),
+    Algorithm("allreduce", "rhd", rhd.allreduce,
+              "recursive halving-doubling (Rabenseifner), with a fold for non-powers of 2",
+              aliases=("rabenseifner", "halving_doubling")),
+    Algorithm("allreduce", "hierarchical", hierarchical.allreduce,
+              "2-level: ring reduce-scatter in groups, ring allreduce across, ring allgather",
+              options=("group_size",), aliases=("hier", "2level")),
+    Algorithm("broadcast", "chain", chain.broadcast,
+              "pipelined chain from the root", options=("root",), aliases=("pipeline",)),
+    Algorithm("broadcast", "binomial", tree.broadcast_binomial,
+              "binomial tree: ceil(log p) rounds of the whole buffer", options=("root",)),
+    Algorithm("reduce", "chain", chain.reduce,
+              "pipelined chain into the root", options=("root",), aliases=("pipeline",)),
+    Algorithm("reduce", "binomial", tree.reduce_binomial,
+              "binomial tree: ceil(log p) rounds of the whole buffer", options=("root",)),
+)
+
+
+def available() -> list[tuple[str, str]]:
+    """Every registered ``(collective, algorithm)`` pair."""
+    return sorted(_REGISTRY, key=lambda ca: (COLLECTIVES.index(ca[0]), ca[1]))
+
+
+def algorithms(collective: str | None = None) -> list[Algorithm]:
+    """The registered algorithms, of one collective or of all."""
+    if collective is not None:
+        collective = resolve_collective(collective)
+    return [_REGISTRY[k] for k in available() if collective in (None, k[0])]
+
+
+def resolve_collective(collective: str) -> str:
+    """The canonical collective name (``all-reduce`` and ``allReduce`` work too)."""
+    name = str(collective).lower().replace("-", "_")
+    name = {"allreduce": "allreduce", "all_reduce": "allreduce",
+            "all_gather": "allgather", "reducescatter": "reduce_scatter",
+            "bcast": "broadcast"}.get(name, name)
+    if name not in COLLECTIVES:
+        raise unknown("collective", collective, COLLECTIVES)
+    return name
+
+
+def resolve(collective: str, algorithm: str) -> Algorithm:
+    """The registered algorithm for a name or alias, or a CommsimError with suggestions."""
+    collective = resolve_collective(collective)
+    name = str(algorithm).lower().replace("-", "_")
+    for (coll, algo), entry in _REGISTRY.items():
+        if coll == collective and (name == algo or name in entry.aliases):
+            return entry
+    names = [a for c, a in _REGISTRY if c == collective]
+    raise unknown(f"{collective} algorithm", algorithm, names)
+
+
+def build(collective: str, algorithm: str, nranks: int, nchunks: int | None = None,
+          **options) -> Schedule:
+    """The schedule of ``algorithm`` for ``collective`` on ``nranks`` ranks.
+
+    ``nchunks`` defaults to the algorithm's natural chunking (``nranks`` for rings, the
+    power-of-two core for recursive algorithms, 1 for trees and chains, which are then
+    not pipelined). ``options`` are the algorithm's own (``root``, ``group_size``).
+    """
+    entry = resolve(collective, algorithm)
+    unknown_opts = set(options) - set(entry.options)
+    if unknown_opts:
+        opt = sorted(unknown_opts)[0]
+        raise unknown(f"option for {entry.collective}/{entry.name}", opt,
+                      entry.options or ["(none)"])
+    if not isinstance(nranks, int) or isinstance(nranks, bool) or nranks < 1:
+        raise CommsimError(f"nranks: {nranks!r} must be a whole number >= 1")
+    if nchunks is not None and (not isinstance(nchunks, int) or nchunks < 1):
+        raise CommsimError(f"nchunks: {nchunks!r} must be a whole number >= 1")
+    try:
+        return entry.builder(nranks, nchunks, **options)
+    except ScheduleError:
+        raise
+    except ValueError as exc:
+        raise CommsimError(f"{entry.collective}/{entry.name}: {exc}") from None

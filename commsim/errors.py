@@ -1,0 +1,23 @@
+"""The one error type users see.
+
+A :class:`CommsimError` carries a one-line message that names the bad field and the
+fix; the CLI prints it without a traceback and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class CommsimError(ValueError):
+    """Bad input: the message is one line, names the field, and says how to fix it."""
+
+
+def unknown(kind: str, name: str, known: Iterable[str]) -> CommsimError:
+    """An error for an unknown name, with close matches as suggestions."""
+    known = sorted(set(known))
+    close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    choices = f" (known: {', '.join(known)})" if len(known) <= 12 else ""
+    return CommsimError(f"unknown {kind} {name!r}{hint}{choices}")

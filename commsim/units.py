@@ -1,0 +1,126 @@
+"""Units at the edges: sizes, bandwidths and times as users write them.
+
+Inside commsim everything is bytes, seconds and bytes per second. Sizes take binary
+suffixes like nccl-tests (``64K`` = 65536, ``1G`` = 2**30); bandwidths take decimal
+prefixes (``25GB/s`` = 25e9 bytes/s, ``400Gb/s`` = 50e9 bytes/s); times take
+``s``, ``ms``, ``us`` and ``ns``. Every parser raises :class:`CommsimError` with a
+one-line message naming the field.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from commsim.errors import CommsimError
+
+_SIZE_SUFFIX = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+_DECIMAL = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15}
+_TIME = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
+_BW_RE = re.compile(r"^\s*(\d+(?:\.\d+)?(?:e[+-]?\d+)?)\s*([KMGTP]?)(B|b)(?:/s|ps)\s*$")
+_TIME_RE = re.compile(r"^\s*(\d+(?:\.\d+)?(?:e[+-]?\d+)?)\s*(s|ms|us|µs|ns)\s*$")
+
+
+def parse_size(text: str | int, field: str = "size") -> int:
+    """Bytes from ``8``, ``64K``, ``1M``, ``4G`` (powers of two; ``B``/``iB`` optional)."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    else:
+        m = _SIZE_RE.match(str(text))
+        if not m:
+            raise CommsimError(
+                f"{field}: {text!r} is not a size; write bytes like 8, 64K, 1M or 4G"
+            )
+        value = float(m.group(1)) * _SIZE_SUFFIX[m.group(2).upper()]
+        if value != int(value):
+            raise CommsimError(f"{field}: {text!r} is not a whole number of bytes")
+        value = int(value)
+    if value < 1:
+        raise CommsimError(f"{field}: {text!r} must be at least 1 byte")
+    return value
+
+
+def parse_size_range(text: str, field: str = "sizes", factor: int = 2) -> list[int]:
+    """Sizes from ``1K:1G`` (each ``factor`` times the last) or ``1K,4K,1M``."""
+    text = str(text)
+    if ":" in text:
+        lo_text, _, hi_text = text.partition(":")
+        lo, hi = parse_size(lo_text, field), parse_size(hi_text, field)
+        if hi < lo:
+            raise CommsimError(f"{field}: {text!r} ends below where it starts; write LOW:HIGH")
+        sizes = [lo]
+        while sizes[-1] * factor <= hi:
+            sizes.append(sizes[-1] * factor)
+        return sizes
+    return [parse_size(part, field) for part in text.split(",") if part.strip()]
+
+
+def parse_bandwidth(text: str | float, field: str = "bandwidth") -> float:
+    """Bytes per second from ``25GB/s``, ``400Gb/s``, ``100Gbps``; a bare number is bytes/s."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        s = str(text).strip()
+        m = _BW_RE.match(s)
+        if m:
+            value = float(m.group(1)) * _DECIMAL[m.group(2).upper()]
+            if m.group(3) == "b":
+                value /= 8.0
+        else:
+            try:
+                value = float(s)
+            except ValueError:
+                raise CommsimError(
+                    f"{field}: {text!r} is not a bandwidth; write e.g. 25GB/s or 400Gb/s"
+                ) from None
+    if not math.isfinite(value) or value <= 0:
+        raise CommsimError(f"{field}: {text!r} must be a positive bandwidth")
+    return value
+
+
+def parse_time(text: str | float, field: str = "time") -> float:
+    """Seconds from ``5us``, ``1.5ms``, ``700ns``, ``2s``; a bare number is seconds."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        s = str(text).strip()
+        m = _TIME_RE.match(s)
+        if m:
+            value = float(m.group(1)) * _TIME[m.group(2)]
+        else:
+            try:
+                value = float(s)
+            except ValueError:
+                raise CommsimError(
+                    f"{field}: {text!r} is not a time; write e.g. 5us, 700ns or 1.5ms"
+                ) from None
+    if not math.isfinite(value) or value < 0:
+        raise CommsimError(f"{field}: {text!r} must be a time of zero or more")
+    return value
+
+
+def format_size(nbytes: int) -> str:
+    """``65536`` -> ``64K``; exact binary multiples get a suffix, others stay in bytes."""
+    for suffix in ("T", "G", "M", "K"):
+        unit = _SIZE_SUFFIX[suffix]
+        if nbytes >= unit and nbytes % unit == 0:
+            return f"{nbytes // unit}{suffix}"
+    return str(nbytes)
+
+
+def format_bandwidth(bytes_per_s: float) -> str:
+    """``25e9`` -> ``25 GB/s`` (decimal units, like vendors' line rates)."""
+    for prefix, unit in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if bytes_per_s >= unit:
+            return f"{bytes_per_s / unit:.4g} {prefix}B/s"
+    return f"{bytes_per_s:.4g} B/s"
+
+
+def format_time(seconds: float) -> str:
+    """A time with a readable unit: ``1.5e-6`` -> ``1.5 us``."""
+    for suffix, unit in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= unit:
+            return f"{seconds / unit:.4g} {suffix}"
+    return f"{seconds / 1e-9:.4g} ns"
