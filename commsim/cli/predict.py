@@ -1,0 +1,132 @@
+"""``commsim predict``: closed-form time, algbw and busbw of algorithms across sizes."""
+
+from __future__ import annotations
+
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from commsim import collectives, model
+from commsim.cli.common import algorithm_list, chunks, sizes
+from commsim.errors import CommsimError
+from commsim.units import format_bandwidth, format_size, format_time, parse_bandwidth, parse_time
+
+DEFAULT_TOPOLOGY = "dgx-a100-4node"
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "predict", help="closed-form alpha-beta predictions",
+        description="Predict collective time with the alpha-beta-gamma model. Sizes follow "
+        "nccl-tests: one rank's buffer for allreduce/broadcast/reduce, the whole gathered "
+        "buffer for allgather/reduce_scatter; busbw = algbw * nccl-tests' factor. The model "
+        "assumes line rate: measured busbw usually sits at 75-85%% of it.")
+    p.add_argument("--collective", default="allreduce")
+    p.add_argument("--algorithm", default="all", help="comma-separated names, or all")
+    p.add_argument("--size", "--sizes", dest="size", default="1K:1G",
+                   help="bytes: 256M, or a doubling range 1K:1G, or a list 1K,1M")
+    p.add_argument("--nranks", type=int, help="ranks (default: every gpu of the topology)")
+    p.add_argument("--alpha", help="latency per message, e.g. 5us (with --bandwidth)")
+    p.add_argument("--bandwidth", help="one link's bandwidth, e.g. 25GB/s (with --alpha)")
+    p.add_argument("--gamma", default="0", help="reduction time per byte, e.g. 0.01ns")
+    p.add_argument("--topology", help=f"take alpha and bandwidth from a topology "
+                   f"(default {DEFAULT_TOPOLOGY} when --alpha/--bandwidth are not given)")
+    p.add_argument("--chunks", default="auto",
+                   help="pipeline chunks for tree/dbt/chain: a number or auto (best per size)")
+    p.add_argument("--group-size", type=int, help="hierarchical: ranks per group")
+    p.add_argument("--json", metavar="FILE", help="also write JSON lines, one per algorithm/size")
+    p.set_defaults(func=run)
+
+
+def _parameters(args) -> dict:
+    """alpha/beta (and the hierarchical's inter-group pair) from flags or a topology."""
+    if (args.alpha is None) != (args.bandwidth is None):
+        raise CommsimError("give both --alpha and --bandwidth, or neither (then --topology)")
+    if args.alpha is not None:
+        if args.topology:
+            raise CommsimError("--topology and --alpha/--bandwidth exclude each other")
+        nranks = args.nranks or 8
+        return dict(where="flags", nranks=nranks, alpha=parse_time(args.alpha, "--alpha"),
+                    beta=1.0 / parse_bandwidth(args.bandwidth, "--bandwidth"),
+                    group_size=args.group_size)
+    from commsim import topology  # only when a topology is asked for
+
+    G = topology.load(args.topology or DEFAULT_TOPOLOGY)
+    ngpus = len(topology.gpus(G))
+    nranks = args.nranks or ngpus
+    alpha, beta = model.alpha_beta(G, nranks)
+    group = args.group_size or G.graph.get("params", {}).get("gpus_per_node")
+    params = dict(where=G.graph.get("name", args.topology), nranks=nranks, alpha=alpha, beta=beta,
+                  group_size=group if group and nranks % group == 0 else None)
+    if params["group_size"]:
+        a_in, b_in = model.alpha_beta(G, params["group_size"])
+        params.update(alpha=a_in, beta=b_in, alpha_inter=alpha, beta_inter=beta)
+    return params
+
+
+def run(args) -> int:
+    coll = collectives.resolve_collective(args.collective)
+    algos = algorithm_list(coll, args.algorithm)
+    size_list = sizes(args.size)
+    nchunks = chunks(args.chunks)
+    gamma = parse_time(args.gamma, "--gamma")
+    prm = _parameters(args)
+    p = prm["nranks"]
+    if p < 1:
+        raise CommsimError(f"--nranks: {p} must be at least 1")
+    rows = []
+    for size in size_list:
+        for algo in algos:
+            opts = {}
+            if algo == "hierarchical":
+                opts = {k: prm[k] for k in ("group_size", "alpha_inter", "beta_inter")
+                        if prm.get(k) is not None}
+            a, b = prm["alpha"], prm["beta"]
+            if algo != "hierarchical" and "alpha_inter" in prm:
+                a, b = prm["alpha_inter"], prm["beta_inter"]  # flat ones see the slowest path
+            if nchunks == "auto":
+                k = model.best_nchunks(coll, algo, p, size, a, b, gamma, **opts)
+            else:
+                k = nchunks * model.chunk_unit(coll, algo, p) if nchunks else None
+            t = model.predict(coll, algo, p, size, a, b, gamma, nchunks=k, **opts)
+            algbw = size / t if t > 0 else float("inf")
+            rows.append(dict(collective=coll, algorithm=algo, nranks=p, size=size,
+                             nchunks=k or model.default_nchunks(coll, algo, p),
+                             time_us=t * 1e6, algbw_gbps=algbw / 1e9,
+                             busbw_gbps=algbw * model.busbw_factor(coll, p) / 1e9,
+                             alpha_us=a * 1e6, bandwidth_gbps=1e-9 / b))
+    console = Console()
+    console.print(f"[bold]{coll}[/] on {p} ranks, {prm['where']}: alpha "
+                  f"{format_time(prm['alpha'])}, link {format_bandwidth(1 / prm['beta'])}"
+                  + (f"; inter-group alpha {format_time(prm['alpha_inter'])}, link "
+                     f"{format_bandwidth(1 / prm['beta_inter'])}, groups of {prm['group_size']}"
+                     if "alpha_inter" in prm else ""))
+    console.print(_table(rows, algos, size_list, "time_us", "predicted time (us)", "{:.4g}"))
+    console.print(_table(rows, algos, size_list, "busbw_gbps", "busbw (GB/s)", "{:.3g}"))
+    console.print("[dim]line-rate alpha-beta model (no protocol efficiency); busbw = algbw x "
+                  "nccl-tests factor; * marks the fastest algorithm per size[/]")
+    if args.json:
+        with open(args.json, "w") as fh:
+            for row in rows:
+                fh.write(json.dumps(row) + "\n")
+        console.print(f"wrote {args.json}")
+    return 0
+
+
+def _table(rows: list[dict], algos: list[str], size_list: list[int], key: str, title: str,
+           fmt: str) -> Table:
+    """One row per size, one column per algorithm; ``*`` marks the fastest per size."""
+    table = Table(title=title)
+    table.add_column("size", justify="right")
+    for algo in algos:
+        table.add_column(algo, justify="right")
+    for size in size_list:
+        mine = [r for r in rows if r["size"] == size]
+        best = min(r["time_us"] for r in mine)
+        cells = [format_size(size)]
+        for r in mine:
+            mark = "*" if r["time_us"] == best and len(algos) > 1 else ""
+            cells.append(fmt.format(r[key]) + mark)
+        table.add_row(*cells)
+    return table

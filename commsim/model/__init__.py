@@ -1,0 +1,236 @@
+"""Closed-form costs: the Hockney alpha-beta-gamma model of every registered algorithm.
+
+``p`` ranks, ``S`` bytes (REFERENCE.md's size convention), ``alpha`` seconds per
+message, ``beta`` seconds per byte on one link, ``gamma`` seconds per byte reduced.
+Each formula counts the steps on the algorithm's critical path and the bytes the
+busiest rank moves in each, for the schedule that :func:`commsim.collectives.build`
+returns with the same ``nchunks``. They are exact (and the simulator reproduces them)
+where every step is symmetric: rings, Rabenseifner allreduce, binomial trees and
+chains for every ``p``; recursive halving/doubling reduce-scatter and allgather for
+powers of two; the binary tree for complete trees (``p = 2**m - 1``). Elsewhere they
+are the step-by-step maximum, an estimate that the simulator may beat by a little.
+"""
+
+from __future__ import annotations
+
+import math
+
+import networkx as nx
+
+from commsim.collectives import resolve, resolve_collective
+from commsim.collectives.hierarchical import default_group_size
+from commsim.collectives.rhd import core_size
+from commsim.collectives.tree import tree_height
+from commsim.errors import CommsimError
+
+__all__ = ["FORMULAS", "alpha_beta", "best_nchunks", "busbw_factor", "chunk_unit",
+           "default_nchunks", "lower_bound", "predict"]
+
+FORMULAS: dict[tuple[str, str], str] = {
+    ("reduce_scatter", "ring"): "(p-1) a + (p-1)/p S b + (p-1)/p S g",
+    ("reduce_scatter", "rhd"): "log p a + (p-1)/p S b + (p-1)/p S g  (p a power of 2)",
+    ("allgather", "ring"): "(p-1) a + (p-1)/p S b",
+    ("allgather", "rhd"): "log p a + (p-1)/p S b  (p a power of 2)",
+    ("allreduce", "ring"): "2(p-1) a + 2(p-1)/p S b + (p-1)/p S g",
+    ("allreduce", "tree"): "2(H+k-1) (a + 2 S/k b) + (H+k-1) 2 S/k g  (H tree height, k chunks)",
+    ("allreduce", "dbt"): "2(H+k-1) (a + S/k b) + (H+k-1) S/k g  (k chunks per tree)",
+    ("allreduce", "rhd"): "2 log p' a + 2(p'-1)/p' S b + (p'-1)/p' S g  [+ 2a + 2 S b + S g "
+                          "if p != p' = 2^floor(log p)]",
+    ("allreduce", "hierarchical"): "2(G-1)(a + S/G b) + 2(N-1)(a' + S/(G N) b')  "
+                                   "(G ranks a group, N groups)",
+    ("broadcast", "chain"): "(p+k-2) (a + S/k b)",
+    ("broadcast", "binomial"): "ceil(log p) (a + S b)",
+    ("reduce", "chain"): "(p+k-2) (a + S/k b + S/k g)",
+    ("reduce", "binomial"): "ceil(log p) (a + S b + S g)",
+}
+
+_BUSBW = {"allreduce": lambda p: 2 * (p - 1) / p, "reduce_scatter": lambda p: (p - 1) / p,
+          "allgather": lambda p: (p - 1) / p, "alltoall": lambda p: (p - 1) / p,
+          "broadcast": lambda p: 1.0, "reduce": lambda p: 1.0, "sendrecv": lambda p: 1.0}
+
+
+def busbw_factor(collective: str, nranks: int) -> float:
+    """nccl-tests' bus bandwidth factor: ``busbw = algbw * factor``."""
+    name = collective if collective in _BUSBW else resolve_collective(collective)
+    return _BUSBW[name](nranks)
+
+
+def default_nchunks(collective: str, algorithm: str, nranks: int) -> int:
+    """The ``nchunks`` that :func:`commsim.collectives.build` uses when given none."""
+    algo = resolve(collective, algorithm)
+    if algo.name in ("ring", "hierarchical"):
+        return nranks
+    if algo.name == "rhd":
+        return core_size(nranks) if algo.collective == "allreduce" else nranks
+    return 2 if algo.name == "dbt" else 1
+
+
+def chunk_unit(collective: str, algorithm: str, nranks: int) -> int:
+    """What ``nchunks`` must be a multiple of for this algorithm."""
+    return default_nchunks(collective, algorithm, nranks)
+
+
+def best_nchunks(collective: str, algorithm: str, nranks: int, nbytes: float, alpha: float,
+                 beta: float, gamma: float = 0.0, max_chunks: int = 1 << 16,
+                 min_chunk_bytes: float = 1.0, **options) -> int:
+    """The chunk count that minimizes :func:`predict`: the pipeline depth of trees and chains.
+
+    Searches ``unit * 2**i`` (``unit`` = :func:`chunk_unit`) while chunks stay at
+    least ``min_chunk_bytes`` and the count at most ``max_chunks``; rings and
+    recursive algorithms gain nothing from more chunks and keep their unit.
+    """
+    unit = chunk_unit(collective, algorithm, nranks)
+    if resolve(collective, algorithm).name not in ("tree", "dbt", "chain"):
+        return unit
+    best, best_t, k = unit, math.inf, unit
+    while k <= max_chunks and nbytes / k >= min_chunk_bytes:
+        t = predict(collective, algorithm, nranks, nbytes, alpha, beta, gamma, nchunks=k,
+                    **options)
+        if t < best_t:
+            best, best_t = k, t
+        k *= 2
+    return best
+
+
+def _check(nranks: int, nbytes: float, alpha: float, beta: float, gamma: float) -> None:
+    if not isinstance(nranks, int) or nranks < 1:
+        raise CommsimError(f"nranks: {nranks!r} must be a whole number >= 1")
+    for name, value in (("size", nbytes), ("alpha", alpha), ("beta", beta), ("gamma", gamma)):
+        if not value >= 0 or not math.isfinite(value):
+            raise CommsimError(f"{name}: {value!r} must be a finite number >= 0")
+
+
+def predict(collective: str, algorithm: str, nranks: int, nbytes: float, alpha: float,
+            beta: float, gamma: float = 0.0, nchunks: int | None = None, *,
+            group_size: int | None = None, alpha_inter: float | None = None,
+            beta_inter: float | None = None, **_ignored) -> float:
+    """Predicted time in seconds of ``algorithm`` for ``collective``.
+
+    ``nbytes`` follows REFERENCE.md's size convention; ``alpha`` is seconds per
+    message, ``beta`` seconds per byte (1 / link bandwidth), ``gamma`` seconds per
+    byte reduced. ``nchunks`` is the schedule's (default: the builder's default).
+    The hierarchical algorithm takes ``group_size`` and, for its inter-group phase,
+    ``alpha_inter`` and ``beta_inter`` (default: ``alpha`` and ``beta``). Options
+    that do not change the time (such as ``root``) are accepted and ignored.
+    """
+    _check(nranks, nbytes, alpha, beta, gamma)
+    algo = resolve(collective, algorithm)
+    p, S, a, b, g = nranks, float(nbytes), alpha, beta, gamma
+    if p == 1:
+        return 0.0
+    k = nchunks or default_nchunks(algo.collective, algo.name, p)
+    key = (algo.collective, algo.name)
+    if algo.name == "ring":
+        steps = 2 * (p - 1) if algo.collective == "allreduce" else p - 1
+        reduced = (p - 1) / p * S if algo.collective != "allgather" else 0.0
+        return steps * (a + S / p * b) + reduced * g
+    if key == ("allreduce", "rhd"):
+        pc = core_size(p)
+        t = 2 * math.log2(pc) * a + (pc - 1) / pc * S * (2 * b + g)
+        return t + (2 * a + 2 * S * b + S * g if p != pc else 0.0)
+    if algo.name == "rhd":
+        return _rhd_half(algo.collective, p, S, a, b, g)
+    if key == ("allreduce", "tree"):
+        H = tree_height(p)
+        fan = 2 if p >= 3 else 1
+        steps = H + k - 1
+        return 2 * steps * (a + fan * S / k * b) + steps * fan * S / k * g
+    if key == ("allreduce", "dbt"):
+        if k % 2:
+            raise CommsimError(f"nchunks: dbt needs an even number, got {k}")
+        half = k // 2
+        H = tree_height(p)
+        steps = H + half - 1
+        per_step = S / half if p >= 3 else S / (2 * half)
+        return 2 * steps * (a + per_step * b) + steps * per_step * g
+    if key == ("allreduce", "hierarchical"):
+        G = group_size or default_group_size(p)
+        if p % G:
+            raise CommsimError(f"group_size: {G} does not divide nranks={p}")
+        N = p // G
+        ai = a if alpha_inter is None else alpha_inter
+        bi = b if beta_inter is None else beta_inter
+        return (2 * (G - 1) * (a + S / G * b) + (G - 1) / G * S * g
+                + 2 * (N - 1) * (ai + S / (G * N) * bi) + (N - 1) / N * S / G * g)
+    if algo.name == "chain":
+        red = S / k * g if algo.collective == "reduce" else 0.0
+        return (p + k - 2) * (a + S / k * b + red)
+    if algo.name == "binomial":
+        red = S * g if algo.collective == "reduce" else 0.0
+        return math.ceil(math.log2(p)) * (a + S * b + red)
+    raise CommsimError(f"no cost model for {algo.collective}/{algo.name}")
+
+
+def _rhd_half(collective: str, p: int, S: float, a: float, b: float, g: float) -> float:
+    """Recursive halving reduce-scatter / doubling allgather, with the fold when needed.
+
+    Step ``i`` of the core moves ``2**j`` owners' segments (``j = L-1-i`` halving,
+    ``j = i`` doubling), and the busiest rank's share holds ``min(2**j, rem)`` owners
+    with a second (folded) segment each.
+    """
+    pc, L = core_size(p), int(math.log2(core_size(p)))
+    rem = p - pc
+    seg = S / p
+    reduce = collective == "reduce_scatter"
+    t = 0.0
+    for i in range(L):
+        owners = 2 ** (L - 1 - i) if reduce else 2**i
+        nbytes = (owners + min(owners, rem)) * seg
+        t += a + nbytes * (b + (g if reduce else 0.0))
+    if rem:
+        if reduce:  # fold the whole buffer in, hand one segment out
+            t += a + S * (b + g) + a + seg * b
+        else:  # fold one segment in, hand all but one out
+            t += a + seg * b + a + (p - 1) * seg * b
+    return t
+
+
+def lower_bound(collective: str, nranks: int, nbytes: float, alpha: float,
+                beta: float) -> float:
+    """No algorithm on ranks with one link of ``1/beta`` bytes/s can be faster (seconds).
+
+    Patarasuk and Yuan: the transfer term ``busbw_factor * S * beta`` (allreduce
+    ``2(p-1)/p S beta``; reduce_scatter and allgather ``(p-1)/p S beta``; broadcast
+    and reduce ``S beta``) plus ``ceil(log2 p)`` message latencies.
+    """
+    _check(nranks, nbytes, alpha, beta, 0.0)
+    if nranks == 1:
+        return 0.0
+    return (math.ceil(math.log2(nranks)) * alpha
+            + busbw_factor(collective, nranks) * nbytes * beta)
+
+
+def _reach(G: nx.DiGraph, source) -> tuple[dict, dict]:
+    """Shortest-by-latency paths from ``source`` that never transit another gpu."""
+    def weight(u, v, data):
+        if u != source and G.nodes[u].get("kind") == "gpu":
+            return None  # gpus are endpoints only
+        return data["latency"]
+    return nx.single_source_dijkstra(G, source, weight=weight)
+
+
+def alpha_beta(topology: nx.DiGraph, nranks: int, placement: list | None = None,
+               ) -> tuple[float, float]:
+    """The ``(alpha, beta)`` a flat alpha-beta model should assume on a topology.
+
+    ``alpha`` is the largest path latency (seconds) from rank 0 to another rank;
+    ``beta`` is ``1 / bandwidth`` (seconds per byte) of the narrowest link on the
+    slowest of those paths. Ranks sit on ``placement`` (default: the topology's gpus
+    in order). A rough flat view: hierarchical topologies are better simulated.
+    """
+    gpus = placement or [n for n, d in topology.nodes(data=True) if d.get("kind") == "gpu"]
+    if len(gpus) < nranks:
+        raise CommsimError(f"nranks: {nranks} ranks need {nranks} gpus; the topology "
+                           f"{topology.graph.get('name', '')!r} has {len(gpus)}")
+    if nranks == 1:
+        out = [d["bandwidth"] for _, _, d in topology.out_edges(gpus[0], data=True)]
+        return 0.0, 1.0 / max(out) if out else 0.0
+    lat, paths = _reach(topology, gpus[0])
+    alpha, bw = 0.0, math.inf
+    for target in gpus[1:nranks]:
+        if target not in paths:
+            raise CommsimError(f"topology: gpu {target!r} cannot be reached from {gpus[0]!r}")
+        path = paths[target]
+        alpha = max(alpha, lat[target])
+        bw = min(bw, min(topology.edges[u, v]["bandwidth"] for u, v in zip(path, path[1:])))
+    return alpha, 1.0 / bw
