@@ -1,0 +1,202 @@
+"""``commsim topo``: list, show, draw and export topologies.
+
+::
+
+    commsim topo list
+    commsim topo show fat-tree-k8
+    commsim topo draw leaf-spine-2to1 -o leaf-spine.png      # needs the plot extra
+    commsim topo export fat-tree-k8 --format simgrid -o platform.xml
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from commsim import topology
+from commsim.errors import CommsimError
+
+DRAW_LIMIT = 600  # nodes; a larger drawing is an unreadable hairball
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "topo", help="list, show, draw and export network topologies",
+        description="Network topologies: presets shipped in topologies/ (also searched: "
+        "$COMMSIM_TOPOLOGY_PATH) or YAML files. Bandwidths are per direction in GB/s "
+        "(1e9 bytes/s); latencies in us.")
+    sub = parser.add_subparsers(dest="topo_command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("list", help="list the presets: name, gpus, description")
+    p.set_defaults(func=_list)
+
+    p = sub.add_parser("show", help="summary: ranks, switches, links, speeds, diameter, "
+                       "bisection bandwidth")
+    p.add_argument("topology", metavar="NAME|PATH")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON (SI units)")
+    p.set_defaults(func=_show)
+
+    p = sub.add_parser("draw", help="draw the topology to an image (needs the plot extra)")
+    p.add_argument("topology", metavar="NAME|PATH")
+    p.add_argument("-o", "--output", required=True, help="image file, e.g. topo.png or .svg")
+    p.add_argument("--max-nodes", type=int, default=DRAW_LIMIT,
+                   help=f"refuse graphs larger than this (default {DRAW_LIMIT})")
+    p.set_defaults(func=_draw)
+
+    p = sub.add_parser("export", help="write the topology as a SimGrid platform or YAML")
+    p.add_argument("topology", metavar="NAME|PATH")
+    p.add_argument("--format", choices=("simgrid", "yaml"), default="yaml",
+                   help="simgrid: platform XML v4.1 (a host per gpu, a link per direction, "
+                   "explicit routes); yaml: a topology file (default)")
+    p.add_argument("--builder-form", action="store_true",
+                   help="yaml: write builder + params instead of every node and link")
+    p.add_argument("-o", "--output", help="output file (default: standard output)")
+    p.set_defaults(func=_export)
+
+
+def _gbps(bytes_per_s: float) -> str:
+    gbps = bytes_per_s / 1e9
+    return f"{gbps:,.0f}" if gbps >= 1000 else f"{gbps:.4g}"
+
+
+def _list(args) -> int:
+    table = Table(title="commsim topology presets")
+    table.add_column("name")
+    table.add_column("gpus", justify="right")
+    table.add_column("description")
+    for name in topology.presets():
+        try:
+            G = topology.load(name)
+        except CommsimError as exc:  # one broken user preset should not hide the others
+            table.add_row(name, "-", f"[red]error: {exc}[/red]")
+            continue
+        table.add_row(name, str(len(topology.gpus(G))), str(G.graph.get("description", "")))
+    Console(soft_wrap=True).print(table)
+    return 0
+
+
+def _show(args) -> int:
+    G = topology.load(args.topology)
+    s = topology.summary(G)
+    if args.json:
+        s = dict(s, link_speeds=[{"bandwidth": bw, "links": n}
+                                 for bw, n in s["link_speeds"].items()])
+        print(json.dumps(s, indent=2))
+        return 0
+    table = Table(title=f"topology {s['name']}", show_header=True)
+    table.add_column("property")
+    table.add_column("value", justify="right")
+    table.add_column("unit")
+    table.add_row("ranks (gpus)", str(s["gpus"]), "gpus")
+    table.add_row("switches", str(s["switches"]), "nodes")
+    table.add_row("nics", str(s["nics"]), "nodes")
+    if s["hosts"]:
+        table.add_row("hosts", str(s["hosts"]), "nodes")
+    table.add_row("links", str(s["links"]), "directed (2 per duplex cable)")
+    for bw, count in s["link_speeds"].items():
+        table.add_row("  link speed", _gbps(bw), f"GB/s per direction, x{count} links")
+    note = "" if s["diameter_note"] == "exact" else f" ({s['diameter_note']})"
+    table.add_row("diameter", str(s["diameter_hops"]), f"hops between gpus{note}")
+    table.add_row("diameter latency", f"{s['diameter_latency'] * 1e6:.4g}",
+                  f"us between gpus{note}")
+    if s["bisection_bandwidth"] is None:
+        table.add_row("bisection bandwidth", "-", s["bisection_note"])
+    else:
+        table.add_row("bisection bandwidth", _gbps(s["bisection_bandwidth"]),
+                      f"GB/s one direction ({s['bisection_note']})")
+    if "oversubscription" in G.graph:
+        table.add_row("oversubscription", f"{G.graph['oversubscription']:.3g}",
+                      "host-facing / spine-facing bw per leaf")
+    console = Console(soft_wrap=True)
+    if s["description"]:
+        console.print(s["description"])
+    console.print(table)
+    notes = G.graph.get("notes")
+    for line in [notes] if isinstance(notes, str) else notes or []:
+        console.print(f"note: {line}", highlight=False)
+    return 0
+
+
+def _layout(G):
+    """Layers by kind and switch level for trees; a seeded spring layout otherwise."""
+    import networkx as nx
+    kinds = dict(G.nodes(data="kind"))
+    switches = [n for n in G if kinds[n] == "switch"]
+    levels = dict(G.nodes(data="level"))
+    tree = switches and all(levels.get(n) is not None for n in switches) and not any(
+        kinds[u] == kinds[v] == "switch" and levels[u] == levels[v] for u, v in G.edges)
+    if tree:
+        rank = {"gpu": 0, "host": 0, "nic": 1}
+        layers: dict[int, list] = {}
+        for n in G:  # lists keep insertion order, so gpu i sits under nic i
+            layers.setdefault(rank.get(kinds[n], 2 + (levels.get(n) or 0)), []).append(n)
+        return nx.multipartite_layout(G, subset_key=layers, align="horizontal")
+    return nx.spring_layout(G.to_undirected(as_view=True), seed=1)
+
+
+def _draw(args) -> int:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise CommsimError("topo draw needs matplotlib; install the plot extra: "
+                           "pip install 'commsim[plot]'") from None
+    import networkx as nx
+    G = topology.load(args.topology)
+    if G.number_of_nodes() > args.max_nodes:
+        raise CommsimError(f"topology {G.graph['name']!r} has {G.number_of_nodes()} nodes, "
+                           f"too many to draw legibly (--max-nodes {args.max_nodes}); draw a "
+                           "smaller variant or raise --max-nodes")
+    pos = _layout(G)
+    colors = {"gpu": "#76b900", "nic": "#f0a30a", "switch": "#1f77b4", "host": "#9467bd"}
+    small = G.number_of_nodes() <= 64
+    fig, ax = plt.subplots(figsize=(12, 8))
+    undirected = G.to_undirected(as_view=True)
+    nx.draw_networkx_edges(undirected, pos, ax=ax, alpha=0.3, width=0.6)
+    for kind, color in colors.items():
+        nodes = [n for n, k in G.nodes(data="kind") if k == kind]
+        if nodes:
+            nx.draw_networkx_nodes(G, pos, nodelist=nodes, node_color=color, ax=ax,
+                                   node_size=120 if small else 20, label=f"{kind} ({len(nodes)})")
+    if small:
+        nx.draw_networkx_labels(G, pos, ax=ax, font_size=6)
+    s = topology.summary(G)
+    ax.set_title(f"{G.graph['name']}: {s['gpus']} gpus, {s['switches']} switches, "
+                 f"{s['links'] // 2} cables")
+    ax.legend(loc="best", fontsize=8)
+    ax.axis("off")
+    fig.tight_layout()
+    try:
+        fig.savefig(args.output, dpi=150)
+    except (OSError, ValueError) as exc:
+        raise CommsimError(f"--output: cannot write {args.output!r}: {exc}") from None
+    finally:
+        plt.close(fig)
+    print(f"wrote {args.output} ({s['gpus']} gpus, {G.number_of_nodes()} nodes)")
+    return 0
+
+
+def _export(args) -> int:
+    G = topology.load(args.topology)
+    if args.format == "simgrid":
+        from commsim.topology.simgrid import to_simgrid_xml
+        text = to_simgrid_xml(G)
+    else:
+        from commsim.topology.spec import dumps
+        text = dumps(G, form="builder" if args.builder_form else "explicit")
+    if not args.output:
+        sys.stdout.write(text)
+        return 0
+    try:
+        Path(args.output).write_text(text)
+    except OSError as exc:
+        raise CommsimError(f"--output: cannot write {args.output!r}: {exc.strerror}") from None
+    print(f"wrote {args.output} ({args.format}, {len(topology.gpus(G))} gpus, "
+          f"{G.number_of_edges()} directed links)", file=sys.stderr)
+    return 0
+

@@ -1,0 +1,265 @@
+"""YAML topology files <-> ``networkx.DiGraph``.
+
+A file is a mapping with metadata (``name``, ``description``, ``notes``) and either a
+builder with its parameters, or explicit nodes and links (or both: the explicit part is
+added to what the builder made)::
+
+    name: my-cluster
+    description: two DGX-style nodes
+    builder: dgx_cluster
+    params: {nodes: 2, gpus_per_node: 8, nvlink_bw: 450GB/s, nic_bw: 400Gb/s}
+
+    nodes: [{name: g0, kind: gpu}, {name: sw, kind: switch}]
+    links: [{src: g0, dst: sw, bandwidth: 50GB/s, latency: 1us, duplex: true}]
+
+Units are parsed by :mod:`commsim.units`; ``duplex: true`` (the default) makes two
+directed edges. Every problem raises one :class:`CommsimError` line naming the file and
+the field (``links[3].dst: unknown node 'g9'; did you mean 'g1'?``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import networkx as nx
+import yaml
+
+from commsim.errors import CommsimError, unknown
+from commsim.topology import KINDS, check, preset_dirs, presets
+from commsim.topology.builders import BUILDERS
+from commsim.units import parse_bandwidth, parse_time
+
+__all__ = ["builder_params", "dumps", "find_preset", "load", "parse"]
+
+TOP_FIELDS = ("name", "description", "notes", "builder", "params", "nodes", "links")
+LINK_FIELDS = ("src", "dst", "bandwidth", "latency", "duplex")
+_META = ("name", "description", "notes")
+
+
+def builder_params(builder: str) -> list[str]:
+    """The parameters a builder takes in a file's ``params`` (``name`` is top-level)."""
+    sig = inspect.signature(BUILDERS[builder])
+    return [p for p in sig.parameters if p != "name"]
+
+
+def find_preset(name: str) -> Path | None:
+    """The file of preset ``name`` in the first directory of :func:`preset_dirs` that has it."""
+    for d in preset_dirs():
+        for suffix in (".yaml", ".yml"):
+            path = d / f"{name}{suffix}"
+            if path.is_file():
+                return path
+    return None
+
+
+def load(name_or_path) -> nx.DiGraph:
+    """A validated topology from a preset name or a YAML file path."""
+    text = str(name_or_path)
+    looks_like_path = isinstance(name_or_path, Path) or "/" in text or "\\" in text \
+        or text.endswith((".yaml", ".yml"))
+    path = None if looks_like_path else find_preset(text)
+    if path is None:
+        candidate = Path(text)
+        if candidate.is_file():
+            path = candidate
+        elif looks_like_path:
+            raise CommsimError(f"topology: no such file {text!r}")
+        else:
+            err = unknown("topology", text, presets())
+            raise CommsimError(f"{err}; or give the path of a YAML topology file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise CommsimError(f"{path}: not valid YAML{where}: "
+                           f"{getattr(exc, 'problem', None) or exc}") from None
+    except OSError as exc:
+        raise CommsimError(f"{path}: cannot read: {exc.strerror}") from None
+    return parse(data, source=str(path), default_name=path.stem)
+
+
+def parse(data, source: str = "topology", default_name: str | None = None) -> nx.DiGraph:
+    """A validated DiGraph from a parsed YAML mapping; errors name ``source`` and the field."""
+    try:
+        return _parse(data, default_name)
+    except CommsimError as exc:
+        raise CommsimError(f"{source}: {exc}") from None
+
+
+def _parse(data, default_name) -> nx.DiGraph:
+    if not isinstance(data, dict):
+        raise CommsimError("must be a YAML mapping with builder/params or nodes/links")
+    for key in data:
+        if key not in TOP_FIELDS:
+            raise unknown("field", key, TOP_FIELDS)
+    if "builder" not in data and "nodes" not in data:
+        raise CommsimError("missing field 'builder' (with 'params') or 'nodes' and 'links'")
+    name = data.get("name", default_name) or "topology"
+    if not isinstance(name, str):
+        raise CommsimError(f"name: {name!r} must be a string")
+    if "builder" in data:
+        G = _from_builder(data["builder"], data.get("params") or {}, name)
+    else:
+        if "params" in data:
+            raise CommsimError("params: given without 'builder'; add builder: NAME")
+        G = nx.DiGraph()
+    G.graph["name"] = name
+    for key in ("description", "notes"):
+        if key in data:
+            value = data[key]
+            ok = isinstance(value, str) or (isinstance(value, list) and
+                                            all(isinstance(v, str) for v in value))
+            if not ok:
+                raise CommsimError(f"{key}: must be text or a list of text lines")
+            G.graph[key] = value
+    _add_nodes(G, data.get("nodes") or [])
+    _add_links(G, data.get("links") or [])
+    return check(G, where="")
+
+
+def _from_builder(builder, params, name: str) -> nx.DiGraph:
+    if builder not in BUILDERS:
+        raise unknown("builder", builder, BUILDERS)
+    if not isinstance(params, dict):
+        raise CommsimError(f"params: must be a mapping of {builder} parameters, "
+                           f"e.g. {{{builder_params(builder)[0]}: ...}}")
+    known = builder_params(builder)
+    for key in params:
+        if key not in known:
+            err = unknown(f"parameter of builder {builder}", key, known)
+            raise CommsimError(f"params.{key}: {err}")
+    try:
+        return BUILDERS[builder](**params, name=name)
+    except CommsimError as exc:
+        raise CommsimError(f"params.{exc}") from None
+
+
+def _node_name(value, field: str):
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise CommsimError(f"{field}: {value!r} must be a string or an integer")
+    return value
+
+
+def _add_nodes(G: nx.DiGraph, nodes) -> None:
+    if not isinstance(nodes, list):
+        raise CommsimError("nodes: must be a list of {name: ..., kind: ...} mappings")
+    for i, spec in enumerate(nodes):
+        where = f"nodes[{i}]"
+        if not isinstance(spec, dict):
+            raise CommsimError(f"{where}: must be a mapping like {{name: g0, kind: gpu}}")
+        for key in ("name", "kind"):
+            if key not in spec:
+                raise CommsimError(f"{where}: missing field {key!r}")
+        name = _node_name(spec["name"], f"{where}.name")
+        if spec["kind"] not in KINDS:
+            raise unknown(f"kind in {where}.kind", spec["kind"], KINDS)
+        if name in G:
+            raise CommsimError(f"{where}.name: node {name!r} is defined twice")
+        G.add_node(name, **{k: v for k, v in spec.items() if k != "name"})
+
+
+def _add_links(G: nx.DiGraph, links) -> None:
+    if not isinstance(links, list):
+        raise CommsimError("links: must be a list of {src, dst, bandwidth, latency} mappings")
+    for i, spec in enumerate(links):
+        where = f"links[{i}]"
+        if not isinstance(spec, dict):
+            raise CommsimError(f"{where}: must be a mapping like "
+                               "{src: a, dst: b, bandwidth: 50GB/s, latency: 1us}")
+        for key in spec:
+            if key not in LINK_FIELDS:
+                raise CommsimError(f"{where}: {unknown('field', key, LINK_FIELDS)}")
+        for key in ("src", "dst", "bandwidth", "latency"):
+            if key not in spec:
+                raise CommsimError(f"{where}: missing field {key!r}")
+        ends = []
+        for key in ("src", "dst"):
+            node = _node_name(spec[key], f"{where}.{key}")
+            if node not in G:
+                raise CommsimError(f"{where}.{key}: "
+                                   f"{unknown('node', node, map(str, G.nodes))}")
+            ends.append(node)
+        bw = parse_bandwidth(spec["bandwidth"], f"{where}.bandwidth")
+        lat = parse_time(spec["latency"], f"{where}.latency")
+        duplex = spec.get("duplex", True)
+        if not isinstance(duplex, bool):
+            raise CommsimError(f"{where}.duplex: {duplex!r} must be true or false")
+        src, dst = ends
+        if src == dst:
+            raise CommsimError(f"{where}: src and dst are both {src!r}; a link joins two nodes")
+        for u, v in ((src, dst), (dst, src)) if duplex else ((src, dst),):
+            if G.has_edge(u, v):
+                raise CommsimError(f"{where}: link {u!r} -> {v!r} is defined twice")
+            G.add_edge(u, v, bandwidth=bw, latency=lat)
+
+
+# -- writing -------------------------------------------------------------------------------
+
+def _plain(value):
+    """YAML-safe plain data (tuples to lists, numpy scalars to numbers)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        return value.item()
+    return value
+
+
+def _fmt_bandwidth(bw: float):
+    """``450GB/s`` when that reads back exactly, else the number of bytes/s."""
+    for unit, scale in (("GB/s", 1e9), ("MB/s", 1e6)):
+        text = f"{bw / scale:.15g}{unit}"
+        if parse_bandwidth(text) == bw:
+            return text
+    return float(bw)
+
+
+def _fmt_latency(lat: float):
+    """``1us`` / ``700ns`` when that reads back exactly, else seconds."""
+    if lat == 0:
+        return 0
+    for unit, scale in (("us", 1e-6), ("ns", 1e-9)):
+        text = f"{lat / scale:.15g}{unit}"
+        if parse_time(text) == lat:
+            return text
+    return float(lat)
+
+
+def dumps(G: nx.DiGraph, form: str = "explicit") -> str:
+    """YAML text for ``G``: ``explicit`` nodes and links (exact: reads back to the same
+    graph, edge attributes other than bandwidth and latency are dropped) or ``builder``
+    (builder + params from ``G.graph``; valid only for an unmodified builder graph)."""
+    data = {k: _plain(G.graph[k]) for k in _META if G.graph.get(k) not in (None, "")}
+    if form == "builder":
+        if not G.graph.get("builder"):
+            raise CommsimError("form: builder needs a graph made by a builder; use explicit")
+        data["builder"] = G.graph["builder"]
+        data["params"] = {k: _plain(v) for k, v in G.graph.get("params", {}).items()
+                          if v is not None}
+    elif form == "explicit":
+        data["nodes"] = [{"name": n, **_plain(attr)} for n, attr in G.nodes(data=True)]
+        data["links"] = _explicit_links(G)
+    else:
+        raise unknown("form", form, ("explicit", "builder"))
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+
+
+def _explicit_links(G: nx.DiGraph) -> list[dict]:
+    links, done = [], set()
+    for u, v, attr in G.edges(data=True):
+        if (u, v) in done:
+            continue
+        bw, lat = attr["bandwidth"], attr["latency"]
+        back = G.get_edge_data(v, u)
+        link = {"src": u, "dst": v, "bandwidth": _fmt_bandwidth(bw),
+                "latency": _fmt_latency(lat)}
+        if back is not None and back["bandwidth"] == bw and back["latency"] == lat:
+            done.add((v, u))
+        else:
+            link["duplex"] = False
+        done.add((u, v))
+        links.append(link)
+    return links

@@ -1,0 +1,106 @@
+"""``commsim topo``: list, show, draw, export; bad input exits 2 with one line."""
+
+from __future__ import annotations
+
+import json
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from commsim import topology
+from commsim.cli import main
+
+
+def run(capsys, *argv):
+    code = main(["topo", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list_shows_every_preset_with_gpu_counts(capsys):
+    code, out, _ = run(capsys, "list")
+    assert code == 0
+    for name in topology.presets():
+        assert name in out
+    assert "256" in out  # dgx-h100-32node
+
+
+def test_show_prints_summary_with_units(capsys):
+    code, out, _ = run(capsys, "show", "leaf-spine-2to1")
+    assert code == 0
+    for piece in ("ranks", "32", "switches", "GB/s", "diameter", "hops", "us", "bisection",
+                  "200", "oversubscription"):
+        assert piece in out
+
+
+def test_show_json(capsys):
+    code, out, _ = run(capsys, "show", "fat-tree-k8", "--json")
+    assert code == 0
+    s = json.loads(out)
+    assert s["gpus"] == 128 and s["switches"] == 80 and s["diameter_hops"] == 6
+    assert s["bisection_bandwidth"] == pytest.approx(64 * 25e9)
+    assert s["link_speeds"] == [{"bandwidth": 25e9, "links": 768}]
+
+
+def test_show_a_yaml_file(capsys, tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("builder: star\nparams: {n: 3, bandwidth: 10GB/s}\n")
+    code, out, _ = run(capsys, "show", str(path))
+    assert code == 0 and "mine" in out and "10" in out
+
+
+@pytest.mark.parametrize("argv, piece", [
+    (["show", "fat-tree-k9"], "did you mean 'fat-tree-k8'"),
+    (["show", "missing/topo.yaml"], "no such file"),
+    (["export", "ring-9", "--format", "simgrid"], "unknown topology"),
+    (["draw", "dgx-h100-superpod", "-o", "x.png"], "too many to draw"),
+])
+def test_bad_input_exits_2_with_one_line(capsys, argv, piece):
+    code, _out, err = run(capsys, *argv)
+    assert code == 2
+    assert err.count("\n") == 1 and piece in err
+    assert "Traceback" not in err
+
+
+def test_bad_file_exits_2(capsys, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("nodes: [{name: g0, kind: gpu}, {name: g1, kind: gpu}]\n"
+                    "links: [{src: g0, dst: g1, bandwidth: -1GB/s, latency: 1us}]\n")
+    code, _, err = run(capsys, "show", str(path))
+    assert code == 2 and "links[0].bandwidth" in err and err.count("\n") == 1
+
+
+def test_draw_writes_a_png(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    for name in ("leaf-spine-2to1", "torus-4x4"):
+        out_file = tmp_path / f"{name}.png"
+        code, out, _ = run(capsys, "draw", name, "-o", str(out_file))
+        assert code == 0 and "wrote" in out
+        assert out_file.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_draw_without_matplotlib_says_install_plot_extra(capsys, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    code, _, err = run(capsys, "draw", "ring-8", "-o", str(tmp_path / "r.png"))
+    assert code == 2 and "plot" in err
+
+
+def test_export_simgrid_and_yaml(capsys, tmp_path):
+    xml_file = tmp_path / "platform.xml"
+    code, _, _ = run(capsys, "export", "dragonfly-small", "--format", "simgrid",
+                     "-o", str(xml_file))
+    assert code == 0
+    root = ET.fromstring(xml_file.read_text().split("\n", 2)[2])
+    assert len(root.find("zone").findall("host")) == 40
+    assert len(root.find("zone").findall("route")) == 40 * 39
+
+    yaml_file = tmp_path / "copy.yaml"
+    code, _, _ = run(capsys, "export", "dgx-a100-4node", "-o", str(yaml_file))
+    assert code == 0
+    G, H = topology.load("dgx-a100-4node"), topology.load(str(yaml_file))
+    assert list(G.nodes(data=True)) == list(H.nodes(data=True))
+    assert dict(G.edges) == dict(H.edges)
+
+    code, out, _ = run(capsys, "export", "ring-8", "--builder-form")
+    assert code == 0 and "builder: ring" in out
