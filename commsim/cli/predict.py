@@ -102,8 +102,8 @@ def run(args) -> int:
                   + (f"; inter-group alpha {format_time(prm['alpha_inter'])}, link "
                      f"{format_bandwidth(1 / prm['beta_inter'])}, groups of {prm['group_size']}"
                      if "alpha_inter" in prm else ""))
-    console.print(_table(rows, algos, size_list, "time_us", "predicted time (us)", "{:.4g}"))
-    console.print(_table(rows, algos, size_list, "busbw_gbps", "busbw (GB/s)", "{:.3g}"))
+    console.print(_table(rows, algos, size_list, "time_us", "predicted time (us)"))
+    console.print(_table(rows, algos, size_list, "busbw_gbps", "busbw (GB/s)"))
     console.print("[dim]line-rate alpha-beta model (no protocol efficiency); busbw = algbw x "
                   "nccl-tests factor; * marks the fastest algorithm per size[/]")
     if args.json:
@@ -114,8 +114,13 @@ def run(args) -> int:
     return 0
 
 
-def _table(rows: list[dict], algos: list[str], size_list: list[int], key: str, title: str,
-           fmt: str) -> Table:
+def _number(value: float) -> str:
+    """Four significant digits, never in exponent form for the values tables hold."""
+    return f"{value:,.0f}" if value >= 1000 else f"{value:.4g}"
+
+
+def _table(rows: list[dict], algos: list[str], size_list: list[int], key: str,
+           title: str) -> Table:
     """One row per size, one column per algorithm; ``*`` marks the fastest per size."""
     table = Table(title=title)
     table.add_column("size", justify="right")
@@ -127,6 +132,6 @@ def _table(rows: list[dict], algos: list[str], size_list: list[int], key: str, t
         cells = [format_size(size)]
         for r in mine:
             mark = "*" if r["time_us"] == best and len(algos) > 1 else ""
-            cells.append(fmt.format(r[key]) + mark)
+            cells.append(_number(r[key]) + mark)
         table.add_row(*cells)
     return table
