@@ -61,6 +61,16 @@ def _add_segments(b, step, src, dst, seg, seg_chunks, reduce) -> None:
     b.add(step, np.repeat(src, m), np.repeat(dst, m), chunks.ravel(), reduce)
 
 
+def _fold_whole_buffer(b: ScheduleBuilder, nranks: int, nchunks: int) -> int:
+    """Step 0: each extra rank adds its whole buffer into its partner. Returns the next step."""
+    pc = core_size(nranks)
+    if pc == nranks:
+        return 0
+    src, c = np.meshgrid(np.arange(pc, nranks), np.arange(nchunks), indexing="ij")
+    b.add(0, src, src - pc, c, True)
+    return 1
+
+
 def _segments(nsegments: int, nchunks: int | None) -> tuple[int, np.ndarray]:
     nchunks = nchunks or nsegments
     if nchunks % nsegments:
@@ -80,12 +90,7 @@ def reduce_scatter(nranks: int, nchunks: int | None = None) -> Schedule:
     rem = p - pc
     nchunks, seg_chunks = _segments(p, nchunks)
     b = ScheduleBuilder()
-    step = 0
-    if rem:
-        extra = np.arange(pc, p)
-        src, c = np.meshgrid(extra, np.arange(nchunks), indexing="ij")
-        b.add(0, src, src - pc, c, True)
-        step = 1
+    step = _fold_whole_buffer(b, p, nchunks)
     step = _halving(b, pc, _owner(p), seg_chunks, step)
     if rem:
         _add_segments(b, step, np.arange(rem), np.arange(pc, p), np.arange(pc, p),
@@ -122,12 +127,7 @@ def allreduce(nranks: int, nchunks: int | None = None) -> Schedule:
     nchunks, seg_chunks = _segments(pc, nchunks)
     owner = np.arange(pc)
     b = ScheduleBuilder()
-    step = 0
-    if rem:
-        extra = np.arange(pc, p)
-        src, c = np.meshgrid(extra, np.arange(nchunks), indexing="ij")
-        b.add(0, src, src - pc, c, True)
-        step = 1
+    step = _fold_whole_buffer(b, p, nchunks)
     step = _halving(b, pc, owner, seg_chunks, step)
     step = _doubling(b, pc, owner, seg_chunks, step)
     if rem:
