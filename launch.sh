@@ -2,6 +2,8 @@
 # commsim's two commands, and the local launchers.
 #   ./launch.sh            the main job on its built-in defaults
 #   ./launch.sh test       the test suite
+#   ./launch.sh bench ...      `commsim bench ...` on NPROC local ranks (default 4) under torchrun
+#   ./launch.sh bench-mpi ...  the same with --backend mpi under the environment's mpirun
 #   ./launch.sh ARGS...    `commsim ARGS...` inside the project's virtual environment
 # The first call creates .venv and installs the project with the extras a local run
 # needs (torch pinned to its CPU wheel by constraints.txt); later calls reuse it and
@@ -29,8 +31,27 @@ setup() {
 # OpenMPI refuses to run as root without these; harmless otherwise.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
+NPROC=${NPROC:-4}
+
+bench_torch() {
+    OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$VENV/bin/torchrun" --standalone \
+        --nproc-per-node "$NPROC" -m commsim bench "$@"
+}
+
+bench_mpi() {
+    local extra=()
+    [ "$NPROC" -gt "$(nproc)" ] && extra=(--oversubscribe)
+    OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$VENV/bin/mpirun" -n "$NPROC" "${extra[@]}" \
+        "$VENV/bin/python" -m commsim bench --backend mpi "$@"
+}
+
+# The quickstart: a local 4-rank allreduce benchmark, measured beside predicted.
 main_job() {
-    "$VENV/bin/commsim" predict --table
+    local out
+    out="results/bench-$(date +%Y%m%d-%H%M%S).jsonl"
+    NPROC=4 bench_torch --collective allreduce --algorithm native,ring,tree \
+        -b 1K -e 64M -f 2 -n 5 -w 2 --json "$out"
+    echo "$out"
 }
 
 setup
@@ -38,5 +59,7 @@ export PATH="$PWD/$VENV/bin:$PATH"
 case "${1:-}" in
     "")   main_job ;;
     test) shift; exec "$VENV/bin/python" -m pytest "$@" ;;
+    bench) shift; bench_torch "$@" ;;
+    bench-mpi) shift; bench_mpi "$@" ;;
     *)    exec "$VENV/bin/commsim" "$@" ;;
 esac

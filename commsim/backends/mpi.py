@@ -1,0 +1,88 @@
+"""Execute a commsim schedule over MPI (mpi4py) on numpy buffers.
+
+::
+
+    buf = mpi.logical_buffer(schedule, my_input, comm.rank)
+    mpi.run(schedule, buf, comm)          # in place, on every rank of comm
+    out = mpi.result_view(schedule, buf, comm.rank)
+
+Per step: ``Isend``/``Irecv`` of the rank's messages, one ``Waitall``, then the reducing
+receives (landed in a scratch buffer allocated once per call) are added to their slices.
+Messages travel as bytes, so any numpy dtype works (float16 included); messages between
+a pair match by their order (MPI's non-overtaking rule). mpi4py is imported lazily.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from commsim.backends.plan import logical_length, rank_plan, segment_range
+from commsim.collectives.schedule import Schedule
+from commsim.errors import CommsimError
+
+TAG = 7117
+
+
+def mpi_module():
+    """``mpi4py.MPI``, or a CommsimError that says how to install it."""
+    try:
+        from mpi4py import MPI
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise CommsimError("the MPI backend needs mpi4py: pip install 'commsim[mpi]'") from exc
+    return MPI
+
+
+def logical_buffer(schedule: Schedule, local: np.ndarray, rank: int) -> np.ndarray:
+    """This rank's logical buffer made from its input (see ``reference.initial_buffers``)."""
+    flat = np.ascontiguousarray(local).reshape(-1)
+    if schedule.collective != "allgather":
+        return flat.copy()
+    n = logical_length(schedule, flat.size)
+    buf = np.zeros(n, dtype=flat.dtype)
+    lo, hi = segment_range(schedule.nranks, n, rank)
+    buf[lo:hi] = flat
+    return buf
+
+
+def result_view(schedule: Schedule, buffer: np.ndarray, rank: int) -> np.ndarray:
+    """This rank's result in ``buffer`` (reduce_scatter: segment ``rank``; else all of it)."""
+    if schedule.collective != "reduce_scatter":
+        return buffer
+    lo, hi = segment_range(schedule.nranks, buffer.size, rank)
+    return buffer.reshape(-1)[lo:hi]
+
+
+def run(schedule: Schedule, array: np.ndarray, comm) -> np.ndarray:
+    """Execute ``schedule`` in place on ``array``, this rank's logical buffer; returns it.
+
+    Every rank of ``comm`` calls it with the same schedule and an array of one length
+    and dtype. The array must be C-contiguous (it is used flat).
+    """
+    MPI = mpi_module()
+    if comm.size != schedule.nranks:
+        raise CommsimError(f"schedule is for {schedule.nranks} ranks but the communicator "
+                           f"has {comm.size}; build it with nranks={comm.size}")
+    if not array.flags.c_contiguous:
+        raise CommsimError("array: the buffer must be C-contiguous; pass np.ascontiguousarray")
+    flat = array.reshape(-1)
+    plan = rank_plan(schedule, comm.rank, flat.size)
+    if not plan.steps:
+        return array
+    width = flat.itemsize
+    raw = flat.view(np.uint8)
+    scratch = np.empty(plan.scratch, dtype=flat.dtype) if plan.scratch else None
+    raw_scratch = scratch.view(np.uint8) if scratch is not None else None
+    byte = MPI.BYTE
+    waitall = MPI.Request.Waitall
+    for step in plan.steps:
+        reqs = [comm.Irecv([raw[lo * width:hi * width], byte] if off < 0 else
+                           [raw_scratch[off * width:(off + hi - lo) * width], byte],
+                           source=peer, tag=TAG)
+                for peer, lo, hi, off in step.recvs]
+        reqs += [comm.Isend([raw[lo * width:hi * width], byte], dest=peer, tag=TAG)
+                 for peer, lo, hi in step.sends]
+        waitall(reqs)
+        for _, lo, hi, off in step.recvs:
+            if off >= 0:
+                np.add(flat[lo:hi], scratch[off:off + hi - lo], out=flat[lo:hi])
+    return array

@@ -1,0 +1,131 @@
+"""Execute a commsim schedule over torch.distributed (gloo on CPU, NCCL on CUDA).
+
+::
+
+    buf = torch_dist.logical_buffer(schedule, my_input)   # the schedule's logical buffer
+    torch_dist.run(schedule, buf)                          # in place, on every rank
+    out = torch_dist.result_view(schedule, buf)            # this rank's result
+
+Per step, the rank's sends and receives go out together in one ``batch_isend_irecv``
+(so NCCL groups them); sends read the buffer as it was before the step, copying
+receives land straight in the buffer's slices, reducing receives land in a scratch
+buffer (allocated once per call) and are added to their slices after the step's waits.
+Messages between a pair match by their order in the schedule; chunks of zero elements
+(fewer elements than chunks) are skipped on both ends. torch is imported lazily.
+"""
+
+from __future__ import annotations
+
+from commsim.backends.plan import logical_length, rank_plan, segment_range
+from commsim.collectives.schedule import Schedule
+from commsim.errors import CommsimError
+
+_NCCL_READY: set = set()
+
+
+def _dist():
+    try:
+        import torch.distributed as dist
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise CommsimError("the torch backend needs torch: pip install 'commsim[torch]'") from exc
+    return dist
+
+
+def _rank_and_size(schedule: Schedule, group) -> tuple[int, int]:
+    dist = _dist()
+    if not dist.is_initialized():
+        raise CommsimError("torch.distributed is not initialized: call "
+                           "init_process_group first (or launch with torchrun)")
+    rank, size = dist.get_rank(group), dist.get_world_size(group)
+    if size != schedule.nranks:
+        raise CommsimError(f"schedule is for {schedule.nranks} ranks but the process group "
+                           f"has {size}; build it with nranks={size}")
+    return rank, size
+
+
+def logical_buffer(schedule: Schedule, local, rank: int | None = None, group=None):
+    """This rank's logical buffer for ``schedule`` made from its input tensor ``local``.
+
+    For allgather: a zeroed buffer of ``nranks * len(local)`` elements with the rank's
+    segment filled; otherwise a flat copy of ``local`` (for reduce_scatter the whole
+    input, of which the rank keeps segment ``rank``). Same as the reference executor's
+    ``initial_buffers``.
+    """
+    if rank is None:
+        rank, _ = _rank_and_size(schedule, group)
+    flat = local.reshape(-1)
+    if schedule.collective != "allgather":
+        return flat.clone()
+    n = logical_length(schedule, flat.numel())
+    buf = flat.new_zeros(n)
+    lo, hi = segment_range(schedule.nranks, n, rank)
+    buf[lo:hi].copy_(flat)
+    return buf
+
+
+def result_view(schedule: Schedule, buffer, rank: int | None = None, group=None):
+    """This rank's result in ``buffer`` after :func:`run` (a view, not a copy).
+
+    reduce_scatter: segment ``rank`` (``np.array_split`` sizes); otherwise the whole
+    buffer (for reduce only the root's is defined). Same as the reference's
+    ``final_results``.
+    """
+    if schedule.collective != "reduce_scatter":
+        return buffer
+    if rank is None:
+        rank, _ = _rank_and_size(schedule, group)
+    flat = buffer.reshape(-1)
+    lo, hi = segment_range(schedule.nranks, flat.numel(), rank)
+    return flat[lo:hi]
+
+
+def _global_ranks(group, size: int) -> list[int]:
+    dist = _dist()
+    if group is None or group is dist.GroupMember.WORLD:
+        return list(range(size))
+    return [dist.get_global_rank(group, r) for r in range(size)]
+
+
+def run(schedule: Schedule, tensor, group=None):
+    """Execute ``schedule`` in place on ``tensor``, this rank's logical buffer.
+
+    Every rank of ``group`` (default: the world) calls it with the same schedule and a
+    buffer of the same length and dtype. Returns ``tensor``. The tensor must be
+    contiguous (it is used flat); CPU tensors need gloo, CUDA tensors NCCL.
+    """
+    dist = _dist()
+    rank, size = _rank_and_size(schedule, group)
+    if not tensor.is_contiguous():
+        raise CommsimError("tensor: the buffer must be contiguous; pass tensor.contiguous()")
+    flat = tensor.view(-1)
+    if flat.is_cuda:  # every rank, before any returns early
+        _nccl_first_call(dist, group, flat.device.index)
+    plan = rank_plan(schedule, rank, flat.numel())
+    if not plan.steps:
+        return tensor
+    peers = _global_ranks(group, size)
+    scratch = flat.new_empty(plan.scratch) if plan.scratch else None
+    P2POp, isend, irecv = dist.P2POp, dist.isend, dist.irecv
+    for step in plan.steps:
+        ops = [P2POp(isend, flat[lo:hi], peers[peer], group) for peer, lo, hi in step.sends]
+        reduces = []
+        for peer, lo, hi, off in step.recvs:
+            if off < 0:
+                ops.append(P2POp(irecv, flat[lo:hi], peers[peer], group))
+            else:
+                into = scratch[off:off + hi - lo]
+                ops.append(P2POp(irecv, into, peers[peer], group))
+                reduces.append((lo, hi, into))
+        for work in dist.batch_isend_irecv(ops):
+            work.wait()
+        for lo, hi, into in reduces:
+            flat[lo:hi].add_(into)
+    return tensor
+
+
+def _nccl_first_call(dist, group, device_index: int) -> None:
+    """NCCL needs every rank of a group in its first batched P2P call; a barrier does it."""
+    key = id(group) if group is not None else None
+    if key not in _NCCL_READY:
+        dist.barrier(group=group, device_ids=[device_index])
+        _NCCL_READY.add(key)

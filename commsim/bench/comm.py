@@ -1,0 +1,272 @@
+"""The harness's view of a backend: set-up, barriers, gathering, timing, and the ops.
+
+:class:`TorchComm` drives torch.distributed (gloo on CPU tensors, NCCL on CUDA
+tensors, one GPU per local rank); :class:`MpiComm` drives mpi4py on numpy arrays. Both
+build :class:`Op` objects, one measured operation on this rank: a commsim schedule
+through :mod:`commsim.backends.torch_dist` / :mod:`commsim.backends.mpi`, or the
+backend's native collective through :mod:`commsim.backends.native`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+
+import numpy as np
+
+from commsim.backends import native
+from commsim.bench.env import RankInfo
+from commsim.errors import CommsimError
+
+SENTINEL = -1  # outputs are filled with it before a check, so an op that writes nothing fails
+
+
+@dataclass
+class Op:
+    """One operation on this rank: ``call()`` runs it, ``reset()`` puts the input back (and
+    fills outputs with :data:`SENTINEL`), ``result()`` is the rank's result (flat)."""
+
+    call: Callable[[], object]
+    reset: Callable[[], object]
+    result: Callable[[], object]
+
+
+def _version(dist_name: str) -> str | None:
+    try:
+        return metadata.version(dist_name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+class CpuClock:
+    """Wall-clock marks (``time.perf_counter``); ops on CPU return when they are done."""
+
+    def __init__(self) -> None:
+        self.marks: list[float] = []
+
+    def mark(self) -> None:
+        self.marks.append(time.perf_counter())
+
+    def seconds(self) -> np.ndarray:
+        """Each mark in seconds after the first."""
+        return np.asarray(self.marks) - self.marks[0]
+
+
+class CudaClock:
+    """CUDA events on the current stream: device time, no host synchronization per mark."""
+
+    def __init__(self, torch) -> None:
+        self.torch = torch
+        self.events: list = []
+
+    def mark(self) -> None:
+        event = self.torch.cuda.Event(enable_timing=True)
+        event.record()
+        self.events.append(event)
+
+    def seconds(self) -> np.ndarray:
+        self.events[-1].synchronize()
+        first = self.events[0]
+        return np.array([first.elapsed_time(e) / 1e3 for e in self.events])
+
+
+class TorchComm:
+    """torch.distributed, initialized from the launcher's environment."""
+
+    def __init__(self, backend: str, info: RankInfo) -> None:
+        import torch
+        import torch.distributed as dist
+
+        self.torch, self.dist, self.backend, self.info = torch, dist, backend, info
+        if backend == "nccl":
+            if not torch.cuda.is_available():
+                raise CommsimError("--backend nccl needs CUDA GPUs; use --backend gloo on CPUs")
+            self.device = torch.device("cuda", info.local_rank % torch.cuda.device_count())
+            torch.cuda.set_device(self.device)
+        else:
+            self.device = torch.device("cpu")
+        if not dist.is_initialized():
+            # torchrun sets these; mpirun or srun launches need a rendezvous too
+            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+            os.environ.setdefault("MASTER_PORT", "29500")
+            kwargs = {}
+            if backend == "nccl" and "device_id" in inspect.signature(
+                    dist.init_process_group).parameters:
+                kwargs["device_id"] = self.device  # eager NCCL init, bound to our GPU
+            dist.init_process_group(backend, rank=info.rank, world_size=info.world_size,
+                                    **kwargs)
+        self.rank, self.size = dist.get_rank(), dist.get_world_size()
+
+    # --- description ----------------------------------------------------------------
+    def versions(self) -> dict:
+        out = {"torch": self.torch.__version__, "backend": self.backend}
+        if self.backend == "nccl":
+            v = self.torch.cuda.nccl.version()
+            out["nccl"] = ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
+            out["cuda"] = self.torch.version.cuda
+        else:
+            out["gloo"] = f"bundled with torch {self.torch.__version__}"
+        return out
+
+    def device_name(self) -> str:
+        if self.device.type == "cuda":
+            return f"{self.device} ({self.torch.cuda.get_device_name(self.device)})"
+        return f"cpu ({platform.processor() or platform.machine()})"
+
+    # --- collectives the harness itself needs -----------------------------------------
+    def barrier(self) -> None:
+        if self.device.type == "cuda":
+            self.dist.barrier(device_ids=[self.device.index])
+        else:
+            self.dist.barrier()
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize(self.device)
+
+    def allgather_floats(self, values) -> np.ndarray:
+        """Every rank's ``values`` (equal lengths) as a ``(nranks, len)`` float64 array."""
+        t = self.torch.as_tensor(np.asarray(values, dtype=np.float64), device=self.device)
+        parts = [self.torch.empty_like(t) for _ in range(self.size)]
+        self.dist.all_gather(parts, t)
+        return self.torch.stack(parts).cpu().numpy()
+
+    def allgather_objects(self, obj) -> list:
+        out = [None] * self.size
+        self.dist.all_gather_object(out, obj)
+        return out
+
+    def clock(self):
+        return CudaClock(self.torch) if self.device.type == "cuda" else CpuClock()
+
+    # --- buffers and ops --------------------------------------------------------------
+    def _dtype(self, name: str):
+        return getattr(self.torch, name)
+
+    def array(self, base: np.ndarray, length: int, dtype: str):
+        """``base`` tiled to ``length`` elements, as a tensor of ``dtype`` on the device."""
+        t = self.convert(base, dtype)
+        reps = -(-length // max(1, len(base)))
+        return (t.repeat(reps)[:length] if reps > 1 else t[:length]).contiguous()
+
+    def convert(self, base: np.ndarray, dtype: str):
+        return self.torch.from_numpy(base).to(device=self.device, dtype=self._dtype(dtype))
+
+    def empty(self, length: int, dtype: str):
+        return self.torch.empty(length, dtype=self._dtype(dtype), device=self.device)
+
+    def make_op(self, collective: str, schedule, local, count: int, root: int) -> Op:
+        """An op over ``local`` (this rank's input, as :mod:`commsim.bench.data` makes it)."""
+        from commsim.backends import torch_dist
+
+        if schedule is not None:
+            buf = torch_dist.logical_buffer(schedule, local, self.rank)
+            initial = buf.clone()
+            view = torch_dist.result_view(schedule, buf, self.rank)
+            return Op(lambda: torch_dist.run(schedule, buf), lambda: buf.copy_(initial),
+                      lambda: view)
+        if collective in native.IN_PLACE:
+            recv = local.clone()
+            return Op(lambda: native.torch_native(collective, recv, recv, root),
+                      lambda: recv.copy_(local), lambda: recv)
+        recv = self.empty(count if collective == "reduce_scatter" else count * self.size,
+                          str(local.dtype).replace("torch.", ""))
+        return Op(lambda: native.torch_native(collective, local, recv, root),
+                  lambda: recv.fill_(SENTINEL), lambda: recv)
+
+    def close(self) -> None:
+        if self.dist.is_initialized():
+            self.dist.destroy_process_group()
+
+
+class MpiComm:
+    """mpi4py's COMM_WORLD on numpy buffers."""
+
+    def __init__(self, info: RankInfo) -> None:
+        from commsim.backends.mpi import mpi_module
+
+        self.MPI = mpi_module()
+        self.comm = self.MPI.COMM_WORLD
+        self.rank, self.size = self.comm.rank, self.comm.size
+        self.backend, self.info = "mpi", info
+        if info.world_size not in (1, self.size):
+            raise CommsimError(f"the launcher says {info.world_size} ranks but MPI has "
+                               f"{self.size}; launch --backend mpi with mpirun")
+
+    def versions(self) -> dict:
+        lib = self.MPI.Get_library_version().strip().splitlines()[0]
+        return {"mpi": lib.split(",")[0], "mpi_standard": "{}.{}".format(*self.MPI.Get_version()),
+                "mpi4py": _version("mpi4py"), "torch": _version("torch"), "backend": "mpi"}
+
+    def device_name(self) -> str:
+        return f"cpu ({platform.processor() or platform.machine()})"
+
+    def barrier(self) -> None:
+        self.comm.Barrier()
+
+    def synchronize(self) -> None:
+        pass
+
+    def allgather_floats(self, values) -> np.ndarray:
+        mine = np.ascontiguousarray(values, dtype=np.float64)
+        out = np.empty((self.size, mine.size), dtype=np.float64)
+        self.comm.Allgather(mine, out)
+        return out
+
+    def allgather_objects(self, obj) -> list:
+        return self.comm.allgather(obj)
+
+    def clock(self):
+        return CpuClock()
+
+    def _dtype(self, name: str) -> np.dtype:
+        if name == "bfloat16":
+            raise CommsimError("dtype bfloat16 has no numpy type; with --backend mpi use "
+                               "float16, float32, float64, int32 or int64")
+        return np.dtype(name)
+
+    def array(self, base: np.ndarray, length: int, dtype: str) -> np.ndarray:
+        return np.resize(base.astype(self._dtype(dtype)), length)
+
+    def convert(self, base: np.ndarray, dtype: str) -> np.ndarray:
+        return base.astype(self._dtype(dtype))
+
+    def make_op(self, collective: str, schedule, local: np.ndarray, count: int,
+                root: int) -> Op:
+        from commsim.backends import mpi
+
+        comm = self.comm
+        if schedule is not None:
+            buf = mpi.logical_buffer(schedule, local, self.rank)
+            initial = buf.copy()
+            view = mpi.result_view(schedule, buf, self.rank)
+            return Op(lambda: mpi.run(schedule, buf, comm), lambda: np.copyto(buf, initial),
+                      lambda: view)
+        if collective in native.IN_PLACE:
+            recv = local.copy()
+            return Op(lambda: native.mpi_native(collective, recv, recv, comm, root),
+                      lambda: np.copyto(recv, local), lambda: recv)
+        recv = np.empty(count if collective == "reduce_scatter" else count * self.size,
+                        dtype=local.dtype)
+        return Op(lambda: native.mpi_native(collective, local, recv, comm, root),
+                  lambda: recv.fill(SENTINEL), lambda: recv)
+
+    def close(self) -> None:
+        pass
+
+
+def connect(backend: str, info: RankInfo):
+    """The harness's comm for ``backend`` (``gloo``, ``nccl`` or ``mpi``)."""
+    if backend == "mpi":
+        return MpiComm(info)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise CommsimError(f"--backend {backend} needs torch: pip install 'commsim[torch]'; "
+                           "or use --backend mpi") from None
+    return TorchComm(backend, info)

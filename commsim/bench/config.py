@@ -1,0 +1,161 @@
+"""The benchmark's configuration, its size sweep and its element types.
+
+Sizes follow nccl-tests (REFERENCE.md, "Sizes and bandwidths"): ``size`` is the bytes
+of one rank's buffer for allreduce, broadcast and reduce, and the whole gathered
+buffer (per-rank count x p) for allgather and reduce_scatter; ``count`` is the
+per-rank element count. A size is rounded down to a whole count, as nccl-tests does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from commsim.errors import CommsimError, unknown
+
+GATHERED = ("allgather", "reduce_scatter")
+BACKENDS = ("gloo", "nccl", "mpi")
+AVERAGES = ("rank0", "mean", "min", "max")  # nccl-tests' -a 0/1/2/3
+
+
+@dataclass(frozen=True)
+class DType:
+    """An element type: its canonical name, bytes per element and the largest integer it
+    holds exactly (so that exactly-reducing check data can be chosen)."""
+
+    name: str
+    size: int
+    exact: int
+    integer: bool = False
+
+
+DTYPES = {d.name: d for d in (
+    DType("float32", 4, 2**24), DType("float16", 2, 2**11), DType("bfloat16", 2, 2**8),
+    DType("float64", 8, 2**53), DType("int32", 4, 2**31 - 1, True),
+    DType("int64", 8, 2**63 - 1, True),
+)}
+_DTYPE_ALIASES = {"float": "float32", "fp32": "float32", "f32": "float32", "half": "float16",
+                  "fp16": "float16", "f16": "float16", "bf16": "bfloat16", "double": "float64",
+                  "fp64": "float64", "int": "int32", "i32": "int32", "i64": "int64",
+                  "long": "int64"}
+
+
+def resolve_dtype(name: str) -> DType:
+    key = str(name).lower()
+    key = _DTYPE_ALIASES.get(key, key)
+    if key not in DTYPES:
+        raise unknown("dtype (-d)", name, list(DTYPES))
+    return DTYPES[key]
+
+
+def resolve_average(value: str) -> str:
+    """``-a``: nccl-tests' numbers 0..3 or the names rank0, mean, min, max."""
+    text = str(value).lower()
+    if text.isdigit() and int(text) < len(AVERAGES):
+        return AVERAGES[int(text)]
+    text = {"avg": "mean", "average": "mean", "0": "rank0"}.get(text, text)
+    if text not in AVERAGES:
+        raise unknown("average (-a)", value, list(AVERAGES) + ["0", "1", "2", "3"])
+    return text
+
+
+@dataclass
+class BenchConfig:
+    """Everything a run does; embedded in the JSON config line. Sizes in bytes."""
+
+    collectives: list[str] = field(default_factory=lambda: ["allreduce"])
+    algorithms: list[str] = field(default_factory=lambda: ["native", "ring"])
+    backend: str = "gloo"
+    minbytes: int = 32 << 20
+    maxbytes: int = 32 << 20
+    stepfactor: float = 2.0
+    stepbytes: int = 0
+    iters: int = 20
+    warmup: int = 1
+    check: bool = True
+    average: str = "mean"
+    dtype: str = "float32"
+    root: int = 0
+    per_op_barrier: bool = False
+    min_busbw: float | None = None  # GB/s
+    topology: str = "localhost"
+    json: str | None = None
+    csv: str | None = None
+    group_size: int | None = None
+    chunks: int | str = "auto"  # pipeline depth of tree, dbt and chain; "auto": per size
+
+    def validate(self) -> BenchConfig:
+        if self.backend not in BACKENDS:
+            raise unknown("backend", self.backend, BACKENDS)
+        if self.minbytes < 1 or self.maxbytes < self.minbytes:
+            raise CommsimError(f"sizes: need 1 <= minbytes (-b) <= maxbytes (-e), got "
+                               f"{self.minbytes} and {self.maxbytes}")
+        if self.stepbytes < 0 or (not self.stepbytes and self.stepfactor <= 1
+                                  and self.maxbytes > self.minbytes):
+            raise CommsimError("stepfactor (-f) must be > 1, or give a stepbytes (-i) > 0")
+        if self.iters < 1 or self.warmup < 0:
+            raise CommsimError(f"iters (-n) must be >= 1 and warmup (-w) >= 0, got "
+                               f"{self.iters} and {self.warmup}")
+        if self.root < 0:
+            raise CommsimError(f"root (-r): {self.root} must be >= 0")
+        if resolve_dtype(self.dtype).name == "bfloat16" and self.backend == "mpi":
+            raise CommsimError("dtype bfloat16 has no numpy type; with --backend mpi use "
+                               "float16, float32, float64, int32 or int64")
+        resolve_average(self.average)
+        if not self.collectives or not self.algorithms:
+            raise CommsimError("give at least one --collective and one --algorithm")
+        if self.chunks != "auto" and (not isinstance(self.chunks, int) or self.chunks < 1):
+            raise CommsimError(f"chunks: {self.chunks!r} must be a whole number >= 1 or 'auto'")
+        algorithm_names(self)
+        return self
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def algorithm_names(cfg: BenchConfig) -> list[tuple[str, list[str]]]:
+    """``[(collective, [algorithm, ...]), ...]``: canonical names; ``native`` kept as is;
+    ``all`` is native and every registered algorithm of the collective. With several
+    collectives a name applies to those that have it, and must exist for one of them."""
+    from commsim import collectives
+
+    names = [c.strip().lower() for c in cfg.collectives]
+    wanted = list(collectives.COLLECTIVES) if names == ["all"] else \
+        list(dict.fromkeys(collectives.resolve_collective(c) for c in cfg.collectives))
+    chosen: dict[str, list[str]] = {c: [] for c in wanted}
+    for text in cfg.algorithms:
+        key = text.strip().lower()
+        errors = []
+        for collective in wanted:
+            if key == "all":
+                chosen[collective] += ["native"] + [a.name for a in
+                                                    collectives.algorithms(collective)]
+            elif key == "native":
+                chosen[collective].append("native")
+            else:
+                try:
+                    chosen[collective].append(collectives.resolve(collective, text).name)
+                except CommsimError as exc:
+                    errors.append(exc)
+        if len(errors) == len(wanted):
+            raise errors[0]
+    return [(c, list(dict.fromkeys(chosen[c]))) for c in wanted]
+
+
+def sizes(cfg: BenchConfig) -> list[int]:
+    """The swept sizes in bytes, before rounding to whole counts (nccl-tests' loop)."""
+    out, size = [], cfg.minbytes
+    while size <= cfg.maxbytes:
+        out.append(size)
+        nxt = size + cfg.stepbytes if cfg.stepbytes else int(size * cfg.stepfactor)
+        if nxt <= size:
+            break
+        size = nxt
+    return out
+
+
+def count_and_size(collective: str, size: int, dtype: DType, nranks: int) -> tuple[int, int]:
+    """``(count, size)``: the per-rank element count of a requested ``size`` in bytes and
+    the size the run really measures (``count`` x element size, x p when gathered)."""
+    per = dtype.size * (nranks if collective in GATHERED else 1)
+    count = size // per
+    return count, count * per

@@ -1,0 +1,82 @@
+"""Check data that reduces exactly, and counting wrong elements against it.
+
+Rank ``r``'s element ``i`` is ``((i mod 1021) + 3 (i mod 1019) + 5 r) mod m``: small
+integers, so sums over ``p`` ranks are exact in every dtype (``m`` is chosen so that
+``(m - 1) p`` fits the dtype's exact integers), different on every rank (a misplaced
+or missing contribution shows), and periodic with period ``1021 * 1019`` so large
+buffers are built and checked by tiling one period instead of holding ``p`` inputs.
+
+An *expectation* is a list of ``(offset, length, base)``: the rank's result at
+``offset + j`` must equal ``base[j % len(base)]`` for ``j < length``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from commsim.bench.config import DType
+
+PERIOD = 1021 * 1019
+
+
+def modulus(dtype: DType, nranks: int) -> int:
+    """Values are ``0 .. m-1`` with ``(m-1) * nranks`` exact in ``dtype`` (at most 16)."""
+    return max(1, min(16, dtype.exact // max(1, nranks) + 1))
+
+
+def pattern(rank: int, length: int, m: int) -> np.ndarray:
+    """One period (or all, if shorter) of rank ``rank``'s data, as float64."""
+    i = np.arange(min(length, PERIOD), dtype=np.int64)
+    return (((i % 1021) + 3 * (i % 1019) + 5 * rank) % m).astype(np.float64)
+
+
+def _window(values: np.ndarray, start: int, length: int) -> np.ndarray:
+    """Elements ``start .. start+length`` of the periodic sequence ``values``, one period."""
+    n = min(length, len(values))
+    return values[(start + np.arange(n)) % len(values)]
+
+
+def input_of(collective: str, rank: int, nranks: int, count: int, m: int) -> tuple[np.ndarray, int]:
+    """``(base, length)``: rank's input is ``base`` tiled to ``length`` elements.
+
+    ``length`` is ``count`` except for reduce_scatter (the whole ``count * p`` input).
+    """
+    length = count * nranks if collective == "reduce_scatter" else count
+    return pattern(rank, length, m), length
+
+
+def expectation(collective: str, rank: int, nranks: int, count: int, m: int,
+                root: int = 0) -> list[tuple[int, int, np.ndarray]]:
+    """What this rank's result must hold (see the module docstring)."""
+    p = nranks
+    if collective in ("allreduce", "reduce"):
+        if collective == "reduce" and rank != root:
+            return []  # MPI and torch leave non-root buffers unspecified
+        total = sum(pattern(r, count, m) for r in range(p))
+        return [(0, count, total)]
+    if collective == "broadcast":
+        return [(0, count, pattern(root, count, m))]
+    if collective == "reduce_scatter":
+        total = sum(pattern(r, count * p, m) for r in range(p))
+        return [(0, count, _window(total, rank * count, count))]
+    if collective == "allgather":
+        return [(q * count, count, pattern(q, count, m)) for q in range(p)]
+    raise ValueError(f"no expectation for {collective!r}")
+
+
+def count_wrong(result, expect: list[tuple[int, int, np.ndarray]], convert) -> int:
+    """Elements of ``result`` (numpy or torch, flat) that differ from ``expect``.
+
+    ``convert`` turns a float64 numpy ``base`` into ``result``'s array type and dtype.
+    """
+    wrong = 0
+    for offset, length, base in expect:
+        seg = result[offset:offset + length]
+        want = convert(base)
+        period = len(base)
+        whole, rest = divmod(length, period)
+        if whole:
+            wrong += int((seg[:whole * period].reshape(whole, period) != want[None]).sum())
+        if rest:
+            wrong += int((seg[whole * period:] != want[:rest]).sum())
+    return wrong

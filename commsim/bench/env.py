@@ -1,0 +1,66 @@
+"""Who am I: rank, world size and local rank from the launcher's environment variables.
+
+Looked up in this order: torchrun (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), Open MPI
+(``OMPI_COMM_WORLD_*``), MPICH / Hydra (``PMI_RANK``, ``PMI_SIZE``, ``MPI_LOCALRANKID``),
+SLURM (``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_LOCALID``); with none of them, a
+single process (rank 0 of 1).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from commsim.errors import CommsimError
+
+# (launcher, rank, world size, local rank, local world size)
+_LAUNCHERS = (
+    ("torchrun", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"),
+    ("openmpi", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
+     "OMPI_COMM_WORLD_LOCAL_SIZE"),
+    ("mpich", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS"),
+    ("slurm", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE"),
+)
+
+
+@dataclass(frozen=True)
+class RankInfo:
+    """This process's place in the job, as the launcher told it."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+    launcher: str
+    host: str
+
+
+def _int(env: Mapping[str, str], name: str, default: int | None = None) -> int:
+    value = env.get(name)
+    if value is None or value == "":
+        if default is None:
+            raise CommsimError(f"{name} is not set; launch with torchrun, mpirun or srun")
+        return default
+    try:
+        # SLURM writes tasks per node as "4(x2)"; the first number is ours
+        return int(str(value).split("(")[0].split(",")[0])
+    except ValueError:
+        raise CommsimError(f"{name}={value!r} is not a whole number") from None
+
+
+def detect(env: Mapping[str, str] | None = None) -> RankInfo:
+    """The rank information of this process (see the module docstring for the order)."""
+    env = os.environ if env is None else env
+    host = socket.gethostname()
+    for launcher, rank_var, size_var, local_var, local_size_var in _LAUNCHERS:
+        if rank_var in env:
+            rank = _int(env, rank_var)
+            size = _int(env, size_var)
+            local = _int(env, local_var, default=rank)
+            local_size = _int(env, local_size_var, default=size)
+            if not 0 <= rank < size:
+                raise CommsimError(f"{rank_var}={rank} is out of range for {size_var}={size}")
+            return RankInfo(rank, size, local, local_size, launcher, host)
+    return RankInfo(0, 1, 0, 1, "none", host)

@@ -1,0 +1,254 @@
+"""The measuring loop of ``commsim bench`` (REFERENCE.md, "Measuring").
+
+For every collective, size and algorithm: build the op on this rank's check data,
+warm it up, barrier, time ``iters`` back-to-back operations (or, with
+``per_op_barrier``, one barrier before each), gather every rank's times and aggregate
+them (``average``: rank0, mean, min or max), then reset the input, run once more and
+count the elements that differ from the exact result, summed over the ranks. Rank 0
+adds the model's and the simulator's predictions and writes the row.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from commsim import collectives, model
+from commsim.backends.native import Unsupported
+from commsim.bench import data
+from commsim.bench.comm import connect
+from commsim.bench.config import (
+    BenchConfig,
+    algorithm_names,
+    count_and_size,
+    resolve_average,
+    resolve_dtype,
+    sizes,
+)
+from commsim.bench.env import detect
+from commsim.bench.output import Reporter
+from commsim.bench.predictions import Predictor
+from commsim.errors import CommsimError
+
+REDOP = {"allreduce": "sum", "reduce_scatter": "sum", "reduce": "sum", "allgather": "none",
+         "broadcast": "none"}
+ROOTED = ("broadcast", "reduce")
+
+
+def busbw_factor(collective: str, nranks: int) -> float:
+    from commsim.model import busbw_factor as factor
+
+    return factor(collective, nranks)
+
+
+PIPELINED = ("tree", "dbt", "chain")
+
+
+def algorithm_plans(cfg: BenchConfig, nranks: int) -> list[tuple[str, list[tuple[str, dict]]]]:
+    """``[(collective, [(algorithm, build options, or None for native), ...]), ...]``."""
+    out = []
+    for collective, names in algorithm_names(cfg):
+        runs = []
+        for algorithm in names:
+            options = None
+            if algorithm != "native":
+                options = {}
+                if collective in ROOTED:
+                    options["root"] = cfg.root
+                if algorithm == "hierarchical" and cfg.group_size:
+                    options["group_size"] = cfg.group_size
+            runs.append((algorithm, options))
+        out.append((collective, runs))
+    return out
+
+
+def schedule_for(cfg: BenchConfig, collective: str, algorithm: str, options: dict | None,
+                 nranks: int, nbytes: int, count: int, alpha_beta) -> object:
+    """The schedule one (algorithm, size) runs; ``None`` for native.
+
+    Trees and chains are pipelined over ``cfg.chunks`` chunks (per tree for dbt), or, for
+    ``auto``, over the count :func:`commsim.model.best_nchunks` finds best for this size
+    on the prediction topology's alpha and beta (1 when the topology cannot say). Every
+    rank computes the same, so every rank runs the same schedule.
+    """
+    if options is None:
+        return None
+    unit = model.chunk_unit(collective, algorithm, nranks)
+    nchunks = None
+    if algorithm in PIPELINED:
+        if cfg.chunks != "auto":
+            nchunks = cfg.chunks * unit
+        elif alpha_beta is not None:
+            per_rank = count * nranks if collective == "allgather" else count
+            nchunks = model.best_nchunks(collective, algorithm, nranks, nbytes, *alpha_beta,
+                                         max_chunks=max(per_rank, unit), **options)
+    return _build(collective, algorithm, nranks, nchunks, tuple(sorted(options.items())))
+
+
+@functools.lru_cache(maxsize=64)
+def _build(collective, algorithm, nranks, nchunks, options):
+    return collectives.build(collective, algorithm, nranks, nchunks, **dict(options))
+
+
+def aggregate(values: np.ndarray, how: str) -> np.ndarray:
+    """Across ranks (axis 0): rank 0's value, the mean, the minimum or the maximum."""
+    if how == "rank0":
+        return values[0]
+    return {"mean": np.mean, "min": np.min, "max": np.max}[how](values, axis=0)
+
+
+def time_op(comm, op, cfg: BenchConfig) -> tuple[float, np.ndarray]:
+    """``(seconds per op, per-iteration seconds)`` on this rank, after the warm-up."""
+    for _ in range(cfg.warmup):
+        op.call()
+    comm.synchronize()
+    comm.barrier()
+    clock = comm.clock()
+    if cfg.per_op_barrier:
+        for _ in range(cfg.iters):
+            comm.barrier()
+            clock.mark()
+            op.call()
+            clock.mark()
+        marks = clock.seconds()
+        laps = marks[1::2] - marks[0::2]
+        return float(laps.mean()), laps
+    clock.mark()
+    for _ in range(cfg.iters):
+        op.call()
+        clock.mark()
+    marks = clock.seconds()
+    return float(marks[-1] / cfg.iters), np.diff(marks)
+
+
+def run(cfg: BenchConfig) -> int:
+    """Run the benchmark on this rank; returns the exit code (the same on every rank):
+    0, or 1 when an element was wrong or ``min_busbw`` was not met."""
+    cfg.validate()
+    comm = connect(cfg.backend, detect())
+    try:
+        return _run(cfg, comm)
+    finally:
+        comm.close()
+
+
+def _run(cfg: BenchConfig, comm) -> int:
+    p, rank = comm.size, comm.rank
+    dtype = resolve_dtype(cfg.dtype)
+    how = resolve_average(cfg.average)
+    if cfg.root >= p:
+        raise CommsimError(f"root (-r): {cfg.root} is not a rank of {p}")
+    plans = algorithm_plans(cfg, p)
+    lead = rank == 0
+    predictor = Predictor(cfg.topology, p, warn=None if lead else (lambda text: None))
+    ranks = comm.allgather_objects({"rank": rank, "host": comm.info.host,
+                                    "device": comm.device_name(),
+                                    "local_rank": comm.info.local_rank,
+                                    "launcher": comm.info.launcher})
+    reporter = Reporter(cfg, comm.versions(), ranks, predictor, p) if lead else None
+    if reporter:
+        reporter.start()
+    results = []
+    try:
+        for collective, runs in plans:
+            seen = set()
+            for requested in sizes(cfg):
+                count, nbytes = count_and_size(collective, requested, dtype, p)
+                if count == 0 or count in seen:
+                    continue
+                seen.add(count)
+                m = data.modulus(dtype, p)
+                base, length = data.input_of(collective, rank, p, count, m)
+                local = comm.array(base, length, dtype.name)
+                expect = (data.expectation(collective, rank, p, count, m, cfg.root)
+                          if cfg.check else [])
+                for algorithm, options in runs:
+                    schedule = schedule_for(cfg, collective, algorithm, options, p, nbytes,
+                                            count, predictor.alpha_beta)
+                    row = _measure(cfg, comm, how, collective, algorithm, schedule, local,
+                                   expect, count, nbytes, dtype.name)
+                    if reporter:
+                        row["t_model_us"] = _us(predictor.model(schedule, nbytes))
+                        row["t_sim_us"] = _us(predictor.sim(schedule, nbytes))
+                        predicted = row["t_sim_us"] or row["t_model_us"]
+                        row["eff_pct"] = (100.0 * predicted / row["time_us"]
+                                          if predicted and row["time_us"] else None)
+                        reporter.add(row)
+                    results.append(row)
+                del local
+    finally:
+        if reporter:
+            reporter.stop()
+    summary = summarize(results, cfg.min_busbw)
+    if reporter:
+        reporter.footer(summary)
+        reporter.close()
+    return 0 if summary["ok"] else 1
+
+
+def _us(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1e6
+
+
+def _measure(cfg, comm, how, collective, algorithm, schedule, local, expect, count, nbytes,
+             dtype_name) -> dict:
+    p = comm.size
+    row = {"type": "result", "collective": collective, "algorithm": algorithm,
+           "backend": cfg.backend, "dtype": dtype_name, "nranks": p, "size": nbytes,
+           "count": count, "redop": REDOP[collective],
+           "root": cfg.root if collective in ROOTED else None,
+           "busbw_factor": busbw_factor(collective, p), "status": "ok", "note": None,
+           "nchunks": None if schedule is None else schedule.nchunks}
+    op = comm.make_op(collective, schedule, local, count, cfg.root)
+    unsupported = None
+    try:
+        t, laps = time_op(comm, op, cfg)
+        wrong = 0
+        if cfg.check:
+            op.reset()
+            comm.synchronize()
+            comm.barrier()
+            op.call()
+            comm.synchronize()
+            wrong = data.count_wrong(op.result(), expect,
+                                     lambda b: comm.convert(b, dtype_name))
+    except Unsupported as exc:  # raised alike on every rank, before any message
+        unsupported, t, laps, wrong = str(exc), 0.0, np.zeros(cfg.iters), 0
+    stats = comm.allgather_floats([unsupported is not None, wrong, t, *laps])
+    if stats[:, 0].any():
+        row.update(status="unsupported", note=unsupported or "unsupported on another rank",
+                   time_us=None, algbw_gbps=None, busbw_gbps=None, wrong=0)
+        for key in ("iter_min_us", "iter_p50_us", "iter_p99_us", "iter_max_us"):
+            row[key] = None
+        return row
+    seconds = float(aggregate(stats[:, 2], how))
+    per_iter = aggregate(stats[:, 3:], how) * 1e6
+    algbw = nbytes / seconds / 1e9 if seconds > 0 else None  # no clock ticks: no rate
+    row.update(time_us=seconds * 1e6, algbw_gbps=algbw,
+               busbw_gbps=None if algbw is None else algbw * row["busbw_factor"],
+               wrong=int(stats[:, 1].sum()), iter_min_us=float(per_iter.min()),
+               iter_p50_us=float(np.percentile(per_iter, 50)),
+               iter_p99_us=float(np.percentile(per_iter, 99)),
+               iter_max_us=float(per_iter.max()))
+    return row
+
+
+def summarize(rows: list[dict], min_busbw: float | None) -> dict:
+    """Total wrong elements, average busbw per (collective, algorithm), failures, ok."""
+    wrong = sum(r["wrong"] for r in rows)
+    averages: dict[tuple[str, str], float] = {}
+    for key in dict.fromkeys((r["collective"], r["algorithm"]) for r in rows):
+        measured = [r["busbw_gbps"] for r in rows if (r["collective"], r["algorithm"]) == key
+                    and r["status"] == "ok" and r["busbw_gbps"] is not None]
+        if measured:
+            averages[key] = float(np.mean(measured))
+    failures = []
+    if wrong:
+        failures.append(f"{wrong} wrong elements")
+    if min_busbw is not None:
+        for (collective, algorithm), avg in averages.items():
+            if avg < min_busbw:
+                failures.append(f"{collective}/{algorithm}: average busbw {avg:.3f} GB/s is "
+                                f"below --min-busbw {min_busbw:g}")
+    return {"wrong": wrong, "avg_busbw": averages, "failures": failures, "ok": not failures}

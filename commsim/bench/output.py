@@ -1,0 +1,190 @@
+"""What rank 0 shows and writes: header, rich tables, footer, JSON lines and CSV.
+
+JSON lines (``--json``): a first line ``{"type": "config", ...}`` with the versions, the
+effective configuration and one entry per rank; then one ``{"type": "result", ...}`` line
+per (collective, algorithm, size), written and flushed as soon as it is measured, so an
+interrupted sweep keeps every finished row. ``--csv`` writes the result rows' keys
+(:data:`RESULT_KEYS`) as columns, also row by row. docs/bench.md describes every key.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from commsim import __version__
+from commsim.units import format_size
+
+RESULT_KEYS = (
+    "type", "collective", "algorithm", "backend", "dtype", "nranks", "size", "count",
+    "redop", "root", "nchunks", "time_us", "algbw_gbps", "busbw_gbps", "busbw_factor",
+    "wrong",
+    "t_model_us", "t_sim_us", "eff_pct", "iter_min_us", "iter_p50_us", "iter_p99_us",
+    "iter_max_us", "iters", "warmup", "average", "per_op_barrier", "topology", "status",
+    "note",
+)
+COLUMNS = ("size", "count", "type", "redop", "root", "time(us)", "algbw(GB/s)",
+           "busbw(GB/s)", "#wrong", "t_model(us)", "t_sim(us)", "eff%")
+
+
+def _open(path: str):
+    target = Path(path)
+    if target.parent and not target.parent.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+    return open(target, "w", newline="", encoding="utf-8")
+
+
+def _num(value, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _console(launcher: str) -> Console:
+    """stdout; a live terminal only when it is ours (torchrun or no launcher): MPI and
+    SLURM forward rank 0's output through a pseudo-terminal of their own, where cursor
+    moves garble. Elsewhere plain text, wide enough that the tables never fold."""
+    console = Console(highlight=False, soft_wrap=True)
+    if console.is_terminal and launcher in ("torchrun", "none"):
+        return console
+    return Console(highlight=False, soft_wrap=True, width=160, force_terminal=False,
+                   color_system=None)
+
+
+class Reporter:
+    """Rank 0's output of one run."""
+
+    def __init__(self, cfg, versions: dict, ranks: list[dict], predictor, nranks: int,
+                 console: Console | None = None) -> None:
+        self.cfg, self.versions, self.ranks = cfg, versions, ranks
+        self.predictor, self.nranks = predictor, nranks
+        self.console = console or _console(ranks[0].get("launcher", "none"))
+        self.rows: list[dict] = []
+        self.live: Live | None = None
+        self.json = _open(cfg.json) if cfg.json else None
+        self.csv_file = _open(cfg.csv) if cfg.csv else None
+        self.csv = csv.DictWriter(self.csv_file, RESULT_KEYS) if self.csv_file else None
+
+    # --- the config line and the header ----------------------------------------------
+    def config_record(self) -> dict:
+        return {"type": "config", "commsim": __version__,
+                "python": platform.python_version(), **self.versions,
+                "nranks": self.nranks,
+                "topology": self.predictor.topology_name,
+                "prediction_notes": list(self.predictor.notes),
+                "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "argv": sys.argv[1:], "config": self.cfg.as_dict(), "ranks": self.ranks}
+
+    def start(self) -> None:
+        record = self.config_record()
+        if self.json:
+            self.json.write(json.dumps(record) + "\n")
+            self.json.flush()
+        if self.csv:
+            self.csv.writeheader()
+            self.csv_file.flush()
+        self._header(record)
+        if self.console.is_terminal:
+            self.live = Live(self._tables(), console=self.console, auto_refresh=False)
+            self.live.start()
+
+    def _header(self, record: dict) -> None:
+        cfg, out = self.cfg, self.console.print
+        versions = ", ".join(f"{k} {v}" for k, v in self.versions.items()
+                             if k != "backend" and v)
+        step = f"+{format_size(cfg.stepbytes)}" if cfg.stepbytes else f"x{cfg.stepfactor:g}"
+        out(f"# commsim {__version__} bench: {', '.join(cfg.collectives)} | algorithms "
+            f"{','.join(cfg.algorithms)} | backend {cfg.backend} | {self.nranks} ranks",
+            markup=False)
+        out(f"# versions: {versions}, python {record['python']}", markup=False)
+        out(f"# sizes {format_size(cfg.minbytes)}..{format_size(cfg.maxbytes)} {step} "
+            f"(nccl-tests sizes: per-rank buffer, or whole gathered buffer for allgather/"
+            f"reduce_scatter) | dtype {cfg.dtype} | iters {cfg.iters} | warmup {cfg.warmup} | "
+            f"check {'on' if cfg.check else 'off'} | average {cfg.average} | per-op barrier "
+            f"{'on' if cfg.per_op_barrier else 'off'}", markup=False)
+        pred = self.predictor
+        ab = (f" (alpha {pred.alpha_beta[0] * 1e6:.3g} us, bandwidth "
+              f"{1 / pred.alpha_beta[1] / 1e9:.3g} GB/s)" if pred.alpha_beta else "")
+        out(f"# predictions: topology {pred.topology_name}{ab}", markup=False)
+        for note in pred.notes:
+            out(f"#   {note}", markup=False)
+        for r in self.ranks:
+            out(f"#   rank {r['rank']}: host {r['host']}, device {r['device']}, local rank "
+                f"{r['local_rank']} ({r['launcher']})", markup=False)
+
+    # --- rows -------------------------------------------------------------------------
+    def add(self, row: dict) -> None:
+        row.update(iters=self.cfg.iters, warmup=self.cfg.warmup, average=self.cfg.average,
+                   per_op_barrier=self.cfg.per_op_barrier,
+                   topology=self.predictor.topology_name)
+        self.rows.append(row)
+        if self.json:
+            self.json.write(json.dumps({k: row.get(k) for k in RESULT_KEYS}) + "\n")
+            self.json.flush()
+        if self.csv:
+            self.csv.writerow({k: row.get(k) for k in RESULT_KEYS})
+            self.csv_file.flush()
+        if self.live:
+            self.live.update(self._tables(), refresh=True)
+
+    def _tables(self) -> Group:
+        tables = []
+        for key in dict.fromkeys((r["collective"], r["algorithm"]) for r in self.rows):
+            table = Table(title=f"{key[0]} / {key[1]} ({self.cfg.backend}, {self.nranks} "
+                          "ranks)", title_justify="left")
+            for name in COLUMNS:
+                table.add_column(name, justify="right")
+            for r in self.rows:
+                if (r["collective"], r["algorithm"]) == key:
+                    table.add_row(*self._cells(r))
+            tables.append(table)
+        return Group(*tables)
+
+    @staticmethod
+    def _cells(r: dict) -> list[str]:
+        root = "-1" if r["root"] is None else str(r["root"])
+        head = [str(r["size"]), str(r["count"]), r["dtype"], r["redop"], root]
+        if r["status"] != "ok":
+            return head + [r["status"], "-", "-", "-", "-", "-", "-"]
+        return head + [_num(r["time_us"], 1), _num(r["algbw_gbps"]), _num(r["busbw_gbps"]),
+                       str(r["wrong"]), _num(r["t_model_us"], 1), _num(r["t_sim_us"], 1),
+                       _num(r["eff_pct"], 0)]
+
+    def stop(self) -> None:
+        if self.live:
+            self.live.stop()
+            self.live = None
+        elif self.rows:
+            self.console.print(self._tables())
+
+    # --- footer -----------------------------------------------------------------------
+    def footer(self, summary: dict) -> None:
+        out = self.console.print
+        status = "OK" if summary["wrong"] == 0 else "FAILED"
+        out(f"# Out of bounds values : {summary['wrong']} {status}", markup=False)
+        for (collective, algorithm), avg in summary["avg_busbw"].items():
+            out(f"# Avg bus bandwidth    : {avg:.4f} GB/s  {collective}/{algorithm}",
+                markup=False)
+        unsupported = sorted({f"{r['collective']}/{r['algorithm']}: {r['note']}"
+                              for r in self.rows if r["status"] == "unsupported"})
+        for text in unsupported:
+            out(f"# unsupported          : {text}", markup=False)
+        for text in summary["failures"]:
+            out(f"# FAILED               : {text}", markup=False)
+        if self.cfg.json:
+            out(f"# results              : {self.cfg.json}", markup=False)
+
+    def close(self) -> None:
+        for f in (self.json, self.csv_file):
+            if f:
+                f.close()

@@ -1,0 +1,82 @@
+"""What the model and the simulator predict for each measured row (rank 0 only).
+
+``t_model`` is :func:`commsim.model.predict` with :func:`commsim.model.alpha_beta` of
+the topology; ``t_sim`` is :func:`commsim.sim.simulate` of the very schedule that ran.
+Both are in seconds here and ``None`` when not available: for ``native`` (the
+backend's own algorithm is not a commsim schedule, and gloo and MPI choose theirs
+internally), when the topology has fewer gpus than the run has ranks, or when the
+model or simulator cannot answer (the reason is printed once, never raised).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from commsim.errors import CommsimError
+
+
+class Predictor:
+    """Predictions on one topology for ``nranks`` ranks; notes say why any are missing."""
+
+    def __init__(self, topology: str, nranks: int, warn=None) -> None:
+        self.topology_name = topology
+        self.nranks = nranks
+        self.notes: list[str] = []
+        self._warned: set = set()
+        self._warn = warn or (lambda text: print(f"commsim bench: {text}", file=sys.stderr))
+        self.graph = None
+        self.alpha_beta: tuple[float, float] | None = None
+        try:
+            from commsim import topology as topo
+        except ImportError as exc:
+            self.notes.append(f"no predictions: {exc}")
+            return
+        G = topo.load(topology)  # a bad name or file is the user's to fix: it raises
+        self.topology_name = G.graph.get("name", topology)
+        ngpus = len(topo.gpus(G))
+        if ngpus < nranks:
+            self.notes.append(f"topology {self.topology_name!r} has {ngpus} gpus for "
+                              f"{nranks} ranks: no predictions")
+            return
+        self.graph = G
+        try:
+            from commsim import model
+
+            self.alpha_beta = model.alpha_beta(G, nranks)
+        except (ImportError, CommsimError) as exc:
+            self.notes.append(f"no model predictions: {exc}")
+
+    def _once(self, key, text: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self.notes.append(text)
+            self._warn(text)
+
+    def model(self, schedule, nbytes: int) -> float | None:
+        """Seconds from the closed-form model for ``schedule``'s algorithm, or None."""
+        if schedule is None or self.alpha_beta is None:
+            return None
+        try:
+            from commsim import model
+
+            alpha, beta = self.alpha_beta
+            return float(model.predict(schedule.collective, schedule.algorithm, self.nranks,
+                                       nbytes, alpha, beta, nchunks=schedule.nchunks,
+                                       **schedule.options))
+        except Exception as exc:  # noqa: BLE001 - a prediction never stops a measurement
+            self._once(("model", schedule.algorithm),
+                       f"no model prediction for {schedule.algorithm}: {exc}")
+            return None
+
+    def sim(self, schedule, nbytes: int) -> float | None:
+        """Seconds from the flow-level simulator for ``schedule``, or None."""
+        if schedule is None or self.graph is None:
+            return None
+        try:
+            from commsim.sim import simulate
+
+            return float(simulate(schedule, self.graph, nbytes).time)
+        except Exception as exc:  # noqa: BLE001 - a prediction never stops a measurement
+            self._once(("sim", schedule.algorithm),
+                       f"no simulator prediction for {schedule.algorithm}: {exc}")
+            return None

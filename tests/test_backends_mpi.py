@@ -1,0 +1,70 @@
+"""The MPI executor: every algorithm gives the reference's result over mpi4py."""
+
+import pytest
+from multiproc import run_mpi_ranks
+
+pytest.importorskip("mpi4py")
+
+# One mpirun runs every (collective, algorithm) with several chunkings, lengths (some
+# shorter than the chunk count) and dtypes against the reference executor, the oracle.
+WORKER = """
+import numpy as np
+from mpi4py import MPI
+
+from commsim import collectives
+from commsim.backends import mpi, reference
+
+comm = MPI.COMM_WORLD
+rank, p = comm.rank, comm.size
+
+
+checked = 0
+for collective, algorithm in collectives.available():
+    if collective in ("broadcast", "reduce"):
+        option_sets = [{"root": 0}, {"root": p - 1}]
+    elif algorithm == "hierarchical":
+        option_sets = [{"group_size": g} for g in range(1, p + 1) if p % g == 0]
+    else:
+        option_sets = [{}]
+    for mult in (1, 3):
+        for opts in option_sets:
+            root = opts.get("root", 0)
+            natural = collectives.build(collective, algorithm, p, **opts).nchunks
+            schedule = collectives.build(collective, algorithm, p, natural * mult, **opts)
+            for n, dtype in ((1, np.float32), (p + 1, np.int64), (64, np.float16),
+                             (101, np.int32), (33, np.float64)):
+                rng = np.random.default_rng(1000 * n + checked)
+                inputs = [rng.integers(-8, 8, size=n).astype(np.float64) for _ in range(p)]
+                want = reference.run(schedule, inputs)[rank]
+                buf = mpi.logical_buffer(schedule, inputs[rank].astype(dtype), rank)
+                mpi.run(schedule, buf, comm)
+                got = mpi.result_view(schedule, buf, rank)
+                if collective != "reduce" or rank == root:
+                    where = f"{collective}/{algorithm} k={schedule.nchunks} n={n} {dtype}"
+                    assert got.dtype == dtype, where
+                    assert np.array_equal(got.astype(np.float64), want), f"{where}: {got}"
+                checked += 1
+
+# a sub-communicator: ranks are the communicator's own
+sub = comm.Split(color=int(rank % 2 == 0), key=rank)
+schedule = collectives.build("allreduce", "rhd", sub.size)
+buf = np.full(9, float(rank))
+mpi.run(schedule, buf, sub)
+assert np.array_equal(buf, np.full(9, float(sum(sub.allgather(rank))))), buf
+try:
+    mpi.run(collectives.build("allreduce", "ring", p + 1), np.zeros(4), comm)
+except ValueError as exc:
+    assert "ranks" in str(exc)
+else:
+    raise AssertionError("a schedule for p+1 ranks was accepted")
+print(f"checked {checked}", flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("nranks", [3, 4])
+def test_every_algorithm_matches_the_reference_over_mpi(nranks, tmp_path):
+    rc, out = run_mpi_ranks(WORKER, nranks, tmp_path, timeout=140)
+    assert rc == 0, out
+    assert out.count("checked ") == nranks, out

@@ -1,0 +1,116 @@
+"""Native baselines: torch's and MPI's own collectives give the reference's result."""
+
+import pytest
+from multiproc import assert_all_ok, run_mpi_ranks, run_torch_ranks
+
+from commsim.backends import native
+
+# Shared by both workers: every collective, two roots, nccl-tests' buffer layout.
+CASES = """
+import numpy as np
+from commsim.backends import native, reference
+
+CASES = [(c, root, n) for c in ("allreduce", "reduce_scatter", "allgather", "broadcast", "reduce")
+         for root in (0, P - 1) for n in (1, 7)]
+
+
+def inputs_of(collective, n):
+    rng = np.random.default_rng(n)
+    length = n * P if collective == "reduce_scatter" else n
+    return [rng.integers(-9, 9, size=length).astype(np.float64) for _ in range(P)]
+
+
+def recv_length(collective, n):
+    return {"reduce_scatter": n, "allgather": n * P}.get(collective, n)
+"""
+
+TORCH_WORKER = """
+import torch
+import torch.distributed as dist
+dist.init_process_group("gloo")
+RANK, P = dist.get_rank(), dist.get_world_size()
+""" + CASES + """
+checked = 0
+for collective, root, n in CASES:
+    for dtype in (torch.float32, torch.int64, torch.bfloat16):
+        ins = inputs_of(collective, n)
+        want = reference.expected(collective, ins, root)[RANK]
+        send = torch.from_numpy(ins[RANK]).to(dtype)
+        recv = send.clone() if collective in native.IN_PLACE else \\
+            torch.full((recv_length(collective, n),), -1, dtype=dtype)
+        native.torch_native(collective, send, recv, root=root)
+        if collective != "reduce" or RANK == root:
+            got = recv.to(torch.float64).numpy()
+            assert np.array_equal(got, want), (collective, root, n, dtype, got, want)
+        checked += 1
+
+# an operation the backend lacks is reported, not crashed on
+def lacking(*args, **kwargs):
+    raise RuntimeError("ProcessGroupGloo does not support reduce_scatter")
+dist.reduce_scatter_single = dist.reduce_scatter_tensor = lacking
+try:
+    native.torch_native("reduce_scatter", torch.zeros(2 * P), torch.zeros(2))
+except native.Unsupported as exc:
+    assert "reduce_scatter" in str(exc) and "gloo" in str(exc), exc
+else:
+    raise AssertionError("a lacking operation was not reported")
+# other errors are not mistaken for a missing operation
+try:
+    native.torch_native("allgather", torch.zeros(3), torch.zeros(2))
+except native.Unsupported:
+    raise AssertionError("a wrong buffer size was reported as unsupported")
+except (RuntimeError, ValueError):
+    pass
+dist.destroy_process_group()
+print(f"checked {checked}")
+"""
+
+MPI_WORKER = """
+from mpi4py import MPI
+COMM = MPI.COMM_WORLD
+RANK, P = COMM.rank, COMM.size
+""" + CASES + """
+checked = 0
+for collective, root, n in CASES:
+    for dtype in (np.float32, np.int64, np.float16):
+        ins = inputs_of(collective, n)
+        want = reference.expected(collective, ins, root)[RANK]
+        send = ins[RANK].astype(dtype)
+        recv = send.copy() if collective in native.IN_PLACE else \\
+            np.full(recv_length(collective, n), -1, dtype=dtype)
+        native.mpi_native(collective, send, recv, COMM, root=root)
+        if collective != "reduce" or RANK == root:
+            assert np.array_equal(recv.astype(np.float64), want), (collective, root, n, dtype)
+        checked += 1
+try:
+    native.mpi_native("alltoall", send, recv, COMM)
+except native.Unsupported:
+    pass
+else:
+    raise AssertionError("an unknown collective was not reported")
+print(f"checked {checked}", flush=True)
+"""
+
+
+def test_unsupported_is_a_one_line_commsim_error():
+    assert issubclass(native.Unsupported, ValueError)
+    err = native._unsupported("gloo", "reduce_scatter",
+                              RuntimeError("does not support reduce_scatter\ntrace..."))
+    assert err is not None and "\n" not in str(err)
+    assert native._unsupported("gloo", "allreduce", RuntimeError("connection reset")) is None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_torch_native_collectives_on_gloo(tmp_path):
+    out = assert_all_ok(run_torch_ranks(TORCH_WORKER, 3, tmp_path, timeout=80))
+    assert out.count("checked 60") == 3
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_mpi_native_collectives(tmp_path):
+    pytest.importorskip("mpi4py")
+    rc, out = run_mpi_ranks(MPI_WORKER, 3, tmp_path, timeout=80)
+    assert rc == 0, out
+    assert out.count("checked 60") == 3, out

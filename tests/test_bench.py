@@ -1,0 +1,285 @@
+"""``commsim bench``: sizes, check data, launcher variables, flags, real runs on gloo and MPI."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from multiproc import assert_all_ok, run_mpi_ranks, run_torch_ranks
+
+from commsim import collectives
+from commsim.backends import reference
+from commsim.bench import config, data, env
+from commsim.bench.harness import aggregate, summarize
+from commsim.bench.output import RESULT_KEYS
+from commsim.cli import build_parser
+from commsim.cli.bench import config_from_args
+from commsim.errors import CommsimError
+
+FLOAT32 = config.DTYPES["float32"]
+
+
+def factor(collective, p):  # REFERENCE.md's table, written out independently
+    return {"allreduce": 2 * (p - 1) / p, "reduce_scatter": (p - 1) / p,
+            "allgather": (p - 1) / p, "broadcast": 1.0, "reduce": 1.0}[collective]
+
+
+# --- sizes and counts (nccl-tests conventions) ----------------------------------------
+
+def test_size_sweep_follows_nccl_tests():
+    cfg = config.BenchConfig(minbytes=1024, maxbytes=64 << 20, stepfactor=2)
+    assert config.sizes(cfg) == [1024 << i for i in range(17)]
+    cfg = config.BenchConfig(minbytes=1 << 20, maxbytes=4 << 20, stepbytes=1 << 20)
+    assert config.sizes(cfg) == [1 << 20, 2 << 20, 3 << 20, 4 << 20]
+
+
+@pytest.mark.parametrize("collective,p,size,count,measured", [
+    ("allreduce", 4, 1 << 20, 1 << 18, 1 << 20),        # one rank's buffer
+    ("broadcast", 3, 1000, 250, 1000),
+    ("allgather", 4, 1 << 20, 1 << 16, 1 << 20),        # the whole gathered buffer
+    ("reduce_scatter", 3, 1 << 20, 87381, 87381 * 12),  # rounded down to whole counts
+    ("allreduce", 4, 6, 1, 4),
+    ("allgather", 4, 8, 0, 0),                          # too small: skipped
+])
+def test_count_and_size(collective, p, size, count, measured):
+    assert config.count_and_size(collective, size, FLOAT32, p) == (count, measured)
+
+
+def test_dtype_and_average_names():
+    assert config.resolve_dtype("half").name == "float16"
+    assert config.resolve_dtype("bf16").size == 2
+    assert config.resolve_average("1") == "mean" and config.resolve_average("3") == "max"
+    assert config.resolve_average("rank0") == "rank0"
+    with pytest.raises(CommsimError, match="float16"):
+        config.resolve_dtype("float61")
+    with pytest.raises(CommsimError, match="average"):
+        config.resolve_average("median")
+
+
+# --- check data -----------------------------------------------------------------------
+
+@given(st.sampled_from(list(config.DTYPES.values())), st.integers(1, 300))
+def test_check_data_sums_exactly(dtype, p):
+    m = data.modulus(dtype, p)
+    assert (m - 1) * p <= dtype.exact
+
+
+@given(st.sampled_from(collectives.COLLECTIVES), st.integers(1, 6), st.integers(1, 40),
+       st.integers(0, 5))
+def test_expectation_matches_the_reference(collective, p, count, root):
+    root %= p
+    m = data.modulus(FLOAT32, p)
+    inputs = []
+    for r in range(p):
+        base, length = data.input_of(collective, r, p, count, m)
+        inputs.append(np.resize(base, length))
+    want = reference.expected(collective, inputs, root)
+    for r in range(p):
+        expect = data.expectation(collective, r, p, count, m, root)
+        if collective == "reduce" and r != root:
+            assert expect == []
+            continue
+        result = want[r].astype(np.float32)
+        assert data.count_wrong(result, expect, lambda b: b.astype(np.float32)) == 0
+        result[-1] += 1  # one wrong element is counted once
+        assert data.count_wrong(result, expect, lambda b: b.astype(np.float32)) == 1
+
+
+def test_long_buffers_are_checked_by_tiling_one_period():
+    p, count, m = 2, data.PERIOD + 17, 16
+    full = sum(np.resize(data.pattern(r, count, m), count) for r in range(p))
+    (offset, length, base), = data.expectation("allreduce", 0, p, count, m)
+    assert (offset, length, len(base)) == (0, count, data.PERIOD)
+    assert data.count_wrong(full, [(offset, length, base)], lambda b: b) == 0
+    full[data.PERIOD + 3] += 1
+    full[5] -= 1
+    assert data.count_wrong(full, [(offset, length, base)], lambda b: b) == 2
+
+
+# --- launcher variables ---------------------------------------------------------------
+
+@pytest.mark.parametrize("variables,expected", [
+    ({"RANK": "2", "WORLD_SIZE": "4", "LOCAL_RANK": "0"}, (2, 4, 0, "torchrun")),
+    ({"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "2",
+      "OMPI_COMM_WORLD_LOCAL_RANK": "1"}, (1, 2, 1, "openmpi")),
+    ({"PMI_RANK": "3", "PMI_SIZE": "8", "MPI_LOCALRANKID": "1"}, (3, 8, 1, "mpich")),
+    ({"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1",
+      "SLURM_NTASKS_PER_NODE": "4(x2)"}, (5, 8, 1, "slurm")),
+    ({}, (0, 1, 0, "none")),
+])
+def test_rank_info_from_launchers(variables, expected):
+    info = env.detect(variables)
+    assert (info.rank, info.world_size, info.local_rank, info.launcher) == expected
+
+
+def test_bad_launcher_variables_are_one_line_errors():
+    with pytest.raises(CommsimError, match="WORLD_SIZE"):
+        env.detect({"RANK": "4", "WORLD_SIZE": "4"})
+    with pytest.raises(CommsimError, match="not a whole number"):
+        env.detect({"RANK": "x", "WORLD_SIZE": "4"})
+
+
+# --- flags ----------------------------------------------------------------------------
+
+def _cfg(*flags):
+    return config_from_args(build_parser().parse_args(["bench", *flags]))
+
+
+def test_nccl_tests_flags_and_long_names():
+    cfg = _cfg("-b", "8", "-e", "128M", "-f", "4", "-n", "7", "-w", "2", "-c", "0", "-d", "half",
+               "-a", "3", "--algorithm", "native,ring,tree", "--min-busbw", "1.5",
+               "--per-op-barrier", "--json", "x.jsonl")
+    assert (cfg.minbytes, cfg.maxbytes, cfg.stepfactor) == (8, 128 << 20, 4.0)
+    assert (cfg.iters, cfg.warmup, cfg.check, cfg.dtype) == (7, 2, False, "half")
+    assert (cfg.average, cfg.min_busbw, cfg.per_op_barrier) == ("3", 1.5, True)
+    long = _cfg("--minbytes", "1K", "--maxbytes", "2K", "--stepfactor", "2", "--iters", "3",
+                "--warmup-iters", "1", "--check", "1", "--dtype", "int64", "--average", "0")
+    assert (long.minbytes, long.maxbytes, long.iters, long.warmup) == (1024, 2048, 3, 1)
+    assert config.algorithm_names(_cfg("--collective", "allgather", "--algorithm", "all")) == [
+        ("allgather", ["native", "rhd", "ring"])]
+
+
+@pytest.mark.parametrize("flags,match", [
+    (["-b", "1M", "-e", "1K"], "maxbytes"),
+    (["-d", "float8"], "dtype"),
+    (["--algorithm", "native,rnig"], "ring"),
+    (["--collective", "alltoall"], "collective"),
+    (["--backend", "mpi", "-d", "bf16"], "bfloat16"),
+    (["-n", "0"], "iters"),
+])
+def test_bad_flags_are_one_line_errors(flags, match):
+    with pytest.raises(CommsimError, match=match):
+        _cfg(*flags)
+
+
+def test_summary_fails_on_wrong_elements_and_min_busbw():
+    rows = [{"collective": "allreduce", "algorithm": a, "status": "ok", "busbw_gbps": bw,
+             "wrong": w} for a, bw, w in (("ring", 1.0, 0), ("ring", 3.0, 0), ("native", 5.0, 0))]
+    assert summarize(rows, None)["ok"]
+    s = summarize(rows, 2.5)  # ring averages 2.0
+    assert not s["ok"] and s["avg_busbw"][("allreduce", "ring")] == 2.0
+    assert len(s["failures"]) == 1 and "ring" in s["failures"][0]
+    rows[2]["wrong"] = 3
+    assert "3 wrong" in summarize(rows, None)["failures"][0]
+
+
+def test_aggregate_across_ranks():
+    v = np.array([[1.0, 4.0], [3.0, 2.0]])
+    assert list(aggregate(v, "mean")) == [2.0, 3.0]
+    assert list(aggregate(v, "max")) == [3.0, 4.0]
+    assert list(aggregate(v, "rank0")) == [1.0, 4.0]
+
+
+# --- real runs ------------------------------------------------------------------------
+
+BENCH = """
+import sys
+from commsim.cli import main
+{plant}
+raise SystemExit(main(["bench"] + sys.argv[1:]))
+"""
+
+# gloo has reduce_scatter since torch 2.x; this stands in for a backend that lacks it
+NO_REDUCE_SCATTER = """
+import torch.distributed as dist
+def lacking(*args, **kwargs):
+    raise RuntimeError("ProcessGroupGloo does not support reduce_scatter")
+dist.reduce_scatter_single = dist.reduce_scatter_tensor = lacking
+"""
+
+# rank 1's ring result gets one wrong element after every run
+CORRUPT_RING = """
+import torch.distributed as dist
+from commsim.backends import torch_dist
+_run = torch_dist.run
+def corrupted(schedule, tensor, group=None):
+    out = _run(schedule, tensor, group)
+    if dist.get_rank() == 1 and schedule.algorithm == "ring":
+        tensor.view(-1)[0] += 1
+    return out
+torch_dist.run = corrupted
+"""
+
+
+def _records(path):
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    return lines[0], lines[1:]
+
+
+def _check_rows(rows, p, backend):
+    for r in rows:
+        assert set(RESULT_KEYS) <= set(r), set(RESULT_KEYS) - set(r)
+        assert r["type"] == "result" and r["backend"] == backend and r["nranks"] == p
+        if r["status"] != "ok":
+            continue
+        per = 4 * (p if r["collective"] in ("allgather", "reduce_scatter") else 1)
+        assert r["size"] == r["count"] * per
+        assert r["algbw_gbps"] == pytest.approx(r["size"] / (r["time_us"] * 1e-6) / 1e9)
+        assert r["busbw_gbps"] == pytest.approx(r["algbw_gbps"] * factor(r["collective"], p))
+        assert r["iter_min_us"] <= r["iter_p50_us"] <= r["iter_p99_us"] <= r["iter_max_us"]
+        assert r["t_model_us"] is None if r["algorithm"] == "native" else r["t_model_us"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_gloo_bench_writes_checked_rows(tmp_path):
+    p = 4
+    out = tmp_path / "run.jsonl"
+    results = run_torch_ranks(
+        BENCH.format(plant=NO_REDUCE_SCATTER), p, tmp_path, timeout=110,
+        args=("--collective", "allreduce,reduce_scatter,allgather,broadcast,reduce",
+              "--algorithm", "all", "-b", "4", "-e", "4K", "-f", "32", "-n", "3", "-w", "1",
+              "-r", "1", "--json", str(out), "--csv", str(tmp_path / "run.csv"),
+              "--min-busbw", "1e-9"))
+    text = assert_all_ok(results)
+    assert "Out of bounds values : 0 OK" in text
+    cfg, rows = _records(out)
+    assert cfg["type"] == "config" and cfg["nranks"] == p and cfg["config"]["iters"] == 3
+    assert cfg["torch"] and len(cfg["ranks"]) == p
+    pairs = {(r["collective"], r["algorithm"]) for r in rows}
+    assert pairs == {(c, "native") for c in collectives.COLLECTIVES} | set(collectives.available())
+    assert all(r["wrong"] == 0 for r in rows)
+    assert {r["root"] for r in rows if r["collective"] in ("broadcast", "reduce")} == {1}
+    skipped = [r for r in rows if r["status"] != "ok"]
+    assert {(r["collective"], r["algorithm"], r["status"]) for r in skipped} == {
+        ("reduce_scatter", "native", "unsupported")}
+    _check_rows(rows, p, "gloo")
+    with open(tmp_path / "run.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(rows) and list(table[0]) == list(RESULT_KEYS)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_a_corrupted_executor_is_counted_and_fails_the_run(tmp_path):
+    out = tmp_path / "run.jsonl"
+    results = run_torch_ranks(
+        BENCH.format(plant=CORRUPT_RING), 3, tmp_path, timeout=80,
+        args=("--algorithm", "native,ring", "-b", "1K", "-e", "4K", "-f", "4", "-n", "2",
+              "-w", "1", "--json", str(out)))
+    assert [rc for rc, _ in results] == [1, 1, 1], results
+    assert "FAILED" in results[0][1]
+    _, rows = _records(out)
+    assert {(r["algorithm"], r["wrong"]) for r in rows} == {("native", 0), ("ring", 1)}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_mpi_bench_checks_rows_and_min_busbw_fails_it(tmp_path):
+    pytest.importorskip("mpi4py")
+    p = 3
+    out = tmp_path / "run.jsonl"
+    rc, text = run_mpi_ranks(
+        BENCH.format(plant=""), p, tmp_path, timeout=80,
+        args=("--backend", "mpi", "--collective", "allreduce,allgather,reduce_scatter,broadcast",
+              "--algorithm", "native,ring,chain",
+              "-b", "64", "-e", "64K", "-f", "32", "-n", "3", "-w", "1", "--json", str(out),
+              "--min-busbw", "1e6"))
+    assert rc == 1, text
+    assert "Out of bounds values : 0 OK" in text and "below --min-busbw" in text
+    cfg, rows = _records(out)
+    assert cfg["backend"] == "mpi" and cfg["mpi"]
+    assert rows and all(r["wrong"] == 0 and r["status"] == "ok" for r in rows)
+    _check_rows(rows, p, "mpi")
