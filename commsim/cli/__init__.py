@@ -34,13 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"commsim {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for verb in VERBS:
-        try:
-            module = importlib.import_module(f"commsim.cli.{verb}")
-        except ModuleNotFoundError as exc:  # TEMPORARY while verbs are being written
-            if exc.name != f"commsim.cli.{verb}":
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(f"commsim.cli.{verb}").register(sub)
     return parser
 
 

@@ -1,0 +1,197 @@
+"""``commsim simulate``: play algorithms' schedules over a topology with the flow simulator."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from commsim import collectives, model
+from commsim.cli.common import algorithm_list, chunks, sizes
+from commsim.errors import CommsimError
+from commsim.units import format_bandwidth, format_size, format_time, parse_time
+
+DEFAULT_TOPOLOGY = "dgx-a100-4node"
+PROGRESS_AFTER_S = 1.0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "simulate", help="flow-level simulation of collectives on a topology",
+        description="Simulate collectives on a network: each transfer of the algorithm's "
+        "schedule is a flow on its route, links are shared max-min fairly. Sizes follow "
+        "nccl-tests: one rank's buffer for allreduce/broadcast/reduce, the whole gathered "
+        "buffer for allgather/reduce_scatter; algbw = size / time, busbw = algbw * "
+        "nccl-tests' factor. Line rate, no protocol overhead (real busbw is usually 75-85%% "
+        "of it).")
+    p.add_argument("--topology", default=DEFAULT_TOPOLOGY,
+                   help=f"a preset name or a YAML file (default {DEFAULT_TOPOLOGY})")
+    p.add_argument("--collective", default="allreduce")
+    p.add_argument("--algorithm", default="ring", help="comma-separated names, or all")
+    p.add_argument("--size", "--sizes", dest="size", default="256M",
+                   help="bytes: 256M, or a doubling range 1K:1G, or a list 1K,1M")
+    p.add_argument("--nranks", type=int, help="ranks (default: every gpu of the topology)")
+    p.add_argument("--chunks", default=None,
+                   help="pipeline depth: a number (times the algorithm's natural chunking) "
+                        "or auto (the model's best per size); default: the natural chunking")
+    p.add_argument("--mode", choices=("step", "dataflow"), default="step",
+                   help="step: ranks go step by step (the executors' semantics); dataflow: "
+                        "a transfer waits only for its data (a what-if)")
+    p.add_argument("--routing", choices=("ecmp", "static"), default="ecmp",
+                   help="ecmp: each transfer hashes to one of the equal-cost paths; static: "
+                        "one path per pair of ranks")
+    p.add_argument("--gamma", default="0", help="reduction time per byte, e.g. 0.01ns")
+    p.add_argument("--links", action="store_true", help="also list the busiest links")
+    p.add_argument("--trace", metavar="FILE",
+                   help="write a Chrome/Perfetto trace (one file per algorithm and size)")
+    p.add_argument("--json", metavar="FILE", help="also write JSON lines, one per algorithm/size")
+    p.set_defaults(func=run)
+
+
+def _model_params(G, p: int, algo: str) -> tuple[float, float, dict]:
+    """alpha/beta for the closed form (and the hierarchical's groups, from the nodes)."""
+    alpha, beta = model.alpha_beta(G, p)
+    group = (G.graph.get("params") or {}).get("gpus_per_node")
+    if algo != "hierarchical" or not group or p % group or group in (1, p):
+        return alpha, beta, {}
+    a_in, b_in = model.alpha_beta(G, group)
+    return a_in, b_in, dict(group_size=group, alpha_inter=alpha, beta_inter=beta)
+
+
+def _nchunks(coll: str, algo: str, p: int, size: int, setting, alpha, beta, gamma, opts):
+    if setting is None:
+        return None
+    if setting == "auto":
+        return model.best_nchunks(coll, algo, p, size, alpha, beta, gamma, **opts)
+    return setting * model.chunk_unit(coll, algo, p)
+
+
+def _trace_path(base: str, algo: str, size: int, many: bool) -> Path:
+    path = Path(base)
+    if not many:
+        return path
+    return path.with_name(f"{path.stem}-{algo}-{format_size(size)}{path.suffix or '.json'}")
+
+
+def run(args) -> int:
+    from commsim import topology
+    from commsim.sim import simulate
+
+    coll = collectives.resolve_collective(args.collective)
+    algos = algorithm_list(coll, args.algorithm)
+    size_list = sizes(args.size)
+    setting = chunks(args.chunks)
+    gamma = parse_time(args.gamma, "--gamma")
+    G = topology.load(args.topology)
+    ngpus = len(topology.gpus(G))
+    p = args.nranks if args.nranks is not None else ngpus
+    if p < 1:
+        raise CommsimError(f"--nranks: {p} must be at least 1")
+    if p > ngpus:
+        raise CommsimError(f"--nranks: {p} ranks need {p} gpus; topology "
+                           f"{G.graph.get('name', args.topology)!r} has {ngpus}")
+    console = Console()
+    err = Console(stderr=True)
+    name = G.graph.get("name", args.topology)
+    console.print(f"[bold]{coll}[/] on {p} ranks of [bold]{name}[/] ({ngpus} gpus), "
+                  f"{args.mode} mode, {args.routing} routing"
+                  + (f", gamma {args.gamma}/byte" if gamma else ""))
+    jobs = [(algo, size) for algo in algos for size in size_list]
+    rows, link_rows = [], []
+    t_start = time.perf_counter()
+    progress = None
+    routers: dict = {}
+    for n, (algo, size) in enumerate(jobs):
+        if progress is None and n and time.perf_counter() - t_start > PROGRESS_AFTER_S:
+            progress = Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), console=err, transient=True)
+            progress.start()
+            task = progress.add_task("sim", total=len(jobs), completed=n)
+        a, b, opts = _model_params(G, p, algo)
+        k = _nchunks(coll, algo, p, size, setting, a, b, gamma, opts)
+        build_opts = {"group_size": opts["group_size"]} if "group_size" in opts else {}
+        s = collectives.build(coll, algo, p, k, **build_opts)
+        res = simulate(s, G, size, routing=args.routing, mode=args.mode, gamma=gamma,
+                       router=routers.get(algo))
+        routers[algo] = res.router      # routes depend on the pairs, not on the size
+        t_model = model.predict(coll, algo, p, size, a, b, gamma, nchunks=s.nchunks, **opts)
+        bott = res.bottleneck
+        row = dict(collective=coll, algorithm=algo, nranks=p, size=size, nchunks=s.nchunks,
+                   topology=name, mode=args.mode, routing=args.routing,
+                   time_us=res.time * 1e6, algbw_gbps=res.algbw / 1e9,
+                   busbw_gbps=res.busbw / 1e9, t_model_us=t_model * 1e6,
+                   bottleneck=bott["link"] if bott else None,
+                   bottleneck_util=bott["utilization"] if bott else None,
+                   bottleneck_peak=bott["peak_utilization"] if bott else None,
+                   transfers=res.ntransfers, events=res.events, wall_s=res.wall)
+        if args.links:
+            busiest = res.busiest_links(5)
+            row["links"] = busiest
+            link_rows.extend((algo, size, d) for d in busiest)
+        rows.append(row)
+        if args.trace:
+            path = _trace_path(args.trace, algo, size, len(jobs) > 1)
+            res.to_chrome_trace(path)
+            row["trace"] = str(path)
+        if progress is not None:
+            progress.update(task, completed=n + 1)
+    if progress is not None:
+        progress.stop()
+    console.print(_table(rows))
+    if args.links:
+        console.print(_links_table(link_rows))
+    console.print("[dim]line rate, max-min fair links; model = alpha-beta closed form with "
+                  "the topology's flat alpha/beta; bottleneck = the link busy longest "
+                  "(util = busy time / run time)[/]")
+    for row in rows:
+        if row.get("trace"):
+            console.print(f"wrote trace {row['trace']}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            for row in rows:
+                fh.write(json.dumps(row) + "\n")
+        console.print(f"wrote {args.json}")
+    return 0
+
+
+def _num(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _table(rows: list[dict]) -> Table:
+    table = Table(title="simulated")
+    for name in ("algorithm", "size (B)", "chunks", "time (us)", "algbw (GB/s)",
+                 "busbw (GB/s)", "model (us)", "sim/model (x)", "bottleneck link",
+                 "util (%)", "peak (%)"):
+        table.add_column(name, justify="left" if name in ("algorithm", "bottleneck link")
+                         else "right")
+    for r in rows:
+        ratio = r["time_us"] / r["t_model_us"] if r["t_model_us"] > 0 else float("nan")
+        table.add_row(r["algorithm"], format_size(r["size"]), str(r["nchunks"]),
+                      _num(r["time_us"]), _num(r["algbw_gbps"]), _num(r["busbw_gbps"]),
+                      _num(r["t_model_us"]), f"{ratio:.3f}", r["bottleneck"] or "-",
+                      _pct(r["bottleneck_util"]), _pct(r["bottleneck_peak"]))
+    return table
+
+
+def _links_table(link_rows: list) -> Table:
+    table = Table(title="busiest links")
+    for name in ("algorithm", "size (B)", "link", "bandwidth", "bytes (MB)", "busy (us)",
+                 "util (%)", "peak (%)"):
+        table.add_column(name, justify="left" if name in ("algorithm", "link") else "right")
+    for algo, size, d in link_rows:
+        table.add_row(algo, format_size(size), d["link"], format_bandwidth(d["bandwidth"]),
+                      _num(d["bytes"] / 1e6), _num(d["busy_s"] * 1e6),
+                      _pct(d["utilization"]), _pct(d["peak_utilization"]))
+    return table
+
+
+__all__ = ["register", "run", "format_time"]
