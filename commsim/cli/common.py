@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from commsim import collectives
+import sys
+
+from rich.console import Console
+
+from commsim import collectives, model
 from commsim.errors import CommsimError
 from commsim.units import parse_size_range
 
@@ -35,3 +39,27 @@ def chunks(text: str | None) -> int | str | None:
     if value < 1:
         raise CommsimError(f"--chunks: {text!r} must be at least 1")
     return value
+
+
+def topology_params(G, nranks: int, algorithm: str,
+                    group_size: int | None = None) -> tuple[float, float, dict]:
+    """``(alpha, beta, options)`` the closed form should use for ``algorithm`` on ``G``.
+
+    Flat algorithms see the slowest path from rank 0 (:func:`commsim.model.alpha_beta`).
+    ``hierarchical`` groups ranks by the topology's ``gpus_per_node`` (or
+    ``group_size``): alpha and beta inside a group, ``alpha_inter`` and ``beta_inter``
+    across groups.
+    """
+    alpha, beta = model.alpha_beta(G, nranks)
+    group = group_size or (G.graph.get("params") or {}).get("gpus_per_node")
+    if algorithm != "hierarchical" or not group or nranks % group or group in (1, nranks):
+        return alpha, beta, ({"group_size": group_size} if group_size else {})
+    a_in, b_in = model.alpha_beta(G, group)
+    return a_in, b_in, {"group_size": group, "alpha_inter": alpha, "beta_inter": beta}
+
+
+def console(stderr: bool = False) -> Console:
+    """A rich console; one writing to a file or pipe gets 160 columns, not 80, so that
+    wide tables stay readable in logs."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 160)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 
-from rich.console import Console
 from rich.table import Table
 
 from commsim import collectives, model
-from commsim.cli.common import algorithm_list, chunks, sizes
+from commsim.cli.common import algorithm_list, chunks, console, sizes, topology_params
 from commsim.errors import CommsimError
 from commsim.units import format_bandwidth, format_size, format_time, parse_bandwidth, parse_time
 
@@ -40,29 +39,28 @@ def register(sub) -> None:
 
 
 def _parameters(args) -> dict:
-    """alpha/beta (and the hierarchical's inter-group pair) from flags or a topology."""
+    """Where alpha and beta come from: flags, or a topology (loaded here)."""
     if (args.alpha is None) != (args.bandwidth is None):
         raise CommsimError("give both --alpha and --bandwidth, or neither (then --topology)")
     if args.alpha is not None:
         if args.topology:
             raise CommsimError("--topology and --alpha/--bandwidth exclude each other")
-        nranks = args.nranks or 8
-        return dict(where="flags", nranks=nranks, alpha=parse_time(args.alpha, "--alpha"),
-                    beta=1.0 / parse_bandwidth(args.bandwidth, "--bandwidth"),
-                    group_size=args.group_size)
+        return {"where": "flags", "nranks": args.nranks or 8, "graph": None,
+                "alpha": parse_time(args.alpha, "--alpha"),
+                "beta": 1.0 / parse_bandwidth(args.bandwidth, "--bandwidth")}
     from commsim import topology  # only when a topology is asked for
 
     G = topology.load(args.topology or DEFAULT_TOPOLOGY)
-    ngpus = len(topology.gpus(G))
-    nranks = args.nranks or ngpus
-    alpha, beta = model.alpha_beta(G, nranks)
-    group = args.group_size or G.graph.get("params", {}).get("gpus_per_node")
-    params = dict(where=G.graph.get("name", args.topology), nranks=nranks, alpha=alpha, beta=beta,
-                  group_size=group if group and nranks % group == 0 else None)
-    if params["group_size"]:
-        a_in, b_in = model.alpha_beta(G, params["group_size"])
-        params.update(alpha=a_in, beta=b_in, alpha_inter=alpha, beta_inter=beta)
-    return params
+    return {"where": G.graph.get("name", args.topology), "graph": G,
+            "nranks": args.nranks or len(topology.gpus(G))}
+
+
+def _algorithm_params(prm: dict, algo: str, group_size: int | None) -> tuple:
+    """``(alpha, beta, options)`` for one algorithm."""
+    if prm["graph"] is None:
+        opts = {"group_size": group_size} if algo == "hierarchical" and group_size else {}
+        return prm["alpha"], prm["beta"], opts
+    return topology_params(prm["graph"], prm["nranks"], algo, group_size)
 
 
 def run(args) -> int:
@@ -76,19 +74,11 @@ def run(args) -> int:
     if p < 1:
         raise CommsimError(f"--nranks: {p} must be at least 1")
     rows = []
+    params = {algo: _algorithm_params(prm, algo, args.group_size) for algo in algos}
     for size in size_list:
         for algo in algos:
-            opts = {}
-            if algo == "hierarchical":
-                opts = {k: prm[k] for k in ("group_size", "alpha_inter", "beta_inter")
-                        if prm.get(k) is not None}
-            a, b = prm["alpha"], prm["beta"]
-            if algo != "hierarchical" and "alpha_inter" in prm:
-                a, b = prm["alpha_inter"], prm["beta_inter"]  # flat ones see the slowest path
-            if nchunks == "auto":
-                k = model.best_nchunks(coll, algo, p, size, a, b, gamma, **opts)
-            else:
-                k = nchunks * model.chunk_unit(coll, algo, p) if nchunks else None
+            a, b, opts = params[algo]
+            k = model.nchunks_for(nchunks, coll, algo, p, size, a, b, gamma, **opts)
             t = model.predict(coll, algo, p, size, a, b, gamma, nchunks=k, **opts)
             algbw = size / t if t > 0 else float("inf")
             rows.append(dict(collective=coll, algorithm=algo, nranks=p, size=size,
@@ -96,21 +86,24 @@ def run(args) -> int:
                              time_us=t * 1e6, algbw_gbps=algbw / 1e9,
                              busbw_gbps=algbw * model.busbw_factor(coll, p) / 1e9,
                              alpha_us=a * 1e6, bandwidth_gbps=1e-9 / b))
-    console = Console()
-    console.print(f"[bold]{coll}[/] on {p} ranks, {prm['where']}: alpha "
-                  f"{format_time(prm['alpha'])}, link {format_bandwidth(1 / prm['beta'])}"
-                  + (f"; inter-group alpha {format_time(prm['alpha_inter'])}, link "
-                     f"{format_bandwidth(1 / prm['beta_inter'])}, groups of {prm['group_size']}"
-                     if "alpha_inter" in prm else ""))
-    console.print(_table(rows, algos, size_list, "time_us", "predicted time (us)"))
-    console.print(_table(rows, algos, size_list, "busbw_gbps", "busbw (GB/s)"))
-    console.print("[dim]line-rate alpha-beta model (no protocol efficiency); busbw = algbw x "
-                  "nccl-tests factor; * marks the fastest algorithm per size[/]")
+    out = console()
+    flat_a, flat_b, _ = _algorithm_params(prm, "ring", None)
+    line = (f"[bold]{coll}[/] on {p} ranks, {prm['where']}: alpha {format_time(flat_a)}, "
+            f"link {format_bandwidth(1 / flat_b)}")
+    hier = params.get("hierarchical")
+    if hier and "alpha_inter" in hier[2]:
+        line += (f"; hierarchical: groups of {hier[2]['group_size']}, alpha "
+                 f"{format_time(hier[0])} and link {format_bandwidth(1 / hier[1])} inside")
+    out.print(line)
+    out.print(_table(rows, algos, size_list, "time_us", "predicted time (us)"))
+    out.print(_table(rows, algos, size_list, "busbw_gbps", "busbw (GB/s)"))
+    out.print("[dim]line-rate alpha-beta model (no protocol efficiency); busbw = algbw x "
+              "nccl-tests factor; * marks the fastest algorithm per size[/]")
     if args.json:
         with open(args.json, "w") as fh:
             for row in rows:
                 fh.write(json.dumps(row) + "\n")
-        console.print(f"wrote {args.json}")
+        out.print(f"wrote {args.json}")
     return 0
 
 

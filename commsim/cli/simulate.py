@@ -7,11 +7,11 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from commsim import collectives, model
-from commsim.cli.common import algorithm_list, chunks, sizes
+from commsim.cli.common import algorithm_list, chunks, console, sizes, topology_params
 from commsim.errors import CommsimError
 from commsim.units import format_bandwidth, format_size, format_time, parse_time
 
@@ -35,9 +35,9 @@ def register(sub) -> None:
     p.add_argument("--size", "--sizes", dest="size", default="256M",
                    help="bytes: 256M, or a doubling range 1K:1G, or a list 1K,1M")
     p.add_argument("--nranks", type=int, help="ranks (default: every gpu of the topology)")
-    p.add_argument("--chunks", default=None,
+    p.add_argument("--chunks", default="auto",
                    help="pipeline depth: a number (times the algorithm's natural chunking) "
-                        "or auto (the model's best per size); default: the natural chunking")
+                        "or auto (the model's best per size; default)")
     p.add_argument("--mode", choices=("step", "dataflow"), default="step",
                    help="step: ranks go step by step (the executors' semantics); dataflow: "
                         "a transfer waits only for its data (a what-if)")
@@ -50,24 +50,6 @@ def register(sub) -> None:
                    help="write a Chrome/Perfetto trace (one file per algorithm and size)")
     p.add_argument("--json", metavar="FILE", help="also write JSON lines, one per algorithm/size")
     p.set_defaults(func=run)
-
-
-def _model_params(G, p: int, algo: str) -> tuple[float, float, dict]:
-    """alpha/beta for the closed form (and the hierarchical's groups, from the nodes)."""
-    alpha, beta = model.alpha_beta(G, p)
-    group = (G.graph.get("params") or {}).get("gpus_per_node")
-    if algo != "hierarchical" or not group or p % group or group in (1, p):
-        return alpha, beta, {}
-    a_in, b_in = model.alpha_beta(G, group)
-    return a_in, b_in, dict(group_size=group, alpha_inter=alpha, beta_inter=beta)
-
-
-def _nchunks(coll: str, algo: str, p: int, size: int, setting, alpha, beta, gamma, opts):
-    if setting is None:
-        return None
-    if setting == "auto":
-        return model.best_nchunks(coll, algo, p, size, alpha, beta, gamma, **opts)
-    return setting * model.chunk_unit(coll, algo, p)
 
 
 def _trace_path(base: str, algo: str, size: int, many: bool) -> Path:
@@ -94,29 +76,24 @@ def run(args) -> int:
     if p > ngpus:
         raise CommsimError(f"--nranks: {p} ranks need {p} gpus; topology "
                            f"{G.graph.get('name', args.topology)!r} has {ngpus}")
-    console = Console()
-    err = Console(stderr=True)
+    out = console()
+    err = console(stderr=True)
     name = G.graph.get("name", args.topology)
-    console.print(f"[bold]{coll}[/] on {p} ranks of [bold]{name}[/] ({ngpus} gpus), "
+    out.print(f"[bold]{coll}[/] on {p} ranks of [bold]{name}[/] ({ngpus} gpus), "
                   f"{args.mode} mode, {args.routing} routing"
                   + (f", gamma {args.gamma}/byte" if gamma else ""))
     jobs = [(algo, size) for algo in algos for size in size_list]
     rows, link_rows = [], []
-    t_start = time.perf_counter()
-    progress = None
+    bar = _Bar(err, len(jobs))
     routers: dict = {}
     for n, (algo, size) in enumerate(jobs):
-        if progress is None and n and time.perf_counter() - t_start > PROGRESS_AFTER_S:
-            progress = Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), console=err, transient=True)
-            progress.start()
-            task = progress.add_task("sim", total=len(jobs), completed=n)
-        a, b, opts = _model_params(G, p, algo)
-        k = _nchunks(coll, algo, p, size, setting, a, b, gamma, opts)
+        bar.job(n)
+        a, b, opts = topology_params(G, p, algo)
+        k = model.nchunks_for(setting, coll, algo, p, size, a, b, gamma, **opts)
         build_opts = {"group_size": opts["group_size"]} if "group_size" in opts else {}
         s = collectives.build(coll, algo, p, k, **build_opts)
         res = simulate(s, G, size, routing=args.routing, mode=args.mode, gamma=gamma,
-                       router=routers.get(algo))
+                       router=routers.get(algo), progress=bar.within)
         routers[algo] = res.router      # routes depend on the pairs, not on the size
         t_model = model.predict(coll, algo, p, size, a, b, gamma, nchunks=s.nchunks, **opts)
         bott = res.bottleneck
@@ -137,25 +114,55 @@ def run(args) -> int:
             path = _trace_path(args.trace, algo, size, len(jobs) > 1)
             res.to_chrome_trace(path)
             row["trace"] = str(path)
-        if progress is not None:
-            progress.update(task, completed=n + 1)
-    if progress is not None:
-        progress.stop()
-    console.print(_table(rows))
+    bar.stop()
+    out.print(_table(rows))
     if args.links:
-        console.print(_links_table(link_rows))
-    console.print("[dim]line rate, max-min fair links; model = alpha-beta closed form with "
+        out.print(_links_table(link_rows))
+    out.print("[dim]line rate, max-min fair links; model = alpha-beta closed form with "
                   "the topology's flat alpha/beta; bottleneck = the link busy longest "
                   "(util = busy time / run time)[/]")
     for row in rows:
         if row.get("trace"):
-            console.print(f"wrote trace {row['trace']}")
+            out.print(f"wrote trace {row['trace']}")
     if args.json:
         with open(args.json, "w") as fh:
             for row in rows:
                 fh.write(json.dumps(row) + "\n")
-        console.print(f"wrote {args.json}")
+        out.print(f"wrote {args.json}")
     return 0
+
+
+class _Bar:
+    """A transient progress bar over the jobs (and the transfers within a long one) that
+    appears only once the run has taken more than ``PROGRESS_AFTER_S``."""
+
+    def __init__(self, err: Console, jobs: int) -> None:
+        self.console, self.jobs, self.n = err, jobs, 0
+        self.t0 = time.perf_counter()
+        self.progress = None
+
+    def job(self, n: int) -> None:
+        self.n = n
+        self._show(float(n))
+
+    def within(self, done: int, total: int) -> None:
+        self._show(self.n + done / max(total, 1))
+
+    def _show(self, completed: float) -> None:
+        if self.progress is None:
+            if time.perf_counter() - self.t0 < PROGRESS_AFTER_S:
+                return
+            self.progress = Progress(TextColumn("simulating"), BarColumn(),
+                                     TextColumn("{task.percentage:>3.0f}%"),
+                                     TimeElapsedColumn(), console=self.console,
+                                     transient=True)
+            self.progress.start()
+            self.task = self.progress.add_task("sim", total=self.jobs)
+        self.progress.update(self.task, completed=completed)
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
 
 
 def _num(value: float) -> str:

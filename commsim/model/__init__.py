@@ -7,8 +7,10 @@ busiest rank moves in each, for the schedule that :func:`commsim.collectives.bui
 returns with the same ``nchunks``. They are exact (and the simulator reproduces them)
 where every step is symmetric: rings, Rabenseifner allreduce, binomial trees and
 chains for every ``p``; recursive halving/doubling reduce-scatter and allgather for
-powers of two; the binary tree for complete trees (``p = 2**m - 1``). Elsewhere they
-are the step-by-step maximum, an estimate that the simulator may beat by a little.
+powers of two; the binary and double binary trees for complete trees (``p = 2**m - 1``).
+For other ``p`` the recursive forms are the sum of each step's maximum, and the tree
+forms charge two busy children in every step, so both are upper bounds that the
+simulator may beat by a little.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from commsim.collectives.tree import tree_height
 from commsim.errors import CommsimError
 
 __all__ = ["FORMULAS", "alpha_beta", "best_nchunks", "busbw_factor", "chunk_unit",
-           "default_nchunks", "lower_bound", "predict"]
+           "default_nchunks", "lower_bound", "nchunks_for", "predict"]
 
 FORMULAS: dict[tuple[str, str], str] = {
     ("reduce_scatter", "ring"): "(p-1) a + (p-1)/p S b + (p-1)/p S g",
@@ -90,6 +92,22 @@ def best_nchunks(collective: str, algorithm: str, nranks: int, nbytes: float, al
             best, best_t = k, t
         k *= 2
     return best
+
+
+def nchunks_for(setting, collective: str, algorithm: str, nranks: int, nbytes: float,
+                alpha: float, beta: float, gamma: float = 0.0, **options) -> int | None:
+    """The ``nchunks`` a ``--chunks`` setting asks for.
+
+    ``None``: the builder's default; ``"auto"``: :func:`best_nchunks` for this size;
+    a number ``K``: ``K`` times the algorithm's :func:`chunk_unit` (pipeline depth for
+    trees and chains, pieces per segment for rings and recursive algorithms).
+    """
+    if setting is None:
+        return None
+    if setting == "auto":
+        return best_nchunks(collective, algorithm, nranks, nbytes, alpha, beta, gamma,
+                            **options)
+    return int(setting) * chunk_unit(collective, algorithm, nranks)
 
 
 def _check(nranks: int, nbytes: float, alpha: float, beta: float, gamma: float) -> None:
@@ -191,7 +209,9 @@ def lower_bound(collective: str, nranks: int, nbytes: float, alpha: float,
 
     Patarasuk and Yuan: the transfer term ``busbw_factor * S * beta`` (allreduce
     ``2(p-1)/p S beta``; reduce_scatter and allgather ``(p-1)/p S beta``; broadcast
-    and reduce ``S beta``) plus ``ceil(log2 p)`` message latencies.
+    and reduce ``S beta``) plus ``ceil(log2 p)`` message latencies. The latency term
+    holds for ranks that run one step at a time (the step semantics); the simulator's
+    dataflow mode lets a rank forward before its step ends and can beat it there.
     """
     _check(nranks, nbytes, alpha, beta, 0.0)
     if nranks == 1:

@@ -281,9 +281,10 @@ class _Flows:
 class _EventEngine:
     """Discrete-event simulation with max-min fair rates (step or dataflow mode)."""
 
-    def __init__(self, run: _Run, mode: str) -> None:
+    def __init__(self, run: _Run, mode: str, progress=None) -> None:
         self.run = run
         self.mode = mode
+        self.progress = progress
         self.R = run.router
         s = run.s
         self.src = s.src
@@ -351,6 +352,8 @@ class _EventEngine:
             if t == _INF:
                 break
             run.events += 1
+            if self.progress is not None and run.events % PROGRESS_EVERY == 0:
+                self.progress(self.done, run.T)
             tt = t + max(abs(t) * _RTOL_T, 1e-300)
             entered: list[np.ndarray] = []       # rids of flows entering the byte phase
             entered_n = 0
@@ -628,6 +631,9 @@ class _EventEngine:
             F.t[chg] = t + F.rem[chg] / rate[chg]
 
 
+PROGRESS_EVERY = 2048  # events between progress reports
+
+
 def _distinct(values: np.ndarray) -> list[int]:
     """The distinct values as Python ints (cheap for the one- or two-value batches that
     most events bring)."""
@@ -689,7 +695,8 @@ def _rank_spans(s: Schedule) -> tuple[np.ndarray, np.ndarray]:
 def simulate(schedule: Schedule, topology: nx.DiGraph, nbytes: int, placement=None,
              routing: str = "ecmp", mode: str = "step", gamma: float = 0.0,
              start_offsets=None, reduce_slowdown=None, *, record_transfers: bool = True,
-             ecmp_width: int = 16, engine: str = "auto", router: Router | None = None):
+             ecmp_width: int = 16, engine: str = "auto", router: Router | None = None,
+             progress=None):
     """Play ``schedule`` over ``topology`` for an ``nbytes`` buffer; a :class:`SimResult`.
 
     ``nbytes`` follows REFERENCE.md's size convention for the schedule's collective
@@ -703,6 +710,8 @@ def simulate(schedule: Schedule, topology: nx.DiGraph, nbytes: int, placement=No
     ``record_transfers=False`` drops the per-transfer start/end arrays (16 bytes a
     transfer). ``engine``: ``"auto"`` (the contention-free sweep when it applies, else
     events), ``"events"`` (always the event engine) or ``"sweep"`` (fail if contended).
+    ``progress(done, total)``, if given, is called now and then by the event engine
+    with the number of transfers completed (for progress bars on long runs).
     """
     from commsim.sim.result import SimResult
 
@@ -732,7 +741,7 @@ def simulate(schedule: Schedule, topology: nx.DiGraph, nbytes: int, placement=No
                            "one shares links (use engine='auto')")
     else:
         run = _Run(schedule, router, int(nbytes), gamma, offsets, slowdown, True)
-        _EventEngine(run, mode).run_all()
+        _EventEngine(run, mode, progress).run_all()
         if mode == "dataflow":
             red = schedule.reduce
             ends = run.end + np.where(
