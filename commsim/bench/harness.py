@@ -74,15 +74,12 @@ def schedule_for(cfg: BenchConfig, collective: str, algorithm: str, options: dic
     """
     if options is None:
         return None
-    unit = model.chunk_unit(collective, algorithm, nranks)
-    nchunks = None
-    if algorithm in PIPELINED:
-        if cfg.chunks != "auto":
-            nchunks = cfg.chunks * unit
-        elif alpha_beta is not None:
-            per_rank = count * nranks if collective == "allgather" else count
-            nchunks = model.best_nchunks(collective, algorithm, nranks, nbytes, *alpha_beta,
-                                         max_chunks=max(per_rank, unit), **options)
+    setting = cfg.chunks if algorithm in PIPELINED else None
+    if setting == "auto" and alpha_beta is None:
+        setting = None
+    elements = count * nranks if collective == "allgather" else count
+    nchunks = model.nchunks_for(setting, collective, algorithm, nranks, nbytes,
+                                *(alpha_beta or (0.0, 0.0)), max_chunks=elements, **options)
     return _build(collective, algorithm, nranks, nchunks, tuple(sorted(options.items())))
 
 
