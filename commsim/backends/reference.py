@@ -67,7 +67,7 @@ def run(schedule: Schedule, inputs: list[np.ndarray]) -> list[np.ndarray]:
     """
     bufs = initial_buffers(schedule, inputs)
     bounds = schedule.chunk_bounds(len(bufs[0]))
-    steps = np.searchsorted(schedule.step, np.arange(schedule.nsteps + 1), side="left")
+    steps = schedule.step_bounds()
     src, dst = schedule.src.tolist(), schedule.dst.tolist()
     chunk, red = schedule.chunk.tolist(), schedule.reduce.tolist()
     for s in range(schedule.nsteps):

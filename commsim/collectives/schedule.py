@@ -197,6 +197,16 @@ class Schedule:
         """Elements each transfer moves, for an ``n``-element logical buffer."""
         return self.chunk_sizes(n)[self.chunk]
 
+    def step_bounds(self) -> np.ndarray:
+        """Offsets (length ``nsteps + 1``) of each step's transfers in the arrays.
+
+        Step ``s`` is ``[bounds[s], bounds[s+1])``. The search keys share the step
+        array's compact dtype: mixed dtypes would make numpy copy the whole array to
+        int64 first (4 GB for half a billion transfers).
+        """
+        keys = np.arange(self.nsteps, dtype=self.step.dtype)
+        return np.concatenate((np.searchsorted(self.step, keys, side="left"), [len(self)]))
+
     def segment_of(self, chunk: np.ndarray | int) -> np.ndarray | int:
         """The segment a chunk belongs to."""
         return np.asarray(chunk, dtype=np.int64) // self.chunks_per_segment
@@ -314,7 +324,7 @@ class Schedule:
                 "validate a smaller instance of the same algorithm"
             )
         state = self.initial_state()
-        bounds = np.searchsorted(self.step, np.arange(self.nsteps + 1), side="left")
+        bounds = self.step_bounds()
         for s in range(self.nsteps):
             idx = np.arange(bounds[s], bounds[s + 1])
             if len(idx):

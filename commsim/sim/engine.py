@@ -106,7 +106,7 @@ class _Run:
         self.T = len(schedule)
         self.P = schedule.nranks
         self.nsteps = schedule.nsteps
-        self.step_ptr = step_bounds(schedule)
+        self.step_ptr = schedule.step_bounds()
         nl = len(router.links)
         self.link_bw = router.link_bandwidth
         self.link_bytes = np.zeros(nl)
@@ -640,17 +640,6 @@ def _distinct(values: np.ndarray) -> list[int]:
     if len(values) <= 2:
         return sorted(set(values.tolist()))
     return np.unique(values).tolist()
-
-
-def step_bounds(s: Schedule) -> np.ndarray:
-    """Offsets (length ``nsteps + 1``) of each step's transfers in the schedule's arrays.
-
-    Searches with keys of the step array's own (compact) dtype: mixed dtypes would make
-    numpy copy the whole array to int64 first (4 GB for half a billion transfers).
-    """
-    n = s.nsteps
-    keys = np.arange(n, dtype=s.step.dtype) if n else np.zeros(0, dtype=s.step.dtype)
-    return np.concatenate((np.searchsorted(s.step, keys, side="left"), [len(s)]))
 
 
 def fifo_next(s: Schedule) -> np.ndarray:

@@ -161,8 +161,7 @@ class SimResult:
 
     def _chain_step(self) -> list[int]:
         s = self.schedule
-        from commsim.sim.engine import step_bounds
-        ptr = step_bounds(s)
+        ptr = s.step_bounds()
         gamma_size = (s.chunk_sizes(self.nbytes).astype(np.float64) * self.gamma
                       if self.gamma else None)
         i = int(np.argmax(self.end))
