@@ -11,6 +11,8 @@ WORKER = """
 import numpy as np
 from mpi4py import MPI
 
+from executor_cases import cases
+
 from commsim import collectives
 from commsim.backends import mpi, reference
 
@@ -19,31 +21,19 @@ rank, p = comm.rank, comm.size
 
 
 checked = 0
-for collective, algorithm in collectives.available():
-    if collective in ("broadcast", "reduce"):
-        option_sets = [{"root": 0}, {"root": p - 1}]
-    elif algorithm == "hierarchical":
-        option_sets = [{"group_size": g} for g in range(1, p + 1) if p % g == 0]
-    else:
-        option_sets = [{}]
-    for mult in (1, 3):
-        for opts in option_sets:
-            root = opts.get("root", 0)
-            natural = collectives.build(collective, algorithm, p, **opts).nchunks
-            schedule = collectives.build(collective, algorithm, p, natural * mult, **opts)
-            for n, dtype in ((1, np.float32), (p + 1, np.int64), (64, np.float16),
-                             (101, np.int32), (33, np.float64)):
-                rng = np.random.default_rng(1000 * n + checked)
-                inputs = [rng.integers(-8, 8, size=n).astype(np.float64) for _ in range(p)]
-                want = reference.run(schedule, inputs)[rank]
-                buf = mpi.logical_buffer(schedule, inputs[rank].astype(dtype), rank)
-                mpi.run(schedule, buf, comm)
-                got = mpi.result_view(schedule, buf, rank)
-                if collective != "reduce" or rank == root:
-                    where = f"{collective}/{algorithm} k={schedule.nchunks} n={n} {dtype}"
-                    assert got.dtype == dtype, where
-                    assert np.array_equal(got.astype(np.float64), want), f"{where}: {got}"
-                checked += 1
+for collective, algorithm, schedule, root, n, dtype, inputs in cases(
+        p, (1, 3), ((1, np.float32), (p + 1, np.int64), (64, np.float16), (101, np.int32),
+                    (33, np.float64))):
+    want = reference.run(schedule, inputs)[rank]
+    buf = mpi.logical_buffer(schedule, inputs[rank].astype(dtype), rank)
+    mpi.run(schedule, buf, comm)
+    got = mpi.result_view(schedule, buf, rank)
+    if collective != "reduce" or rank == root:
+        where = f"{collective}/{algorithm} k={schedule.nchunks} n={n} {dtype}"
+        assert got.dtype == dtype, where
+        assert np.array_equal(got.astype(np.float64), want), f"{where}: {got}"
+    checked += 1
+assert checked > 100, f"only {checked} cases ran"
 
 # a sub-communicator: ranks are the communicator's own
 sub = comm.Split(color=int(rank % 2 == 0), key=rank)

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from executor_cases import cases
+
 from commsim import collectives
 from commsim.backends import reference, torch_dist
 
@@ -22,33 +24,21 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 
 checked = 0
-for collective, algorithm in collectives.available():
-    if collective in ("broadcast", "reduce"):
-        option_sets = [{"root": 0}, {"root": p - 1}]
-    elif algorithm == "hierarchical":
-        option_sets = [{"group_size": g} for g in range(1, p + 1) if p % g == 0]
-    else:
-        option_sets = [{}]
-    for mult in (1, 2):
-        for opts in option_sets:
-            root = opts.get("root", 0)
-            natural = collectives.build(collective, algorithm, p, **opts).nchunks
-            schedule = collectives.build(collective, algorithm, p, natural * mult, **opts)
-            for n, dtype in ((1, "float32"), (p + 1, "int64"), (37, "bfloat16"),
-                             (64, "float16"), (101, "int32")):
-                rng = np.random.default_rng(1000 * n + checked)
-                inputs = [rng.integers(-8, 8, size=n).astype(np.float64) for _ in range(p)]
-                want = reference.run(schedule, inputs)[rank]
-                oracle = reference.expected(collective, inputs, root)[rank]
-                local = torch.from_numpy(inputs[rank]).to(DTYPES[dtype])
-                buf = torch_dist.logical_buffer(schedule, local)
-                torch_dist.run(schedule, buf)
-                got = torch_dist.result_view(schedule, buf).to(torch.float64).numpy()
-                if collective != "reduce" or rank == root:
-                    where = f"{collective}/{algorithm} k={schedule.nchunks} n={n} {dtype}"
-                    assert np.array_equal(got, want), f"{where}: {got} != {want}"
-                    assert np.array_equal(got, oracle), where
-                checked += 1
+for collective, algorithm, schedule, root, n, dtype, inputs in cases(
+        p, (1, 2), ((1, "float32"), (p + 1, "int64"), (37, "bfloat16"), (64, "float16"),
+                    (101, "int32"))):
+    want = reference.run(schedule, inputs)[rank]
+    oracle = reference.expected(collective, inputs, root)[rank]
+    local = torch.from_numpy(inputs[rank]).to(DTYPES[dtype])
+    buf = torch_dist.logical_buffer(schedule, local)
+    torch_dist.run(schedule, buf)
+    got = torch_dist.result_view(schedule, buf).to(torch.float64).numpy()
+    if collective != "reduce" or rank == root:
+        where = f"{collective}/{algorithm} k={schedule.nchunks} n={n} {dtype}"
+        assert np.array_equal(got, want), f"{where}: {got} != {want}"
+        assert np.array_equal(got, oracle), where
+    checked += 1
+assert checked > 100, f"only {checked} cases ran"
 
 # a subgroup: peers are group ranks, translated to global ranks by the executor
 if p >= 3:

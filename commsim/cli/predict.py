@@ -7,7 +7,14 @@ import json
 from rich.table import Table
 
 from commsim import collectives, model
-from commsim.cli.common import algorithm_list, chunks, console, sizes, topology_params
+from commsim.cli.common import (
+    SIZE_CONVENTION,
+    algorithm_list,
+    chunks,
+    console,
+    sizes,
+    topology_params,
+)
 from commsim.errors import CommsimError
 from commsim.units import format_bandwidth, format_size, format_time, parse_bandwidth, parse_time
 
@@ -17,10 +24,8 @@ DEFAULT_TOPOLOGY = "dgx-a100-4node"
 def register(sub) -> None:
     p = sub.add_parser(
         "predict", help="closed-form alpha-beta predictions",
-        description="Predict collective time with the alpha-beta-gamma model. Sizes follow "
-        "nccl-tests: one rank's buffer for allreduce/broadcast/reduce, the whole gathered "
-        "buffer for allgather/reduce_scatter; busbw = algbw * nccl-tests' factor. The model "
-        "assumes line rate: measured busbw usually sits at 75-85%% of it.")
+        description="Predict collective time with the alpha-beta-gamma model. "
+        + SIZE_CONVENTION)
     p.add_argument("--collective", default="allreduce")
     p.add_argument("--algorithm", default="all", help="comma-separated names, or all")
     p.add_argument("--size", "--sizes", dest="size", default="1K:1G",

@@ -11,7 +11,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from commsim import collectives, model
-from commsim.cli.common import algorithm_list, chunks, console, sizes, topology_params
+from commsim.cli.common import (
+    SIZE_CONVENTION,
+    algorithm_list,
+    chunks,
+    console,
+    sizes,
+    topology_params,
+)
 from commsim.errors import CommsimError
 from commsim.units import format_bandwidth, format_size, format_time, parse_time
 
@@ -23,11 +30,8 @@ def register(sub) -> None:
     p = sub.add_parser(
         "simulate", help="flow-level simulation of collectives on a topology",
         description="Simulate collectives on a network: each transfer of the algorithm's "
-        "schedule is a flow on its route, links are shared max-min fairly. Sizes follow "
-        "nccl-tests: one rank's buffer for allreduce/broadcast/reduce, the whole gathered "
-        "buffer for allgather/reduce_scatter; algbw = size / time, busbw = algbw * "
-        "nccl-tests' factor. Line rate, no protocol overhead (real busbw is usually 75-85%% "
-        "of it).")
+        "schedule is a flow on its route, links are shared max-min fairly. "
+        + SIZE_CONVENTION)
     p.add_argument("--topology", default=DEFAULT_TOPOLOGY,
                    help=f"a preset name or a YAML file (default {DEFAULT_TOPOLOGY})")
     p.add_argument("--collective", default="allreduce")
