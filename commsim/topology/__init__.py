@@ -175,8 +175,8 @@ def summary(G: nx.DiGraph) -> dict:
 
     Keys: name, description, gpus and ranks (the same count), switches, nics, hosts, nodes,
     links (directed edges), link_speeds ({bytes/s: directed-edge count}, fastest first),
-    diameter_hops and diameter_latency (s) over gpu pairs on gpu-free paths, diameter_note (how they were
-    computed: exact, or from a sample of source gpus when the graph is large),
+    diameter_hops and diameter_latency (s) over gpu pairs on gpu-free paths, diameter_note
+    (how they were computed: exact, or from a sample of source gpus when the graph is large),
     bisection_bandwidth (bytes/s, one direction, min cut from the first half of the gpus to
     the second half; None when skipped) and bisection_note (analytical / max-flow /
     skipped and why).
