@@ -45,6 +45,9 @@ def register(sub) -> None:
     p.add_argument("--mode", choices=("step", "dataflow"), default="step",
                    help="step: ranks go step by step (the executors' semantics); dataflow: "
                         "a transfer waits only for its data (a what-if)")
+    p.add_argument("--placement", default="linear",
+                   help="which gpu each rank gets: linear (the topology's order; default), "
+                        "spread (consecutive ranks on different switches) or random[:SEED]")
     p.add_argument("--routing", choices=("ecmp", "static"), default="ecmp",
                    help="ecmp: each transfer hashes to one of the equal-cost paths; static: "
                         "one path per pair of ranks")
@@ -66,6 +69,7 @@ def _trace_path(base: str, algo: str, size: int, many: bool) -> Path:
 def run(args) -> int:
     from commsim import topology
     from commsim.sim import simulate
+    from commsim.topology.placement import place
 
     coll = collectives.resolve_collective(args.collective)
     algos = algorithm_list(coll, args.algorithm)
@@ -80,11 +84,12 @@ def run(args) -> int:
     if p > ngpus:
         raise CommsimError(f"--nranks: {p} ranks need {p} gpus; topology "
                            f"{G.graph.get('name', args.topology)!r} has {ngpus}")
+    gpus_of_ranks = place(G, p, args.placement)
     out = console()
     err = console(stderr=True)
     name = G.graph.get("name", args.topology)
     out.print(f"[bold]{coll}[/] on {p} ranks of [bold]{name}[/] ({ngpus} gpus), "
-                  f"{args.mode} mode, {args.routing} routing"
+                  f"{args.placement} placement, {args.mode} mode, {args.routing} routing"
                   + (f", gamma {args.gamma}/byte" if gamma else ""))
     jobs = [(algo, size) for algo in algos for size in size_list]
     rows, link_rows = [], []
@@ -96,13 +101,15 @@ def run(args) -> int:
         k = model.nchunks_for(setting, coll, algo, p, size, a, b, gamma, **opts)
         build_opts = {"group_size": opts["group_size"]} if "group_size" in opts else {}
         s = collectives.build(coll, algo, p, k, **build_opts)
-        res = simulate(s, G, size, routing=args.routing, mode=args.mode, gamma=gamma,
+        res = simulate(s, G, size, placement=gpus_of_ranks, routing=args.routing,
+                       mode=args.mode, gamma=gamma,
                        router=routers.get(algo), progress=bar.within)
         routers[algo] = res.router      # routes depend on the pairs, not on the size
         t_model = model.predict(coll, algo, p, size, a, b, gamma, nchunks=s.nchunks, **opts)
         bott = res.bottleneck
         row = dict(collective=coll, algorithm=algo, nranks=p, size=size, nchunks=s.nchunks,
-                   topology=name, mode=args.mode, routing=args.routing,
+                   topology=name, placement=args.placement, mode=args.mode,
+                   routing=args.routing,
                    time_us=res.time * 1e6, algbw_gbps=res.algbw / 1e9,
                    busbw_gbps=res.busbw / 1e9, t_model_us=t_model * 1e6,
                    bottleneck=bott["link"] if bott else None,
