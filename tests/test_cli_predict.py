@@ -36,7 +36,9 @@ def test_predict_single(capsys, tmp_path):
     assert row["time_us"] == pytest.approx(want * 1e6)
     assert row["algbw_gbps"] == pytest.approx(256 * 2**20 / want / 1e9)
     assert row["busbw_gbps"] == pytest.approx(row["algbw_gbps"] * 2 * 63 / 64)
-    assert f"{want * 1e6:,.0f}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"{want * 1e6:,.0f}" in out
+    assert f"{row['algbw_gbps']:.4g}" in out and f"{row['busbw_gbps']:.4g}" in out
 
 
 def test_predict_sweeps_every_algorithm(tmp_path):

@@ -100,8 +100,11 @@ def run(args) -> int:
         line += (f"; hierarchical: groups of {hier[2]['group_size']}, alpha "
                  f"{format_time(hier[0])} and link {format_bandwidth(1 / hier[1])} inside")
     out.print(line)
-    out.print(_table(rows, algos, size_list, "time_us", "predicted time (us)"))
-    out.print(_table(rows, algos, size_list, "busbw_gbps", "busbw (GB/s)"))
+    if len(size_list) == 1:
+        out.print(_rows_table(rows))
+    else:
+        out.print(_table(rows, algos, size_list, "time_us", "predicted time (us)"))
+        out.print(_table(rows, algos, size_list, "busbw_gbps", "busbw (GB/s)"))
     out.print("[dim]line-rate alpha-beta model (no protocol efficiency); busbw = algbw x "
               "nccl-tests factor; * marks the fastest algorithm per size[/]")
     if args.json:
@@ -115,6 +118,19 @@ def run(args) -> int:
 def _number(value: float) -> str:
     """Four significant digits, never in exponent form for the values tables hold."""
     return f"{value:,.0f}" if value >= 1000 else f"{value:.4g}"
+
+
+def _rows_table(rows: list[dict]) -> Table:
+    """One size: a row per algorithm with its chunks, time, algbw and busbw."""
+    table = Table(title=f"predicted, size {format_size(rows[0]['size'])}")
+    for name in ("algorithm", "chunks", "time (us)", "algbw (GB/s)", "busbw (GB/s)"):
+        table.add_column(name, justify="left" if name == "algorithm" else "right")
+    best = min(r["time_us"] for r in rows)
+    for r in rows:
+        mark = "*" if r["time_us"] == best and len(rows) > 1 else ""
+        table.add_row(r["algorithm"], str(r["nchunks"]), _number(r["time_us"]) + mark,
+                      _number(r["algbw_gbps"]), _number(r["busbw_gbps"]))
+    return table
 
 
 def _table(rows: list[dict], algos: list[str], size_list: list[int], key: str,
