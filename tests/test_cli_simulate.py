@@ -43,7 +43,8 @@ def test_table_and_json_lines(tmp_path, capsys):
 
 def test_a_ring_on_a_star_matches_the_model(tmp_path, capsys):
     out = tmp_path / "r.jsonl"
-    assert main(["simulate", "--topology", "localhost", "--nranks", "6", "--size", "6M",
+    assert main(["simulate", "--topology", "localhost", "--algorithm", "ring",
+                 "--nranks", "6", "--size", "6M",
                  "--collective", "reduce_scatter", "--json", str(out)]) == 0
     (row,) = _rows(out)
     assert row["time_us"] == pytest.approx(row["t_model_us"], rel=1e-9)
@@ -52,7 +53,8 @@ def test_a_ring_on_a_star_matches_the_model(tmp_path, capsys):
 def test_size_sweep_links_and_traces(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(cli_simulate, "PROGRESS_AFTER_S", 0.0)   # the bar shows at once
     out, tr = tmp_path / "r.jsonl", tmp_path / "trace.json"
-    rc = main(["simulate", "--topology", "leaf-spine-2to1", "--nranks", "8", "--sizes",
+    rc = main(["simulate", "--topology", "leaf-spine-2to1", "--algorithm", "ring",
+               "--nranks", "8", "--sizes",
                "1K:4K", "--links", "--trace", str(tr), "--json", str(out)])
     text = capsys.readouterr().out
     assert rc == 0
@@ -68,7 +70,8 @@ def test_size_sweep_links_and_traces(tmp_path, capsys, monkeypatch):
 
 def test_single_trace_keeps_its_name(tmp_path, capsys):
     tr = tmp_path / "one.json"
-    assert main(["simulate", "--topology", "ring-8", "--size", "64K", "--trace", str(tr)]) == 0
+    assert main(["simulate", "--topology", "ring-8", "--algorithm", "ring",
+                 "--size", "64K", "--trace", str(tr)]) == 0
     assert json.loads(tr.read_text())["traceEvents"]
 
 
@@ -94,7 +97,7 @@ links:
   - {src: g0, dst: g1, bandwidth: 10GB/s, latency: 1us}
   - {src: g1, dst: g2, bandwidth: 10GB/s, latency: 1us}
 """)
-    rc = main(["simulate", "--topology", str(path), "--size", "1K"])
+    rc = main(["simulate", "--topology", str(path), "--algorithm", "ring", "--size", "1K"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1
     assert "g0" in err or "g2" in err or "reach" in err
@@ -106,7 +109,8 @@ def test_every_preset_simulates(name, capsys, tmp_path):
     # ECMP, and a contended 1024-rank ring takes the event engine minutes
     out = tmp_path / "r.jsonl"
     n = min(64, len(topology.gpus(topology.load(name))))
-    assert main(["simulate", "--topology", name, "--nranks", str(n), "--size", "1M",
+    assert main(["simulate", "--topology", name, "--algorithm", "ring",
+                 "--nranks", str(n), "--size", "1M",
                  "--json", str(out)]) == 0
     (row,) = _rows(out)
     assert row["time_us"] > 0 and row["bottleneck"]

@@ -47,7 +47,8 @@ def test_bad_placements(how, match):
 
 def test_a_scattered_placement_is_slower_on_an_oversubscribed_fabric(tmp_path):
     for how in ("linear", "spread"):
-        assert main(["simulate", "--topology", "leaf-spine-2to1", "--size", "16M",
+        assert main(["simulate", "--topology", "leaf-spine-2to1", "--algorithm", "ring",
+                     "--size", "16M",
                      "--placement", how, "--json", str(tmp_path / f"{how}.jsonl")]) == 0
     lin = json.loads((tmp_path / "linear.jsonl").read_text())
     spr = json.loads((tmp_path / "spread.jsonl").read_text())

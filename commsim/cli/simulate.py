@@ -35,7 +35,9 @@ def register(sub) -> None:
     p.add_argument("--topology", default=DEFAULT_TOPOLOGY,
                    help=f"a preset name or a YAML file (default {DEFAULT_TOPOLOGY})")
     p.add_argument("--collective", default="allreduce")
-    p.add_argument("--algorithm", default="ring", help="comma-separated names, or all")
+    p.add_argument("--algorithm", default="all",
+                   help="comma-separated names, or all (default: every algorithm of the "
+                   "collective)")
     p.add_argument("--size", "--sizes", dest="size", default="256M",
                    help="bytes: 256M, or a doubling range 1K:1G, or a list 1K,1M")
     p.add_argument("--nranks", type=int, help="ranks (default: every gpu of the topology)")
@@ -45,6 +47,7 @@ def register(sub) -> None:
     p.add_argument("--mode", choices=("step", "dataflow"), default="step",
                    help="step: ranks go step by step (the executors' semantics); dataflow: "
                         "a transfer waits only for its data (a what-if)")
+    p.add_argument("--root", type=int, default=0, help="root rank of broadcast and reduce")
     p.add_argument("--placement", default="linear",
                    help="which gpu each rank gets: linear (the topology's order; default), "
                         "spread (consecutive ranks on different switches) or random[:SEED]")
@@ -100,6 +103,8 @@ def run(args) -> int:
         a, b, opts = topology_params(G, p, algo)
         k = model.nchunks_for(setting, coll, algo, p, size, a, b, gamma, **opts)
         build_opts = {"group_size": opts["group_size"]} if "group_size" in opts else {}
+        if coll in ("broadcast", "reduce"):
+            build_opts["root"] = args.root
         s = collectives.build(coll, algo, p, k, **build_opts)
         res = simulate(s, G, size, placement=gpus_of_ranks, routing=args.routing,
                        mode=args.mode, gamma=gamma,
