@@ -114,3 +114,38 @@ def test_every_preset_simulates(name, capsys, tmp_path):
                  "--json", str(out)]) == 0
     (row,) = _rows(out)
     assert row["time_us"] > 0 and row["bottleneck"]
+
+
+def test_a_late_rank_delays_a_ring_by_exactly_its_lateness(tmp_path):
+    """On a star the ring is contention-free; every rank waits on its neighbours, so a
+    rank entering 100 us late delays the whole reduce-scatter by exactly 100 us."""
+    out = tmp_path / "r.jsonl"
+    assert main(["simulate", "--topology", "localhost", "--algorithm", "ring",
+                 "--nranks", "6", "--size", "6M", "--collective", "reduce_scatter",
+                 "--late", "2:100us", "--json", str(out)]) == 0
+    (row,) = _rows(out)
+    assert row["time_us"] == pytest.approx(row["t_model_us"] + 100, rel=1e-9)
+
+
+def test_a_slow_reducer_slows_the_run(tmp_path):
+    times = []
+    for extra in ([], ["--slow-reduce", "0:8"]):
+        out = tmp_path / f"r{len(extra)}.jsonl"
+        assert main(["simulate", "--topology", "localhost", "--algorithm", "ring",
+                     "--nranks", "4", "--size", "4M", "--gamma", "0.1ns", "--json", str(out),
+                     *extra]) == 0
+        times.append(_rows(out)[0]["time_us"])
+    assert times[1] > times[0] * 1.05
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["--late", "3200us"], "RANK:VALUE"),
+    (["--late", "3:soon"], "--late"),
+    (["--late", "30:1us"], "out of range"),
+    (["--slow-reduce", "0:fast"], "--slow-reduce"),
+])
+def test_bad_straggler_flags(capsys, argv, fragment):
+    assert main(["simulate", "--topology", "ring-8", "--algorithm", "ring", "--size", "1K",
+                 *argv]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and len(err.strip().splitlines()) == 1

@@ -48,6 +48,17 @@ def chunks(text: str | None) -> int | str | None:
     return value
 
 
+def per_rank(items: list[str] | None, field: str, parse) -> dict[int, float]:
+    """``{rank: value}`` from repeated ``RANK:VALUE`` flags (``3:200us``, ``0:2.5``)."""
+    out: dict[int, float] = {}
+    for item in items or []:
+        rank_text, sep, value_text = str(item).partition(":")
+        if not sep or not rank_text.strip().isdigit():
+            raise CommsimError(f"{field}: {item!r} is not RANK:VALUE, e.g. {field} 3:200us")
+        out[int(rank_text)] = parse(value_text)
+    return out
+
+
 def topology_params(G, nranks: int, algorithm: str,
                     group_size: int | None = None) -> tuple[float, float, dict]:
     """``(alpha, beta, options)`` the closed form should use for ``algorithm`` on ``G``.

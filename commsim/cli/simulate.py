@@ -16,6 +16,7 @@ from commsim.cli.common import (
     algorithm_list,
     chunks,
     console,
+    per_rank,
     sizes,
     topology_params,
 )
@@ -55,6 +56,11 @@ def register(sub) -> None:
                    help="ecmp: each transfer hashes to one of the equal-cost paths; static: "
                         "one path per pair of ranks")
     p.add_argument("--gamma", default="0", help="reduction time per byte, e.g. 0.01ns")
+    p.add_argument("--late", action="append", metavar="RANK:TIME",
+                   help="a straggler: RANK enters the collective TIME late, e.g. 3:200us "
+                   "(repeatable)")
+    p.add_argument("--slow-reduce", action="append", metavar="RANK:FACTOR",
+                   help="RANK reduces FACTOR times slower than --gamma, e.g. 0:4 (repeatable)")
     p.add_argument("--links", action="store_true", help="also list the busiest links")
     p.add_argument("--trace", metavar="FILE",
                    help="write a Chrome/Perfetto trace (one file per algorithm and size)")
@@ -88,12 +94,16 @@ def run(args) -> int:
         raise CommsimError(f"--nranks: {p} ranks need {p} gpus; topology "
                            f"{G.graph.get('name', args.topology)!r} has {ngpus}")
     gpus_of_ranks = place(G, p, args.placement)
+    late = per_rank(args.late, "--late", lambda v: parse_time(v, "--late"))
+    slow = per_rank(args.slow_reduce, "--slow-reduce", lambda v: _factor(v, "--slow-reduce"))
     out = console()
     err = console(stderr=True)
     name = G.graph.get("name", args.topology)
     out.print(f"[bold]{coll}[/] on {p} ranks of [bold]{name}[/] ({ngpus} gpus), "
                   f"{args.placement} placement, {args.mode} mode, {args.routing} routing"
-                  + (f", gamma {args.gamma}/byte" if gamma else ""))
+                  + (f", gamma {args.gamma}/byte" if gamma else "")
+                  + "".join(f", rank {r} {format_time(t)} late" for r, t in late.items())
+                  + "".join(f", rank {r} reduces x{f:g} slower" for r, f in slow.items()))
     jobs = [(algo, size) for algo in algos for size in size_list]
     rows, link_rows = [], []
     bar = _Bar(err, len(jobs))
@@ -107,7 +117,7 @@ def run(args) -> int:
             build_opts["root"] = args.root
         s = collectives.build(coll, algo, p, k, **build_opts)
         res = simulate(s, G, size, placement=gpus_of_ranks, routing=args.routing,
-                       mode=args.mode, gamma=gamma,
+                       mode=args.mode, gamma=gamma, start_offsets=late, reduce_slowdown=slow,
                        router=routers.get(algo), progress=bar.within)
         routers[algo] = res.router      # routes depend on the pairs, not on the size
         t_model = model.predict(coll, algo, p, size, a, b, gamma, nchunks=s.nchunks, **opts)
@@ -146,6 +156,16 @@ def run(args) -> int:
                 fh.write(json.dumps(row) + "\n")
         out.print(f"wrote {args.json}")
     return 0
+
+
+def _factor(text: str, field: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise CommsimError(f"{field}: {text!r} is not a factor >= 0, e.g. 4 or 2.5")
+    return value
 
 
 class _Bar:
