@@ -34,13 +34,16 @@ Two executors give the same answer:
 from __future__ import annotations
 
 import time as _time
+from bisect import bisect_left, bisect_right
+from heapq import heappop, heappush
+from itertools import chain
 
 import networkx as nx
 import numpy as np
 
 from commsim.collectives.schedule import Schedule
 from commsim.errors import CommsimError
-from commsim.topology.routing import Router, expand_ranges
+from commsim.topology.routing import Router
 
 MODES = ("step", "dataflow")
 ENGINES = ("auto", "events", "sweep")
@@ -225,91 +228,117 @@ def _sweep_uncontended(run: _Run) -> bool:
 
 
 # --- the event-driven engine ----------------------------------------------------------
+#
+# Most contended runs bring one or two transfers an event, where a numpy call on a tiny
+# array costs more than the work itself: the engine keeps its state in Python scalars
+# (lists, dicts, heaps) and batches only what is naturally per step (routes, sizes).
+# Every floating-point operation is the one the model states, in the same order, so the
+# results do not depend on how the state is stored.
 
-class _StepIndex:
-    """One step's transfers, sorted by src and by dst rank, to find a rank's transfers."""
+class _Step:
+    """One step's transfers as Python lists: routes, sizes and who sends to whom.
 
-    __slots__ = ("a", "left", "src_sorted", "src_order", "dst_sorted", "dst_order")
+    Built when the step is first needed and dropped once all its transfers have ended.
+    ``src_keys``/``src_tids`` (``dst_keys``/``dst_tids``) list the step's transfers by
+    sending (receiving) rank, ties in schedule order, for :func:`bisect` lookups.
+    """
 
-    def __init__(self, s: Schedule, a: int, b: int) -> None:
+    __slots__ = ("a", "left", "rid", "size", "src", "dst", "reduce",
+                 "src_keys", "src_tids", "dst_keys", "dst_tids")
+
+    def __init__(self, run: _Run, st: int) -> None:
+        s = run.s
+        a, b = int(run.step_ptr[st]), int(run.step_ptr[st + 1])
         self.a = a
         self.left = b - a
-        src, dst = s.src[a:b], s.dst[a:b]
-        self.src_order = np.argsort(src, kind="stable")
-        self.src_sorted = src[self.src_order].astype(np.int64)
-        self.dst_order = np.argsort(dst, kind="stable")
-        self.dst_sorted = dst[self.dst_order].astype(np.int64)
+        src = s.src[a:b].astype(np.intp)
+        dst = s.dst[a:b].astype(np.intp)
+        chunk = s.chunk[a:b]
+        self.rid = run.router.route_ids(src, dst, chunk, st).tolist()
+        self.size = run.chunk_bytes[chunk].tolist()
+        self.src = src.tolist()
+        self.dst = dst.tolist()
+        self.reduce = s.reduce[a:b].tolist()
+        order = np.argsort(src, kind="stable")
+        self.src_keys, self.src_tids = src[order].tolist(), (order + a).tolist()
+        order = np.argsort(dst, kind="stable")
+        self.dst_keys, self.dst_tids = dst[order].tolist(), (order + a).tolist()
 
-    def ranges(self, ranks: np.ndarray):
-        ls = np.searchsorted(self.src_sorted, ranks, "left")
-        hs = np.searchsorted(self.src_sorted, ranks, "right")
-        ld = np.searchsorted(self.dst_sorted, ranks, "left")
-        hd = np.searchsorted(self.dst_sorted, ranks, "right")
-        return ls, hs, ld, hd
+    def sent_by(self, rank: int) -> list[int]:
+        """Transfer ids of this step that ``rank`` sends, in schedule order."""
+        lo = bisect_left(self.src_keys, rank)
+        return self.src_tids[lo:bisect_right(self.src_keys, rank, lo)]
+
+    def received_by(self, rank: int) -> list[int]:
+        """Transfer ids of this step that ``rank`` receives, in schedule order."""
+        lo = bisect_left(self.dst_keys, rank)
+        return self.dst_tids[lo:bisect_right(self.dst_keys, rank, lo)]
+
+    def involves(self, rank: int) -> bool:
+        return bool(self.sent_by(rank) or self.received_by(rank))
 
 
-class _Flows:
-    """A group of flows as parallel arrays (struct of arrays), compacted on removal."""
+class _Flow:
+    """One started transfer: its route, then (in the byte phase) its rate and progress.
 
-    FIELDS = ("tid", "rid", "size", "t", "rem", "rate", "tupd")
+    ``seq`` orders flows the way they entered their current phase; ``t`` is when the
+    byte phase is projected to end (s); ``rem`` the bytes left at ``tupd`` (s);
+    ``version`` invalidates heap entries of an older projection.
+    """
 
-    def __init__(self) -> None:
-        for f in self.FIELDS:
-            setattr(self, f, np.zeros(0, dtype=np.int64 if f in ("tid", "rid") else np.float64))
+    __slots__ = ("tid", "step", "size", "links", "bw", "seq", "rate", "rem", "tupd",
+                 "t", "version")
 
-    def __len__(self) -> int:
-        return len(self.tid)
-
-    def add(self, **cols) -> None:
-        n = len(cols["tid"])
-        for f in self.FIELDS:
-            old = getattr(self, f)
-            new = cols.get(f)
-            if new is None:
-                new = np.zeros(n, dtype=old.dtype)
-            setattr(self, f, np.concatenate((old, np.asarray(new, dtype=old.dtype))))
-
-    def take(self, mask: np.ndarray) -> dict:
-        """Remove the flows where ``mask`` holds and return their columns."""
-        out = {f: getattr(self, f)[mask] for f in self.FIELDS}
-        keep = ~mask
-        for f in self.FIELDS:
-            setattr(self, f, getattr(self, f)[keep])
-        return out
+    def __init__(self, tid: int, step: int, size: float, links: tuple, bw: float) -> None:
+        self.tid, self.step, self.size, self.links, self.bw = tid, step, size, links, bw
+        self.seq = 0
+        self.rate = 0.0
+        self.rem = size
+        self.tupd = 0.0
+        self.t = _INF
+        self.version = 0
 
 
 class _EventEngine:
-    """Discrete-event simulation with max-min fair rates (step or dataflow mode)."""
+    """Discrete-event simulation with max-min fair rates (step or dataflow mode).
+
+    Three heaps hold what may happen next: latency ends, projected byte-phase ends
+    (stale entries skipped by version) and timers (rank advances, data releases,
+    delayed starts). Everything due within ``_RTOL_T`` of the earliest is one batch,
+    handled in the order flows entered their phase and timers were set.
+    """
 
     def __init__(self, run: _Run, mode: str, progress=None) -> None:
         self.run = run
         self.mode = mode
         self.progress = progress
         self.R = run.router
-        s = run.s
-        self.src = s.src
-        self.dst = s.dst
+        self.routes: dict[int, tuple] = {}          # rid -> (links, latency, bandwidth)
+        self.steps: dict[int, _Step] = {}
         nl = len(run.link_bw)
-        self.nflow_on = np.zeros(nl, dtype=np.int64)
-        self.busy_since = np.zeros(nl)
-        self.lat = _Flows()     # paying latency: t = when the latency ends
-        self.byt = _Flows()     # moving bytes: t = projected finish
-        # timers: (time, kind, id); kind 0 = rank advances, 1 = release data, 2 = start
-        self.tm_t = np.zeros(0)
-        self.tm_kind = np.zeros(0, dtype=np.int64)
-        self.tm_id = np.zeros(0, dtype=np.int64)
-        self.started = 0
+        self.link_bw = run.link_bw.tolist()
+        self.nflow_on = [0] * nl
+        self.flows_on: list[set] = [set() for _ in range(nl)]   # byte-phase flows per link
+        self.busy_since = [0.0] * nl
+        self.link_busy = run.link_busy.tolist()
+        self.link_bytes = run.link_bytes.tolist()
+        self.link_peak = run.link_peak.tolist()
+        self.lat_heap: list = []    # (latency end, seq, flow)
+        self.byt_heap: list = []    # (projected end, tick, version, flow)
+        self.timers: list = []      # (time, tick, kind, id); kinds: see _fire
+        self.tick = 0
         self.done = 0
-        # per transfer end time is needed even when not recorded (critical bookkeeping)
+        s = run.s
         if mode == "step":
             P = run.P
-            self.at_step = np.full(P, -1, dtype=np.int64)
-            self.pending = np.zeros(P, dtype=np.int64)
-            self.red_bytes = np.zeros(P)
-            self.arriving = np.zeros(P, dtype=bool)
-            self.first, self.last = _rank_spans(s)
-            self.steps: dict[int, _StepIndex] = {}
-            self._timer(run.offsets, 0, np.arange(P))
+            self.at_step = [-1] * P
+            self.pending = [0] * P
+            self.red_bytes = [0.0] * P
+            self.arriving = [False] * P
+            first, last = _rank_spans(s)
+            self.first, self.last = first.tolist(), last.tolist()
+            for r, when in enumerate(run.offsets.tolist()):
+                self._timer(when, 0, r)
         else:
             indptr, indices = s.dependencies()
             npred = np.diff(indptr)
@@ -321,325 +350,422 @@ class _EventEngine:
             self.npred = npred + np.bincount(self.fifo_next[self.fifo_next >= 0],
                                              minlength=run.T)
             roots = np.flatnonzero(self.npred == 0)
-            when = np.maximum(run.offsets[self.src[roots]], run.offsets[self.dst[roots]])
-            self._timer(when, 2, roots)
+            when = np.maximum(run.offsets[s.src[roots]], run.offsets[s.dst[roots]])
+            for tid, w in zip(roots.tolist(), when.tolist()):
+                self._timer(w, 2, tid)
 
-    # --- timers -------------------------------------------------------------------
+    # --- bookkeeping ----------------------------------------------------------------
 
-    def _timer(self, when, kind: int, ids) -> None:
-        ids = np.asarray(ids, dtype=np.int64)
-        self.tm_t = np.concatenate((self.tm_t, np.broadcast_to(when, ids.shape)))
-        self.tm_kind = np.concatenate((self.tm_kind, np.full(len(ids), kind)))
-        self.tm_id = np.concatenate((self.tm_id, ids))
+    def _next_tick(self) -> int:
+        self.tick += 1
+        return self.tick
 
-    def _pop_timers(self, tt: float):
-        due = self.tm_t <= tt
-        if not due.any():
-            return None
-        kind, ids = self.tm_kind[due], self.tm_id[due]
-        keep = ~due
-        self.tm_t, self.tm_kind, self.tm_id = self.tm_t[keep], self.tm_kind[keep], self.tm_id[keep]
-        return kind, ids
+    def _timer(self, when: float, kind: int, ident: int) -> None:
+        heappush(self.timers, (when, self._next_tick(), kind, ident))
+
+    def _step(self, st: int) -> _Step:
+        step = self.steps.get(st)
+        if step is None:
+            step = self.steps[st] = _Step(self.run, st)
+        return step
+
+    def _route(self, rid: int) -> tuple:
+        """``(links, latency s, bandwidth B/s)`` of route ``rid``, cached as Python values."""
+        got = self.routes.get(rid)
+        if got is None:
+            R = self.R
+            links = tuple(R.route_edges[R.route_ptr[rid]:R.route_ptr[rid + 1]].tolist())
+            got = self.routes[rid] = (links, float(R.route_latency[rid]),
+                                      float(R.route_bandwidth[rid]))
+        return got
 
     # --- the loop -------------------------------------------------------------------
+
+    def _next_time(self) -> float:
+        byt = self.byt_heap
+        while byt and byt[0][2] != byt[0][3].version:
+            heappop(byt)                       # a projection that a re-rating replaced
+        return min(self.lat_heap[0][0] if self.lat_heap else _INF,
+                   byt[0][0] if byt else _INF,
+                   self.timers[0][0] if self.timers else _INF)
 
     def run_all(self) -> None:
         run = self.run
         while True:
-            t = min(self.lat.t.min() if len(self.lat) else _INF,
-                    self.byt.t.min() if len(self.byt) else _INF,
-                    self.tm_t.min() if len(self.tm_t) else _INF)
+            t = self._next_time()
             if t == _INF:
                 break
             run.events += 1
             if self.progress is not None and run.events % PROGRESS_EVERY == 0:
                 self.progress(self.done, run.T)
-            tt = t + max(abs(t) * _RTOL_T, 1e-300)
-            entered: list[np.ndarray] = []       # rids of flows entering the byte phase
-            entered_n = 0
-            left: list[np.ndarray] = []          # rids of flows leaving it
-            nbyt_before = len(self.byt)
-            while True:
-                progress = False
-                fin = self.byt.t <= tt
-                fin[nbyt_before:] = False          # new flows have no rate yet
-                if fin.any():
-                    cols = self.byt.take(fin)
-                    nbyt_before -= len(cols["tid"])
-                    left.append(cols["rid"])
-                    self._complete(cols["tid"], cols["size"], t)
-                    progress = True
-                up = self.lat.t <= tt
-                if up.any():
-                    cols = self.lat.take(up)
-                    zero = cols["size"] <= 0
-                    if zero.any():
-                        self._complete(cols["tid"][zero], cols["size"][zero], t)
-                    mv = ~zero
-                    if mv.any():
-                        self.byt.add(tid=cols["tid"][mv], rid=cols["rid"][mv],
-                                     size=cols["size"][mv], t=np.full(mv.sum(), _INF),
-                                     rem=cols["size"][mv], tupd=np.full(mv.sum(), t))
-                        entered.append(cols["rid"][mv])
-                        entered_n += int(mv.sum())
-                    progress = True
-                due = self._pop_timers(tt)
-                if due is not None:
-                    self._fire(due[0], due[1], t)
-                    progress = True
-                if not progress:
-                    break
-            if entered or left:
-                self._rerate(t, entered, left, entered_n)
+            self._batch(t, t + max(abs(t) * _RTOL_T, 1e-300))
+        run.link_busy = np.array(self.link_busy)
+        run.link_bytes = np.array(self.link_bytes)
+        run.link_peak = np.array(self.link_peak)
         if self.done != run.T:
             raise CommsimError(f"simulate: {run.T - self.done} transfers never ran; the "
                                "schedule is not executable (a rank waits on a step no "
                                "partner reaches)")
 
+    def _batch(self, t: float, tt: float) -> None:
+        """Handle everything due by ``tt`` as happening at ``t``, cascades included."""
+        entered: list[_Flow] = []      # flows that started moving bytes
+        left: list[_Flow] = []         # flows that ended their byte phase
+        while True:
+            fin = self._pop_finished(tt)
+            if fin:
+                left += fin
+                self._complete(fin, t)
+            up = _pop_due(self.lat_heap, tt)
+            if up:
+                self._latency_paid(up, t, entered)
+            due = _pop_due(self.timers, tt)
+            if due:
+                self._fire(due, t)
+            if not (fin or up or due):
+                break
+        if entered or left:
+            self._rerate(t, entered, left)
+
+    def _pop_finished(self, tt: float) -> list[_Flow]:
+        """Flows whose byte phase ends by ``tt``, in the order they entered it."""
+        out = [entry[3] for entry in _pop_due(self.byt_heap, tt)
+               if entry[2] == entry[3].version]
+        if len(out) > 1:
+            out.sort(key=lambda f: f.seq)
+        for f in out:
+            f.version = -1
+        return out
+
+    def _latency_paid(self, flows: list, t: float, entered: list) -> None:
+        """``flows`` (heap entries) have paid their latency: end or start moving bytes."""
+        flows = [entry[2] for entry in flows]
+        zero = [f for f in flows if f.size <= 0]
+        if zero:
+            self._complete(zero, t)
+        for f in flows:
+            if f.size > 0:
+                f.seq = self._next_tick()
+                f.tupd = t
+                entered.append(f)
+
     # --- starting and completing transfers ------------------------------------------
 
-    def _start(self, tids: np.ndarray, t: float) -> None:
-        if not len(tids):
-            return
-        run, s = self.run, self.run.s
-        src = self.src[tids].astype(np.int64)
-        dst = self.dst[tids].astype(np.int64)
-        rid = self.R.route_ids(src, dst, s.chunk[tids], s.step[tids])
-        size = run.chunk_bytes[s.chunk[tids]]
-        if run.record:
-            run.start[tids] = t
-        self.lat.add(tid=tids, rid=rid, size=size, t=t + self.R.route_latency[rid])
-        self.started += len(tids)
+    def _start(self, tids: list[int], t: float) -> None:
+        run, step_of = self.run, self.run.s.step
+        start = run.start
+        for tid in tids:
+            st = int(step_of[tid])
+            step = self._step(st)
+            i = tid - step.a
+            links, latency, bw = self._route(step.rid[i])
+            flow = _Flow(tid, st, step.size[i], links, bw)
+            start[tid] = t
+            heappush(self.lat_heap, (t + latency, self._next_tick(), flow))
 
-    def _complete(self, tids: np.ndarray, size: np.ndarray, t: float) -> None:
-        run, s = self.run, self.run.s
-        self.done += len(tids)
-        if run.record:
-            run.end[tids] = t
-        dst = self.dst[tids].astype(np.int64)
-        red = s.reduce[tids]
+    def _complete(self, flows: list[_Flow], t: float) -> None:
+        run = self.run
+        self.done += len(flows)
+        end = run.end
+        for f in flows:
+            end[f.tid] = t
         if self.mode == "step":
-            src = self.src[tids].astype(np.int64)
-            np.subtract.at(self.pending, src, 1)
-            np.subtract.at(self.pending, dst, 1)
-            if red.any():
-                np.add.at(self.red_bytes, dst[red], size[red])
-            steps = s.step[tids]
-            for st in _distinct(steps):
-                ix = self.steps[st]
-                ix.left -= int(np.count_nonzero(steps == st)) if len(steps) > 1 else 1
-                if ix.left == 0:
-                    del self.steps[st]
-            touched = np.concatenate((src, dst))
-            if len(touched) > 2:
-                touched = np.unique(touched)
-            finished = touched[self.pending[touched] == 0]
-            if len(finished):
-                delay = run.gamma * run.slow[finished] * self.red_bytes[finished]
-                self.red_bytes[finished] = 0.0
-                later = delay > 0
-                if later.any():
-                    self._timer(t + delay[later], 0, finished[later])
-                if (~later).any():
-                    self._advance(finished[~later], t)
+            self._complete_step(flows, t)
         else:
-            nxt = self.fifo_next[tids]
-            self._unblock(nxt[nxt >= 0], t)        # the connection is free
-            delay = np.where(red, run.gamma * run.slow[dst] * size, 0.0)
-            later = delay > 0
-            if later.any():
-                self._timer(t + delay[later], 1, tids[later])
-            if (~later).any():
-                self._release(tids[~later], t)
+            self._complete_dataflow(flows, t)
+        for f in flows:
+            step = self.steps[f.step]
+            step.left -= 1
+            if step.left == 0:
+                del self.steps[f.step]
 
-    def _fire(self, kind: np.ndarray, ids: np.ndarray, t: float) -> None:
-        for k in (0, 1, 2):
-            sel = ids[kind == k]
-            if not len(sel):
+    def _complete_step(self, flows: list[_Flow], t: float) -> None:
+        run, pending, red_bytes = self.run, self.pending, self.red_bytes
+        touched = []
+        for f in flows:
+            step = self.steps[f.step]
+            i = f.tid - step.a
+            src, dst = step.src[i], step.dst[i]
+            pending[src] -= 1
+            pending[dst] -= 1
+            if step.reduce[i]:
+                red_bytes[dst] += f.size
+            touched += (src, dst)
+        if len(touched) > 2:
+            touched = sorted(set(touched))
+        now = []
+        for r in touched:
+            if pending[r] != 0:
                 continue
-            if k == 0:
-                self._advance(sel, t)
-            elif k == 1:
-                self._release(sel, t)
+            delay = run.gamma * float(run.slow[r]) * red_bytes[r]
+            red_bytes[r] = 0.0
+            if delay > 0:
+                self._timer(t + delay, 0, r)
             else:
-                self._start(sel, t)
+                now.append(r)
+        if now:
+            self._advance(now, t)
+
+    def _complete_dataflow(self, flows: list[_Flow], t: float) -> None:
+        run, fifo = self.run, self.fifo_next
+        self._unblock([n for n in (int(fifo[f.tid]) for f in flows) if n >= 0], t)
+        released = []
+        for f in flows:
+            step = self.steps[f.step]
+            i = f.tid - step.a
+            delay = (run.gamma * float(run.slow[step.dst[i]]) * f.size
+                     if step.reduce[i] else 0.0)
+            if delay > 0:
+                self._timer(t + delay, 1, f.tid)
+            else:
+                released.append(f.tid)
+        if released:
+            self._release(released, t)
+
+    def _fire(self, due: list, t: float) -> None:
+        """Timers due now, by kind: 0 = ranks advance, 1 = data released, 2 = starts."""
+        for kind, act in ((0, self._advance), (1, self._release), (2, self._start)):
+            ids = [entry[3] for entry in due if entry[2] == kind]
+            if ids:
+                act(ids, t)
 
     # --- dataflow -------------------------------------------------------------------
 
-    def _release(self, tids: np.ndarray, t: float) -> None:
+    def _release(self, tids: list[int], t: float) -> None:
         """The data of ``tids`` is in place: successors may start."""
-        starts, ends = self.succ_ptr[tids], self.succ_ptr[tids + 1]
-        self._unblock(self.succ[expand_ranges(starts, ends - starts)], t)
+        succ, ptr = self.succ, self.succ_ptr
+        out: list[int] = []
+        for tid in tids:
+            out += succ[ptr[tid]:ptr[tid + 1]].tolist()
+        self._unblock(out, t)
 
-    def _unblock(self, succ: np.ndarray, t: float) -> None:
+    def _unblock(self, succ: list[int], t: float) -> None:
         """One predecessor of each of ``succ`` is satisfied; start those with none left."""
-        if not len(succ):
+        if not succ:
             return
-        np.subtract.at(self.npred, succ, 1)
-        ready = np.unique(succ[self.npred[succ] == 0])
-        if not len(ready):
-            return
-        run = self.run
-        when = np.maximum(run.offsets[self.src[ready]], run.offsets[self.dst[ready]])
-        later = when > t
-        if later.any():
-            self._timer(when[later], 2, ready[later])
-        self._start(ready[~later], t)
+        npred = self.npred
+        for tid in succ:
+            npred[tid] -= 1
+        ready = sorted({tid for tid in succ if npred[tid] == 0})
+        run, s = self.run, self.run.s
+        now = []
+        for tid in ready:
+            when = max(float(run.offsets[s.src[tid]]), float(run.offsets[s.dst[tid]]))
+            if when > t:
+                self._timer(when, 2, tid)
+            else:
+                now.append(tid)
+        self._start(now, t)
 
     # --- step mode: ranks advance ------------------------------------------------------
 
-    def _step_index(self, st: int) -> _StepIndex:
-        ix = self.steps.get(st)
-        if ix is None:
-            run = self.run
-            ix = _StepIndex(run.s, int(run.step_ptr[st]), int(run.step_ptr[st + 1]))
-            self.steps[st] = ix
-        return ix
+    def _target(self, rank: int) -> int:
+        """The next step ``rank`` takes part in, or ``nsteps`` when it has none left."""
+        cur = self.at_step[rank]
+        st = self.first[rank] if cur < 0 else cur + 1
+        while st <= self.last[rank]:
+            if self._step(st).involves(rank):
+                return st
+            st += 1
+        return self.run.nsteps
 
-    def _advance(self, ranks: np.ndarray, t: float) -> None:
+    def _advance(self, ranks: list[int], t: float) -> None:
         """``ranks`` have finished their step at ``t``: move each to its next step."""
-        run = self.run
-        cur = self.at_step[ranks]
-        nxt = np.where(cur < 0, self.first[ranks], cur + 1)
-        todo = np.arange(len(ranks))
-        target = np.full(len(ranks), run.nsteps, dtype=np.int64)
-        while len(todo):
-            r, c = ranks[todo], nxt[todo]
-            alive = c <= self.last[r]
-            todo, r, c = todo[alive], r[alive], c[alive]
-            if not len(todo):
-                break
-            found = np.zeros(len(todo), dtype=bool)
-            for st in _distinct(c):
-                sel = np.flatnonzero(c == st)
-                ls, hs, ld, hd = self._step_index(st).ranges(r[sel])
-                found[sel] = (hs - ls + hd - ld) > 0
-            target[todo[found]] = c[found]
-            todo = todo[~found]
-            nxt[todo] += 1
-        done = target >= run.nsteps
-        if done.any():
-            fin = ranks[done]
-            self.at_step[fin] = run.nsteps
-            run.rank_end[fin] = t
-        ranks, target = ranks[~done], target[~done]
-        if not len(ranks):
-            return
-        self.at_step[ranks] = target
-        self.arriving[ranks] = True
-        for st in _distinct(target):
-            R = ranks[target == st]
-            ix = self._step_index(st)
-            ls, hs, ld, hd = ix.ranges(R)
-            self.pending[R] = (hs - ls) + (hd - ld)
-            loc = ix.src_order[expand_ranges(ls, hs - ls)]
-            tid_s = ix.a + loc
-            tid_s = tid_s[self.at_step[self.dst[tid_s]] == st]
-            loc = ix.dst_order[expand_ranges(ld, hd - ld)]
-            tid_d = ix.a + loc
-            sr = self.src[tid_d]
-            tid_d = tid_d[(self.at_step[sr] == st) & ~self.arriving[sr]]
-            self._start(np.concatenate((tid_s, tid_d)), t)
-        self.arriving[ranks] = False
+        run, at_step, arriving = self.run, self.at_step, self.arriving
+        moving = []
+        for r in ranks:
+            st = self._target(r)
+            at_step[r] = st
+            if st >= run.nsteps:
+                run.rank_end[r] = t
+            else:
+                moving.append(r)
+        for r in moving:
+            arriving[r] = True
+        for st in sorted({at_step[r] for r in moving}):
+            self._enter_step(st, [r for r in moving if at_step[r] == st], t)
+        for r in moving:
+            arriving[r] = False
+
+    def _enter_step(self, st: int, ranks: list[int], t: float) -> None:
+        """``ranks`` reach step ``st``: start its transfers whose partner is there too.
+
+        A transfer between two ranks arriving together starts once, from its sender.
+        """
+        step, at_step, arriving = self._step(st), self.at_step, self.arriving
+        sends = [step.sent_by(r) for r in ranks]
+        receives = [step.received_by(r) for r in ranks]
+        for r, out, inc in zip(ranks, sends, receives):
+            self.pending[r] = len(out) + len(inc)
+        a, src, dst = step.a, step.src, step.dst
+        tids = [tid for out in sends for tid in out if at_step[dst[tid - a]] == st]
+        tids += [tid for inc in receives for tid in inc
+                 if at_step[src[tid - a]] == st and not arriving[src[tid - a]]]
+        self._start(tids, t)
 
     # --- rates ------------------------------------------------------------------------
 
-    def _rerate(self, t: float, entered: list, left: list, entered_n: int) -> None:
-        run, R = self.run, self.R
-        e_in, cnt_in = R.route_links(np.concatenate(entered)) if entered else (
-            np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
-        e_out, _ = R.route_links(np.concatenate(left)) if left else (
-            np.zeros(0, dtype=np.int64), None)
-        n_on = self.nflow_on
-        if len(e_out):
-            np.subtract.at(n_on, e_out, 1)
-            idle = e_out[n_on[e_out] == 0]
-            run.link_busy[idle] += t - self.busy_since[idle]
-            self.busy_since[idle] = t   # duplicates write the same value
-        if len(e_in):
-            fresh = e_in[n_on[e_in] == 0]
-            self.busy_since[fresh] = t
-            np.add.at(n_on, e_in, 1)
-        nnew = entered_n
-        first_new = len(self.byt) - nnew
-        new = slice(first_new, len(self.byt))
-        if (n_on[e_in] == 1).all() and (n_on[e_out] == 0).all():
+    def _rerate(self, t: float, entered: list[_Flow], left: list[_Flow]) -> None:
+        """Flows entered or left the byte phase at ``t``: update links, then rates."""
+        n_on, flows_on = self.nflow_on, self.flows_on
+        for f in left:
+            for link in f.links:
+                n_on[link] -= 1
+                flows_on[link].discard(f)
+        for f in left:
+            for link in f.links:
+                if n_on[link] == 0:     # idle now; a second visit adds 0
+                    self.link_busy[link] += t - self.busy_since[link]
+                    self.busy_since[link] = t
+        for f in entered:
+            for link in f.links:
+                if n_on[link] == 0:
+                    self.busy_since[link] = t
+                n_on[link] += 1
+                flows_on[link].add(f)
+        alone = (all(n_on[link] == 1 for f in entered for link in f.links)
+                 and all(n_on[link] == 0 for f in left for link in f.links))
+        link_bytes = self.link_bytes
+        for f in entered:
+            for link in f.links:
+                link_bytes[link] += f.size
+        if alone:
             # every new flow is alone on its links and no survivor gained room
-            rid = self.byt.rid[new]
-            rate = R.route_bandwidth[rid]
-            self.byt.rate[new] = rate
-            self.byt.t[new] = t + self.byt.size[new] / rate
-            if len(e_in):
-                run.link_bytes[e_in] += np.repeat(self.byt.size[new], cnt_in)
-                util = np.repeat(rate, cnt_in) / run.link_bw[e_in]
-                run.link_peak[e_in] = np.maximum(run.link_peak[e_in], util)
+            for f in entered:
+                for link in f.links:
+                    self.link_peak[link] = max(self.link_peak[link], f.bw / self.link_bw[link])
+                self._set_rate(f, f.bw, t)
             return
-        if len(e_in):
-            np.add.at(run.link_bytes, e_in, np.repeat(self.byt.size[new], cnt_in))
-        self._maxmin(t, np.concatenate((e_in, e_out)))
+        seeds = [link for f in entered for link in f.links]
+        seeds += [link for f in left for link in f.links]
+        self._maxmin(t, seeds)
 
-    def _maxmin(self, t: float, seeds: np.ndarray) -> None:
+    def _set_rate(self, f: _Flow, rate: float, t: float) -> None:
+        """Give ``f`` a new rate from ``t`` on and project its end."""
+        f.rem = max(f.rem - f.rate * (t - f.tupd), 0.0)
+        f.tupd = t
+        f.rate = rate
+        f.t = t + f.rem / rate if rate > 0 else _INF
+        f.version += 1
+        if f.t < _INF:
+            heappush(self.byt_heap, (f.t, self._next_tick(), f.version, f))
+
+    def _component(self, seeds: list[int]) -> list[_Flow]:
+        """The byte-phase flows connected to ``seeds`` links through shared links."""
+        flows_on = self.flows_on
+        seen_links = set(seeds)
+        todo = list(seen_links)
+        found: set = set()
+        while todo:
+            for f in flows_on[todo.pop()]:
+                if f in found:
+                    continue
+                found.add(f)
+                for link in f.links:
+                    if link not in seen_links:
+                        seen_links.add(link)
+                        todo.append(link)
+        return sorted(found, key=lambda f: f.seq)
+
+    def _maxmin(self, t: float, seeds: list[int]) -> None:
         """Re-rate the flows connected to ``seeds`` links by progressive filling."""
-        run, R, F = self.run, self.R, self.byt
-        nF = len(F)
-        if not nF:
+        flows = self._component(seeds)
+        if not flows:
             return
-        edges, cnt = R.route_links(F.rid)
-        owner = np.repeat(np.arange(nF), cnt)
-        mark = np.zeros(len(run.link_bw), dtype=bool)
-        mark[seeds] = True
-        infl = np.zeros(nF, dtype=bool)
-        count = -1
-        while True:
-            infl[owner[mark[edges]]] = True
-            c = int(infl.sum())
-            if c == count:
-                break
-            count = c
-            mark[edges[infl[owner]]] = True
-        sel = infl[owner]
-        inc_f, inc_l = owner[sel], edges[sel]
-        links, inv = np.unique(inc_l, return_inverse=True)
-        cap = run.link_bw[links].copy()
-        nfl = np.bincount(inv, minlength=len(links)).astype(np.float64)
-        rate = np.zeros(nF)
-        frozen = np.zeros(nF, dtype=bool)
-        live = np.ones(len(inc_f), dtype=bool)
-        while live.any():
-            with np.errstate(divide="ignore", invalid="ignore"):
-                share = np.where(nfl > 0, np.maximum(cap, 0.0) / nfl, _INF)
-            m = share.min()
-            bott = share <= m * (1 + 1e-12)
-            hit = live & bott[inv]
-            fr = inc_f[hit]
-            rate[fr] = m
-            frozen[fr] = True
-            rm = live & frozen[inc_f]
-            cap -= np.bincount(inv[rm], minlength=len(links)) * m
-            nfl -= np.bincount(inv[rm], minlength=len(links))
-            live &= ~rm
-        load = np.bincount(inv, weights=rate[inc_f], minlength=len(links))
-        run.link_peak[links] = np.maximum(run.link_peak[links], load / run.link_bw[links])
-        idx = np.flatnonzero(infl)
-        old = F.rate[idx]
-        new = rate[idx]
-        chg = idx[old != new]
-        if len(chg):
-            F.rem[chg] = np.maximum(F.rem[chg] - F.rate[chg] * (t - F.tupd[chg]), 0.0)
-            F.tupd[chg] = t
-            F.rate[chg] = rate[chg]
-            F.t[chg] = t + F.rem[chg] / rate[chg]
+        if sum(len(f.links) for f in flows) > _NUMPY_FILL:
+            rates, load = _fill_numpy(flows, self.run.link_bw)
+        else:
+            rates, load = _fill_python(flows, self.link_bw)
+        peak, bw = self.link_peak, self.link_bw
+        for link, value in load:
+            peak[link] = max(peak[link], value / bw[link])
+        for f, rate in zip(flows, rates):
+            if rate != f.rate:
+                self._set_rate(f, rate, t)
+
+
+# Progressive filling: raise every flow's rate together until a link is full (within
+# 1e-12), freeze the flows on it, repeat. Both versions below do the same arithmetic in
+# the same order (rates, then each link's load summed flow by flow), so they agree to
+# the bit; numpy pays off above this many flow-link incidences.
+_NUMPY_FILL = 128
+
+
+def _fill_python(flows: list[_Flow], link_bw: list[float]) -> tuple[list, list]:
+    """Max-min fair rates (B/s) of ``flows``, and ``(link, load B/s)`` of their links."""
+    cap: dict[int, float] = {}
+    nfl: dict[int, int] = {}
+    for f in flows:
+        for link in f.links:
+            if link in nfl:
+                nfl[link] += 1
+            else:
+                nfl[link] = 1
+                cap[link] = link_bw[link]
+    rate = [0.0] * len(flows)
+    live = list(range(len(flows)))
+    while live:
+        share = {link: max(cap[link], 0.0) / n for link, n in nfl.items() if n > 0}
+        m = min(share.values())
+        full = {link for link, v in share.items() if v <= m * (1 + 1e-12)}
+        frozen: dict[int, int] = {}
+        still = []
+        for i in live:
+            if full.isdisjoint(flows[i].links):
+                still.append(i)
+                continue
+            rate[i] = m
+            for link in flows[i].links:
+                frozen[link] = frozen.get(link, 0) + 1
+        for link, k in frozen.items():
+            cap[link] -= k * m
+            nfl[link] -= k
+        live = still
+    load = dict.fromkeys(nfl, 0.0)
+    for f, r in zip(flows, rate):
+        for link in f.links:
+            load[link] += r
+    return rate, list(load.items())
+
+
+def _fill_numpy(flows: list[_Flow], link_bw: np.ndarray) -> tuple[list, list]:
+    """:func:`_fill_python` over the flow-link incidence in numpy, for big components."""
+    counts = [len(f.links) for f in flows]
+    inc_l = np.fromiter(chain.from_iterable(f.links for f in flows), np.int64, sum(counts))
+    inc_f = np.repeat(np.arange(len(flows)), counts)
+    links, inv = np.unique(inc_l, return_inverse=True)
+    cap = link_bw[links].copy()
+    nfl = np.bincount(inv, minlength=len(links)).astype(np.float64)
+    rate = np.zeros(len(flows))
+    frozen = np.zeros(len(flows), dtype=bool)
+    live = np.ones(len(inc_f), dtype=bool)
+    while live.any():
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = np.where(nfl > 0, np.maximum(cap, 0.0) / nfl, _INF)
+        m = share.min()
+        hit = live & (share <= m * (1 + 1e-12))[inv]
+        rate[inc_f[hit]] = m
+        frozen[inc_f[hit]] = True
+        now = live & frozen[inc_f]
+        k = np.bincount(inv[now], minlength=len(links))
+        cap -= k * m
+        nfl -= k
+        live &= ~now
+    load = np.bincount(inv, weights=rate[inc_f], minlength=len(links))
+    return rate.tolist(), list(zip(links.tolist(), load.tolist()))
+
+
+def _pop_due(heap: list, tt: float) -> list:
+    """Pop the entries of ``heap`` due by ``tt``, in the order they were pushed."""
+    out = []
+    while heap and heap[0][0] <= tt:
+        out.append(heappop(heap))
+    if len(out) > 1:
+        out.sort(key=lambda entry: entry[1])
+    return out
 
 
 PROGRESS_EVERY = 2048  # events between progress reports
-
-
-def _distinct(values: np.ndarray) -> list[int]:
-    """The distinct values as Python ints (cheap for the one- or two-value batches that
-    most events bring)."""
-    if len(values) <= 2:
-        return sorted(set(values.tolist()))
-    return np.unique(values).tolist()
 
 
 def fifo_next(s: Schedule) -> np.ndarray:
