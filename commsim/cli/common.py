@@ -8,7 +8,7 @@ from rich.console import Console
 
 from commsim import collectives, model
 from commsim.errors import CommsimError
-from commsim.units import parse_size_range
+from commsim.units import parse_size_range, parse_time
 
 SIZE_CONVENTION = (
     "Sizes follow nccl-tests: one rank's buffer for allreduce/broadcast/reduce, the whole "
@@ -46,6 +46,14 @@ def chunks(text: str | None) -> int | str | None:
     if value < 1:
         raise CommsimError(f"--chunks: {text!r} must be at least 1")
     return value
+
+
+def sweep(args) -> tuple[str, list[str], list[int], int | str | None, float]:
+    """``(collective, algorithms, sizes, chunks, gamma)`` from the flags that ``predict``
+    and ``simulate`` share (``--collective --algorithm --size --chunks --gamma``)."""
+    coll = collectives.resolve_collective(args.collective)
+    return (coll, algorithm_list(coll, args.algorithm), sizes(args.size),
+            chunks(args.chunks), parse_time(args.gamma, "--gamma"))
 
 
 def per_rank(items: list[str] | None, field: str, parse) -> dict[int, float]:

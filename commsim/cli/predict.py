@@ -6,13 +6,11 @@ import json
 
 from rich.table import Table
 
-from commsim import collectives, model
+from commsim import model
 from commsim.cli.common import (
     SIZE_CONVENTION,
-    algorithm_list,
-    chunks,
     console,
-    sizes,
+    sweep,
     topology_params,
 )
 from commsim.errors import CommsimError
@@ -69,11 +67,7 @@ def _algorithm_params(prm: dict, algo: str, group_size: int | None) -> tuple:
 
 
 def run(args) -> int:
-    coll = collectives.resolve_collective(args.collective)
-    algos = algorithm_list(coll, args.algorithm)
-    size_list = sizes(args.size)
-    nchunks = chunks(args.chunks)
-    gamma = parse_time(args.gamma, "--gamma")
+    coll, algos, size_list, nchunks, gamma = sweep(args)
     prm = _parameters(args)
     p = prm["nranks"]
     if p < 1:

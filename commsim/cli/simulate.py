@@ -13,11 +13,9 @@ from rich.table import Table
 from commsim import collectives, model
 from commsim.cli.common import (
     SIZE_CONVENTION,
-    algorithm_list,
-    chunks,
     console,
     per_rank,
-    sizes,
+    sweep,
     topology_params,
 )
 from commsim.errors import CommsimError
@@ -80,11 +78,7 @@ def run(args) -> int:
     from commsim.sim import simulate
     from commsim.topology.placement import place
 
-    coll = collectives.resolve_collective(args.collective)
-    algos = algorithm_list(coll, args.algorithm)
-    size_list = sizes(args.size)
-    setting = chunks(args.chunks)
-    gamma = parse_time(args.gamma, "--gamma")
+    coll, algos, size_list, setting, gamma = sweep(args)
     G = topology.load(args.topology)
     ngpus = len(topology.gpus(G))
     p = args.nranks if args.nranks is not None else ngpus
