@@ -133,7 +133,20 @@ def _layout(G):
         rank = {"gpu": 0, "host": 0, "nic": 1}
         layers: dict[int, list] = {}
         for n in G:  # lists keep insertion order, so gpu i sits under nic i
-            layers.setdefault(rank.get(kinds[n], 2 + (levels.get(n) or 0)), []).append(n)
+            if kinds[n] == "switch" and all(kinds[v] == "gpu" for v in G.successors(n)):
+                layer = 1  # a gpu-only switch (NVSwitch) sits beside the nics, under the fabric
+            else:
+                layer = rank.get(kinds[n], 2 + (levels.get(n) or 0))
+            layers.setdefault(layer, []).append(n)
+        # order the nic layer by the mean position of the gpus below, so each NVSwitch
+        # sits in the middle of its node's nics
+        below = {g: i for i, g in enumerate(layers.get(0, []))}
+
+        def barycenter(n):
+            xs = [below[v] for v in G.successors(n) if v in below]
+            return sum(xs) / len(xs) if xs else float("inf")
+        if 1 in layers:
+            layers[1].sort(key=barycenter)
         return nx.multipartite_layout(G, subset_key=layers, align="horizontal")
     return nx.spring_layout(G.to_undirected(as_view=True), seed=1)
 
