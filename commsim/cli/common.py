@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 from rich.console import Console
@@ -89,3 +90,9 @@ def console(stderr: bool = False) -> Console:
     wide tables stay readable in logs."""
     stream = sys.stderr if stderr else sys.stdout
     return Console(stderr=stderr, width=None if stream.isatty() else 160)
+
+
+def write_json_lines(path: str, rows: list[dict]) -> None:
+    """One JSON object a line, as the verbs' ``--json FILE`` promises."""
+    with open(path, "w") as fh:
+        fh.writelines(json.dumps(row) + "\n" for row in rows)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from rich.table import Table
 
 from commsim import model
@@ -12,6 +10,7 @@ from commsim.cli.common import (
     console,
     sweep,
     topology_params,
+    write_json_lines,
 )
 from commsim.errors import CommsimError
 from commsim.units import format_bandwidth, format_size, format_time, parse_bandwidth, parse_time
@@ -102,9 +101,7 @@ def run(args) -> int:
     out.print("[dim]line-rate alpha-beta model (no protocol efficiency); busbw = algbw x "
               "nccl-tests factor; * marks the fastest algorithm per size[/]")
     if args.json:
-        with open(args.json, "w") as fh:
-            for row in rows:
-                fh.write(json.dumps(row) + "\n")
+        write_json_lines(args.json, rows)
         out.print(f"wrote {args.json}")
     return 0
 

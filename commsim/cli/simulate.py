@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from commsim.cli.common import (
     per_rank,
     sweep,
     topology_params,
+    write_json_lines,
 )
 from commsim.errors import CommsimError
 from commsim.units import format_bandwidth, format_size, format_time, parse_time
@@ -94,10 +94,10 @@ def run(args) -> int:
     err = console(stderr=True)
     name = G.graph.get("name", args.topology)
     out.print(f"[bold]{coll}[/] on {p} ranks of [bold]{name}[/] ({ngpus} gpus), "
-                  f"{args.placement} placement, {args.mode} mode, {args.routing} routing"
-                  + (f", gamma {args.gamma}/byte" if gamma else "")
-                  + "".join(f", rank {r} {format_time(t)} late" for r, t in late.items())
-                  + "".join(f", rank {r} reduces x{f:g} slower" for r, f in slow.items()))
+              f"{args.placement} placement, {args.mode} mode, {args.routing} routing"
+              + (f", gamma {args.gamma}/byte" if gamma else "")
+              + "".join(f", rank {r} {format_time(t)} late" for r, t in late.items())
+              + "".join(f", rank {r} reduces x{f:g} slower" for r, f in slow.items()))
     jobs = [(algo, size) for algo in algos for size in size_list]
     rows, link_rows = [], []
     bar = _Bar(err, len(jobs))
@@ -139,15 +139,13 @@ def run(args) -> int:
     if args.links:
         out.print(_links_table(link_rows))
     out.print("[dim]line rate, max-min fair links; model = alpha-beta closed form with "
-                  "the topology's flat alpha/beta; bottleneck = the link busy longest "
-                  "(util = busy time / run time)[/]")
+              "the topology's flat alpha/beta; bottleneck = the link busy longest "
+              "(util = busy time / run time)[/]")
     for row in rows:
         if row.get("trace"):
             out.print(f"wrote trace {row['trace']}")
     if args.json:
-        with open(args.json, "w") as fh:
-            for row in rows:
-                fh.write(json.dumps(row) + "\n")
+        write_json_lines(args.json, rows)
         out.print(f"wrote {args.json}")
     return 0
 
