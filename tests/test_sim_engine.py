@@ -153,11 +153,9 @@ def _flat_view(G, placement):
     return alpha, 1.0 / widest
 
 
-@settings(max_examples=120, deadline=None)
-@given(st.integers(0, len(_TOPOLOGIES) - 1), st.sampled_from(collectives.available()),
-       st.integers(2, 9), st.integers(0, 4 * 10**6), st.sampled_from(["step", "dataflow"]),
-       st.randoms(use_true_random=False))
-def test_never_below_the_lower_bound(which, ca, p, nbytes, mode, rnd):
+def _random_case(which, ca, p, rnd):
+    """``(G, schedule, placement)``: topology ``which``, at most its gpu count of ranks
+    placed at random; instances the algorithm refuses are skipped."""
     G = _TOPOLOGIES[which]()
     g = gpus(G)
     p = min(p, len(g))
@@ -165,7 +163,16 @@ def test_never_below_the_lower_bound(which, ca, p, nbytes, mode, rnd):
         s = collectives.build(*ca, p)
     except CommsimError:
         assume(False)
-    placement = rnd.sample(g, p)
+    return G, s, rnd.sample(g, p)
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.integers(0, len(_TOPOLOGIES) - 1), st.sampled_from(collectives.available()),
+       st.integers(2, 9), st.integers(0, 4 * 10**6), st.sampled_from(["step", "dataflow"]),
+       st.randoms(use_true_random=False))
+def test_never_below_the_lower_bound(which, ca, p, nbytes, mode, rnd):
+    G, s, placement = _random_case(which, ca, p, rnd)
+    p = s.nranks
     r = simulate(s, G, nbytes, placement=placement, mode=mode)
     alpha, beta = _flat_view(G, placement)
     if mode == "step":
@@ -181,14 +188,7 @@ def test_never_below_the_lower_bound(which, ca, p, nbytes, mode, rnd):
        st.integers(2, 8), st.integers(0, 10**6), st.randoms(use_true_random=False),
        st.sampled_from([0.0, 1e-10]))
 def test_sweep_and_event_engine_agree(which, ca, p, nbytes, rnd, gamma):
-    G = _TOPOLOGIES[which]()
-    g = gpus(G)
-    p = min(p, len(g))
-    try:
-        s = collectives.build(*ca, p)
-    except CommsimError:
-        assume(False)
-    placement = rnd.sample(g, p)
+    G, s, placement = _random_case(which, ca, p, rnd)
     offsets = {0: rnd.random() * 1e-5}
     a = simulate(s, G, nbytes, placement=placement, gamma=gamma, start_offsets=offsets)
     b = simulate(s, G, nbytes, placement=placement, gamma=gamma, start_offsets=offsets,
@@ -277,14 +277,8 @@ def test_progressive_filling_gives_unequal_shares():
 @given(st.integers(0, len(_TOPOLOGIES) - 1), st.sampled_from(collectives.available()),
        st.integers(2, 8), st.integers(0, 10**6), st.randoms(use_true_random=False))
 def test_bytes_are_conserved(which, ca, p, nbytes, rnd):
-    G = _TOPOLOGIES[which]()
-    g = gpus(G)
-    p = min(p, len(g))
-    try:
-        s = collectives.build(*ca, p)
-    except CommsimError:
-        assume(False)
-    r = simulate(s, G, nbytes, placement=rnd.sample(g, p))
+    G, s, placement = _random_case(which, ca, p, rnd)
+    r = simulate(s, G, nbytes, placement=placement)
     R = r.router
     rid = R.route_ids(s.src, s.dst, s.chunk, s.step)
     size = s.transfer_sizes(nbytes).astype(float)
