@@ -18,12 +18,14 @@ from __future__ import annotations
 import math
 
 import networkx as nx
+import numpy as np
 
 from commsim.collectives import resolve, resolve_collective
 from commsim.collectives.hierarchical import default_group_size
 from commsim.collectives.rhd import core_size
 from commsim.collectives.tree import tree_height
 from commsim.errors import CommsimError
+from commsim.topology.routing import Router
 
 __all__ = ["FORMULAS", "alpha_beta", "best_nchunks", "busbw_factor", "chunk_unit",
            "default_nchunks", "lower_bound", "nchunks_for", "predict"]
@@ -220,15 +222,6 @@ def lower_bound(collective: str, nranks: int, nbytes: float, alpha: float,
             + busbw_factor(collective, nranks) * nbytes * beta)
 
 
-def _reach(G: nx.DiGraph, source) -> tuple[dict, dict]:
-    """Shortest-by-latency paths from ``source`` that never transit another gpu."""
-    def weight(u, v, data):
-        if u != source and G.nodes[u].get("kind") == "gpu":
-            return None  # gpus are endpoints only
-        return data["latency"]
-    return nx.single_source_dijkstra(G, source, weight=weight)
-
-
 def alpha_beta(topology: nx.DiGraph, nranks: int, placement: list | None = None,
                ) -> tuple[float, float]:
     """The ``(alpha, beta)`` a flat alpha-beta model should assume on a topology.
@@ -245,12 +238,7 @@ def alpha_beta(topology: nx.DiGraph, nranks: int, placement: list | None = None,
     if nranks == 1:
         out = [d["bandwidth"] for _, _, d in topology.out_edges(gpus[0], data=True)]
         return 0.0, 1.0 / max(out) if out else 0.0
-    lat, paths = _reach(topology, gpus[0])
-    alpha, bw = 0.0, math.inf
-    for target in gpus[1:nranks]:
-        if target not in paths:
-            raise CommsimError(f"topology: gpu {target!r} cannot be reached from {gpus[0]!r}")
-        path = paths[target]
-        alpha = max(alpha, lat[target])
-        bw = min(bw, min(topology.edges[u, v]["bandwidth"] for u, v in zip(path, path[1:])))
-    return alpha, 1.0 / bw
+    router = Router(topology, gpus[:nranks], routing="static")
+    rid = router.route_ids(np.zeros(nranks - 1, dtype=np.int64), np.arange(1, nranks))
+    return (float(router.route_latency[rid].max()),
+            1.0 / float(router.route_bandwidth[rid].min()))
