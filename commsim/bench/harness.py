@@ -36,12 +36,6 @@ REDOP = {"allreduce": "sum", "reduce_scatter": "sum", "reduce": "sum", "allgathe
 ROOTED = ("broadcast", "reduce")
 
 
-def busbw_factor(collective: str, nranks: int) -> float:
-    from commsim.model import busbw_factor as factor
-
-    return factor(collective, nranks)
-
-
 PIPELINED = ("tree", "dbt", "chain")
 
 
@@ -195,7 +189,7 @@ def _measure(cfg, comm, how, collective, algorithm, schedule, local, expect, cou
            "backend": cfg.backend, "dtype": dtype_name, "nranks": p, "size": nbytes,
            "count": count, "redop": REDOP[collective],
            "root": cfg.root if collective in ROOTED else None,
-           "busbw_factor": busbw_factor(collective, p), "status": "ok", "note": None,
+           "busbw_factor": model.busbw_factor(collective, p), "status": "ok", "note": None,
            "nchunks": None if schedule is None else schedule.nchunks}
     op = comm.make_op(collective, schedule, local, count, cfg.root)
     unsupported = None
