@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import sys
 
+from commsim import model as closed_form  # the class has a method named model
+from commsim import topology as topo
 from commsim.errors import CommsimError
 
 
@@ -26,11 +28,6 @@ class Predictor:
         self._warn = warn or (lambda text: print(f"commsim bench: {text}", file=sys.stderr))
         self.graph = None
         self.alpha_beta: tuple[float, float] | None = None
-        try:
-            from commsim import topology as topo
-        except ImportError as exc:
-            self.notes.append(f"no predictions: {exc}")
-            return
         G = topo.load(topology)  # a bad name or file is the user's to fix: it raises
         self.topology_name = G.graph.get("name", topology)
         ngpus = len(topo.gpus(G))
@@ -40,10 +37,8 @@ class Predictor:
             return
         self.graph = G
         try:
-            from commsim import model
-
-            self.alpha_beta = model.alpha_beta(G, nranks)
-        except (ImportError, CommsimError) as exc:
+            self.alpha_beta = closed_form.alpha_beta(G, nranks)
+        except CommsimError as exc:
             self.notes.append(f"no model predictions: {exc}")
 
     def _once(self, key, text: str) -> None:
@@ -57,10 +52,8 @@ class Predictor:
         if schedule is None or self.alpha_beta is None:
             return None
         try:
-            from commsim import model
-
             alpha, beta = self.alpha_beta
-            return float(model.predict(schedule.collective, schedule.algorithm, self.nranks,
+            return float(closed_form.predict(schedule.collective, schedule.algorithm, self.nranks,
                                        nbytes, alpha, beta, nchunks=schedule.nchunks,
                                        **schedule.options))
         except Exception as exc:  # noqa: BLE001 - a prediction never stops a measurement
