@@ -25,6 +25,7 @@ from commsim.collectives.hierarchical import default_group_size
 from commsim.collectives.rhd import core_size
 from commsim.collectives.tree import tree_height
 from commsim.errors import CommsimError
+from commsim.topology import gpus as gpu_nodes
 from commsim.topology.routing import Router
 
 __all__ = ["FORMULAS", "alpha_beta", "best_nchunks", "busbw_factor", "chunk_unit",
@@ -231,7 +232,7 @@ def alpha_beta(topology: nx.DiGraph, nranks: int, placement: list | None = None,
     slowest of those paths. Ranks sit on ``placement`` (default: the topology's gpus
     in order). A rough flat view: hierarchical topologies are better simulated.
     """
-    gpus = placement or [n for n, d in topology.nodes(data=True) if d.get("kind") == "gpu"]
+    gpus = placement or gpu_nodes(topology)
     if len(gpus) < nranks:
         raise CommsimError(f"nranks: {nranks} ranks need {nranks} gpus; the topology "
                            f"{topology.graph.get('name', '')!r} has {len(gpus)}")

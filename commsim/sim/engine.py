@@ -43,6 +43,7 @@ import numpy as np
 
 from commsim.collectives.schedule import Schedule
 from commsim.errors import CommsimError
+from commsim.topology.placement import place
 from commsim.topology.routing import Router
 
 MODES = ("step", "dataflow")
@@ -54,14 +55,8 @@ _INF = np.inf
 # --- inputs ---------------------------------------------------------------------------
 
 def _placement(G: nx.DiGraph, nranks: int, placement) -> list:
-    all_gpus = [n for n, k in G.nodes(data="kind") if k == "gpu"]
     if placement is None:
-        if len(all_gpus) < nranks:
-            raise CommsimError(
-                f"nranks: {nranks} ranks need {nranks} gpus; topology "
-                f"{G.graph.get('name', '')!r} has {len(all_gpus)}; use fewer ranks or a "
-                "bigger topology")
-        return all_gpus[:nranks]
+        return place(G, nranks)
     if isinstance(placement, dict):
         missing = [r for r in range(nranks) if r not in placement]
         if missing:

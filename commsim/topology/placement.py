@@ -16,12 +16,9 @@ import networkx as nx
 import numpy as np
 
 from commsim.errors import CommsimError, unknown
+from commsim.topology import gpus as gpu_nodes
 
 STRATEGIES = ("linear", "spread", "random")
-
-
-def _gpus(G: nx.DiGraph) -> list:
-    return [n for n, kind in G.nodes(data="kind") if kind == "gpu"]
 
 
 def _attachment(G: nx.DiGraph, gpu):
@@ -33,10 +30,11 @@ def _attachment(G: nx.DiGraph, gpu):
 
 def place(G: nx.DiGraph, nranks: int, how: str = "linear") -> list:
     """The gpu of each of ``nranks`` ranks, by strategy ``how`` (see the module doc)."""
-    gpus = _gpus(G)
+    gpus = gpu_nodes(G)
     if nranks > len(gpus):
         raise CommsimError(f"nranks: {nranks} ranks need {nranks} gpus; topology "
-                           f"{G.graph.get('name', '')!r} has {len(gpus)}")
+                           f"{G.graph.get('name', '')!r} has {len(gpus)}; use fewer ranks "
+                           "or a bigger topology")
     name, _, arg = str(how).partition(":")
     if name not in STRATEGIES:
         raise unknown("placement", name, STRATEGIES)
