@@ -3,16 +3,6 @@
 from hypothesis import strategies as st
 
 from commsim import collectives
-from commsim.collectives.rhd import core_size
-
-
-def chunk_unit(collective: str, algorithm: str, nranks: int) -> int:
-    """The number ``nchunks`` must be a multiple of, for this algorithm."""
-    if algorithm in ("ring", "hierarchical"):
-        return nranks
-    if algorithm == "rhd":
-        return core_size(nranks) if collective == "allreduce" else nranks
-    return 2 if algorithm == "dbt" else 1
 
 
 @st.composite
@@ -27,4 +17,5 @@ def instances(draw, max_ranks: int = 64, max_mult: int = 4, pairs=None):
         options["group_size"] = draw(st.sampled_from(divisors))
     if collective in ("broadcast", "reduce"):
         options["root"] = draw(st.integers(0, nranks - 1))
-    return collective, algorithm, nranks, chunk_unit(collective, algorithm, nranks) * mult, options
+    unit = collectives.chunk_unit(collective, algorithm, nranks)
+    return collective, algorithm, nranks, unit * mult, options

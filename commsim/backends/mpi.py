@@ -16,7 +16,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from commsim.backends.plan import logical_length, rank_plan, segment_range
+from commsim.backends.dataflow import execute, flow_plan
+from commsim.backends.plan import (
+    DEFAULT_MODE,
+    check_mode,
+    logical_length,
+    rank_plan,
+    scratch_for,
+    segment_range,
+)
 from commsim.collectives.schedule import Schedule
 from commsim.errors import CommsimError
 
@@ -52,25 +60,32 @@ def result_view(schedule: Schedule, buffer: np.ndarray, rank: int) -> np.ndarray
     return buffer.reshape(-1)[lo:hi]
 
 
-def run(schedule: Schedule, array: np.ndarray, comm) -> np.ndarray:
+def run(schedule: Schedule, array: np.ndarray, comm, mode: str = DEFAULT_MODE) -> np.ndarray:
     """Execute ``schedule`` in place on ``array``, this rank's logical buffer; returns it.
 
-    Every rank of ``comm`` calls it with the same schedule and an array of one length
-    and dtype. The array must be C-contiguous (it is used flat).
+    Every rank of ``comm`` calls it with the same schedule, mode, and an array of one
+    length and dtype. The array must be C-contiguous (it is used flat). ``mode``:
+    ``"dataflow"`` (:mod:`commsim.backends.dataflow`) or ``"step"``.
     """
     MPI = mpi_module()
+    mode = check_mode(mode)
     if comm.size != schedule.nranks:
         raise CommsimError(f"schedule is for {schedule.nranks} ranks but the communicator "
                            f"has {comm.size}; build it with nranks={comm.size}")
     if not array.flags.c_contiguous:
         raise CommsimError("array: the buffer must be C-contiguous; pass np.ascontiguousarray")
     flat = array.reshape(-1)
+    if mode == "dataflow":
+        plan = flow_plan(schedule, comm.rank, flat.size, pollable=True)
+        if plan.messages:
+            _run_dataflow(MPI, plan, flat, comm)
+        return array
     plan = rank_plan(schedule, comm.rank, flat.size)
     if not plan.steps:
         return array
     width = flat.itemsize
     raw = flat.view(np.uint8)
-    scratch = np.empty(plan.scratch, dtype=flat.dtype) if plan.scratch else None
+    scratch = scratch_for(plan, plan.scratch, flat.dtype, lambda k: np.empty(k, flat.dtype))
     raw_scratch = scratch.view(np.uint8) if scratch is not None else None
     byte = MPI.BYTE
     waitall = MPI.Request.Waitall
@@ -86,3 +101,39 @@ def run(schedule: Schedule, array: np.ndarray, comm) -> np.ndarray:
             if off >= 0:
                 np.add(flat[lo:hi], scratch[off:off + hi - lo], out=flat[lo:hi])
     return array
+
+
+def _run_dataflow(MPI, plan, flat: np.ndarray, comm) -> None:
+    width = flat.itemsize
+    raw = flat.view(np.uint8)
+    scratch = scratch_for(plan, plan.scratch, flat.dtype, lambda k: np.empty(k, flat.dtype))
+    raw_scratch = scratch.view(np.uint8) if scratch is not None else None
+    byte = MPI.BYTE
+    sends, recvs = plan.sends, plan.recvs
+
+    def isend(i):
+        peer, lo, hi = sends[i]
+        return comm.Isend([raw[lo * width:hi * width], byte], dest=peer, tag=TAG)
+
+    def irecv(j):
+        peer, lo, hi, off, _ = recvs[j]
+        into = raw[lo * width:hi * width] if off < 0 else \
+            raw_scratch[off * width:(off + hi - lo) * width]
+        return comm.Irecv([into, byte], source=peer, tag=TAG)
+
+    def apply(j):
+        _, lo, hi, off, red = recvs[j]
+        if red:
+            np.add(flat[lo:hi], scratch[off:off + hi - lo], out=flat[lo:hi])
+        else:
+            flat[lo:hi] = scratch[off:off + hi - lo]
+
+    execute(plan, isend, irecv, _wait, _done, apply)
+
+
+def _wait(request) -> None:
+    request.Wait()
+
+
+def _done(request) -> bool:
+    return request.Test()

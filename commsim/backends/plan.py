@@ -20,12 +20,43 @@ Plans are cached per ``(schedule, rank, n)``.
 from __future__ import annotations
 
 import weakref
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from commsim.collectives.schedule import Schedule, split_bounds
-from commsim.errors import CommsimError
+from commsim.errors import CommsimError, unknown
+
+MODES = ("dataflow", "step")
+DEFAULT_MODE = "dataflow"
+SCRATCH_ENTRIES = 8  # scratch buffers kept (a sweep reuses one per size in a row)
+_SCRATCH: OrderedDict = OrderedDict()
+
+
+def check_mode(mode: str) -> str:
+    """``mode`` if it is an execution mode (``dataflow`` or ``step``), else a CommsimError."""
+    if mode not in MODES:
+        raise unknown("execution mode", mode, MODES)
+    return mode
+
+
+def scratch_for(plan, count: int, key, make: Callable[[int], object]):
+    """The scratch buffer of ``count`` elements for ``plan``: ``make(count)`` on first use,
+    then the same buffer for every call with this ``plan`` and ``key`` (dtype, device).
+    The last :data:`SCRATCH_ENTRIES` are kept. ``None`` when ``count`` is 0."""
+    if not count:
+        return None
+    cache_key = (id(plan), key)
+    entry = _SCRATCH.get(cache_key)
+    if entry is None or entry[0] is not plan:
+        entry = _SCRATCH[cache_key] = (plan, make(count))
+        while len(_SCRATCH) > SCRATCH_ENTRIES:
+            _SCRATCH.popitem(last=False)
+    else:
+        _SCRATCH.move_to_end(cache_key)
+    return entry[1]
 
 
 @dataclass(frozen=True)
@@ -88,8 +119,8 @@ def _build(schedule: Schedule, rank: int, n: int) -> RankPlan:
             else:
                 recvs.append([src[i], bounds[c], bounds[c + 1], int(red[i])])
             i += 1
-        sends = _merge_per_peer(sends)
-        recvs = _merge_per_peer(recvs)
+        sends = merge_per_peer(sends)
+        recvs = merge_per_peer(recvs)
         off = 0
         planned_recvs = []
         for peer, lo, hi, r in recvs:
@@ -105,23 +136,28 @@ def _build(schedule: Schedule, rank: int, n: int) -> RankPlan:
     return RankPlan(rank, n, tuple(steps), scratch)
 
 
-def _merge_per_peer(items: list[list[int]]) -> list[list[int]]:
+def merge_per_peer(items: list[list]) -> list[list]:
     """Merge, for each peer separately, consecutive touching ranges with one ``reduce``.
 
-    The result keeps the order of each peer's first message; messages to different
-    peers are independent, so only the order within a peer matters for matching.
+    ``items`` are ``[peer, lo, hi, reduce]`` lists, optionally with a fifth element, a
+    list that merging concatenates. The result keeps the order of each peer's first
+    message; messages to different peers are independent, so only the order within a
+    peer matters for matching. Empty ranges are dropped.
     """
-    by_peer: dict[int, list[list[int]]] = {}
+    by_peer: dict[int, list[list]] = {}
     for item in items:
         by_peer.setdefault(item[0], []).append(item)
-    out: list[list[int]] = []
+    out: list[list] = []
     for peer_items in by_peer.values():
-        merged: list[list[int]] = []
-        for peer, lo, hi, r in peer_items:
-            if merged and merged[-1][2] == lo and merged[-1][3] == r:
-                merged[-1][2] = hi
+        merged: list[list] = []
+        for item in peer_items:
+            last = merged[-1] if merged else None
+            if last is not None and last[2] == item[1] and last[3] == item[3]:
+                last[2] = item[2]
+                if len(item) > 4:
+                    last[4] = last[4] + item[4]
             else:
-                merged.append([peer, lo, hi, r])
+                merged.append(list(item))
         out.extend(m for m in merged if m[2] > m[1])
     return out
 

@@ -16,7 +16,15 @@ Messages between a pair match by their order in the schedule; chunks of zero ele
 
 from __future__ import annotations
 
-from commsim.backends.plan import logical_length, rank_plan, segment_range
+from commsim.backends.dataflow import execute, flow_plan
+from commsim.backends.plan import (
+    DEFAULT_MODE,
+    check_mode,
+    logical_length,
+    rank_plan,
+    scratch_for,
+    segment_range,
+)
 from commsim.collectives.schedule import Schedule
 from commsim.errors import CommsimError
 
@@ -86,25 +94,37 @@ def _global_ranks(group, size: int) -> list[int]:
     return [dist.get_global_rank(group, r) for r in range(size)]
 
 
-def run(schedule: Schedule, tensor, group=None):
+def run(schedule: Schedule, tensor, group=None, mode: str = DEFAULT_MODE):
     """Execute ``schedule`` in place on ``tensor``, this rank's logical buffer.
 
-    Every rank of ``group`` (default: the world) calls it with the same schedule and a
-    buffer of the same length and dtype. Returns ``tensor``. The tensor must be
-    contiguous (it is used flat); CPU tensors need gloo, CUDA tensors NCCL.
+    Every rank of ``group`` (default: the world) calls it with the same schedule, mode,
+    and a buffer of the same length and dtype. Returns ``tensor``. The tensor must be
+    contiguous (it is used flat); CPU tensors need gloo, CUDA tensors NCCL. ``mode``:
+    ``"dataflow"`` (:mod:`commsim.backends.dataflow`) or ``"step"`` (one batched call a
+    step). On CUDA tensors both run step by step: NCCL matches a pair's calls only in
+    order inside ordered groups, so receives posted ahead in groups of their own would
+    deadlock; the host does not block there anyway (waits and reductions are queued on
+    the current stream, after their receives).
     """
     dist = _dist()
+    mode = check_mode(mode)
     rank, size = _rank_and_size(schedule, group)
     if not tensor.is_contiguous():
         raise CommsimError("tensor: the buffer must be contiguous; pass tensor.contiguous()")
     flat = tensor.view(-1)
     if flat.is_cuda:  # every rank, before any returns early
         _nccl_first_call(dist, group, flat.device.index)
+        mode = "step"
+    peers = _global_ranks(group, size)
+    if mode == "dataflow":
+        plan = flow_plan(schedule, rank, flat.numel(), pollable=False)
+        if plan.messages:
+            _run_dataflow(dist, plan, flat, peers, group)
+        return tensor
     plan = rank_plan(schedule, rank, flat.numel())
     if not plan.steps:
         return tensor
-    peers = _global_ranks(group, size)
-    scratch = flat.new_empty(plan.scratch) if plan.scratch else None
+    scratch = scratch_for(plan, plan.scratch, (flat.dtype, flat.device), flat.new_empty)
     P2POp, isend, irecv = dist.P2POp, dist.isend, dist.irecv
     for step in plan.steps:
         ops = [P2POp(isend, flat[lo:hi], peers[peer], group) for peer, lo, hi in step.sends]
@@ -121,6 +141,37 @@ def run(schedule: Schedule, tensor, group=None):
         for lo, hi, into in reduces:
             flat[lo:hi].add_(into)
     return tensor
+
+
+def _run_dataflow(dist, plan, flat, peers, group) -> None:
+    scratch = scratch_for(plan, plan.scratch, (flat.dtype, flat.device), flat.new_empty)
+    sends, recvs = plan.sends, plan.recvs
+
+    def isend(i):
+        peer, lo, hi = sends[i]
+        return dist.isend(flat[lo:hi], peers[peer], group)
+
+    def irecv(j):
+        peer, lo, hi, off, _ = recvs[j]
+        into = flat[lo:hi] if off < 0 else scratch[off:off + hi - lo]
+        return dist.irecv(into, peers[peer], group)
+
+    def apply(j):
+        _, lo, hi, off, red = recvs[j]
+        if red:
+            flat[lo:hi].add_(scratch[off:off + hi - lo])
+        else:
+            flat[lo:hi].copy_(scratch[off:off + hi - lo])
+
+    execute(plan, isend, irecv, _wait, _done, apply)
+
+
+def _wait(work):
+    work.wait()
+
+
+def _done(work) -> bool:
+    return False  # gloo's point-to-point works complete only inside wait()
 
 
 def _nccl_first_call(dist, group, device_index: int) -> None:

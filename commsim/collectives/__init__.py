@@ -24,7 +24,7 @@ from commsim.collectives.schedule import (
 from commsim.errors import CommsimError, unknown
 
 __all__ = ["COLLECTIVES", "Algorithm", "Schedule", "ScheduleBuilder", "ScheduleError",
-           "Transfer", "algorithms", "available", "build", "resolve"]
+           "Transfer", "algorithms", "available", "build", "chunk_unit", "resolve"]
 
 
 @dataclass(frozen=True)
@@ -141,3 +141,19 @@ def build(collective: str, algorithm: str, nranks: int, nchunks: int | None = No
         raise
     except ValueError as exc:
         raise CommsimError(f"{entry.collective}/{entry.name}: {exc}") from None
+
+
+def chunk_unit(collective: str, algorithm: str, nranks: int) -> int:
+    """The builder's default ``nchunks``, which every ``nchunks`` must be a multiple of.
+
+    ``nranks`` for rings and ``hierarchical``, the power-of-two core ``p'`` for rhd
+    allreduce and ``nranks`` for rhd reduce-scatter and allgather, 2 for ``dbt`` (one
+    chunk per tree), 1 for trees and chains. ``nchunks / unit`` is the pipeline depth:
+    the pieces each message of the natural schedule is cut into.
+    """
+    entry = resolve(collective, algorithm)
+    if entry.name in ("ring", "hierarchical"):
+        return nranks
+    if entry.name == "rhd":
+        return rhd.core_size(nranks) if entry.collective == "allreduce" else nranks
+    return 2 if entry.name == "dbt" else 1

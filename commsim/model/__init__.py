@@ -20,7 +20,7 @@ import math
 import networkx as nx
 import numpy as np
 
-from commsim.collectives import resolve, resolve_collective
+from commsim.collectives import chunk_unit, resolve, resolve_collective
 from commsim.collectives.hierarchical import default_group_size
 from commsim.collectives.rhd import core_size
 from commsim.collectives.tree import tree_height
@@ -62,17 +62,7 @@ def busbw_factor(collective: str, nranks: int) -> float:
 
 def default_nchunks(collective: str, algorithm: str, nranks: int) -> int:
     """The ``nchunks`` that :func:`commsim.collectives.build` uses when given none."""
-    algo = resolve(collective, algorithm)
-    if algo.name in ("ring", "hierarchical"):
-        return nranks
-    if algo.name == "rhd":
-        return core_size(nranks) if algo.collective == "allreduce" else nranks
-    return 2 if algo.name == "dbt" else 1
-
-
-def chunk_unit(collective: str, algorithm: str, nranks: int) -> int:
-    """What ``nchunks`` must be a multiple of for this algorithm."""
-    return default_nchunks(collective, algorithm, nranks)
+    return chunk_unit(collective, algorithm, nranks)
 
 
 def best_nchunks(collective: str, algorithm: str, nranks: int, nbytes: float, alpha: float,

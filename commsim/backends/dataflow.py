@@ -1,0 +1,266 @@
+"""Dataflow execution: one rank's share of a schedule as a dependency-ordered plan.
+
+The real counterpart of the simulator's ``dataflow`` mode. Where the step executors
+post a step's messages, wait for all of them, then reduce, a rank here
+
+- posts its receives ahead (reducing receives into scratch, one region each, at the
+  start; copying receives straight into the buffer, as soon as nothing that reads or
+  writes those elements earlier can still be in flight);
+- waits for its receives one at a time, in schedule order, and reduces each as soon
+  as it lands, so the reduction of one message overlaps the transfer of the next;
+- posts each send as soon as every receive that wrote its data (its predecessors in
+  :meth:`~commsim.collectives.Schedule.dependencies`) has been applied.
+
+Messages: a step's transfers between one pair are merged into runs of touching
+chunks, as in step mode, and each run is cut at chunk boundaries into at most ``m``
+near-equal pieces, ``m = nchunks / chunk_unit`` (the pipeline depth that ``--chunks``
+asks for). So a ring with ``nchunks = m p`` sends ``m`` messages a step, and the
+next step's first piece leaves while the later pieces are still arriving. Both ends
+of a pair cut alike and post in schedule order, so messages match by their order.
+
+Hazards the plan orders (per element range, in schedule order on the rank):
+
+- a send waits for the writes of earlier steps (read after write);
+- a write waits for the sends that read the old value to complete (write after read:
+  a send's buffer is read until it completes), reductions before they are added,
+  direct copies before they are posted;
+- writes apply in schedule order (a copy after a reduction replaces it).
+
+No deadlock: before posting an operation of step ``s`` a rank only blocks on
+operations of earlier steps (a delayed receive is posted at the latest just before the
+rank waits for its first receive of step ``s``), so by induction on the step every
+operation is posted and completes, as in step mode.
+
+The loop (:func:`execute`) is written once over four backend calls; the torch and MPI
+executors supply them. Plans are cached per ``(schedule, rank, n)``.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from commsim.backends.plan import merge_per_peer
+from commsim.collectives import chunk_unit
+from commsim.collectives.schedule import Schedule
+from commsim.errors import CommsimError
+
+
+@dataclass(frozen=True)
+class FlowPlan:
+    """A rank's messages for a logical buffer of ``n`` elements, in dataflow order.
+
+    ``sends[i] = (peer, lo, hi)``; ``recvs[j] = (peer, lo, hi, off, reduce)``: ``off >= 0``
+    lands in ``scratch[off:off + hi - lo]`` and is then added to ``buf[lo:hi]`` (or
+    copied there, when not ``reduce``); ``off < 0`` lands in ``buf[lo:hi]``.
+    ``send_after[0]`` are the sends posted at the start, ``send_after[k + 1]`` those
+    posted once receive ``k`` is applied. ``war[j]``: the
+    sends that must be complete before receive ``j`` writes the buffer. ``early``: the
+    receives posted at the start. ``queued``: per peer, the others in order, each
+    ``(j, ready, deadline)``: it may be posted once receive ``ready - 1`` is applied
+    (and its ``war`` sends are complete), and must be before receive ``deadline`` is
+    waited for.
+    """
+
+    rank: int
+    n: int
+    sends: tuple[tuple[int, int, int], ...]
+    recvs: tuple[tuple[int, int, int, int, bool], ...]
+    send_after: tuple[tuple[int, ...], ...]
+    war: tuple[tuple[int, ...], ...]
+    early: tuple[int, ...]
+    queued: tuple[tuple[tuple[int, int, int], ...], ...]
+    scratch: int
+
+    @property
+    def messages(self) -> int:
+        return len(self.sends) + len(self.recvs)
+
+
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def flow_plan(schedule: Schedule, rank: int, n: int, pollable: bool = True) -> FlowPlan:
+    """The (cached) dataflow plan of ``rank`` for a logical buffer of ``n`` elements.
+
+    ``pollable``: the backend can tell without blocking whether a send has completed
+    (MPI's ``Test``), so a copy into elements that were sent before can land straight
+    in the buffer once those sends are done. gloo cannot (its point-to-point sends
+    complete only inside ``wait``): there such a copy lands in scratch, posted at the
+    start like every receive, and is copied into the buffer when it is processed.
+    """
+    if not 0 <= rank < schedule.nranks:
+        raise CommsimError(f"rank {rank} is out of range for a {schedule.nranks}-rank schedule")
+    per_schedule = _CACHE.setdefault(schedule, {})
+    key = (int(rank), int(n), bool(pollable))
+    plan = per_schedule.get(key)
+    if plan is None:
+        plan = per_schedule[key] = _build(schedule, int(rank), int(n), bool(pollable))
+    return plan
+
+
+def pipeline_depth(schedule: Schedule) -> int:
+    """``m``: the pieces each run of a step is cut into (1 for unregistered algorithms)."""
+    try:
+        unit = chunk_unit(schedule.collective, schedule.algorithm, schedule.nranks)
+    except CommsimError:
+        return 1
+    return max(1, schedule.nchunks // unit) if schedule.nchunks % unit == 0 else 1
+
+
+def _messages(schedule: Schedule, rank: int, bounds: list[int], m: int):
+    """This rank's messages in schedule order: ``(kind, step, peer, lo, hi, reduce, ids)``
+    with ``kind`` 0 for a send and 1 for a receive, ``ids`` the transfers it carries."""
+    mine = np.flatnonzero((schedule.src == rank) | (schedule.dst == rank))
+    step = schedule.step[mine].tolist()
+    src = schedule.src[mine].tolist()
+    dst = schedule.dst[mine].tolist()
+    chunk = schedule.chunk[mine].tolist()
+    red = schedule.reduce[mine].tolist()
+    ids = mine.tolist()
+    out = []
+    i, total = 0, len(mine)
+    while i < total:
+        s = step[i]
+        sends, recvs = [], []
+        while i < total and step[i] == s:
+            c = chunk[i]
+            if bounds[c + 1] > bounds[c]:
+                if src[i] == rank:
+                    sends.append([dst[i], c, c + 1, bool(red[i]), [ids[i]]])
+                else:
+                    recvs.append([src[i], c, c + 1, bool(red[i]), [ids[i]]])
+            i += 1
+        for kind, items in ((0, sends), (1, recvs)):
+            for peer, c0, c1, r, tids in merge_per_peer(items):
+                for part in np.array_split(np.arange(c0, c1), min(m, c1 - c0)):
+                    a, b = int(part[0]), int(part[-1]) + 1
+                    out.append((kind, s, peer, a, b, r, tids[a - c0:b - c0]))
+    return out
+
+
+def _build(schedule: Schedule, rank: int, n: int, pollable: bool) -> FlowPlan:
+    bounds = schedule.chunk_bounds(n).tolist()
+    msgs = _messages(schedule, rank, bounds, pipeline_depth(schedule))
+    indptr, indices = schedule.dependencies()
+    recv_of = {}          # transfer id -> index of the receive message that carries it
+    sends, recvs, war, send_trigger = [], [], [], []
+    send_after: list[list[int]] = [[]]
+    last_send_trigger: dict[int, int] = {}
+    # per chunk, in schedule order: (index, step) of the last write, and the sends since
+    last_write: dict[int, tuple[int, int]] = {}
+    reads: dict[int, list[tuple[int, int]]] = {}
+    first_of_step: dict[int, int] = {}
+    recv_meta = []        # (step, ready, is copy with earlier accesses)
+    off = 0
+    for kind, s, peer, c0, c1, red, tids in msgs:
+        lo, hi = bounds[c0], bounds[c1]
+        chunks = range(c0, c1)
+        if kind == 0:
+            preds = [recv_of[int(p)] for t in tids for p in indices[indptr[t]:indptr[t + 1]]]
+            trigger = max(preds, default=-1)
+            trigger = max(trigger, last_send_trigger.get(peer, -1))  # per-peer order
+            last_send_trigger[peer] = trigger
+            i = len(sends)
+            sends.append((peer, lo, hi))
+            send_trigger.append(trigger)
+            send_after[trigger + 1].append(i)
+            for c in chunks:
+                reads.setdefault(c, []).append((i, s))
+            continue
+        j = len(recvs)
+        first_of_step.setdefault(s, j)
+        hazards, t_min, touched = set(), -1, False
+        for c in chunks:
+            w_index, w_step = last_write.get(c, (-1, -1))
+            touched |= w_index >= 0 or bool(reads.get(c))
+            t_min = max(t_min, w_index)
+            for i, rs in reads.get(c, ()):
+                if w_step < rs <= s:
+                    hazards.add(i)
+            last_write[c] = (j, s)
+            reads[c] = []
+        ordered = tuple(sorted(hazards))
+        t_min = max([t_min] + [send_trigger[i] for i in ordered])
+        delayed = touched and not red and pollable
+        if red or (touched and not pollable):
+            recvs.append((peer, lo, hi, off, red))
+            off += hi - lo
+        else:
+            recvs.append((peer, lo, hi, -1, False))
+        war.append(ordered)
+        recv_meta.append((s, t_min + 1, delayed))
+        for t in tids:
+            recv_of[t] = j
+        send_after.append([])
+    early, queues = [], {}
+    for j, (s, ready, delayed) in enumerate(recv_meta):
+        peer = recvs[j][0]
+        if delayed or peer in queues:  # a peer's receives are posted in schedule order
+            queues.setdefault(peer, []).append((j, ready if delayed else 0, first_of_step[s]))
+        else:
+            early.append(j)
+    return FlowPlan(rank, n, tuple(sends), tuple(recvs),
+                    tuple(tuple(x) for x in send_after), tuple(war), tuple(early),
+                    tuple(tuple(q) for q in queues.values()), off)
+
+
+def execute(plan: FlowPlan, isend: Callable[[int], object], irecv: Callable[[int], object],
+            wait: Callable[[object], object], done: Callable[[object], bool],
+            apply: Callable[[int], object]) -> None:
+    """Run ``plan``: ``isend(i)`` / ``irecv(j)`` post message ``i`` / ``j`` and return a
+    handle, ``wait(h)`` blocks until it completes, ``done(h)`` tells without blocking,
+    ``apply(j)`` adds (or copies) receive ``j``'s scratch into the buffer. Each handle is
+    waited for at most once (a second wait on a gloo send blocks for ever)."""
+    sends: list = [None] * len(plan.sends)
+    recvs: list = [None] * len(plan.recvs)
+    for j in plan.early:
+        recvs[j] = irecv(j)
+    for i in plan.send_after[0]:
+        sends[i] = isend(i)
+    queues = [deque(q) for q in plan.queued]
+    war, recv_specs, send_after = plan.war, plan.recvs, plan.send_after
+    for k in range(len(recv_specs)):
+        if queues:
+            queues = _post_queued(queues, k, plan, sends, recvs, irecv, wait, done)
+        wait(recvs[k])
+        if recv_specs[k][3] >= 0:
+            for i in war[k]:
+                if sends[i] is not None:
+                    wait(sends[i])
+                    sends[i] = None
+            apply(k)
+        for i in send_after[k + 1]:
+            sends[i] = isend(i)
+    for handle in sends:
+        if handle is not None:
+            wait(handle)
+
+
+def _post_queued(queues, k, plan, sends, recvs, irecv, wait, done):
+    """Post each peer's queued receives that may go before receive ``k`` is waited for.
+
+    A queued copy lands in the buffer, so the sends that read the old values must be
+    complete first: it goes as soon as they are, and at its deadline it waits for them.
+    """
+    for queue in queues:
+        while queue:
+            j, ready, deadline = queue[0]
+            if ready > k:
+                break
+            hazards = [i for i in plan.war[j] if sends[i] is not None] \
+                if plan.recvs[j][3] < 0 else ()
+            for i in hazards:
+                if deadline <= k or done(sends[i]):
+                    if deadline <= k:
+                        wait(sends[i])
+                    sends[i] = None
+            if any(sends[i] is not None for i in hazards):
+                break
+            recvs[j] = irecv(j)
+            queue.popleft()
+    return [q for q in queues if q]
