@@ -1,12 +1,18 @@
-"""commsim's ring allreduce against the backend's native allreduce, gloo and MPI, side by side.
+"""commsim's allreduce schedules against the backend's native allreduce, gloo and MPI, side by side.
 
-Launches its own ranks (torchrun for gloo, the environment's mpirun for MPI), runs
-``commsim bench --algorithm native,ring`` on each backend, and prints busbw (GB/s, nccl-tests'
-definition) of both and their ratio per size. The goal: ring >= 0.8 of native gloo from
-16 MiB up.
+Launches its own ranks (torchrun for gloo, the environment's mpirun for MPI) and runs
+``commsim bench --algorithm native,ring,...`` once per (backend, execution mode, chunk
+setting), ``--repeat`` rounds of each. Native and commsim's schedules are measured in
+the same run, one size after the other, so each ratio compares runs made seconds apart;
+the table shows the median over the rounds of busbw (GB/s, nccl-tests' definition) and
+of the per-round ratio to native. The goal: ring >= 0.9 x native from 4 MiB to 256 MiB.
 
-    python benchmarks/backend_vs_native.py                  # 4 ranks, 1M..256M
-    python benchmarks/backend_vs_native.py -b 16M -e 64M -n 5 --backends gloo
+A second table gives the executor's cost at a small size (default 1K), where time is
+all overhead: microseconds per operation and per schedule step, beside native.
+
+    python benchmarks/backend_vs_native.py                          # 2 ranks, 4M..256M
+    python benchmarks/backend_vs_native.py --nproc 4 --exec step,dataflow --chunks 1,4
+    python benchmarks/backend_vs_native.py --backends gloo --sizes 16M,64M --repeat 5
 """
 
 from __future__ import annotations
@@ -16,12 +22,13 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-GOAL_RATIO, GOAL_FROM = 0.8, 16 << 20
+GOAL_RATIO, GOAL_FROM, GOAL_TO = 0.9, 4 << 20, 256 << 20
 
 
 def free_port() -> int:
@@ -36,6 +43,8 @@ def launch(backend: str, nproc: int, bench_args: list[str], out: Path) -> list[d
     bench = ["-m", "commsim", "bench", "--backend", backend, "--json", str(out), *bench_args]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
                OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     if backend == "mpi":
         mpirun = shutil.which("mpirun", path=str(bindir)) or shutil.which("mpirun")
         if mpirun is None:
@@ -53,53 +62,152 @@ def launch(backend: str, nproc: int, bench_args: list[str], out: Path) -> list[d
         print(proc.stderr[-3000:], file=sys.stderr)
         raise SystemExit(f"backend_vs_native: {backend} run failed (exit {proc.returncode})")
     rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
-    return [r for r in rows if r["type"] == "result"]
+    rows = [r for r in rows if r["type"] == "result"]
+    for row in rows:
+        if row["wrong"]:
+            raise SystemExit(f"backend_vs_native: {backend}/{row['algorithm']} at "
+                             f"{row['size']} bytes had {row['wrong']} wrong elements")
+    return rows
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def size_runs(text: str, factor: int) -> list[tuple[int, int]]:
+    """``(min, max)`` bytes per bench launch: one for ``LOW:HIGH`` (every ``factor`` x),
+    one per size for a list ``4M,64M``."""
+    from commsim.units import parse_size, parse_size_range
+
+    if ":" in text:
+        sizes = parse_size_range(text, "--sizes", factor)
+        return [(sizes[0], sizes[-1])]
+    return [(s, s) for s in sorted({parse_size(t, "--sizes") for t in _split(text)})]
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--nproc", type=int, default=4, help="ranks (default 4)")
-    ap.add_argument("-b", "--minbytes", default="1M")
-    ap.add_argument("-e", "--maxbytes", default="256M")
-    ap.add_argument("-n", "--iters", default="5", help="timed iterations per size (default 5)")
+    ap.add_argument("--nproc", type=int, default=2, help="ranks (default 2)")
+    ap.add_argument("--sizes", default="4M:256M",
+                    help="LOW:HIGH (every --factor times) or a list 4M,64M (default 4M:256M)")
+    ap.add_argument("-f", "--factor", type=int, default=4,
+                    help="size factor of a LOW:HIGH range (default 4)")
+    ap.add_argument("--algorithms", default="ring,rhd",
+                    help="commsim algorithms beside native (default ring,rhd)")
+    ap.add_argument("--exec", dest="modes", default="dataflow,step",
+                    help="execution modes, comma-separated (default dataflow,step)")
+    ap.add_argument("--chunks", default="1",
+                    help="--chunks settings, comma-separated: numbers or auto (default 1)")
+    ap.add_argument("-n", "--iters", default="10", help="timed iterations per size (default 10)")
     ap.add_argument("-w", "--warmup", default="2", help="warm-up iterations (default 2)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="rounds of every run; the table shows medians (default 3)")
     ap.add_argument("--backends", default="gloo,mpi", help="comma-separated (default gloo,mpi)")
-    ap.add_argument("--check", default="1", choices=["0", "1"], help="check results (default 1)")
+    ap.add_argument("--small", default="1K",
+                    help="size of the overhead table, or 'none' (default 1K)")
+    ap.add_argument("--small-iters", default="200", help="iterations at --small (default 200)")
     args = ap.parse_args(argv)
-    bench_args = ["--collective", "allreduce", "--algorithm", "native,ring", "-b", args.minbytes,
-                  "-e", args.maxbytes, "-f", "2", "-n", args.iters, "-w", args.warmup,
-                  "-c", args.check]
-    table: dict[tuple[str, int], dict[str, float]] = {}
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    runs = size_runs(args.sizes, args.factor)
+    algorithms, modes = _split(args.algorithms), _split(args.modes)
+    chunk_settings, backends = _split(args.chunks), _split(args.backends)
+    variants = [(a, m, c) for m in modes for c in chunk_settings for a in algorithms]
+    busbw: dict[tuple, list[float]] = {}
+    ratio: dict[tuple, list[float]] = {}
+    small: dict[tuple, list[float]] = {}
+    nsteps: dict[tuple, int] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for backend in backends:
-            for row in launch(backend, args.nproc, bench_args, Path(tmp) / f"{backend}.jsonl"):
-                if row["wrong"]:
-                    raise SystemExit(f"backend_vs_native: {backend}/{row['algorithm']} at "
-                                     f"{row['size']} bytes had {row['wrong']} wrong elements")
-                table.setdefault((backend, row["size"]), {})[row["algorithm"]] = row["busbw_gbps"]
-    print(f"allreduce busbw (GB/s), {args.nproc} ranks, commsim ring vs native")
-    header = f"{'size':>10}"
-    for b in backends:
-        header += f" | {b + ' native':>12} {b + ' ring':>10} {'ratio':>6}"
-    print(header)
-    sizes = sorted({size for _, size in table})
-    short = []
-    for size in sizes:
-        line = f"{size:>10}"
-        for b in backends:
-            cell = table.get((b, size), {})
-            nat, ring = cell.get("native"), cell.get("ring")
-            ratio = ring / nat if nat and ring else None
-            line += (f" | {nat or float('nan'):>12.3f} {ring or float('nan'):>10.3f} "
-                     f"{ratio if ratio is not None else float('nan'):>6.2f}")
-            if b == "gloo" and size >= GOAL_FROM and ratio is not None and ratio < GOAL_RATIO:
-                short.append(size)
-        print(line)
-    if "gloo" in backends:
-        verdict = "met" if not short else f"missed at {', '.join(map(str, short))} bytes"
-        print(f"goal (gloo ring >= {GOAL_RATIO} x native from {GOAL_FROM >> 20}M up): {verdict}")
+        out = Path(tmp) / "run.jsonl"
+        for _ in range(args.repeat):
+            for backend in backends:
+                for mode in modes:
+                    for chunks in chunk_settings:
+                        common = ["--collective", "allreduce", "--exec", mode,
+                                  "--chunks", chunks, "-w", args.warmup, "-c", "1",
+                                  "-f", str(args.factor),
+                                  "--algorithm", ",".join(["native", *algorithms])]
+                        for lo, hi in runs:
+                            rows = launch(backend, args.nproc, [*common, "-b", str(lo),
+                                                                "-e", str(hi), "-n",
+                                                                args.iters], out)
+                            native = {r["size"]: r["busbw_gbps"] for r in rows
+                                      if r["algorithm"] == "native"}
+                            for r in rows:
+                                key = (backend, r["algorithm"], None if r["algorithm"] ==
+                                       "native" else mode, None if r["algorithm"] == "native"
+                                       else chunks, r["size"])
+                                busbw.setdefault(key, []).append(r["busbw_gbps"])
+                                if r["algorithm"] != "native":
+                                    ratio.setdefault(key, []).append(
+                                        r["busbw_gbps"] / native[r["size"]])
+                        if args.small.lower() != "none":
+                            rows = launch(backend, args.nproc, [*common, "-b", args.small,
+                                                                "-e", args.small, "-n",
+                                                                args.small_iters], out)
+                            for r in rows:
+                                native_row = r["algorithm"] == "native"
+                                key = (backend, r["algorithm"], None if native_row else mode,
+                                       None if native_row else chunks)
+                                small.setdefault(key, []).append(r["time_us"])
+                                if not native_row:
+                                    nsteps[key] = _steps(r, args.nproc)
+    sizes = sorted({key[-1] for key in busbw})
+    _print_table(args, backends, sizes, variants, busbw, ratio)
+    if small:
+        _print_small(args, backends, variants, small, nsteps)
     return 0
+
+
+def _steps(row: dict, nproc: int) -> int:
+    from commsim import collectives
+
+    return collectives.build(row["collective"], row["algorithm"], nproc, row["nchunks"]).nsteps
+
+
+def _print_table(args, backends, sizes, variants, busbw, ratio) -> None:
+    med = statistics.median
+    print(f"allreduce busbw (GB/s), {args.nproc} ranks, median of {args.repeat} rounds; "
+          "ratio = commsim / native in the same run")
+    short = []
+    for backend in backends:
+        head = f"{'size':>10} {backend + ' native':>13}"
+        for algo, mode, chunks in variants:
+            head += f" | {f'{algo} {mode} k={chunks}':>22} {'ratio':>5}"
+        print(head)
+        for size in sizes:
+            nat = busbw.get((backend, "native", None, None, size))
+            if not nat:
+                continue
+            line = f"{size:>10} {med(nat):>13.3f}"
+            for algo, mode, chunks in variants:
+                key = (backend, algo, mode, chunks, size)
+                if key not in busbw:
+                    line += f" | {'-':>22} {'-':>5}"
+                    continue
+                r = med(ratio[key])
+                line += f" | {med(busbw[key]):>22.3f} {r:>5.2f}"
+                if algo == "ring" and GOAL_FROM <= size <= GOAL_TO and r < GOAL_RATIO:
+                    short.append(f"{backend} {mode} k={chunks} at {size}")
+            print(line)
+        print()
+    verdict = "met" if not short else "missed: " + "; ".join(short)
+    print(f"goal (ring >= {GOAL_RATIO} x native, {GOAL_FROM >> 20}M..{GOAL_TO >> 20}M): "
+          f"{verdict}")
+
+
+def _print_small(args, backends, variants, small, nsteps) -> None:
+    med = statistics.median
+    print(f"\nexecutor overhead at {args.small} (median of {args.repeat} rounds)")
+    print(f"{'backend':>8} {'algorithm':>22} {'steps':>6} {'us/op':>9} {'us/step':>9}")
+    for backend in backends:
+        nat = small.get((backend, "native", None, None))
+        if nat:
+            print(f"{backend:>8} {'native':>22} {'-':>6} {med(nat):>9.1f} {'-':>9}")
+        for algo, mode, chunks in variants:
+            key = (backend, algo, mode, chunks)
+            if key in small:
+                t = med(small[key])
+                print(f"{backend:>8} {f'{algo} {mode} k={chunks}':>22} {nsteps[key]:>6} "
+                      f"{t:>9.1f} {t / max(1, nsteps[key]):>9.1f}")
 
 
 if __name__ == "__main__":

@@ -148,6 +148,7 @@ def test_nccl_tests_flags_and_long_names():
     (["--collective", "alltoall"], "collective"),
     (["--backend", "mpi", "-d", "bf16"], "bfloat16"),
     (["-n", "0"], "iters"),
+    (["--chunks", "0"], "chunks"),
 ])
 def test_bad_flags_are_one_line_errors(flags, match):
     with pytest.raises(CommsimError, match=match):
@@ -194,8 +195,8 @@ CORRUPT_RING = """
 import torch.distributed as dist
 from commsim.backends import torch_dist
 _run = torch_dist.run
-def corrupted(schedule, tensor, group=None):
-    out = _run(schedule, tensor, group)
+def corrupted(schedule, tensor, group=None, **kwargs):
+    out = _run(schedule, tensor, group, **kwargs)
     if dist.get_rank() == 1 and schedule.algorithm == "ring":
         tensor.view(-1)[0] += 1
     return out
@@ -241,6 +242,7 @@ def test_gloo_bench_writes_checked_rows(tmp_path):
     pairs = {(r["collective"], r["algorithm"]) for r in rows}
     assert pairs == {(c, "native") for c in collectives.COLLECTIVES} | set(collectives.available())
     assert all(r["wrong"] == 0 for r in rows)
+    assert {r["exec"] for r in rows} == {None, "dataflow"}  # native rows run no schedule
     assert {r["root"] for r in rows if r["collective"] in ("broadcast", "reduce")} == {1}
     skipped = [r for r in rows if r["status"] != "ok"]
     assert {(r["collective"], r["algorithm"], r["status"]) for r in skipped} == {
@@ -274,7 +276,7 @@ def test_mpi_bench_checks_rows_and_min_busbw_fails_it(tmp_path):
     rc, text = run_mpi_ranks(
         BENCH.format(plant=""), p, tmp_path, timeout=80,
         args=("--backend", "mpi", "--collective", "allreduce,allgather,reduce_scatter,broadcast",
-              "--algorithm", "native,ring,chain",
+              "--algorithm", "native,ring,chain", "--exec", "step",
               "-b", "64", "-e", "64K", "-f", "32", "-n", "3", "-w", "1", "--json", str(out),
               "--min-busbw", "1e6"))
     assert rc == 1, text
@@ -282,4 +284,5 @@ def test_mpi_bench_checks_rows_and_min_busbw_fails_it(tmp_path):
     cfg, rows = _records(out)
     assert cfg["backend"] == "mpi" and cfg["mpi"]
     assert rows and all(r["wrong"] == 0 and r["status"] == "ok" for r in rows)
+    assert {r["exec"] for r in rows if r["algorithm"] != "native"} == {"step"}
     _check_rows(rows, p, "mpi")

@@ -147,22 +147,23 @@ def _build(schedule: Schedule, rank: int, n: int, pollable: bool) -> FlowPlan:
     bounds = schedule.chunk_bounds(n).tolist()
     msgs = _messages(schedule, rank, bounds, pipeline_depth(schedule))
     indptr, indices = schedule.dependencies()
+    indptr, indices = indptr.tolist(), indices.tolist()
     recv_of = {}          # transfer id -> index of the receive message that carries it
-    sends, recvs, war, send_trigger = [], [], [], []
+    send_of = {}          # transfer id -> index of the send message that carries it
+    sends, send_trigger, recvs = [], [], []
     send_after: list[list[int]] = [[]]
     last_send_trigger: dict[int, int] = {}
     # per chunk, in schedule order: (index, step) of the last write, and the sends since
     last_write: dict[int, tuple[int, int]] = {}
     reads: dict[int, list[tuple[int, int]]] = {}
     first_of_step: dict[int, int] = {}
-    recv_meta = []        # (step, ready, is copy with earlier accesses)
-    off = 0
+    meta = []             # per receive: (step, transfers, hazards, last write, touched)
     for kind, s, peer, c0, c1, red, tids in msgs:
         lo, hi = bounds[c0], bounds[c1]
         chunks = range(c0, c1)
         if kind == 0:
-            preds = [recv_of[int(p)] for t in tids for p in indices[indptr[t]:indptr[t + 1]]]
-            trigger = max(preds, default=-1)
+            trigger = max((recv_of[p] for t in tids for p in indices[indptr[t]:indptr[t + 1]]),
+                          default=-1)
             trigger = max(trigger, last_send_trigger.get(peer, -1))  # per-peer order
             last_send_trigger[peer] = trigger
             i = len(sends)
@@ -171,42 +172,79 @@ def _build(schedule: Schedule, rank: int, n: int, pollable: bool) -> FlowPlan:
             send_after[trigger + 1].append(i)
             for c in chunks:
                 reads.setdefault(c, []).append((i, s))
+            for t in tids:
+                send_of[t] = i
             continue
         j = len(recvs)
         first_of_step.setdefault(s, j)
-        hazards, t_min, touched = set(), -1, False
+        hazards, written, touched = set(), -1, False
         for c in chunks:
             w_index, w_step = last_write.get(c, (-1, -1))
             touched |= w_index >= 0 or bool(reads.get(c))
-            t_min = max(t_min, w_index)
-            for i, rs in reads.get(c, ()):
-                if w_step < rs <= s:
-                    hazards.add(i)
+            written = max(written, w_index)
+            hazards.update(i for i, rs in reads.get(c, ()) if w_step < rs <= s)
             last_write[c] = (j, s)
             reads[c] = []
-        ordered = tuple(sorted(hazards))
-        t_min = max([t_min] + [send_trigger[i] for i in ordered])
-        delayed = touched and not red and pollable
-        if red or (touched and not pollable):
-            recvs.append((peer, lo, hi, off, red))
-            off += hi - lo
-        else:
-            recvs.append((peer, lo, hi, -1, False))
-        war.append(ordered)
-        recv_meta.append((s, t_min + 1, delayed))
+        recvs.append((peer, lo, hi, red))
+        meta.append((s, tids, tuple(sorted(hazards)), written, touched))
         for t in tids:
             recv_of[t] = j
         send_after.append([])
-    early, queues = [], {}
-    for j, (s, ready, delayed) in enumerate(recv_meta):
-        peer = recvs[j][0]
+    ancestors = _send_ancestors(schedule, indptr, indices, send_of) if any(
+        touched and not recvs[j][3] for j, (_, _, _, _, touched) in enumerate(meta)) else None
+    planned, war, early, queues, off = [], [], [], {}, 0
+    for j, (s, tids, hazards, written, touched) in enumerate(meta):
+        peer, lo, hi, red = recvs[j]
+        delayed = False
+        if not red and (not touched or _causal(ancestors, tids, hazards, written,
+                                                send_trigger)):
+            planned.append((peer, lo, hi, -1, False))  # straight into the buffer, any time
+            hazards = ()
+        elif not red and pollable:
+            planned.append((peer, lo, hi, -1, False))  # into the buffer, once safe
+            delayed = True
+        else:
+            planned.append((peer, lo, hi, off, red))   # into scratch, applied in order
+            off += hi - lo
+        war.append(hazards)
         if delayed or peer in queues:  # a peer's receives are posted in schedule order
-            queues.setdefault(peer, []).append((j, ready if delayed else 0, first_of_step[s]))
+            ready = max([written] + [send_trigger[i] for i in hazards]) + 1 if delayed else 0
+            queues.setdefault(peer, []).append((j, ready, first_of_step[s]))
         else:
             early.append(j)
-    return FlowPlan(rank, n, tuple(sends), tuple(recvs),
+    return FlowPlan(rank, n, tuple(sends), tuple(planned),
                     tuple(tuple(x) for x in send_after), tuple(war), tuple(early),
                     tuple(tuple(q) for q in queues.values()), off)
+
+
+def _send_ancestors(schedule: Schedule, indptr: list, indices: list, send_of: dict) -> list:
+    """Per transfer, a bitset of this rank's send messages it depends on, through any
+    chain of transfers (``Schedule.dependencies``; preds come in earlier steps)."""
+    anc = [0] * len(schedule)
+    for t in range(len(schedule)):
+        a = 0
+        for p in indices[indptr[t]:indptr[t + 1]]:
+            a |= anc[p]
+            i = send_of.get(p)
+            if i is not None:
+                a |= 1 << i
+        anc[t] = a
+    return anc
+
+
+def _causal(ancestors, tids, hazards, written, send_trigger) -> bool:
+    """Can this copy land in the buffer whenever it arrives? Yes when its data leaves the
+    peer only after every send that reads the old values has been delivered (each is an
+    ancestor of it) and after the last earlier write was applied (a send posted after
+    that write is an ancestor)."""
+    a = 0
+    for t in tids:
+        a |= ancestors[t]
+    if any(not a >> i & 1 for i in hazards):
+        return False
+    if written < 0:
+        return True
+    return any(a >> i & 1 for i, trigger in enumerate(send_trigger) if trigger >= written)
 
 
 def execute(plan: FlowPlan, isend: Callable[[int], object], irecv: Callable[[int], object],

@@ -160,16 +160,18 @@ class TorchComm:
     def empty(self, length: int, dtype: str):
         return self.torch.empty(length, dtype=self._dtype(dtype), device=self.device)
 
-    def make_op(self, collective: str, schedule, local, count: int, root: int) -> Op:
-        """An op over ``local`` (this rank's input, as :mod:`commsim.bench.data` makes it)."""
+    def make_op(self, collective: str, schedule, local, count: int, root: int,
+                mode: str) -> Op:
+        """An op over ``local`` (this rank's input, as :mod:`commsim.bench.data` makes it);
+        a schedule runs in execution ``mode``."""
         from commsim.backends import torch_dist
 
         if schedule is not None:
             buf = torch_dist.logical_buffer(schedule, local, self.rank)
             initial = buf.clone()
             view = torch_dist.result_view(schedule, buf, self.rank)
-            return Op(lambda: torch_dist.run(schedule, buf), lambda: buf.copy_(initial),
-                      lambda: view)
+            return Op(lambda: torch_dist.run(schedule, buf, mode=mode),
+                      lambda: buf.copy_(initial), lambda: view)
         if collective in native.IN_PLACE:
             recv = local.clone()
             return Op(lambda: native.torch_native(collective, recv, recv, root),
@@ -237,7 +239,7 @@ class MpiComm:
         return base.astype(self._dtype(dtype))
 
     def make_op(self, collective: str, schedule, local: np.ndarray, count: int,
-                root: int) -> Op:
+                root: int, mode: str) -> Op:
         from commsim.backends import mpi
 
         comm = self.comm
@@ -245,8 +247,8 @@ class MpiComm:
             buf = mpi.logical_buffer(schedule, local, self.rank)
             initial = buf.copy()
             view = mpi.result_view(schedule, buf, self.rank)
-            return Op(lambda: mpi.run(schedule, buf, comm), lambda: np.copyto(buf, initial),
-                      lambda: view)
+            return Op(lambda: mpi.run(schedule, buf, comm, mode=mode),
+                      lambda: np.copyto(buf, initial), lambda: view)
         if collective in native.IN_PLACE:
             recv = local.copy()
             return Op(lambda: native.mpi_native(collective, recv, recv, comm, root),

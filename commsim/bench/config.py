@@ -81,7 +81,8 @@ class BenchConfig:
     json: str | None = None
     csv: str | None = None
     group_size: int | None = None
-    chunks: int | str = "auto"  # pipeline depth of tree, dbt and chain; "auto": per size
+    chunks: int | str = "auto"  # pieces per message (K x the algorithm's unit); "auto": per size
+    exec_mode: str = "dataflow"  # how the executors run a schedule: dataflow or step
 
     def validate(self) -> BenchConfig:
         if self.backend not in BACKENDS:
@@ -105,6 +106,9 @@ class BenchConfig:
             raise CommsimError("give at least one --collective and one --algorithm")
         if self.chunks != "auto" and (not isinstance(self.chunks, int) or self.chunks < 1):
             raise CommsimError(f"chunks: {self.chunks!r} must be a whole number >= 1 or 'auto'")
+        from commsim.backends.plan import check_mode
+
+        check_mode(self.exec_mode)
         algorithm_names(self)
         return self
 

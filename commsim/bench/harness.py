@@ -68,7 +68,7 @@ def schedule_for(cfg: BenchConfig, collective: str, algorithm: str, options: dic
     """
     if options is None:
         return None
-    setting = cfg.chunks if algorithm in PIPELINED else None
+    setting = cfg.chunks
     if setting == "auto" and alpha_beta is None:
         setting = None
     elements = count * nranks if collective == "allgather" else count
@@ -190,8 +190,9 @@ def _measure(cfg, comm, how, collective, algorithm, schedule, local, expect, cou
            "count": count, "redop": REDOP[collective],
            "root": cfg.root if collective in ROOTED else None,
            "busbw_factor": model.busbw_factor(collective, p), "status": "ok", "note": None,
-           "nchunks": None if schedule is None else schedule.nchunks}
-    op = comm.make_op(collective, schedule, local, count, cfg.root)
+           "nchunks": None if schedule is None else schedule.nchunks,
+           "exec": None if schedule is None else cfg.exec_mode}
+    op = comm.make_op(collective, schedule, local, count, cfg.root, cfg.exec_mode)
     unsupported = None
     try:
         t, laps = time_op(comm, op, cfg)

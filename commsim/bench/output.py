@@ -25,7 +25,7 @@ from commsim.units import format_size
 
 RESULT_KEYS = (
     "type", "collective", "algorithm", "backend", "dtype", "nranks", "size", "count",
-    "redop", "root", "nchunks", "time_us", "algbw_gbps", "busbw_gbps", "busbw_factor",
+    "redop", "root", "nchunks", "exec", "time_us", "algbw_gbps", "busbw_gbps", "busbw_factor",
     "wrong",
     "t_model_us", "t_sim_us", "eff_pct", "iter_min_us", "iter_p50_us", "iter_p99_us",
     "iter_max_us", "iters", "warmup", "average", "per_op_barrier", "topology", "status",

@@ -75,8 +75,14 @@ def register(sub) -> None:
     p.add_argument("--group-size", type=int,
                    help="hierarchical: ranks per group (default: the algorithm's)")
     p.add_argument("--chunks", default="auto",
-                   help="pipeline depth of tree, dbt (per tree) and chain: a number, or auto "
-                   "(the model's best for each size on --topology; default)")
+                   help="pipeline depth: K cuts every message of the natural schedule into K "
+                   "pieces (rings, rhd, hierarchical) or pipelines tree, dbt (per tree) and "
+                   "chain over K chunks; auto: the model's best for each size (default)")
+    p.add_argument("--exec", dest="exec_mode", default="dataflow",
+                   choices=["dataflow", "step"],
+                   help="how schedules run: dataflow (each send as soon as its data is final, "
+                   "receives posted ahead and reduced as they land; default, the faster) or "
+                   "step (post a step's messages, wait for all, then reduce)")
     p.add_argument("--backend", default="gloo", choices=["gloo", "nccl", "mpi"],
                    help="gloo (CPU tensors), nccl (one CUDA GPU per local rank), mpi "
                    "(mpi4py, numpy buffers); default gloo")
@@ -108,7 +114,8 @@ def config_from_args(args):
         warmup=args.warmup, check=args.check, average=args.average, dtype=args.dtype,
         root=args.root, per_op_barrier=args.per_op_barrier, min_busbw=args.min_busbw,
         topology=args.topology, json=args.json, csv=args.csv,
-        group_size=args.group_size, chunks=chunks(args.chunks)).validate()
+        group_size=args.group_size, chunks=chunks(args.chunks),
+        exec_mode=args.exec_mode).validate()
 
 
 def run(args) -> int:
