@@ -160,6 +160,10 @@ class TorchComm:
     def empty(self, length: int, dtype: str):
         return self.torch.empty(length, dtype=self._dtype(dtype), device=self.device)
 
+    def add(self, into, other) -> None:
+        """``into += other`` in place, as the executor reduces."""
+        into.add_(other)
+
     def make_op(self, collective: str, schedule, local, count: int, root: int,
                 mode: str) -> Op:
         """An op over ``local`` (this rank's input, as :mod:`commsim.bench.data` makes it);
@@ -237,6 +241,10 @@ class MpiComm:
 
     def convert(self, base: np.ndarray, dtype: str) -> np.ndarray:
         return base.astype(self._dtype(dtype))
+
+    def add(self, into: np.ndarray, other: np.ndarray) -> None:
+        """``into += other`` in place, as the executor reduces."""
+        np.add(into, other, out=into)
 
     def make_op(self, collective: str, schedule, local: np.ndarray, count: int,
                 root: int, mode: str) -> Op:

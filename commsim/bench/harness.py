@@ -36,7 +36,8 @@ REDOP = {"allreduce": "sum", "reduce_scatter": "sum", "reduce": "sum", "allgathe
 ROOTED = ("broadcast", "reduce")
 
 
-PIPELINED = ("tree", "dbt", "chain")
+MIN_PIECE_BYTES = 4096  # auto never cuts messages smaller than a page
+GAMMA_PROBE_ELEMENTS = 1 << 22  # 16 MiB of float32: past the caches, like a real buffer
 
 
 def algorithm_plans(cfg: BenchConfig, nranks: int) -> list[tuple[str, list[tuple[str, dict]]]]:
@@ -58,13 +59,15 @@ def algorithm_plans(cfg: BenchConfig, nranks: int) -> list[tuple[str, list[tuple
 
 
 def schedule_for(cfg: BenchConfig, collective: str, algorithm: str, options: dict | None,
-                 nranks: int, nbytes: int, count: int, alpha_beta) -> object:
+                 nranks: int, nbytes: int, count: int, alpha_beta, gamma: float = 0.0) -> object:
     """The schedule one (algorithm, size) runs; ``None`` for native.
 
-    Trees and chains are pipelined over ``cfg.chunks`` chunks (per tree for dbt), or, for
-    ``auto``, over the count :func:`commsim.model.best_nchunks` finds best for this size
-    on the prediction topology's alpha and beta (1 when the topology cannot say). Every
-    rank computes the same, so every rank runs the same schedule.
+    ``cfg.chunks`` K: trees and chains are pipelined over K chunks (per tree for dbt),
+    rings, rhd and hierarchical cut every message into K pieces. ``auto``: the count
+    :func:`commsim.model.best_nchunks` finds best for this size and execution mode on the
+    prediction topology's alpha and beta and the measured ``gamma`` (the natural chunking
+    when the topology cannot say). Every rank computes the same, so every rank runs the
+    same schedule.
     """
     if options is None:
         return None
@@ -73,13 +76,33 @@ def schedule_for(cfg: BenchConfig, collective: str, algorithm: str, options: dic
         setting = None
     elements = count * nranks if collective == "allgather" else count
     nchunks = model.nchunks_for(setting, collective, algorithm, nranks, nbytes,
-                                *(alpha_beta or (0.0, 0.0)), max_chunks=elements, **options)
+                                *(alpha_beta or (0.0, 0.0)), gamma, mode=cfg.exec_mode,
+                                max_chunks=elements, min_chunk_bytes=MIN_PIECE_BYTES,
+                                **options)
     return _build(collective, algorithm, nranks, nchunks, tuple(sorted(options.items())))
 
 
 @functools.lru_cache(maxsize=64)
 def _build(collective, algorithm, nranks, nchunks, options):
     return collectives.build(collective, algorithm, nranks, nchunks, **dict(options))
+
+
+def reduction_gamma(comm, dtype, repeats: int = 3) -> float:
+    """Seconds per byte of an in-place add on the ranks' device, the mean over the ranks
+    (so every rank gets the same number) of each rank's fastest of ``repeats`` adds."""
+    n = GAMMA_PROBE_ELEMENTS
+    a = comm.array(np.ones(1, dtype=np.float64), n, dtype.name)
+    b = comm.array(np.ones(1, dtype=np.float64), n, dtype.name)
+    best = float("inf")
+    for _ in range(repeats):
+        comm.synchronize()
+        clock = comm.clock()
+        clock.mark()
+        comm.add(a, b)
+        clock.mark()
+        best = min(best, float(clock.seconds()[-1]))
+    del a, b
+    return float(comm.allgather_floats([best / (n * dtype.size)]).mean())
 
 
 def aggregate(values: np.ndarray, how: str) -> np.ndarray:
@@ -132,7 +155,9 @@ def _run(cfg: BenchConfig, comm) -> int:
         raise CommsimError(f"root (-r): {cfg.root} is not a rank of {p}")
     plans = algorithm_plans(cfg, p)
     lead = rank == 0
-    predictor = Predictor(cfg.topology, p, warn=None if lead else (lambda text: None))
+    predictor = Predictor(cfg.topology, p, warn=None if lead else (lambda text: None),
+                          mode=cfg.exec_mode)
+    predictor.gamma = reduction_gamma(comm, dtype)
     ranks = comm.allgather_objects({"rank": rank, "host": comm.info.host,
                                     "device": comm.device_name(),
                                     "local_rank": comm.info.local_rank,
@@ -156,7 +181,7 @@ def _run(cfg: BenchConfig, comm) -> int:
                           if cfg.check else [])
                 for algorithm, options in runs:
                     schedule = schedule_for(cfg, collective, algorithm, options, p, nbytes,
-                                            count, predictor.alpha_beta)
+                                            count, predictor.alpha_beta, predictor.gamma)
                     row = _measure(cfg, comm, how, collective, algorithm, schedule, local,
                                    expect, count, nbytes, dtype.name)
                     if reporter:

@@ -115,7 +115,10 @@ class Reporter:
         pred = self.predictor
         ab = (f" (alpha {pred.alpha_beta[0] * 1e6:.3g} us, bandwidth "
               f"{1 / pred.alpha_beta[1] / 1e9:.3g} GB/s)" if pred.alpha_beta else "")
-        out(f"# predictions: topology {pred.topology_name}{ab}", markup=False)
+        gamma = (f", reduction {1 / pred.gamma / 1e9:.3g} GB/s (measured)" if pred.gamma
+                 else "")
+        out(f"# predictions: topology {pred.topology_name}{ab}{gamma}, {pred.mode} mode",
+            markup=False)
         for note in pred.notes:
             out(f"#   {note}", markup=False)
         for r in self.ranks:

@@ -2,6 +2,8 @@
 
 ``t_model`` is :func:`commsim.model.predict` with :func:`commsim.model.alpha_beta` of
 the topology; ``t_sim`` is :func:`commsim.sim.simulate` of the very schedule that ran.
+Both use the execution mode that ran and ``gamma``, the reduction cost per byte that the
+harness measured on the ranks.
 Both are in seconds here and ``None`` when not available: for ``native`` (the
 backend's own algorithm is not a commsim schedule, and gloo and MPI choose theirs
 internally), when the topology has fewer gpus than the run has ranks, or when the
@@ -20,9 +22,11 @@ from commsim.errors import CommsimError
 class Predictor:
     """Predictions on one topology for ``nranks`` ranks; notes say why any are missing."""
 
-    def __init__(self, topology: str, nranks: int, warn=None) -> None:
+    def __init__(self, topology: str, nranks: int, warn=None, mode: str = "step") -> None:
         self.topology_name = topology
         self.nranks = nranks
+        self.mode = mode
+        self.gamma = 0.0  # seconds per byte reduced: the harness measures it on the ranks
         self.notes: list[str] = []
         self._warned: set = set()
         self._warn = warn or (lambda text: print(f"commsim bench: {text}", file=sys.stderr))
@@ -54,8 +58,9 @@ class Predictor:
         try:
             alpha, beta = self.alpha_beta
             return float(closed_form.predict(schedule.collective, schedule.algorithm, self.nranks,
-                                       nbytes, alpha, beta, nchunks=schedule.nchunks,
-                                       **schedule.options))
+                                             nbytes, alpha, beta, self.gamma,
+                                             nchunks=schedule.nchunks, mode=self.mode,
+                                             **schedule.options))
         except Exception as exc:  # noqa: BLE001 - a prediction never stops a measurement
             self._once(("model", schedule.algorithm),
                        f"no model prediction for {schedule.algorithm}: {exc}")
@@ -68,7 +73,8 @@ class Predictor:
         try:
             from commsim.sim import simulate
 
-            return float(simulate(schedule, self.graph, nbytes).time)
+            return float(simulate(schedule, self.graph, nbytes, mode=self.mode,
+                                  gamma=self.gamma).time)
         except Exception as exc:  # noqa: BLE001 - a prediction never stops a measurement
             self._once(("sim", schedule.algorithm),
                        f"no simulator prediction for {schedule.algorithm}: {exc}")

@@ -105,7 +105,8 @@ def run(args) -> int:
     for n, (algo, size) in enumerate(jobs):
         bar.job(n)
         a, b, opts = topology_params(G, p, algo)
-        k = model.nchunks_for(setting, coll, algo, p, size, a, b, gamma, **opts)
+        k = model.nchunks_for(setting, coll, algo, p, size, a, b, gamma, mode=args.mode,
+                              **opts)
         build_opts = {"group_size": opts["group_size"]} if "group_size" in opts else {}
         if coll in ("broadcast", "reduce"):
             build_opts["root"] = args.root
@@ -114,7 +115,8 @@ def run(args) -> int:
                        mode=args.mode, gamma=gamma, start_offsets=late, reduce_slowdown=slow,
                        router=routers.get(algo), progress=bar.within)
         routers[algo] = res.router      # routes depend on the pairs, not on the size
-        t_model = model.predict(coll, algo, p, size, a, b, gamma, nchunks=s.nchunks, **opts)
+        t_model = model.predict(coll, algo, p, size, a, b, gamma, nchunks=s.nchunks,
+                                mode=args.mode, **opts)
         bott = res.bottleneck
         row = dict(collective=coll, algorithm=algo, nranks=p, size=size, nchunks=s.nchunks,
                    topology=name, placement=args.placement, mode=args.mode,

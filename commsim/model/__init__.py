@@ -67,20 +67,23 @@ def default_nchunks(collective: str, algorithm: str, nranks: int) -> int:
 
 def best_nchunks(collective: str, algorithm: str, nranks: int, nbytes: float, alpha: float,
                  beta: float, gamma: float = 0.0, max_chunks: int = 1 << 16,
-                 min_chunk_bytes: float = 1.0, **options) -> int:
-    """The chunk count that minimizes :func:`predict`: the pipeline depth of trees and chains.
+                 min_chunk_bytes: float = 1.0, mode: str = "step", **options) -> int:
+    """The chunk count that minimizes :func:`predict` in ``mode``.
 
     Searches ``unit * 2**i`` (``unit`` = :func:`chunk_unit`) while chunks stay at
-    least ``min_chunk_bytes`` and the count at most ``max_chunks``; rings and
-    recursive algorithms gain nothing from more chunks and keep their unit.
+    least ``min_chunk_bytes`` and the count at most ``max_chunks``: the pipeline depth
+    of trees and chains, and in ``dataflow`` mode the pieces that rings and rhd cut
+    their messages into (in step mode they gain nothing from more and keep their unit).
     """
     unit = chunk_unit(collective, algorithm, nranks)
-    if resolve(collective, algorithm).name not in ("tree", "dbt", "chain"):
+    name = resolve(collective, algorithm).name
+    if name not in ("tree", "dbt", "chain") and not (mode == "dataflow"
+                                                      and name in PIPELINED_IN_DATAFLOW):
         return unit
     best, best_t, k = unit, math.inf, unit
     while k <= max_chunks and nbytes / k >= min_chunk_bytes:
         t = predict(collective, algorithm, nranks, nbytes, alpha, beta, gamma, nchunks=k,
-                    **options)
+                    mode=mode, **options)
         if t < best_t:
             best, best_t = k, t
         k *= 2
@@ -88,18 +91,19 @@ def best_nchunks(collective: str, algorithm: str, nranks: int, nbytes: float, al
 
 
 def nchunks_for(setting, collective: str, algorithm: str, nranks: int, nbytes: float,
-                alpha: float, beta: float, gamma: float = 0.0, **options) -> int | None:
+                alpha: float, beta: float, gamma: float = 0.0, mode: str = "step",
+                **options) -> int | None:
     """The ``nchunks`` a ``--chunks`` setting asks for.
 
-    ``None``: the builder's default; ``"auto"``: :func:`best_nchunks` for this size;
-    a number ``K``: ``K`` times the algorithm's :func:`chunk_unit` (pipeline depth for
-    trees and chains, pieces per segment for rings and recursive algorithms).
+    ``None``: the builder's default; ``"auto"``: :func:`best_nchunks` for this size and
+    execution ``mode``; a number ``K``: ``K`` times the algorithm's :func:`chunk_unit`
+    (pipeline depth for trees and chains, pieces per message for rings and rhd).
     """
     if setting is None:
         return None
     if setting == "auto":
         return best_nchunks(collective, algorithm, nranks, nbytes, alpha, beta, gamma,
-                            **options)
+                            mode=mode, **options)
     return int(setting) * chunk_unit(collective, algorithm, nranks)
 
 
@@ -114,7 +118,7 @@ def _check(nranks: int, nbytes: float, alpha: float, beta: float, gamma: float) 
 def predict(collective: str, algorithm: str, nranks: int, nbytes: float, alpha: float,
             beta: float, gamma: float = 0.0, nchunks: int | None = None, *,
             group_size: int | None = None, alpha_inter: float | None = None,
-            beta_inter: float | None = None, **_ignored) -> float:
+            beta_inter: float | None = None, mode: str = "step", **_ignored) -> float:
     """Predicted time in seconds of ``algorithm`` for ``collective``.
 
     ``nbytes`` follows REFERENCE.md's size convention; ``alpha`` is seconds per
@@ -123,24 +127,30 @@ def predict(collective: str, algorithm: str, nranks: int, nbytes: float, alpha: 
     The hierarchical algorithm takes ``group_size`` and, for its inter-group phase,
     ``alpha_inter`` and ``beta_inter`` (default: ``alpha`` and ``beta``). Options
     that do not change the time (such as ``root``) are accepted and ignored.
+
+    ``mode`` is the executors' (``step`` or ``dataflow``). In ``dataflow`` mode rings and
+    rhd cut each step's message into ``m = nchunks / unit`` pieces and forward each piece
+    once it is reduced (:func:`pipelined`); with ``m = 1`` that is the step-mode time.
+    Trees and chains are pipelined by their schedule in both modes: one formula.
     """
     _check(nranks, nbytes, alpha, beta, gamma)
+    if mode not in ("step", "dataflow"):
+        raise CommsimError(f"mode: {mode!r} is not 'step' or 'dataflow'")
     algo = resolve(collective, algorithm)
     p, S, a, b, g = nranks, float(nbytes), alpha, beta, gamma
     if p == 1:
         return 0.0
     k = nchunks or default_nchunks(algo.collective, algo.name, p)
     key = (algo.collective, algo.name)
+    if mode == "dataflow" and algo.name in PIPELINED_IN_DATAFLOW:
+        m = k // chunk_unit(algo.collective, algo.name, p)
+        return pipelined(step_bytes(algo.collective, algo.name, p, S), m, a, b, g)
     if algo.name == "ring":
         steps = 2 * (p - 1) if algo.collective == "allreduce" else p - 1
         reduced = (p - 1) / p * S if algo.collective != "allgather" else 0.0
         return steps * (a + S / p * b) + reduced * g
-    if key == ("allreduce", "rhd"):
-        pc = core_size(p)
-        t = 2 * math.log2(pc) * a + (pc - 1) / pc * S * (2 * b + g)
-        return t + (2 * a + 2 * S * b + S * g if p != pc else 0.0)
     if algo.name == "rhd":
-        return _rhd_half(algo.collective, p, S, a, b, g)
+        return pipelined(step_bytes(algo.collective, "rhd", p, S), 1, a, b, g)
     if key == ("allreduce", "tree"):
         H = tree_height(p)
         fan = 2 if p >= 3 else 1
@@ -172,27 +182,56 @@ def predict(collective: str, algorithm: str, nranks: int, nbytes: float, alpha: 
     raise CommsimError(f"no cost model for {algo.collective}/{algo.name}")
 
 
-def _rhd_half(collective: str, p: int, S: float, a: float, b: float, g: float) -> float:
-    """Recursive halving reduce-scatter / doubling allgather, with the fold when needed.
+PIPELINED_IN_DATAFLOW = ("ring", "rhd")
 
-    Step ``i`` of the core moves ``2**j`` owners' segments (``j = L-1-i`` halving,
-    ``j = i`` doubling), and the busiest rank's share holds ``min(2**j, rem)`` owners
-    with a second (folded) segment each.
+
+def step_bytes(collective: str, algorithm: str, p: int, S: float) -> list[tuple[float, bool]]:
+    """``[(bytes, reduces), ...]``: per step of a ring or rhd schedule (natural chunking),
+    the bytes the busiest rank sends and whether the receiver reduces them.
+
+    rhd's core step ``i`` moves ``2**j`` owners' segments (``j = L-1-i`` halving, ``j = i``
+    doubling), and the busiest rank's share holds ``min(2**j, rem)`` owners with a second
+    (folded) segment each; allreduce folds the whole buffer of each extra rank in first
+    and hands it back last.
     """
+    name = resolve(collective, algorithm).name
+    if name == "ring":
+        rs, ag = [(S / p, True)] * (p - 1), [(S / p, False)] * (p - 1)
+        return {"allreduce": rs + ag, "reduce_scatter": rs, "allgather": ag}[collective]
+    if name != "rhd":
+        raise CommsimError(f"no step list for {collective}/{algorithm}")
     pc, L = core_size(p), int(math.log2(core_size(p)))
     rem = p - pc
+    if collective == "allreduce":
+        halving = [(S / 2 ** (i + 1), True) for i in range(L)]
+        doubling = [(S / 2 ** (L - i), False) for i in range(L)]
+        return ([(S, True)] if rem else []) + halving + doubling + ([(S, False)] if rem else [])
     seg = S / p
     reduce = collective == "reduce_scatter"
-    t = 0.0
+    core = []
     for i in range(L):
         owners = 2 ** (L - 1 - i) if reduce else 2**i
-        nbytes = (owners + min(owners, rem)) * seg
-        t += a + nbytes * (b + (g if reduce else 0.0))
-    if rem:
-        if reduce:  # fold the whole buffer in, hand one segment out
-            t += a + S * (b + g) + a + seg * b
-        else:  # fold one segment in, hand all but one out
-            t += a + seg * b + a + (p - 1) * seg * b
+        core.append(((owners + min(owners, rem)) * seg, reduce))
+    if not rem:
+        return core
+    if reduce:  # fold the whole buffer in, hand one segment out
+        return [(S, True)] + core + [(seg, False)]
+    return [(seg, False)] + core + [((p - 1) * seg, False)]  # fold one in, hand all but one out
+
+
+def pipelined(steps: list[tuple[float, bool]], m: int, a: float, b: float, g: float) -> float:
+    """Seconds for steps of ``(bytes, reduces)`` run in dataflow mode in ``m`` pieces each.
+
+    A piece costs ``L = a + (bytes/m) b`` on the link and ``R = (bytes/m) g`` to reduce.
+    The next step's first piece leaves once this step's first piece is reduced and the
+    link is free, so a step lasts ``max(L + R, m max(L, R))``; the last one ``L + R +
+    (m-1) max(L, R)``. With ``m = 1`` every step costs ``a + bytes (b + g)``: step mode.
+    """
+    t = 0.0
+    for i, (nbytes, reduces) in enumerate(steps):
+        L = a + nbytes / m * b
+        R = nbytes / m * g if reduces else 0.0
+        t += L + R + (m - 1) * max(L, R) if i == len(steps) - 1 else max(L + R, m * max(L, R))
     return t
 
 
