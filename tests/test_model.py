@@ -163,3 +163,78 @@ def test_default_chunks_match_the_builders(p, S):
     for coll, algo in collectives.available():
         k = model.default_nchunks(coll, algo, p)
         assert collectives.build(coll, algo, p).nchunks == k
+
+
+RING_AND_RHD = [(c, a) for c, a in collectives.available() if a in ("ring", "rhd")]
+
+
+@given(instances(max_ranks=40, max_mult=1, pairs=RING_AND_RHD), st.floats(1e3, 1e9),
+       st.floats(0, 1e-4), st.floats(1e-12, 1e-8), st.floats(0, 1e-9))
+def test_dataflow_in_one_piece_costs_what_step_mode_does(inst, S, a, b, g):
+    collective, algorithm, p, k, _ = inst
+    step = model.predict(collective, algorithm, p, S, a, b, g, nchunks=k)
+    flow = model.predict(collective, algorithm, p, S, a, b, g, nchunks=k, mode="dataflow")
+    assert flow == pytest.approx(step, rel=1e-12, abs=1e-18)
+
+
+@given(instances(max_ranks=40, max_mult=16, pairs=RING_AND_RHD), st.floats(1e3, 1e9),
+       st.floats(0, 1e-4), st.floats(1e-12, 1e-8), st.floats(0, 1e-9))
+def test_dataflow_never_beats_the_lower_bound(inst, S, a, b, g):
+    collective, algorithm, p, k, _ = inst
+    t = model.predict(collective, algorithm, p, S, a, b, g, nchunks=k, mode="dataflow")
+    assert t >= model.lower_bound(collective, p, S, a, b) * (1 - 1e-12)
+
+
+def test_pieces_hide_the_reduction_and_auto_finds_them_only_in_dataflow_mode():
+    p, S, a, b, g = 8, 2**26, 5e-6, 1 / 10e9, 1 / 5e9
+    unit = collectives.chunk_unit("allreduce", "ring", p)
+
+    def t(m, gamma=g):
+        return model.predict("allreduce", "ring", p, S, a, b, gamma, nchunks=m * unit,
+                             mode="dataflow")
+
+    assert t(2) < t(1)  # the second piece travels while the first is reduced
+    assert t(4, 0.0) > t(1, 0.0)  # nothing to hide: pieces only add latency
+    best = model.best_nchunks("allreduce", "ring", p, S, a, b, g, mode="dataflow")
+    assert best > unit and best % unit == 0
+    assert t(best // unit) <= min(t(m) for m in (1, 2, 4, 8, 16, 32))
+    assert model.best_nchunks("allreduce", "ring", p, S, a, b, g) == unit  # step mode
+    assert model.best_nchunks("allreduce", "ring", p, S, a, b, 0.0, mode="dataflow") == unit
+    assert model.best_nchunks("allreduce", "rhd", p, S, a, b, g, mode="dataflow") > p
+
+
+@pytest.mark.parametrize("m", [1, 2, 4, 8])
+@pytest.mark.parametrize("p", [2, 4, 6])
+def test_pipelined_ring_model_matches_the_simulator(p, m):
+    # a star of equal links: no contention, and the reduction of a piece is shorter than
+    # its transfer, so the simulator (which does not serialize a rank's reductions) and
+    # the model agree
+    from commsim.sim import simulate
+    from commsim.topology import builders
+
+    G = builders.star(p, bandwidth=4e9, latency=10e-6)
+    a, b = model.alpha_beta(G, p)
+    S, g = 3 * 2**24, 1 / 8e9  # divides into every chunk count here
+    s = collectives.build("allreduce", "ring", p, m * p)
+    sim = simulate(s, G, S, mode="dataflow", gamma=g).time
+    assert model.predict("allreduce", "ring", p, S, a, b, g, nchunks=m * p,
+                         mode="dataflow") == pytest.approx(sim, rel=1e-9)
+
+
+def test_unknown_mode_is_a_clear_error():
+    with pytest.raises(CommsimError, match="mode"):
+        model.predict("allreduce", "ring", 4, 1e6, 1e-6, 1e-9, mode="dataflw")
+
+
+def test_without_a_core_to_spare_pieces_cannot_hide_the_reduction():
+    p, S, a, b, g = 8, 2**26, 5e-6, 1 / 10e9, 1 / 5e9
+    unit = collectives.chunk_unit("allreduce", "ring", p)
+
+    def t(m):
+        return model.predict("allreduce", "ring", p, S, a, b, g, nchunks=m * unit,
+                             mode="dataflow", overlap=False)
+
+    assert t(1) == pytest.approx(model.predict("allreduce", "ring", p, S, a, b, g))
+    assert t(1) < t(2) < t(4)
+    assert model.best_nchunks("allreduce", "ring", p, S, a, b, g, mode="dataflow",
+                              overlap=False) == unit

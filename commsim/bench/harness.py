@@ -11,6 +11,7 @@ adds the model's and the simulator's predictions and writes the row.
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 
@@ -59,15 +60,16 @@ def algorithm_plans(cfg: BenchConfig, nranks: int) -> list[tuple[str, list[tuple
 
 
 def schedule_for(cfg: BenchConfig, collective: str, algorithm: str, options: dict | None,
-                 nranks: int, nbytes: int, count: int, alpha_beta, gamma: float = 0.0) -> object:
+                 nranks: int, nbytes: int, count: int, alpha_beta, gamma: float = 0.0,
+                 overlap: bool = True) -> object:
     """The schedule one (algorithm, size) runs; ``None`` for native.
 
     ``cfg.chunks`` K: trees and chains are pipelined over K chunks (per tree for dbt),
     rings, rhd and hierarchical cut every message into K pieces. ``auto``: the count
     :func:`commsim.model.best_nchunks` finds best for this size and execution mode on the
-    prediction topology's alpha and beta and the measured ``gamma`` (the natural chunking
-    when the topology cannot say). Every rank computes the same, so every rank runs the
-    same schedule.
+    prediction topology's alpha and beta, the measured ``gamma`` and whether reductions
+    can ``overlap`` transfers (the natural chunking when the topology cannot say). Every
+    rank computes the same, so every rank runs the same schedule.
     """
     if options is None:
         return None
@@ -78,7 +80,7 @@ def schedule_for(cfg: BenchConfig, collective: str, algorithm: str, options: dic
     nchunks = model.nchunks_for(setting, collective, algorithm, nranks, nbytes,
                                 *(alpha_beta or (0.0, 0.0)), gamma, mode=cfg.exec_mode,
                                 max_chunks=elements, min_chunk_bytes=MIN_PIECE_BYTES,
-                                **options)
+                                overlap=overlap, **options)
     return _build(collective, algorithm, nranks, nchunks, tuple(sorted(options.items())))
 
 
@@ -103,6 +105,18 @@ def reduction_gamma(comm, dtype, repeats: int = 3) -> float:
         best = min(best, float(clock.seconds()[-1]))
     del a, b
     return float(comm.allgather_floats([best / (n * dtype.size)]).mean())
+
+
+def cores_to_spare(comm) -> bool:
+    """Can the ranks' reductions overlap their transfers? Only with two cores a rank on
+    every host (one reduces while the other moves bytes: gloo's thread, MPI's copy by the
+    peer); decided alike on every rank."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        cores = os.cpu_count() or 1
+    mine = cores >= 2 * max(1, comm.info.local_world_size)
+    return bool(comm.allgather_floats([float(mine)]).min() > 0)
 
 
 def aggregate(values: np.ndarray, how: str) -> np.ndarray:
@@ -158,6 +172,7 @@ def _run(cfg: BenchConfig, comm) -> int:
     predictor = Predictor(cfg.topology, p, warn=None if lead else (lambda text: None),
                           mode=cfg.exec_mode)
     predictor.gamma = reduction_gamma(comm, dtype)
+    predictor.overlap = cores_to_spare(comm)
     ranks = comm.allgather_objects({"rank": rank, "host": comm.info.host,
                                     "device": comm.device_name(),
                                     "local_rank": comm.info.local_rank,
@@ -181,7 +196,8 @@ def _run(cfg: BenchConfig, comm) -> int:
                           if cfg.check else [])
                 for algorithm, options in runs:
                     schedule = schedule_for(cfg, collective, algorithm, options, p, nbytes,
-                                            count, predictor.alpha_beta, predictor.gamma)
+                                            count, predictor.alpha_beta, predictor.gamma,
+                                            predictor.overlap)
                     row = _measure(cfg, comm, how, collective, algorithm, schedule, local,
                                    expect, count, nbytes, dtype.name)
                     if reporter:

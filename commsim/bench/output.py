@@ -117,8 +117,9 @@ class Reporter:
               f"{1 / pred.alpha_beta[1] / 1e9:.3g} GB/s)" if pred.alpha_beta else "")
         gamma = (f", reduction {1 / pred.gamma / 1e9:.3g} GB/s (measured)" if pred.gamma
                  else "")
-        out(f"# predictions: topology {pred.topology_name}{ab}{gamma}, {pred.mode} mode",
-            markup=False)
+        overlap = "" if pred.overlap else " (no core to spare: reductions cannot overlap)"
+        out(f"# predictions: topology {pred.topology_name}{ab}{gamma}, {pred.mode} mode"
+            f"{overlap}", markup=False)
         for note in pred.notes:
             out(f"#   {note}", markup=False)
         for r in self.ranks:

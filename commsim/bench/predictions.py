@@ -27,6 +27,7 @@ class Predictor:
         self.nranks = nranks
         self.mode = mode
         self.gamma = 0.0  # seconds per byte reduced: the harness measures it on the ranks
+        self.overlap = True  # can reductions overlap transfers (cores to spare)?
         self.notes: list[str] = []
         self._warned: set = set()
         self._warn = warn or (lambda text: print(f"commsim bench: {text}", file=sys.stderr))
@@ -60,7 +61,7 @@ class Predictor:
             return float(closed_form.predict(schedule.collective, schedule.algorithm, self.nranks,
                                              nbytes, alpha, beta, self.gamma,
                                              nchunks=schedule.nchunks, mode=self.mode,
-                                             **schedule.options))
+                                             overlap=self.overlap, **schedule.options))
         except Exception as exc:  # noqa: BLE001 - a prediction never stops a measurement
             self._once(("model", schedule.algorithm),
                        f"no model prediction for {schedule.algorithm}: {exc}")

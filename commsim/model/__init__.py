@@ -118,7 +118,8 @@ def _check(nranks: int, nbytes: float, alpha: float, beta: float, gamma: float) 
 def predict(collective: str, algorithm: str, nranks: int, nbytes: float, alpha: float,
             beta: float, gamma: float = 0.0, nchunks: int | None = None, *,
             group_size: int | None = None, alpha_inter: float | None = None,
-            beta_inter: float | None = None, mode: str = "step", **_ignored) -> float:
+            beta_inter: float | None = None, mode: str = "step", overlap: bool = True,
+            **_ignored) -> float:
     """Predicted time in seconds of ``algorithm`` for ``collective``.
 
     ``nbytes`` follows REFERENCE.md's size convention; ``alpha`` is seconds per
@@ -130,8 +131,9 @@ def predict(collective: str, algorithm: str, nranks: int, nbytes: float, alpha: 
 
     ``mode`` is the executors' (``step`` or ``dataflow``). In ``dataflow`` mode rings and
     rhd cut each step's message into ``m = nchunks / unit`` pieces and forward each piece
-    once it is reduced (:func:`pipelined`); with ``m = 1`` that is the step-mode time.
-    Trees and chains are pipelined by their schedule in both modes: one formula.
+    once it is reduced (:func:`pipelined`; ``overlap=False`` when a rank's transfers and
+    reductions share one core); with ``m = 1`` that is the step-mode time. Trees and
+    chains are pipelined by their schedule in both modes: one formula.
     """
     _check(nranks, nbytes, alpha, beta, gamma)
     if mode not in ("step", "dataflow"):
@@ -144,7 +146,7 @@ def predict(collective: str, algorithm: str, nranks: int, nbytes: float, alpha: 
     key = (algo.collective, algo.name)
     if mode == "dataflow" and algo.name in PIPELINED_IN_DATAFLOW:
         m = k // chunk_unit(algo.collective, algo.name, p)
-        return pipelined(step_bytes(algo.collective, algo.name, p, S), m, a, b, g)
+        return pipelined(step_bytes(algo.collective, algo.name, p, S), m, a, b, g, overlap)
     if algo.name == "ring":
         steps = 2 * (p - 1) if algo.collective == "allreduce" else p - 1
         reduced = (p - 1) / p * S if algo.collective != "allgather" else 0.0
@@ -219,19 +221,27 @@ def step_bytes(collective: str, algorithm: str, p: int, S: float) -> list[tuple[
     return [(seg, False)] + core + [((p - 1) * seg, False)]  # fold one in, hand all but one out
 
 
-def pipelined(steps: list[tuple[float, bool]], m: int, a: float, b: float, g: float) -> float:
+def pipelined(steps: list[tuple[float, bool]], m: int, a: float, b: float, g: float,
+              overlap: bool = True) -> float:
     """Seconds for steps of ``(bytes, reduces)`` run in dataflow mode in ``m`` pieces each.
 
     A piece costs ``L = a + (bytes/m) b`` on the link and ``R = (bytes/m) g`` to reduce.
     The next step's first piece leaves once this step's first piece is reduced and the
     link is free, so a step lasts ``max(L + R, m max(L, R))``; the last one ``L + R +
     (m-1) max(L, R)``. With ``m = 1`` every step costs ``a + bytes (b + g)``: step mode.
+    ``overlap=False``: the rank's transfers and reductions share one core (as many ranks
+    as cores on a host), so nothing overlaps and a step costs ``m (L + R)``.
     """
     t = 0.0
     for i, (nbytes, reduces) in enumerate(steps):
         L = a + nbytes / m * b
         R = nbytes / m * g if reduces else 0.0
-        t += L + R + (m - 1) * max(L, R) if i == len(steps) - 1 else max(L + R, m * max(L, R))
+        if not overlap:
+            t += m * (L + R)
+        elif i == len(steps) - 1:
+            t += L + R + (m - 1) * max(L, R)
+        else:
+            t += max(L + R, m * max(L, R))
     return t
 
 
