@@ -4,6 +4,8 @@
 #   ./launch.sh test       the test suite
 #   ./launch.sh bench ...      `commsim bench ...` on NPROC local ranks (default 4) under torchrun
 #   ./launch.sh bench-mpi ...  the same with --backend mpi under the environment's mpirun
+#   ./launch.sh calibrate ...  `commsim calibrate ...` on NPROC local ranks under torchrun
+#   ./launch.sh calibrate-mpi ...  the same with --backend mpi under mpirun
 #   ./launch.sh ARGS...    `commsim ARGS...` inside the project's virtual environment
 # The first call creates .venv and installs the project with the extras a local run
 # needs (torch pinned to its CPU wheel by constraints.txt); later calls reuse it and
@@ -33,23 +35,26 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 NPROC=${NPROC:-4}
 
-bench_torch() {
+# run_torch VERB ARGS...: `commsim VERB ARGS...` on NPROC local ranks under torchrun
+run_torch() {
     OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$VENV/bin/torchrun" --standalone \
-        --nproc-per-node "$NPROC" -m commsim bench "$@"
+        --nproc-per-node "$NPROC" -m commsim "$@"
 }
 
-bench_mpi() {
-    local extra=()
+# run_mpi VERB ARGS...: the same with --backend mpi under the environment's mpirun
+run_mpi() {
+    local verb=$1 extra=()
+    shift
     [ "$NPROC" -gt "$(nproc)" ] && extra=(--oversubscribe)
     OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$VENV/bin/mpirun" -n "$NPROC" "${extra[@]}" \
-        "$VENV/bin/python" -m commsim bench --backend mpi "$@"
+        "$VENV/bin/python" -m commsim "$verb" --backend mpi "$@"
 }
 
 # The quickstart: a local 4-rank allreduce benchmark, measured beside predicted.
 main_job() {
     local out
     out="results/bench-$(date +%Y%m%d-%H%M%S).jsonl"
-    NPROC=4 bench_torch --collective allreduce --algorithm native,ring,tree \
+    NPROC=4 run_torch bench --collective allreduce --algorithm native,ring,tree \
         -b 1K -e 64M -f 2 -n 5 -w 2 --json "$out"
     echo "$out"
 }
@@ -59,7 +64,9 @@ export PATH="$PWD/$VENV/bin:$PATH"
 case "${1:-}" in
     "")   main_job ;;
     test) shift; exec "$VENV/bin/python" -m pytest "$@" ;;
-    bench) shift; bench_torch "$@" ;;
-    bench-mpi) shift; bench_mpi "$@" ;;
+    bench) shift; run_torch bench "$@" ;;
+    bench-mpi) shift; run_mpi bench "$@" ;;
+    calibrate) shift; run_torch calibrate "$@" ;;
+    calibrate-mpi) shift; run_mpi calibrate "$@" ;;
     *)    exec "$VENV/bin/commsim" "$@" ;;
 esac

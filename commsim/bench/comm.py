@@ -164,6 +164,14 @@ class TorchComm:
         """``into += other`` in place, as the executor reduces."""
         into.add_(other)
 
+    def exchange(self, sends, recvs) -> None:
+        """Post every ``(tensor, peer)`` send and receive at once; return when all are done."""
+        dist = self.dist
+        ops = [dist.P2POp(dist.isend, t, peer) for t, peer in sends]
+        ops += [dist.P2POp(dist.irecv, t, peer) for t, peer in recvs]
+        for work in dist.batch_isend_irecv(ops) if ops else ():
+            work.wait()
+
     def make_op(self, collective: str, schedule, local, count: int, root: int,
                 mode: str) -> Op:
         """An op over ``local`` (this rank's input, as :mod:`commsim.bench.data` makes it);
@@ -245,6 +253,12 @@ class MpiComm:
     def add(self, into: np.ndarray, other: np.ndarray) -> None:
         """``into += other`` in place, as the executor reduces."""
         np.add(into, other, out=into)
+
+    def exchange(self, sends, recvs) -> None:
+        """Post every ``(array, peer)`` send and receive at once; return when all are done."""
+        reqs = [self.comm.Irecv(a, source=peer, tag=7118) for a, peer in recvs]
+        reqs += [self.comm.Isend(a, dest=peer, tag=7118) for a, peer in sends]
+        self.MPI.Request.Waitall(reqs)
 
     def make_op(self, collective: str, schedule, local: np.ndarray, count: int,
                 root: int, mode: str) -> Op:

@@ -171,7 +171,10 @@ def _run(cfg: BenchConfig, comm) -> int:
     lead = rank == 0
     predictor = Predictor(cfg.topology, p, warn=None if lead else (lambda text: None),
                           mode=cfg.exec_mode)
-    predictor.gamma = reduction_gamma(comm, dtype)
+    profiled = (predictor.graph.graph.get("model") or {}).get("gamma") \
+        if predictor.graph is not None else None
+    predictor.gamma = profiled if profiled is not None else reduction_gamma(comm, dtype)
+    predictor.gamma_source = "profile" if profiled is not None else "measured"
     predictor.overlap = cores_to_spare(comm)
     ranks = comm.allgather_objects({"rank": rank, "host": comm.info.host,
                                     "device": comm.device_name(),

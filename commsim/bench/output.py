@@ -115,8 +115,8 @@ class Reporter:
         pred = self.predictor
         ab = (f" (alpha {pred.alpha_beta[0] * 1e6:.3g} us, bandwidth "
               f"{1 / pred.alpha_beta[1] / 1e9:.3g} GB/s)" if pred.alpha_beta else "")
-        gamma = (f", reduction {1 / pred.gamma / 1e9:.3g} GB/s (measured)" if pred.gamma
-                 else "")
+        gamma = (f", reduction {1 / pred.gamma / 1e9:.3g} GB/s ({pred.gamma_source})"
+                 if pred.gamma else "")
         overlap = "" if pred.overlap else " (no core to spare: reductions cannot overlap)"
         out(f"# predictions: topology {pred.topology_name}{ab}{gamma}, {pred.mode} mode"
             f"{overlap}", markup=False)

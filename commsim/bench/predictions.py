@@ -27,6 +27,7 @@ class Predictor:
         self.nranks = nranks
         self.mode = mode
         self.gamma = 0.0  # seconds per byte reduced: the harness measures it on the ranks
+        self.gamma_source = "measured"
         self.overlap = True  # can reductions overlap transfers (cores to spare)?
         self.notes: list[str] = []
         self._warned: set = set()
@@ -42,7 +43,10 @@ class Predictor:
             return
         self.graph = G
         try:
-            self.alpha_beta = closed_form.alpha_beta(G, nranks)
+            alpha, beta = closed_form.alpha_beta(G, nranks)
+            # a profile's measured executor overhead: every step pays it
+            alpha += float((G.graph.get("model") or {}).get("step_overhead", 0.0))
+            self.alpha_beta = (alpha, beta)
         except CommsimError as exc:
             self.notes.append(f"no model predictions: {exc}")
 

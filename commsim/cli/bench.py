@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from commsim.cli.common import chunks
+from commsim.cli.common import add_profile, chunks, topology_choice
 from commsim.errors import CommsimError
 from commsim.units import parse_size
 
@@ -86,9 +86,10 @@ def register(sub) -> None:
     p.add_argument("--backend", default="gloo", choices=["gloo", "nccl", "mpi"],
                    help="gloo (CPU tensors), nccl (one CUDA GPU per local rank), mpi "
                    "(mpi4py, numpy buffers); default gloo")
-    p.add_argument("--topology", default="localhost", metavar="NAME|PATH",
+    p.add_argument("--topology", metavar="NAME|PATH",
                    help="what the predictions assume: a preset name or a YAML file "
                    "(default localhost: nominal loopback numbers, not calibrated)")
+    add_profile(p)
     p.add_argument("--json", metavar="FILE", help="write JSON lines: a config line, then one "
                    "line per (collective, algorithm, size), flushed row by row")
     p.add_argument("--csv", metavar="FILE", help="write the result rows as CSV")
@@ -113,7 +114,7 @@ def config_from_args(args):
         stepfactor=args.stepfactor, stepbytes=args.stepbytes, iters=args.iters,
         warmup=args.warmup, check=args.check, average=args.average, dtype=args.dtype,
         root=args.root, per_op_barrier=args.per_op_barrier, min_busbw=args.min_busbw,
-        topology=args.topology, json=args.json, csv=args.csv,
+        topology=topology_choice(args, "localhost"), json=args.json, csv=args.csv,
         group_size=args.group_size, chunks=chunks(args.chunks),
         exec_mode=args.exec_mode).validate()
 

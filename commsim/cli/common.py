@@ -53,8 +53,33 @@ def sweep(args) -> tuple[str, list[str], list[int], int | str | None, float]:
     """``(collective, algorithms, sizes, chunks, gamma)`` from the flags that ``predict``
     and ``simulate`` share (``--collective --algorithm --size --chunks --gamma``)."""
     coll = collectives.resolve_collective(args.collective)
+    gamma = None if args.gamma is None else parse_time(args.gamma, "--gamma")
     return (coll, algorithm_list(coll, args.algorithm), sizes(args.size),
-            chunks(args.chunks), parse_time(args.gamma, "--gamma"))
+            chunks(args.chunks), gamma)
+
+
+def add_profile(parser) -> None:
+    """``--profile PATH``: a network profile from ``commsim calibrate``."""
+    parser.add_argument("--profile", metavar="PATH",
+                        help="a network profile written by commsim calibrate: a topology with "
+                        "measured links, reduction rate and executor overhead (the same as "
+                        "--topology PATH, and its gamma unless --gamma is given)")
+
+
+def topology_choice(args, default: str | None) -> str | None:
+    """The topology a verb uses: ``--profile``, ``--topology`` (not both), or ``default``."""
+    profile = getattr(args, "profile", None)
+    if profile and args.topology:
+        raise CommsimError("--profile and --topology exclude each other: a profile is a "
+                           "topology; give one of them")
+    return profile or args.topology or default
+
+
+def model_gamma(gamma: float | None, G) -> float:
+    """``--gamma`` when given, else the profile's measured reduction cost, else 0."""
+    if gamma is not None:
+        return gamma
+    return float((G.graph.get("model") or {}).get("gamma", 0.0)) if G is not None else 0.0
 
 
 def per_rank(items: list[str] | None, field: str, parse) -> dict[int, float]:
@@ -73,16 +98,19 @@ def topology_params(G, nranks: int, algorithm: str,
     """``(alpha, beta, options)`` the closed form should use for ``algorithm`` on ``G``.
 
     Flat algorithms see the slowest path from rank 0 (:func:`commsim.model.alpha_beta`).
+    A profile's measured executor ``step_overhead`` adds to alpha: every step pays it.
     ``hierarchical`` groups ranks by the topology's ``gpus_per_node`` (or
     ``group_size``): alpha and beta inside a group, ``alpha_inter`` and ``beta_inter``
     across groups.
     """
+    extra = float((G.graph.get("model") or {}).get("step_overhead", 0.0))
     alpha, beta = model.alpha_beta(G, nranks)
     group = group_size or (G.graph.get("params") or {}).get("gpus_per_node")
     if algorithm != "hierarchical" or not group or nranks % group or group in (1, nranks):
-        return alpha, beta, ({"group_size": group_size} if group_size else {})
+        return alpha + extra, beta, ({"group_size": group_size} if group_size else {})
     a_in, b_in = model.alpha_beta(G, group)
-    return a_in, b_in, {"group_size": group, "alpha_inter": alpha, "beta_inter": beta}
+    return a_in + extra, b_in, {"group_size": group, "alpha_inter": alpha + extra,
+                                "beta_inter": beta}
 
 
 def console(stderr: bool = False) -> Console:

@@ -7,8 +7,11 @@ from rich.table import Table
 from commsim import model
 from commsim.cli.common import (
     SIZE_CONVENTION,
+    add_profile,
     console,
+    model_gamma,
     sweep,
+    topology_choice,
     topology_params,
     write_json_lines,
 )
@@ -30,9 +33,11 @@ def register(sub) -> None:
     p.add_argument("--nranks", type=int, help="ranks (default: every gpu of the topology)")
     p.add_argument("--alpha", help="latency per message, e.g. 5us (with --bandwidth)")
     p.add_argument("--bandwidth", help="one link's bandwidth, e.g. 25GB/s (with --alpha)")
-    p.add_argument("--gamma", default="0", help="reduction time per byte, e.g. 0.01ns")
+    p.add_argument("--gamma", help="reduction time per byte, e.g. 0.01ns (default: the "
+                   "profile's, else 0)")
     p.add_argument("--topology", help=f"take alpha and bandwidth from a topology "
                    f"(default {DEFAULT_TOPOLOGY} when --alpha/--bandwidth are not given)")
+    add_profile(p)
     p.add_argument("--chunks", default="auto",
                    help="pipeline chunks for tree/dbt/chain: a number or auto (best per size)")
     p.add_argument("--group-size", type=int, help="hierarchical: ranks per group")
@@ -45,15 +50,16 @@ def _parameters(args) -> dict:
     if (args.alpha is None) != (args.bandwidth is None):
         raise CommsimError("give both --alpha and --bandwidth, or neither (then --topology)")
     if args.alpha is not None:
-        if args.topology:
-            raise CommsimError("--topology and --alpha/--bandwidth exclude each other")
+        if args.topology or args.profile:
+            raise CommsimError("--topology/--profile and --alpha/--bandwidth exclude each other")
         return {"where": "flags", "nranks": args.nranks or 8, "graph": None,
                 "alpha": parse_time(args.alpha, "--alpha"),
                 "beta": 1.0 / parse_bandwidth(args.bandwidth, "--bandwidth")}
     from commsim import topology  # only when a topology is asked for
 
-    G = topology.load(args.topology or DEFAULT_TOPOLOGY)
-    return {"where": G.graph.get("name", args.topology), "graph": G,
+    name = topology_choice(args, DEFAULT_TOPOLOGY)
+    G = topology.load(name)
+    return {"where": G.graph.get("name", name), "graph": G,
             "nranks": args.nranks or len(topology.gpus(G))}
 
 
@@ -68,6 +74,7 @@ def _algorithm_params(prm: dict, algo: str, group_size: int | None) -> tuple:
 def run(args) -> int:
     coll, algos, size_list, nchunks, gamma = sweep(args)
     prm = _parameters(args)
+    gamma = model_gamma(gamma, prm["graph"])
     p = prm["nranks"]
     if p < 1:
         raise CommsimError(f"--nranks: {p} must be at least 1")

@@ -12,9 +12,12 @@ from rich.table import Table
 from commsim import collectives, model
 from commsim.cli.common import (
     SIZE_CONVENTION,
+    add_profile,
     console,
+    model_gamma,
     per_rank,
     sweep,
+    topology_choice,
     topology_params,
     write_json_lines,
 )
@@ -31,7 +34,7 @@ def register(sub) -> None:
         description="Simulate collectives on a network: each transfer of the algorithm's "
         "schedule is a flow on its route, links are shared max-min fairly. "
         + SIZE_CONVENTION)
-    p.add_argument("--topology", default=DEFAULT_TOPOLOGY,
+    p.add_argument("--topology",
                    help=f"a preset name or a YAML file (default {DEFAULT_TOPOLOGY})")
     p.add_argument("--collective", default="allreduce")
     p.add_argument("--algorithm", default="all",
@@ -53,7 +56,9 @@ def register(sub) -> None:
     p.add_argument("--routing", choices=("ecmp", "static"), default="ecmp",
                    help="ecmp: each transfer hashes to one of the equal-cost paths; static: "
                         "one path per pair of ranks")
-    p.add_argument("--gamma", default="0", help="reduction time per byte, e.g. 0.01ns")
+    p.add_argument("--gamma", help="reduction time per byte, e.g. 0.01ns (default: the "
+                   "profile's, else 0)")
+    add_profile(p)
     p.add_argument("--late", action="append", metavar="RANK:TIME",
                    help="a straggler: RANK enters the collective TIME late, e.g. 3:200us "
                    "(repeatable)")
@@ -79,7 +84,9 @@ def run(args) -> int:
     from commsim.topology.placement import place
 
     coll, algos, size_list, setting, gamma = sweep(args)
+    args.topology = topology_choice(args, DEFAULT_TOPOLOGY)
     G = topology.load(args.topology)
+    gamma = model_gamma(gamma, G)
     ngpus = len(topology.gpus(G))
     p = args.nranks if args.nranks is not None else ngpus
     if p < 1:
@@ -95,7 +102,7 @@ def run(args) -> int:
     name = G.graph.get("name", args.topology)
     out.print(f"[bold]{coll}[/] on {p} ranks of [bold]{name}[/] ({ngpus} gpus), "
               f"{args.placement} placement, {args.mode} mode, {args.routing} routing"
-              + (f", gamma {args.gamma}/byte" if gamma else "")
+              + (f", gamma {format_time(gamma)}/byte" if gamma else "")
               + "".join(f", rank {r} {format_time(t)} late" for r, t in late.items())
               + "".join(f", rank {r} reduces x{f:g} slower" for r, f in slow.items()))
     jobs = [(algo, size) for algo in algos for size in size_list]

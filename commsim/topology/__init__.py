@@ -47,11 +47,21 @@ def gpus(G: nx.DiGraph) -> list:
 
 def preset_dirs() -> list[Path]:
     """Where preset names are looked up: $COMMSIM_TOPOLOGY_PATH (os.pathsep-separated)
-    first, then the repository's ``topologies/`` directory."""
+    first, then the presets shipped with commsim (:func:`_shipped_presets_dir`)."""
     dirs = [Path(p) for p in os.environ.get("COMMSIM_TOPOLOGY_PATH", "").split(os.pathsep) if p]
-    import commsim
-    dirs.append(Path(commsim.__file__).resolve().parent.parent / "topologies")
+    dirs.append(_shipped_presets_dir())
     return dirs
+
+
+def _shipped_presets_dir() -> Path:
+    """The shipped presets: the package data ``commsim/topologies`` of an installed wheel,
+    else (a source checkout or an editable install) the repository's ``topologies/``."""
+    from importlib.resources import files
+    packaged = files("commsim") / "topologies"
+    if isinstance(packaged, Path) and packaged.is_dir():
+        return packaged
+    import commsim
+    return Path(commsim.__file__).resolve().parent.parent / "topologies"
 
 
 def presets() -> list[str]:

@@ -32,7 +32,9 @@ from commsim.units import parse_bandwidth, parse_time
 
 __all__ = ["builder_params", "dumps", "find_preset", "load", "parse"]
 
-TOP_FIELDS = ("name", "description", "notes", "builder", "params", "nodes", "links")
+TOP_FIELDS = ("name", "description", "notes", "builder", "params", "nodes", "links", "model",
+              "profile")
+MODEL_FIELDS = ("reduce_bandwidth", "step_overhead", "message_overhead", "contention")
 LINK_FIELDS = ("src", "dst", "bandwidth", "latency", "duplex")
 _META = ("name", "description", "notes")
 
@@ -116,7 +118,36 @@ def _parse(data, default_name) -> nx.DiGraph:
             G.graph[key] = value
     _add_nodes(G, data.get("nodes") or [])
     _add_links(G, data.get("links") or [])
+    if "model" in data:
+        G.graph["model"] = _model(data["model"])
+    if "profile" in data:
+        if not isinstance(data["profile"], dict):
+            raise CommsimError("profile: must be a mapping (what measured this profile)")
+        G.graph["profile"] = data["profile"]
     return check(G, where="")
+
+
+def _model(spec) -> dict:
+    """A profile's model parameters in SI units: ``gamma`` (s/byte), ``step_overhead`` and
+    ``message_overhead`` (s), ``contention`` (a factor >= 1)."""
+    if not isinstance(spec, dict):
+        raise CommsimError("model: must be a mapping like {reduce_bandwidth: 5GB/s, "
+                           "step_overhead: 20us, message_overhead: 5us, contention: 1.2}")
+    for key in spec:
+        if key not in MODEL_FIELDS:
+            raise CommsimError(f"model: {unknown('field', key, MODEL_FIELDS)}")
+    out = {}
+    if "reduce_bandwidth" in spec:
+        out["gamma"] = 1.0 / parse_bandwidth(spec["reduce_bandwidth"], "model.reduce_bandwidth")
+    for key in ("step_overhead", "message_overhead"):
+        if key in spec:
+            out[key] = parse_time(spec[key], f"model.{key}")
+    if "contention" in spec:
+        value = spec["contention"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 1:
+            raise CommsimError(f"model.contention: {value!r} must be a number >= 1")
+        out["contention"] = float(value)
+    return out
 
 
 def _from_builder(builder, params, name: str) -> nx.DiGraph:

@@ -1,0 +1,214 @@
+"""Robust fits of the Hockney alpha-beta-gamma model to measured timings.
+
+Sizes are bytes, times seconds, ``alpha`` seconds per message, ``beta`` and ``gamma``
+seconds per byte. Timings span many decades (8 B to 64 MiB), so every fit is relative:
+each row is divided by its measured time, and the residuals that decide the robust
+weights are relative residuals. Pure numpy; bad input raises :class:`CommsimError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from commsim.errors import CommsimError
+
+HUBER_K = 1.345  # 95% efficiency at the normal distribution
+_MAD_TO_SIGMA = 0.6745
+_SIGMA_FLOOR = 1e-12  # relative; keeps exact data from dividing by zero
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A robust linear fit ``y ~ X @ coef``.
+
+    ``r2`` is the coefficient of determination of the final weighted problem (each point
+    weighted by ``weight / y**2``, as the fit itself): ``1 - SS_res / SS_tot``, so outliers
+    count only by their weight. ``residuals`` are ``y - X @ coef`` in the units of ``y``;
+    ``rel_residuals`` divide them by the measured time.
+    """
+
+    names: tuple[str, ...]
+    coef: tuple[float, ...]
+    r2: float
+    residuals: tuple[float, ...]
+    rel_residuals: tuple[float, ...]
+    weights: tuple[float, ...]
+    npoints: int
+
+    def __getitem__(self, name: str) -> float:
+        if name not in self.names:
+            raise KeyError(f"{name!r} is not a coefficient of this fit (have {self.names})")
+        return self.coef[self.names.index(name)]
+
+    @property
+    def max_rel_residual(self) -> float:
+        """The largest ``|relative residual|`` over all points, outliers included."""
+        return max((abs(r) for r in self.rel_residuals), default=0.0)
+
+    def as_dict(self) -> dict:
+        """Coefficients, ``r2``, ``npoints`` and ``max_rel_residual`` as plain numbers."""
+        out: dict = {n: float(c) for n, c in zip(self.names, self.coef)}
+        out.update(r2=float(self.r2), npoints=int(self.npoints),
+                   max_rel_residual=float(self.max_rel_residual))
+        return out
+
+
+def robust_linear(X, y, names: Sequence[str], *, loss: str = "huber", max_iter: int = 50,
+                  nonnegative: Sequence[str] = (), scale=None) -> Fit:
+    """Fit ``y ~ X @ coef`` by iteratively reweighted least squares with Huber weights.
+
+    Each row is divided by ``scale`` (default ``y``, which must then be positive), so the
+    fit minimises relative residuals; the robust scale is the median absolute deviation of
+    those residuals and the tuning constant 1.345. ``loss="l2"`` is plain weighted least
+    squares. A name in ``nonnegative`` whose coefficient comes out negative is fixed at 0
+    and the rest refitted (most negative first, until none is).
+    """
+    X = np.asarray(X, dtype=float)
+    y = np.asarray(y, dtype=float)
+    names = tuple(names)
+    if X.ndim != 2 or y.ndim != 1 or X.shape[0] != y.shape[0]:
+        raise CommsimError(f"X: shape {X.shape} does not match y's {y.shape}; give one row per y")
+    n, k = X.shape
+    if len(names) != k or len(set(names)) != k:
+        raise CommsimError(f"names: {names} must be {k} distinct names, one per column of X")
+    if n < k:
+        raise CommsimError(f"y: {n} points for {k} coefficients; measure more points")
+    if not (np.all(np.isfinite(X)) and np.all(np.isfinite(y))):
+        raise CommsimError("X, y: values must be finite; drop the failed measurements")
+    s = y.copy() if scale is None else np.broadcast_to(np.asarray(scale, dtype=float), y.shape)
+    if not np.all(np.isfinite(s) & (s > 0)):
+        field = "y" if scale is None else "scale"
+        raise CommsimError(f"{field}: a relative fit needs finite positive values; drop the rest")
+    if loss not in ("huber", "l2"):
+        raise CommsimError(f"loss: {loss!r} is not a loss; use 'huber' or 'l2'")
+    if max_iter < 1:
+        raise CommsimError(f"max_iter: {max_iter} must be at least 1")
+    bad = [name for name in nonnegative if name not in names]
+    if bad:
+        raise CommsimError(f"nonnegative: {bad} are not among the names {names}")
+    if _rank(X) < k:
+        raise CommsimError(f"X: the columns {names} are linearly dependent; vary them apart")
+
+    A, b = X / s[:, None], y / s
+    free = list(range(k))
+    while True:
+        coef, w = _irls(A, b, free, loss, max_iter)
+        negative = [i for i in free if names[i] in nonnegative and coef[i] < 0]
+        if not negative:
+            break
+        free.remove(min(negative, key=lambda i: coef[i]))
+
+    rel = b - A @ coef
+    v = w / s**2
+    ybar = np.sum(v * y) / np.sum(v)
+    ss_res, ss_tot = float(np.sum(w * rel**2)), float(np.sum(v * (y - ybar) ** 2))
+    if ss_tot > 1e-24 * float(np.sum(v * y**2)):
+        r2 = 1.0 - ss_res / ss_tot
+    else:  # all points equal: perfect iff nothing is left over
+        r2 = 1.0 if ss_res <= 1e-24 * n else 0.0
+    return Fit(names=names, coef=tuple(float(c) for c in coef), r2=r2,
+               residuals=tuple(float(r) for r in rel * s),
+               rel_residuals=tuple(float(r) for r in rel),
+               weights=tuple(float(x) for x in w), npoints=n)
+
+
+def _irls(A, b, free, loss, max_iter):
+    """Coefficients (0 where not free) and final weights of the relative problem."""
+    coef, w = np.zeros(A.shape[1]), np.ones(len(b))
+    for _ in range(max_iter):
+        if free:
+            sw = np.sqrt(w)
+            coef[free] = np.linalg.lstsq(A[:, free] * sw[:, None], b * sw, rcond=None)[0]
+        if loss == "l2":
+            break
+        r = b - A @ coef
+        sigma = max(np.median(np.abs(r - np.median(r))) / _MAD_TO_SIGMA, _SIGMA_FLOOR)
+        u = np.abs(r) / (HUBER_K * sigma)
+        new = 1.0 / np.maximum(u, 1.0)
+        done = np.max(np.abs(new - w)) < 1e-9
+        w = new
+        if done:
+            break
+    return coef, w
+
+
+def _rank(X) -> int:
+    """Rank with each column scaled to unit norm (bytes and ones differ by 1e8)."""
+    norms = np.linalg.norm(X, axis=0)
+    return int(np.linalg.matrix_rank(X / np.where(norms > 0, norms, 1.0)))
+
+
+def _series(sizes, seconds, what: str) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(sizes, dtype=float).ravel()
+    t = np.asarray(seconds, dtype=float).ravel()
+    if x.shape != t.shape:
+        raise CommsimError(f"{what} seconds: {t.size} times for {x.size} sizes; "
+                           "give one time per size")
+    if not np.all(np.isfinite(x) & (x >= 0)):
+        raise CommsimError(f"{what} sizes: every size must be a finite number of bytes >= 0")
+    if not np.all(np.isfinite(t) & (t > 0)):
+        i = int(np.flatnonzero(~(np.isfinite(t) & (t > 0)))[0])
+        raise CommsimError(f"{what} seconds: time #{i} is {t[i]}; every time must be a finite "
+                           "positive number of seconds (drop failed runs)")
+    distinct = np.unique(x).size
+    if distinct < 3:
+        raise CommsimError(f"{what} sizes: {distinct} distinct sizes; measure at least 3")
+    return x, t
+
+
+def _line(sizes, seconds, what: str, names: tuple[str, str]) -> Fit:
+    x, t = _series(sizes, seconds, what)
+    fit = robust_linear(np.column_stack([np.ones_like(x), x]), t, names,
+                        nonnegative=(names[0],))
+    if fit[names[1]] <= 0:
+        raise CommsimError(f"{what}: time does not grow with size ({names[1]} <= 0); "
+                           "measure larger sizes")
+    return fit
+
+
+def fit_alpha_beta(sizes, seconds, what: str = "link") -> Fit:
+    """``t = alpha + beta * bytes``: alpha in seconds (>= 0), beta in seconds per byte (> 0)."""
+    return _line(sizes, seconds, what, ("alpha", "beta"))
+
+
+def fit_rate(sizes, seconds, what: str = "reduction") -> Fit:
+    """``t = overhead + gamma * bytes``: overhead in seconds (>= 0), gamma in seconds per byte."""
+    return _line(sizes, seconds, what, ("overhead", "gamma"))
+
+
+def fit_overhead(steps, messages, seconds, alpha: float) -> Fit:
+    """The executor's fixed costs from tiny operations, ``alpha`` (seconds) known:
+    ``t = steps * (alpha + per_step) + messages * per_message``, both costs in seconds, >= 0.
+    Residuals are relative to the measured times."""
+    st, ms = np.asarray(steps, dtype=float).ravel(), np.asarray(messages, dtype=float).ravel()
+    t = np.asarray(seconds, dtype=float).ravel()
+    if not st.size == ms.size == t.size:
+        raise CommsimError(f"overhead seconds: {st.size} steps, {ms.size} messages and "
+                           f"{t.size} times; give one of each per operation")
+    if t.size < 3:
+        raise CommsimError(f"overhead seconds: {t.size} timings; time at least 3 operations")
+    if not (np.all(np.isfinite(st) & (st >= 0)) and np.all(np.isfinite(ms) & (ms >= 0))):
+        raise CommsimError("overhead steps: steps and messages must be finite counts >= 0")
+    if not np.all(np.isfinite(t) & (t > 0)):
+        raise CommsimError("overhead seconds: every time must be a finite positive number "
+                           "of seconds (drop failed runs)")
+    if not (np.isfinite(alpha) and alpha >= 0):
+        raise CommsimError(f"alpha: {alpha} must be a finite number of seconds >= 0")
+    X = np.column_stack([st, ms])
+    if _rank(X) < 2:
+        raise CommsimError("overhead messages: steps and messages are collinear (same messages "
+                           "per step everywhere); vary the messages per step")
+    return robust_linear(X, t - st * alpha, ("per_step", "per_message"), scale=t,
+                         nonnegative=("per_step", "per_message"))
+
+
+def contention(beta_alone: float, beta_together: float) -> float:
+    """``beta_together / beta_alone`` (both seconds per byte), at least 1.0: all ranks
+    exchanging at once cannot beat one pair alone, so a ratio below 1 is noise."""
+    for field, value in (("beta_alone", beta_alone), ("beta_together", beta_together)):
+        if not (np.isfinite(value) and value > 0):
+            raise CommsimError(f"{field}: {value} must be a positive number of seconds per byte")
+    return max(1.0, beta_together / beta_alone)

@@ -1,0 +1,178 @@
+"""What ``commsim calibrate`` measures, on every rank together (bytes, seconds).
+
+- ``pairs``: for each link class (``intra_host``: two ranks on one host; ``inter_host``:
+  ranks on two hosts), a ping-pong between rank 0 and the first rank of that class,
+  the others idle: one-way time = round trip / 2, per size from 8 B to 64 MiB;
+- ``ring``: every rank exchanging ``size`` bytes with each ring neighbour at once (a
+  bidirectional ring shift), so shared resources show: one memory bus, one NIC, fewer
+  cores than ranks. Its sizes are what one rank sends (and receives): ``2 size``;
+- ``reduction``: an in-place add of two buffers on the rank's device;
+- ``overhead``: commsim's executor on tiny buffers (ring and rhd allreduce, messages cut
+  into 1, 2 and 4 pieces), for its fixed cost per step and per message.
+
+Every time is the median over iterations (rank 0's clock for ping-pongs; the slowest
+rank's for the others, since a collective ends when its last rank does). Buffers are
+float32 and sizes whole multiples of 4 bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from commsim import collectives
+
+SIZES = tuple(8 * 4**i for i in range(12)) + (64 << 20,)  # 8 B .. 32 MiB x4, then 64 MiB
+REDUCE_SIZES = tuple(64 << 10 << 2 * i for i in range(6))  # 64 KiB .. 64 MiB
+OVERHEAD_CASES = (("ring", 1), ("ring", 2), ("ring", 4), ("rhd", 1), ("rhd", 2))
+WORK_BYTES = 64 << 20  # the bytes each size's iterations move, roughly
+
+
+@dataclass
+class Series:
+    """One measured curve: ``seconds[i]`` at ``sizes[i]`` bytes."""
+
+    sizes: list[int] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Measurements:
+    hosts: list[str]
+    pairs: dict[str, Series]
+    pair_ranks: dict[str, tuple[int, int]]
+    ring: Series
+    reduction: Series
+    overhead: dict[str, list] = field(default_factory=dict)  # steps, messages, seconds
+
+
+def iterations(size: int, low: int = 3, high: int = 40) -> int:
+    """Iterations at ``size`` bytes: enough to move about :data:`WORK_BYTES`."""
+    return int(min(high, max(low, WORK_BYTES // max(size, 1))))
+
+
+def link_classes(hosts: list[str]) -> dict[str, tuple[int, int]]:
+    """``{class: (0, peer)}``: the pair that measures each class present in ``hosts``."""
+    out = {}
+    same = [r for r in range(1, len(hosts)) if hosts[r] == hosts[0]]
+    other = [r for r in range(1, len(hosts)) if hosts[r] != hosts[0]]
+    if same:
+        out["intra_host"] = (0, same[0])
+    if other:
+        out["inter_host"] = (0, other[0])
+    return out
+
+
+def measure(comm, mode: str, sizes=SIZES, reduce_sizes=REDUCE_SIZES,
+            progress=None) -> Measurements:
+    """Run every measurement on every rank of ``comm`` (a :mod:`commsim.bench.comm`)."""
+    say = progress or (lambda text: None)
+    hosts = [r["host"] for r in comm.allgather_objects({"host": comm.info.host})]
+    classes = link_classes(hosts)
+    result = Measurements(hosts, {}, classes, Series(), Series())
+    for name, (a, b) in classes.items():
+        say(f"ping-pong {name} (ranks {a} and {b})")
+        series = result.pairs[name] = Series()
+        for size in sizes:
+            series.sizes.append(size)
+            series.seconds.append(_pingpong(comm, a, b, size))
+    say(f"ring shift, {comm.size} ranks at once")
+    for size in sizes:
+        result.ring.sizes.append(2 * size)  # what a rank sends (and receives): 2 neighbours
+        result.ring.seconds.append(_ring_shift(comm, size))
+    say("local reduction")
+    for size in reduce_sizes:
+        result.reduction.sizes.append(size)
+        result.reduction.seconds.append(_reduction(comm, size))
+    say(f"executor overhead ({mode} mode)")
+    result.overhead = _overhead(comm, mode)
+    return result
+
+
+def _buffer(comm, size: int):
+    return comm.array(np.zeros(1), size // 4, "float32")
+
+
+def _slowest_median(comm, laps: list[float]) -> float:
+    """The median over iterations of the slowest rank's time in each."""
+    return float(np.median(comm.allgather_floats(laps).max(axis=0)))
+
+
+def _pingpong(comm, a: int, b: int, size: int) -> float:
+    out, into = _buffer(comm, size), _buffer(comm, size)
+    n = iterations(size)
+    laps = []
+    comm.barrier()
+    for _ in range(n + 1):  # the first round trip warms the path up
+        clock = comm.clock()
+        clock.mark()
+        if comm.rank == a:
+            comm.exchange([(out, b)], [])
+            comm.exchange([], [(into, b)])
+        elif comm.rank == b:
+            comm.exchange([], [(into, a)])
+            comm.exchange([(out, a)], [])
+        comm.synchronize()
+        clock.mark()
+        laps.append(float(clock.seconds()[-1]) / 2)
+    times = comm.allgather_floats(laps[1:])
+    return float(np.median(times[a]))
+
+
+def _ring_shift(comm, size: int) -> float:
+    p, r = comm.size, comm.rank
+    bufs = [_buffer(comm, size) for _ in range(4)]
+    right, left = (r + 1) % p, (r - 1) % p
+    laps = []
+    comm.barrier()
+    for _ in range(iterations(size) + 1):
+        clock = comm.clock()
+        clock.mark()
+        comm.exchange([(bufs[0], right), (bufs[1], left)], [(bufs[2], left), (bufs[3], right)])
+        comm.synchronize()
+        clock.mark()
+        laps.append(float(clock.seconds()[-1]))
+    return _slowest_median(comm, laps[1:])
+
+
+def _reduction(comm, size: int) -> float:
+    a, b = _buffer(comm, size), _buffer(comm, size)
+    laps = []
+    for _ in range(iterations(size) + 1):
+        clock = comm.clock()
+        clock.mark()
+        comm.add(a, b)
+        comm.synchronize()
+        clock.mark()
+        laps.append(float(clock.seconds()[-1]))
+    return _slowest_median(comm, laps[1:])
+
+
+def _overhead(comm, mode: str) -> dict[str, list]:
+    """Tiny allreduces through commsim's executor: rank 0's steps and messages per call."""
+    from commsim.backends.dataflow import flow_plan
+    from commsim.backends.plan import rank_plan
+
+    p = comm.size
+    out: dict[str, list] = {"steps": [], "messages": [], "seconds": [], "cases": []}
+    for algorithm, pieces in OVERHEAD_CASES:
+        k = pieces * collectives.chunk_unit("allreduce", algorithm, p)
+        schedule = collectives.build("allreduce", algorithm, p, k)
+        plan = flow_plan(schedule, 0, k) if mode == "dataflow" else rank_plan(schedule, 0, k)
+        local = comm.array(np.ones(1), k, "float32")
+        op = comm.make_op("allreduce", schedule, local, k, 0, mode)
+        laps = []
+        comm.barrier()
+        for _ in range(31):
+            clock = comm.clock()
+            clock.mark()
+            op.call()
+            comm.synchronize()
+            clock.mark()
+            laps.append(float(clock.seconds()[-1]))
+        out["steps"].append(schedule.nsteps)
+        out["messages"].append(plan.messages)
+        out["seconds"].append(_slowest_median(comm, laps[1:]))
+        out["cases"].append(f"{algorithm} x{pieces}")
+    return out

@@ -1,0 +1,145 @@
+"""Network profiles: this machine, as measured and fitted, written as a topology YAML.
+
+A profile is a topology file that :func:`commsim.topology.load` reads like any other:
+
+- nodes ``rank0..rank{p-1}`` (kind ``gpu``), one switch per host (``host0``, ...) and,
+  with several hosts, a ``fabric`` switch joining them;
+- a rank's link to its host switch carries the ``intra_host`` class: latency half the
+  fitted one-way latency (rank to rank is two hops), bandwidth the fitted one divided by
+  the contention factor (collectives move data on every rank at once); the host's link
+  to the fabric carries the ``inter_host`` class the same way (its latency is what the
+  two extra hops add);
+- ``model``: ``reduce_bandwidth`` (1 / gamma), ``step_overhead`` and ``message_overhead``
+  (commsim's executor, on top of the network latency) and ``contention`` (ring shift of
+  every rank at once / one pair alone);
+- ``profile``: how it was made (date, hosts, backend, versions, execution mode), the fit
+  of every class with its R^2 and residuals, and the raw measurements.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from commsim.calibrate import fit as fitting
+from commsim.calibrate.measure import Measurements
+from commsim.errors import CommsimError
+
+
+def fit_all(m: Measurements) -> dict[str, fitting.Fit]:
+    """Every fit a profile needs, by name: each link class, ``ring``, ``reduction``,
+    ``overhead`` (its alpha: the fastest class's latency). Raises on data that cannot
+    support a fit."""
+    fits = {name: fitting.fit_alpha_beta(s.sizes, s.seconds, what=f"{name} ping-pong")
+            for name, s in m.pairs.items()}
+    fits["ring"] = fitting.fit_alpha_beta(m.ring.sizes, m.ring.seconds, what="ring shift")
+    fits["reduction"] = fitting.fit_rate(m.reduction.sizes, m.reduction.seconds)
+    alpha = min(f["alpha"] for name, f in fits.items() if name in m.pairs)
+    o = m.overhead
+    fits["overhead"] = fitting.fit_overhead(o["steps"], o["messages"], o["seconds"], alpha)
+    return fits
+
+
+def build(m: Measurements, fits: dict, meta: dict) -> dict:
+    """The profile as a YAML-ready mapping. ``meta``: backend, versions, mode, nranks."""
+    p = len(m.hosts)
+    hosts = list(dict.fromkeys(m.hosts))
+    slowest = max((fits[name] for name in m.pairs), key=lambda f: f["beta"])
+    contention = fitting.contention(slowest["beta"], fits["ring"]["beta"])
+    nodes = [{"name": f"rank{r}", "kind": "gpu"} for r in range(p)]
+    nodes += [{"name": f"host{h}", "kind": "switch"} for h in range(len(hosts))]
+    intra = fits.get("intra_host") or fits["inter_host"]
+    links = [_link(f"rank{r}", f"host{hosts.index(host)}", intra["alpha"] / 2,
+                   intra["beta"] * contention) for r, host in enumerate(m.hosts)]
+    if len(hosts) > 1:
+        nodes.append({"name": "fabric", "kind": "switch"})
+        inter = fits["inter_host"]
+        extra = max(0.0, inter["alpha"] - intra["alpha"]) / 2
+        links += [_link(f"host{h}", "fabric", extra, inter["beta"] * contention)
+                  for h in range(len(hosts))]
+    over = fits["overhead"]
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    return {
+        "name": default_name(m.hosts, meta["backend"]),
+        "description": f"this machine as commsim calibrate measured it ({meta['backend']}, "
+                       f"{p} ranks on {len(hosts)} host{'s' if len(hosts) > 1 else ''})",
+        "nodes": nodes,
+        "links": links,
+        "model": {"reduce_bandwidth": _bw(1.0 / fits["reduction"]["gamma"]),
+                  "step_overhead": _us(over["per_step"]),
+                  "message_overhead": _us(over["per_message"]),
+                  "contention": round(contention, 4)},
+        "profile": {"tool": "commsim calibrate", "date": now.isoformat(), "hosts": hosts,
+                    "nranks": p, **meta,
+                    "fits": {name: f.as_dict() for name, f in fits.items()},
+                    "pairs": {name: list(pair) for name, pair in m.pair_ranks.items()},
+                    "measurements": _raw(m)},
+    }
+
+
+def _link(src: str, dst: str, latency: float, beta: float) -> dict:
+    return {"src": src, "dst": dst, "bandwidth": _bw(1.0 / beta), "latency": _us(latency)}
+
+
+def _bw(rate: float) -> str:
+    return f"{rate / 1e9:.6g}GB/s"
+
+
+def _us(seconds: float) -> str:
+    return f"{seconds * 1e6:.6g}us"
+
+
+def _raw(m: Measurements) -> dict:
+    series = {f"pair_{name}": s for name, s in m.pairs.items()}
+    series.update(ring=m.ring, reduction=m.reduction)
+    out = {name: {"bytes": list(map(int, s.sizes)), "seconds": [float(t) for t in s.seconds]}
+           for name, s in series.items()}
+    out["overhead"] = {k: [v if isinstance(v, str) else float(v) for v in vals]
+                       for k, vals in m.overhead.items()}
+    return out
+
+
+def default_name(hosts: list[str], backend: str) -> str:
+    first = hosts[0] if hosts else "localhost"
+    extra = len(set(hosts)) - 1
+    return f"{first}{f'+{extra}' if extra else ''}-{backend}-{len(hosts)}"
+
+
+def default_path(hosts: list[str], backend: str) -> Path:
+    """``$XDG_CACHE_HOME/commsim/profiles/HOST-BACKEND-NRANKS.yaml`` (``~/.cache`` by
+    default): one profile per host, backend and rank count."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "commsim" / "profiles" / f"{default_name(hosts, backend)}.yaml"
+
+
+def write(profile: dict, path: Path) -> Path:
+    """Write atomically (a temporary file in the same folder, then a rename)."""
+    path = Path(path)
+    text = "# commsim network profile: load it with --profile or --topology\n" + \
+        yaml.safe_dump(_plain(profile), sort_keys=False, default_flow_style=None, width=100)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise CommsimError(f"--out: cannot write {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def _plain(value):
+    """Lists, dicts, str, int, float and None only (what safe YAML writes)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return str(value)  # torch's version is a str subclass that safe YAML refuses
+    return int(value) if isinstance(value, int) else float(value)

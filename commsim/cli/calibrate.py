@@ -1,0 +1,89 @@
+"""``commsim calibrate``: measure this machine on real ranks and write a network profile."""
+
+from __future__ import annotations
+
+import sys
+
+from commsim.cli.common import console
+from commsim.errors import CommsimError
+
+DESCRIPTION = """\
+Measure this machine on real ranks and fit the alpha-beta-gamma model to it: point-to-point
+time of one pair alone (per link class: ranks on one host, ranks on two hosts), every rank
+exchanging with its ring neighbours at once, the local reduction rate, and commsim's executor
+overhead per step and per message. Writes a network profile: a topology YAML with the fitted
+links and model parameters, which --profile (or --topology) of bench, predict and simulate
+reads. Launch it on every rank like bench: `torchrun --nproc-per-node 4 -m commsim calibrate`,
+`mpirun -n 4 python -m commsim calibrate --backend mpi`, or `./launch.sh calibrate`."""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("calibrate", help="measure this machine and write a network profile",
+                       description=DESCRIPTION)
+    p.add_argument("--backend", default="gloo", choices=["gloo", "nccl", "mpi"],
+                   help="gloo (CPU tensors; default), nccl (one GPU a rank), mpi (mpi4py)")
+    p.add_argument("--out", metavar="PATH",
+                   help="where to write the profile (default: the user's cache folder, "
+                   "$XDG_CACHE_HOME/commsim/profiles/HOST-BACKEND-NRANKS.yaml)")
+    p.add_argument("--exec", dest="exec_mode", default="dataflow", choices=["dataflow", "step"],
+                   help="execution mode whose overhead is measured (default dataflow)")
+    p.add_argument("--max-size", default="64M", metavar="SIZE",
+                   help="largest message measured (default 64M; at least 1M)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from commsim.bench.comm import connect
+    from commsim.bench.env import detect
+    from commsim.calibrate import measure, profile
+    from commsim.units import parse_size
+
+    largest = parse_size(args.max_size, "--max-size")
+    if largest < 1 << 20:
+        raise CommsimError(f"--max-size: {args.max_size} is below 1M; the bandwidth fit "
+                           "needs sizes where bytes, not latency, dominate")
+    sizes = [s for s in measure.SIZES if s <= largest]
+    comm = connect(args.backend, detect())
+    try:
+        if comm.size < 2:
+            raise CommsimError("calibrate needs at least 2 ranks; launch it with "
+                               "torchrun --nproc-per-node N (N >= 2) or mpirun -n N")
+        lead = comm.rank == 0
+
+        def say(text: str) -> None:
+            if lead:
+                print(f"commsim calibrate: {text}", file=sys.stderr, flush=True)
+
+        m = measure.measure(comm, args.exec_mode, sizes=sizes, progress=say)
+        if not lead:
+            return 0
+        fits = profile.fit_all(m)
+        meta = {"backend": args.backend, "exec": args.exec_mode, "versions": comm.versions()}
+        data = profile.build(m, fits, meta)
+        path = profile.write(data, args.out or profile.default_path(m.hosts, args.backend))
+        _summary(data, fits)
+        print(str(path))
+        return 0
+    finally:
+        comm.close()
+
+
+def _summary(data: dict, fits: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"profile {data['name']}")
+    for name in ("fit", "alpha / overhead (us)", "rate (GB/s)", "R^2", "points"):
+        table.add_column(name, justify="left" if name == "fit" else "right")
+    for name, f in fits.items():
+        if name == "overhead":
+            table.add_row("executor per step / per message", f"{f['per_step'] * 1e6:.1f} / "
+                          f"{f['per_message'] * 1e6:.1f}", "-", f"{f.r2:.3f}", str(f.npoints))
+            continue
+        first, slope = f.names
+        table.add_row(name, f"{f[first] * 1e6:.1f}", f"{1 / f[slope] / 1e9:.3f}",
+                      f"{f.r2:.3f}", str(f.npoints))
+    out = console()
+    out.print(table)
+    model = data["model"]
+    out.print(f"contention {model['contention']:g} (all ranks at once vs one pair alone); "
+              f"links of the profile carry it", markup=False)

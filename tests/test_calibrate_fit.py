@@ -1,0 +1,202 @@
+"""The calibration fits: recover known alpha, beta, gamma and executor costs from noisy
+synthetic timings, shrug off gross outliers, and reject bad input with one-line errors."""
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from commsim.calibrate.fit import (
+    contention,
+    fit_alpha_beta,
+    fit_overhead,
+    fit_rate,
+    robust_linear,
+)
+from commsim.errors import CommsimError
+
+# 8 B .. 32 MiB in x4 steps plus 64 MiB, each size timed 3 times (as calibrate repeats runs).
+SIZES = np.repeat(np.append(8 * 4.0 ** np.arange(12), 64 * 2**20), 3)
+NOISE = 0.03  # sigma of the multiplicative lognormal noise
+
+alphas = st.floats(1e-6, 200e-6)
+bandwidths = st.floats(0.1e9, 100e9)  # bytes per second
+seeds = st.integers(0, 2**32 - 1)
+
+
+def _timings(alpha, beta, seed, sizes=SIZES):
+    rng = np.random.default_rng(seed)
+    return (alpha + beta * sizes) * rng.lognormal(0.0, NOISE, sizes.size)
+
+
+def _close(got, want, rel):
+    return abs(got - want) <= rel * want
+
+
+@settings(max_examples=40, deadline=None)
+@given(alphas, bandwidths, seeds)
+def test_fit_alpha_beta_recovers_alpha_and_beta_from_noisy_timings(alpha, bw, seed):
+    fit = fit_alpha_beta(SIZES, _timings(alpha, 1 / bw, seed))
+    assert _close(fit["beta"], 1 / bw, 0.10), (fit["beta"], 1 / bw)
+    assert _close(fit["alpha"], alpha, 0.25), (fit["alpha"], alpha)
+    assert fit.npoints == SIZES.size and fit.names == ("alpha", "beta")
+
+
+@settings(max_examples=40, deadline=None)
+@given(alphas, bandwidths, seeds, st.lists(st.integers(0, SIZES.size - 1), min_size=2,
+                                           max_size=2, unique=True))
+def test_two_gross_outliers_get_the_smallest_weights_and_do_not_move_the_fit(
+        alpha, bw, seed, outliers):
+    t = _timings(alpha, 1 / bw, seed)
+    t[outliers] *= 10
+    fit = fit_alpha_beta(SIZES, t)
+    assert _close(fit["beta"], 1 / bw, 0.10), (fit["beta"], 1 / bw)
+    assert _close(fit["alpha"], alpha, 0.25), (fit["alpha"], alpha)
+    w = np.array(fit.weights)
+    assert set(np.argsort(w)[:2]) == set(outliers)
+    assert w[outliers].max() < 0.25
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.floats(0.5e-6, 10e-6), st.floats(1e9, 100e9), seeds)
+def test_fit_rate_recovers_gamma(overhead, rate, seed):
+    fit = fit_rate(SIZES, _timings(overhead, 1 / rate, seed))
+    assert fit.names == ("overhead", "gamma")
+    assert _close(fit["gamma"], 1 / rate, 0.10), (fit["gamma"], 1 / rate)
+    assert _close(fit["overhead"], overhead, 0.25), (fit["overhead"], overhead)
+
+
+def _overhead_grid():
+    steps = np.repeat([1, 2, 4, 8, 16], 3)
+    messages = steps * np.tile([1, 2, 4], 5)
+    return np.repeat(steps, 2), np.repeat(messages, 2)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.floats(2e-6, 20e-6), st.floats(2e-6, 20e-6), st.floats(2e-6, 20e-6), seeds)
+def test_fit_overhead_recovers_per_step_and_per_message(alpha, per_step, per_message, seed):
+    steps, messages = _overhead_grid()
+    rng = np.random.default_rng(seed)
+    t = (steps * (alpha + per_step) + messages * per_message) * rng.lognormal(0, NOISE, steps.size)
+    fit = fit_overhead(steps, messages, t, alpha)
+    assert fit.names == ("per_step", "per_message")
+    # Within 10% of one single-message step: a small cost next to a large alpha is
+    # only known to about that much from 3% noise.
+    tol = 0.10 * (alpha + per_step + per_message)
+    assert abs(fit["per_step"] - per_step) <= tol, (fit["per_step"], per_step)
+    assert abs(fit["per_message"] - per_message) <= tol, (fit["per_message"], per_message)
+
+
+def test_fits_of_clean_data_are_exact_with_r2_one():
+    ab = fit_alpha_beta(SIZES, 10e-6 + SIZES / 25e9)
+    assert ab["alpha"] == pytest.approx(10e-6, rel=1e-9)
+    assert ab["beta"] == pytest.approx(1 / 25e9, rel=1e-9)
+    assert ab.r2 == pytest.approx(1.0, abs=1e-12)
+    assert max(abs(r) for r in ab.rel_residuals) < 1e-9
+    steps, messages = _overhead_grid()
+    oh = fit_overhead(steps, messages, steps * (5e-6 + 3e-6) + messages * 2e-6, alpha=5e-6)
+    assert oh["per_step"] == pytest.approx(3e-6, rel=1e-9)
+    assert oh["per_message"] == pytest.approx(2e-6, rel=1e-9)
+
+
+def test_r2_is_near_one_for_clean_data_and_drops_with_noise():
+    clean = 10e-6 + SIZES / 25e9
+    r2 = [fit_alpha_beta(SIZES, clean * np.random.default_rng(0).lognormal(0, s, SIZES.size)).r2
+          for s in (0.0, 0.03, 0.3)]
+    assert r2[0] > 1 - 1e-12
+    assert 0.99 < r2[1] < r2[0] - 1e-4
+    assert r2[2] < r2[1] - 0.02
+
+
+def test_r2_is_one_for_constant_data_fitted_exactly():
+    fit = robust_linear(np.ones((4, 1)), [2.0] * 4, ["c"])
+    assert fit["c"] == pytest.approx(2.0) and fit.r2 == 1.0
+
+
+def test_nonnegative_coefficients_are_fixed_at_zero_and_the_rest_refitted():
+    sizes = np.array([1e6, 2e6, 4e6, 8e6])
+    t = -50e-6 + sizes / 10e9  # a negative intercept: the unconstrained fit keeps it
+    X = np.column_stack([np.ones_like(sizes), sizes])
+    free = robust_linear(X, t, ["alpha", "beta"])
+    assert free["alpha"] == pytest.approx(-50e-6, rel=1e-6)
+    kept = robust_linear(X, t, ["alpha", "beta"], nonnegative=["alpha"])
+    assert kept["alpha"] == 0.0
+    assert kept["beta"] > 0 and kept["beta"] != pytest.approx(1 / 10e9, rel=1e-3)
+    ab = fit_alpha_beta(sizes, t)
+    assert ab["alpha"] == 0.0 and ab["beta"] == pytest.approx(kept["beta"])
+
+
+def test_fit_reports_residuals_and_a_plain_dict():
+    t = 10e-6 + SIZES / 25e9
+    t[5] *= 3
+    fit = fit_alpha_beta(SIZES, t)
+    pred = fit["alpha"] + fit["beta"] * SIZES
+    np.testing.assert_allclose(fit.residuals, t - pred, rtol=1e-9, atol=1e-18)
+    np.testing.assert_allclose(fit.rel_residuals, (t - pred) / t, rtol=1e-9, atol=1e-12)
+    d = fit.as_dict()
+    assert set(d) == {"alpha", "beta", "r2", "npoints", "max_rel_residual"}
+    assert d["max_rel_residual"] == pytest.approx(2 / 3, rel=1e-6)
+    assert d["npoints"] == SIZES.size and d["beta"] == fit["beta"]
+    assert json.loads(json.dumps(d)) == d
+    with pytest.raises(KeyError):
+        fit["gamma"]
+
+
+def test_contention_is_the_ratio_clamped_at_one():
+    assert contention(1e-10, 3e-10) == pytest.approx(3.0)
+    assert contention(1e-10, 0.8e-10) == 1.0
+    _rejects(contention, 0.0, 1e-10, field="beta_alone", fix="positive")
+    _rejects(contention, float("nan"), 1e-10, field="beta_alone", fix="positive")
+    _rejects(contention, 1e-10, -1e-10, field="beta_together", fix="positive")
+
+
+def _rejects(fn, *args, field, fix=""):
+    with pytest.raises(CommsimError) as info:
+        fn(*args)
+    msg = str(info.value)
+    assert "\n" not in msg and field in msg and fix in msg, msg
+
+
+SMALL = [8, 64, 512, 4096]
+GOOD = [1e-5, 1.1e-5, 1.5e-5, 4e-5]
+
+
+@pytest.mark.parametrize("fn,name", [(fit_alpha_beta, "beta"), (fit_rate, "gamma")])
+def test_line_fits_reject_bad_timings(fn, name):
+    fn(SMALL, GOOD)  # the good series passes
+    _rejects(fn, [8, 8, 64, 64], GOOD, field="sizes", fix="at least 3")
+    _rejects(fn, SMALL, GOOD[:3], field="seconds", fix="one time per size")
+    _rejects(fn, SMALL, [1e-5, float("nan"), 2e-5, 3e-5], field="seconds", fix="positive")
+    _rejects(fn, SMALL, [1e-5, float("inf"), 2e-5, 3e-5], field="seconds", fix="positive")
+    _rejects(fn, SMALL, [1e-5, 0.0, 2e-5, 3e-5], field="seconds", fix="positive")
+    _rejects(fn, SMALL, [1e-5, -1e-5, 2e-5, 3e-5], field="seconds", fix="positive")
+    _rejects(fn, [8, -64, 512, 4096], GOOD, field="sizes")
+    with pytest.raises(CommsimError) as info:
+        fn(SMALL, GOOD[::-1], what="nic")
+    assert str(info.value) == (f"nic: time does not grow with size ({name} <= 0); "
+                               "measure larger sizes")
+
+
+def test_fit_overhead_rejects_too_few_points_and_collinear_counts():
+    fit_overhead([1, 2, 4], [1, 4, 4], [2e-5, 5e-5, 7e-5], 1e-6)  # passes
+    _rejects(fit_overhead, [1, 2], [1, 4], [2e-5, 5e-5], 1e-6, field="overhead", fix="3")
+    _rejects(fit_overhead, [1, 2, 4], [2, 4, 8], [2e-5, 4e-5, 8e-5], 1e-6,
+             field="messages", fix="vary the messages per step")
+    _rejects(fit_overhead, [1, 2, 4], [1, 4], [2e-5, 5e-5, 7e-5], 1e-6, field="messages")
+    _rejects(fit_overhead, [1, 2, 4], [1, 4, 4], [2e-5, 0.0, 7e-5], 1e-6, field="seconds")
+    _rejects(fit_overhead, [1, 2, 4], [1, 4, 4], [2e-5, 5e-5, 7e-5], -1e-6, field="alpha")
+
+
+def test_robust_linear_rejects_bad_arguments():
+    X, y = np.column_stack([np.ones(4), np.arange(4.0)]), np.arange(1.0, 5.0)
+    _rejects(robust_linear, X, y, ["a"], field="names")
+    _rejects(robust_linear, X, y[:3], ["a", "b"], field="X")
+    _rejects(robust_linear, X, -y, ["a", "b"], field="y", fix="positive")
+    _rejects(robust_linear, np.column_stack([X[:, 1], 2 * X[:, 1]]), y, ["a", "b"],
+             field="X", fix="linearly dependent")
+    with pytest.raises(CommsimError, match="loss"):
+        robust_linear(X, y, ["a", "b"], loss="cauchy")
+    with pytest.raises(CommsimError, match="nonnegative"):
+        robust_linear(X, y, ["a", "b"], nonnegative=["c"])

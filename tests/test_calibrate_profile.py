@@ -1,0 +1,166 @@
+"""Network profiles: fitted from measurements, written as YAML, loaded back as a topology
+whose links and model parameters are the ones measured; and a real calibrate run."""
+
+import numpy as np
+import pytest
+import yaml
+from multiproc import assert_all_ok, run_torch_ranks
+
+from commsim import model, topology
+from commsim.calibrate import measure, profile
+from commsim.calibrate.measure import Measurements, Series
+from commsim.cli import main
+from commsim.errors import CommsimError
+
+INTRA = (20e-6, 1 / 8e9)    # alpha (s), beta (s/byte)
+INTER = (60e-6, 1 / 2e9)
+CONTENTION = 1.5
+GAMMA = 1 / 5e9
+PER_STEP, PER_MESSAGE = 4e-6, 9e-6
+
+
+def _series(alpha, beta, sizes, noise, rng):
+    s = Series()
+    for n in sizes:
+        s.sizes.append(n)
+        s.seconds.append((alpha + beta * n) * rng.lognormal(0, noise))
+    return s
+
+
+def synthetic(hosts, noise=0.02, seed=0) -> Measurements:
+    rng = np.random.default_rng(seed)
+    classes = measure.link_classes(hosts)
+    params = {"intra_host": INTRA, "inter_host": INTER}
+    pairs = {name: _series(*params[name], measure.SIZES, noise, rng) for name in classes}
+    slowest = max(params[name][1] for name in classes)
+    ring = _series(80e-6, slowest * CONTENTION, [2 * n for n in measure.SIZES], noise, rng)
+    reduction = _series(2e-6, GAMMA, measure.REDUCE_SIZES, noise, rng)
+    steps, messages, seconds = [], [], []
+    for st, msgs in ((6, 12), (6, 24), (6, 48), (4, 8), (4, 16)):
+        alpha = min(params[name][0] for name in classes)
+        steps.append(st)
+        messages.append(msgs)
+        seconds.append((st * (alpha + PER_STEP) + msgs * PER_MESSAGE) * rng.lognormal(0, noise))
+    return Measurements(hosts, pairs, classes, ring, reduction,
+                        {"steps": steps, "messages": messages, "seconds": seconds,
+                         "cases": ["x"] * len(steps)})
+
+
+def _write(tmp_path, hosts, **kwargs):
+    m = synthetic(hosts, **kwargs)
+    fits = profile.fit_all(m)
+    data = profile.build(m, fits, {"backend": "gloo", "exec": "dataflow", "versions": {}})
+    return profile.write(data, tmp_path / "sub" / "p.yaml"), data
+
+
+def test_link_classes_pick_one_pair_per_class():
+    assert measure.link_classes(["a", "a", "b"]) == {"intra_host": (0, 1), "inter_host": (0, 2)}
+    assert measure.link_classes(["a", "b", "a"]) == {"intra_host": (0, 2), "inter_host": (0, 1)}
+    assert measure.link_classes(["a", "a"]) == {"intra_host": (0, 1)}
+
+
+def test_a_profile_loads_as_the_measured_topology(tmp_path):
+    path, data = _write(tmp_path, ["a", "a", "b", "b"])
+    G = topology.load(path)
+    assert topology.gpus(G) == ["rank0", "rank1", "rank2", "rank3"]
+    params = G.graph["model"]
+    assert params["gamma"] == pytest.approx(GAMMA, rel=0.1)
+    assert params["contention"] == pytest.approx(CONTENTION, rel=0.15)
+    assert params["step_overhead"] == pytest.approx(PER_STEP, rel=0.3)
+    assert params["message_overhead"] == pytest.approx(PER_MESSAGE, rel=0.3)
+    # ranks on one host: the intra class; across hosts: the inter class, both contended
+    a_in, b_in = model.alpha_beta(G, 2)
+    assert a_in == pytest.approx(INTRA[0], rel=0.25)
+    assert b_in == pytest.approx(INTRA[1] * CONTENTION, rel=0.2)
+    a_all, b_all = model.alpha_beta(G, 4)
+    assert a_all == pytest.approx(INTER[0], rel=0.25)
+    assert b_all == pytest.approx(INTER[1] * CONTENTION, rel=0.2)
+    meta = G.graph["profile"]
+    assert meta["hosts"] == ["a", "b"] and meta["nranks"] == 4 and meta["backend"] == "gloo"
+    assert set(meta["fits"]) == {"intra_host", "inter_host", "ring", "reduction", "overhead"}
+    assert all(0 <= f["r2"] <= 1 for f in meta["fits"].values())
+    # the file is plain YAML (safe_load), and no temporary file is left behind
+    assert yaml.safe_load(path.read_text())["name"] == data["name"]
+    assert [p.name for p in path.parent.iterdir()] == ["p.yaml"]
+
+
+def test_one_host_has_no_fabric(tmp_path):
+    path, _ = _write(tmp_path, ["h"] * 3)
+    G = topology.load(path)
+    assert "fabric" not in G and len(topology.gpus(G)) == 3
+
+
+def test_data_that_cannot_support_a_fit_is_refused(tmp_path):
+    m = synthetic(["a", "a"])
+    m.ring.seconds = m.ring.seconds[::-1]  # time falls as size grows
+    with pytest.raises(CommsimError, match="ring shift"):
+        profile.fit_all(m)
+
+
+def test_default_path_is_keyed_by_host_backend_and_ranks(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert profile.default_path(["n1", "n1", "n2"], "mpi") == \
+        tmp_path / "commsim" / "profiles" / "n1+1-mpi-3.yaml"
+
+
+@pytest.mark.parametrize("block,match", [
+    ({"reduce_bandwith": "1GB/s"}, "reduce_bandwidth"),
+    ({"contention": 0.5}, "contention"),
+    ({"step_overhead": "fast"}, "step_overhead"),
+    ("5GB/s", "mapping"),
+])
+def test_bad_model_blocks_are_one_line_errors(tmp_path, block, match):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"builder": "star", "params": {"n": 2}, "model": block}))
+    with pytest.raises(CommsimError, match=match):
+        topology.load(path)
+
+
+def test_predict_and_simulate_use_the_profile(tmp_path, capsys):
+    path, _ = _write(tmp_path, ["a", "a", "a", "a"])
+    G = topology.load(path)
+    assert main(["predict", "--profile", str(path), "--algorithm", "ring", "--size", "64M",
+                 "--json", str(tmp_path / "pred.jsonl")]) == 0
+    row = yaml.safe_load((tmp_path / "pred.jsonl").read_text().splitlines()[0])
+    a, b = model.alpha_beta(G, 4)
+    alpha = a + G.graph["model"]["step_overhead"]
+    want = model.predict("allreduce", "ring", 4, 64 << 20, alpha, b, G.graph["model"]["gamma"])
+    assert row["time_us"] == pytest.approx(want * 1e6)
+    assert row["alpha_us"] == pytest.approx(alpha * 1e6)
+    assert main(["simulate", "--profile", str(path), "--algorithm", "ring", "--size", "1M"]) == 0
+    assert "gamma" in capsys.readouterr().out
+    assert main(["predict", "--profile", str(path), "--topology", "localhost"]) == 2
+    assert "exclude each other" in capsys.readouterr().err
+
+
+CALIBRATE = """
+import sys
+from commsim.cli import main
+raise SystemExit(main(["calibrate"] + sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_calibrate_on_two_gloo_ranks_writes_a_profile_that_bench_reads(tmp_path):
+    out = tmp_path / "prof.yaml"
+    text = assert_all_ok(run_torch_ranks(CALIBRATE, 2, tmp_path, timeout=140,
+                                         args=("--out", str(out), "--max-size", "4M")))
+    assert str(out) in text
+    G = topology.load(out)
+    assert len(topology.gpus(G)) == 2 and G.graph["model"]["gamma"] > 0
+    assert G.graph["profile"]["measurements"]["pair_intra_host"]["bytes"][-1] == 2 << 20
+    bench = """
+import sys
+from commsim.cli import main
+raise SystemExit(main(["bench"] + sys.argv[1:]))
+"""
+    text = assert_all_ok(run_torch_ranks(bench, 2, tmp_path, timeout=100, args=(
+        "--profile", str(out), "--algorithm", "ring", "-b", "1K", "-e", "1K", "-n", "2",
+        "-w", "1")))
+    assert f"topology {G.graph['name']}" in text and "(profile)" in text
+
+
+def test_calibrate_refuses_sizes_too_small_for_a_bandwidth_fit(capsys):
+    assert main(["calibrate", "--max-size", "1K"]) == 2
+    assert "1M" in capsys.readouterr().err
