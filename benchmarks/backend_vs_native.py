@@ -20,56 +20,13 @@ all overhead: microseconds per operation and per schedule step, beside native.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
+from launching import bench
+
 GOAL_RATIO, GOAL_FROM, GOAL_TO = 0.9, 4 << 20, 256 << 20
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch(backend: str, nproc: int, bench_args: list[str], out: Path) -> list[dict]:
-    """Run one ``commsim bench`` under its launcher; the result rows of its JSON lines."""
-    bindir = Path(sys.executable).parent
-    bench = ["-m", "commsim", "bench", "--backend", backend, "--json", str(out), *bench_args]
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
-               OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-    if backend == "mpi":
-        mpirun = shutil.which("mpirun", path=str(bindir)) or shutil.which("mpirun")
-        if mpirun is None:
-            print("backend_vs_native: no mpirun; skipping MPI", file=sys.stderr)
-            return []
-        extra = ["--oversubscribe"] if nproc > (os.cpu_count() or 1) else []
-        cmd = [mpirun, "-n", str(nproc), *extra, sys.executable, *bench]
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-               "--master-port", str(free_port()), *bench]
-    print(f"$ {' '.join(cmd)}", file=sys.stderr, flush=True)
-    proc = subprocess.run(cmd, check=False, env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
-    if proc.returncode != 0:
-        print(proc.stderr[-3000:], file=sys.stderr)
-        raise SystemExit(f"backend_vs_native: {backend} run failed (exit {proc.returncode})")
-    rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r["type"] == "result"]
-    for row in rows:
-        if row["wrong"]:
-            raise SystemExit(f"backend_vs_native: {backend}/{row['algorithm']} at "
-                             f"{row['size']} bytes had {row['wrong']} wrong elements")
-    return rows
 
 
 def _split(text: str) -> list[str]:
@@ -128,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                                   "-f", str(args.factor),
                                   "--algorithm", ",".join(["native", *algorithms])]
                         for lo, hi in runs:
-                            rows = launch(backend, args.nproc, [*common, "-b", str(lo),
+                            rows = bench(backend, args.nproc, [*common, "-b", str(lo),
                                                                 "-e", str(hi), "-n",
                                                                 args.iters], out)
                             native = {r["size"]: r["iter_p50_us"] for r in rows
@@ -142,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                                     ratio.setdefault(key, []).append(
                                         native[r["size"]] / r["iter_p50_us"])
                         if args.small.lower() != "none":
-                            rows = launch(backend, args.nproc, [*common, "-b", args.small,
+                            rows = bench(backend, args.nproc, [*common, "-b", args.small,
                                                                 "-e", args.small, "-n",
                                                                 args.small_iters], out)
                             for r in rows:

@@ -33,7 +33,7 @@ def synthetic(hosts, noise=0.02, seed=0) -> Measurements:
     params = {"intra_host": INTRA, "inter_host": INTER}
     pairs = {name: _series(*params[name], measure.SIZES, noise, rng) for name in classes}
     slowest = max(params[name][1] for name in classes)
-    ring = _series(80e-6, slowest * CONTENTION, [2 * n for n in measure.SIZES], noise, rng)
+    ring = _series(80e-6, slowest * CONTENTION, measure.SIZES, noise, rng)
     reduction = _series(2e-6, GAMMA, measure.REDUCE_SIZES, noise, rng)
     steps, messages, seconds = [], [], []
     for st, msgs in ((6, 12), (6, 24), (6, 48), (4, 8), (4, 16)):

@@ -82,6 +82,7 @@ class Reporter:
                 "nranks": self.nranks,
                 "topology": self.predictor.topology_name,
                 "prediction_notes": list(self.predictor.notes),
+                "prediction": self.predictor.parameters(),
                 "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "argv": sys.argv[1:], "config": self.cfg.as_dict(), "ranks": self.ranks}
 

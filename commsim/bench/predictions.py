@@ -50,6 +50,14 @@ class Predictor:
         except CommsimError as exc:
             self.notes.append(f"no model predictions: {exc}")
 
+    def parameters(self) -> dict:
+        """What the predictions assumed, for the config line: ``alpha`` (s, the profile's
+        step overhead included), ``beta`` and ``gamma`` (s/byte; null when unknown),
+        ``gamma_source``, ``mode`` and ``overlap``."""
+        alpha, beta = self.alpha_beta or (None, None)
+        return {"alpha": alpha, "beta": beta, "gamma": self.gamma or None,
+                "gamma_source": self.gamma_source, "mode": self.mode, "overlap": self.overlap}
+
     def _once(self, key, text: str) -> None:
         if key not in self._warned:
             self._warned.add(key)

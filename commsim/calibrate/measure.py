@@ -3,9 +3,10 @@
 - ``pairs``: for each link class (``intra_host``: two ranks on one host; ``inter_host``:
   ranks on two hosts), a ping-pong between rank 0 and the first rank of that class,
   the others idle: one-way time = round trip / 2, per size from 8 B to 64 MiB;
-- ``ring``: every rank exchanging ``size`` bytes with each ring neighbour at once (a
-  bidirectional ring shift), so shared resources show: one memory bus, one NIC, fewer
-  cores than ranks. Its sizes are what one rank sends (and receives): ``2 size``;
+- ``ring``: every rank sending ``size`` bytes to its successor while it receives as many
+  from its predecessor (a ring shift: every rank's link busy in both directions at once,
+  as in a ring collective's step), so shared resources show: one memory bus, one NIC,
+  fewer cores than ranks;
 - ``reduction``: an in-place add of two buffers on the rank's device;
 - ``overhead``: commsim's executor on tiny buffers (ring and rhd allreduce, messages cut
   into 1, 2 and 4 pieces), for its fixed cost per step and per message.
@@ -79,7 +80,7 @@ def measure(comm, mode: str, sizes=SIZES, reduce_sizes=REDUCE_SIZES,
             series.seconds.append(_pingpong(comm, a, b, size))
     say(f"ring shift, {comm.size} ranks at once")
     for size in sizes:
-        result.ring.sizes.append(2 * size)  # what a rank sends (and receives): 2 neighbours
+        result.ring.sizes.append(size)
         result.ring.seconds.append(_ring_shift(comm, size))
     say("local reduction")
     for size in reduce_sizes:
@@ -122,14 +123,14 @@ def _pingpong(comm, a: int, b: int, size: int) -> float:
 
 def _ring_shift(comm, size: int) -> float:
     p, r = comm.size, comm.rank
-    bufs = [_buffer(comm, size) for _ in range(4)]
+    out, into = _buffer(comm, size), _buffer(comm, size)
     right, left = (r + 1) % p, (r - 1) % p
     laps = []
     comm.barrier()
     for _ in range(iterations(size) + 1):
         clock = comm.clock()
         clock.mark()
-        comm.exchange([(bufs[0], right), (bufs[1], left)], [(bufs[2], left), (bufs[3], right)])
+        comm.exchange([(out, right)], [(into, left)])
         comm.synchronize()
         clock.mark()
         laps.append(float(clock.seconds()[-1]))

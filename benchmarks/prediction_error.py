@@ -1,0 +1,90 @@
+"""How far theory and the simulator sit from measurement, after calibrating this machine.
+
+For each backend (gloo, MPI) and rank count (2, 4): ``commsim calibrate`` writes a profile
+of this machine, then ``commsim bench --profile`` measures ring and tree allreduce (and
+native) from 1 MiB to 64 MiB with the model's and the simulator's predictions beside each
+row. Printed: measured time, each prediction and its error ((predicted - measured) /
+measured) per size. The goal: within 25% at every size from 1 MiB to 64 MiB.
+
+    python benchmarks/prediction_error.py                       # gloo and mpi, 2 and 4 ranks
+    python benchmarks/prediction_error.py --backends gloo --nproc 2 --profiles /tmp/prof
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from launching import bench, run_verb
+
+GOAL = 0.25
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backends", default="gloo,mpi", help="comma-separated (default gloo,mpi)")
+    ap.add_argument("--nproc", default="2,4", help="rank counts (default 2,4)")
+    ap.add_argument("--algorithms", default="native,ring,tree",
+                    help="allreduce algorithms (default native,ring,tree)")
+    ap.add_argument("-b", "--minbytes", default="1M")
+    ap.add_argument("-e", "--maxbytes", default="64M")
+    ap.add_argument("-n", "--iters", default="10")
+    ap.add_argument("-w", "--warmup", default="2")
+    ap.add_argument("--profiles", metavar="DIR",
+                    help="keep profiles here and reuse those already there (default: fresh)")
+    args = ap.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(args.profiles or tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        for backend in _split(args.backends):
+            for nproc in map(int, _split(args.nproc)):
+                prof = folder / f"profile-{backend}-{nproc}.yaml"
+                if not prof.exists():
+                    run_verb("calibrate", backend, nproc, ["--out", str(prof)])
+                rows += bench(backend, nproc, [
+                    "--profile", str(prof), "--algorithm", args.algorithms, "-b",
+                    args.minbytes, "-e", args.maxbytes, "-f", "4", "-n", args.iters,
+                    "-w", args.warmup], Path(tmp) / "run.jsonl")
+    _print(rows)
+    return 0
+
+
+def _error(predicted_us, measured_us):
+    if predicted_us is None or not measured_us:
+        return None
+    return (predicted_us - measured_us) / measured_us
+
+
+def _print(rows: list[dict]) -> None:
+    print("allreduce: measured vs predicted after calibration; error = (predicted - measured)"
+          " / measured")
+    print(f"{'backend':>7} {'ranks':>5} {'algorithm':>9} {'size':>9} {'measured us':>12} "
+          f"{'model us':>10} {'model err':>9} {'sim us':>10} {'sim err':>8}")
+    misses = []
+    for r in rows:
+        model, sim = _error(r["t_model_us"], r["time_us"]), _error(r["t_sim_us"], r["time_us"])
+
+        def cell(value, width, fmt):
+            return f"{'-':>{width}}" if value is None else f"{value:>{width}{fmt}}"
+
+        print(f"{r['backend']:>7} {r['nranks']:>5} {r['algorithm']:>9} {r['size']:>9} "
+              f"{r['time_us']:>12.1f} {cell(r['t_model_us'], 10, '.1f')} "
+              f"{cell(None if model is None else 100 * model, 8, '.0f')}% "
+              f"{cell(r['t_sim_us'], 10, '.1f')} "
+              f"{cell(None if sim is None else 100 * sim, 7, '.0f')}%")
+        for name, err in (("model", model), ("sim", sim)):
+            if err is not None and abs(err) > GOAL:
+                misses.append(f"{r['backend']}/{r['nranks']}/{r['algorithm']}/{r['size']} "
+                              f"{name} {100 * err:+.0f}%")
+    within = "met" if not misses else f"missed at {len(misses)}: " + "; ".join(misses[:12])
+    print(f"goal (every prediction within {GOAL:.0%}): {within}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
