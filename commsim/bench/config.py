@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from commsim.backends.plan import DEFAULT_MODE, check_mode
 from commsim.errors import CommsimError, unknown
 
 GATHERED = ("allgather", "reduce_scatter")
@@ -82,7 +83,7 @@ class BenchConfig:
     csv: str | None = None
     group_size: int | None = None
     chunks: int | str = "auto"  # pieces per message (K x the algorithm's unit); "auto": per size
-    exec_mode: str = "dataflow"  # how the executors run a schedule: dataflow or step
+    exec_mode: str = DEFAULT_MODE  # how the executors run a schedule: dataflow or step
 
     def validate(self) -> BenchConfig:
         if self.backend not in BACKENDS:
@@ -106,8 +107,6 @@ class BenchConfig:
             raise CommsimError("give at least one --collective and one --algorithm")
         if self.chunks != "auto" and (not isinstance(self.chunks, int) or self.chunks < 1):
             raise CommsimError(f"chunks: {self.chunks!r} must be a whole number >= 1 or 'auto'")
-        from commsim.backends.plan import check_mode
-
         check_mode(self.exec_mode)
         algorithm_names(self)
         return self

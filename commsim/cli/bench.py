@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from commsim.backends.plan import DEFAULT_MODE, MODES
 from commsim.cli.common import add_profile, chunks, topology_choice
 from commsim.errors import CommsimError
 from commsim.units import parse_size
@@ -78,8 +79,7 @@ def register(sub) -> None:
                    help="pipeline depth: K cuts every message of the natural schedule into K "
                    "pieces (rings, rhd, hierarchical) or pipelines tree, dbt (per tree) and "
                    "chain over K chunks; auto: the model's best for each size (default)")
-    p.add_argument("--exec", dest="exec_mode", default="dataflow",
-                   choices=["dataflow", "step"],
+    p.add_argument("--exec", dest="exec_mode", default=DEFAULT_MODE, choices=MODES,
                    help="how schedules run: dataflow (each send as soon as its data is final, "
                    "receives posted ahead and reduced as they land; default, the faster) or "
                    "step (post a step's messages, wait for all, then reduce)")

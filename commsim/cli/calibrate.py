@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from commsim.backends.plan import DEFAULT_MODE, MODES
 from commsim.cli.common import console
 from commsim.errors import CommsimError
 
@@ -25,7 +26,7 @@ def register(sub) -> None:
     p.add_argument("--out", metavar="PATH",
                    help="where to write the profile (default: the user's cache folder, "
                    "$XDG_CACHE_HOME/commsim/profiles/HOST-BACKEND-NRANKS.yaml)")
-    p.add_argument("--exec", dest="exec_mode", default="dataflow", choices=["dataflow", "step"],
+    p.add_argument("--exec", dest="exec_mode", default=DEFAULT_MODE, choices=MODES,
                    help="execution mode whose overhead is measured (default dataflow)")
     p.add_argument("--max-size", default="64M", metavar="SIZE",
                    help="largest message measured (default 64M; at least 1M)")
