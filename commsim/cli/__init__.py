@@ -15,7 +15,7 @@ import sys
 from commsim import __version__
 from commsim.errors import CommsimError
 
-VERBS = ("algorithms", "predict", "topo", "simulate", "bench", "calibrate")
+VERBS = ("algorithms", "predict", "topo", "simulate", "bench", "calibrate", "compare")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,0 +1,89 @@
+"""``commsim compare``: measured vs model vs simulator, from ``commsim bench --json`` files."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from commsim.bench import compare_view, results
+from commsim.bench.compare import compare
+from commsim.errors import CommsimError
+from commsim.report import figures, html, markdown, tables
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "compare", help="measured vs model vs simulator, from bench results",
+        description="Compare the measured times of commsim bench --json files with the model's "
+        "and the simulator's predictions in them: busbw per size, the relative error of each "
+        "prediction with a verdict (within 10%%, within 25%%, off), the model term that "
+        "dominates, and a summary per (collective, algorithm). Several files are overlaid "
+        "(two machines, two backends). See docs/compare.md.")
+    p.add_argument("results", nargs="+", metavar="RESULTS.jsonl",
+                   help="JSON lines written by commsim bench --json")
+    p.add_argument("--report", metavar="OUT.html",
+                   help="also write a self-contained HTML page with figures and tables")
+    p.add_argument("--markdown", metavar="OUT.md",
+                   help="also write a Markdown report, its figures as PNGs beside it")
+    p.set_defaults(func=run)
+
+
+def _writable(path: str, flag: str, inputs: set[Path]) -> Path:
+    """``path`` if it can be written: not a folder, not an input, and its folder exists
+    or can be created. Nothing is created here."""
+    target = Path(path)
+    if target.is_dir():
+        raise CommsimError(f"{flag}: {path} is a folder; give a file name")
+    if target.resolve() in inputs:
+        raise CommsimError(f"{flag}: {path} is one of the input files; give another name")
+    if target.exists():
+        if not os.access(target, os.W_OK):
+            raise CommsimError(f"{flag}: {path} is not writable")
+        return target
+    folder = target.resolve().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise CommsimError(f"{flag}: cannot create the folder of {path}: {folder} is a file")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CommsimError(f"{flag}: cannot write in {folder}")
+    return target
+
+
+def _outputs(args) -> tuple[Path | None, Path | None]:
+    inputs = {Path(p).resolve() for p in args.results}
+    report = _writable(args.report, "--report", inputs) if args.report else None
+    md = _writable(args.markdown, "--markdown", inputs) if args.markdown else None
+    if report and md and report.resolve() == md.resolve():
+        raise CommsimError("--report and --markdown name the same file; give two names")
+    if (report or md) and not figures.available():
+        flag = "--report" if report else "--markdown"
+        raise CommsimError(f"{flag} draws figures and needs matplotlib: "
+                           f"pip install 'commsim[plot]'")
+    return report, md
+
+
+def run(args) -> int:
+    report, md = _outputs(args)  # before any work: a bad path fails fast
+    comparison = compare(results.load_all(args.results))
+    lines = compare_view.skipped_lines(comparison)
+    tables.show(compare_view.tables(comparison), lines=lines)
+    if not (report or md):
+        return 0
+    doc = compare_view.document(comparison)
+    wrote = []
+    try:
+        if report:
+            wrote.append(html.write(doc, report))
+        if md:
+            wrote += markdown.write(doc, md)
+    except OSError as exc:
+        raise CommsimError(f"cannot write the report: {exc}") from None
+    pngs = sum(p.suffix == ".png" for p in wrote)
+    if report:
+        print(f"wrote {report}")
+    if md:
+        print(f"wrote {md} and {pngs} PNG files beside it")
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,184 @@
+"""``commsim compare``: tables, the HTML and Markdown reports on real bench output (the
+fixtures), and bad input: one line on stderr, exit code 2, nothing written."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from commsim.cli import main
+
+FIXTURES = Path(__file__).parent / "fixtures"
+GLOO, MPI = FIXTURES / "bench-gloo.jsonl", FIXTURES / "bench-mpi.jsonl"
+
+
+class _Page(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.images, self.headings, self.tables, self._in = [], [], 0, None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs))
+        elif tag == "table":
+            self.tables += 1
+        elif tag in ("h1", "h2"):
+            self._in = tag
+
+    def handle_data(self, data):
+        if self._in:
+            self.headings.append(data)
+
+    def handle_endtag(self, tag):
+        if tag == self._in:
+            self._in = None
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory):
+    """compare on both fixtures with --report and --markdown (run once: figures cost)."""
+    out = tmp_path_factory.mktemp("compare")
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(["compare", str(GLOO), str(MPI), "--report", str(out / "gap.html"),
+                     "--markdown", str(out / "md" / "gap.md")])
+    return code, stdout.getvalue(), stderr.getvalue(), out
+
+
+def test_compare_prints_plain_tables_when_captured(both):
+    code, out, err, _ = both
+    assert code == 0 and err == ""
+    assert not any(ch in out for ch in "│┃━─┏└")
+    blocks = [b for b in out.split("\n\n") if b.startswith("# ")]
+    titles = [b.splitlines()[0] for b in blocks]
+    assert titles == ["# allreduce / native", "# allreduce / ring", "# allreduce / rhd",
+                      "# reduce_scatter / ring"]
+    ring = blocks[1].splitlines()
+    header = ring[1].split()
+    assert header[:4] == ["#size", "file", "time(us)", "busbw(GB/s)"]
+    assert header[-1] == "dominant_term" and "model_verdict" in header
+    rows = [line.split() for line in ring[2:] if not line.startswith("#")]
+    assert len(rows) == 8 and all(len(r) == len(header) for r in rows)
+    assert {r[1] for r in rows} == {"bench-gloo.jsonl", "bench-mpi.jsonl"}
+    verdicts = {r[header.index("model_verdict")] for r in rows}
+    assert verdicts <= {"within_10%", "within_25%", "off"}
+    assert all(r[-1].split("_")[0] in ("latency", "bandwidth", "reduction") for r in rows)
+    summaries = [line for line in ring if line.startswith("# allreduce/ring,")]
+    assert len(summaries) == 2 and all("median |error|" in s for s in summaries)
+    native = blocks[0].splitlines()
+    assert native[1].split() == ["#size", "file", "time(us)", "busbw(GB/s)"]
+    assert "measured only" in blocks[0]
+    assert out.rstrip().splitlines()[-2:] == [
+        f"wrote {both[3] / 'gap.html'}",
+        f"wrote {both[3] / 'md' / 'gap.md'} and 7 PNG files beside it"]
+
+
+def test_compare_writes_a_self_contained_html_page(both):
+    page = (both[3] / "gap.html").read_text()
+    parser = _Page()
+    parser.feed(page)
+    # a busbw plot per group (4) and an error plot per group with predictions (3)
+    assert len(parser.images) == 7
+    for img in parser.images:
+        assert img["src"].startswith("data:image/png;base64,")
+        assert base64.b64decode(img["src"].split(",", 1)[1]).startswith(b"\x89PNG")
+        assert img.get("alt")
+    assert parser.tables == 2 + 4  # inputs, summary, one verdict table per group
+    for name in ("allreduce / ring", "reduce_scatter / ring", "Definitions"):
+        assert name in parser.headings
+    assert "<script" not in page and not re.search(r"(src|href)=\"https?:", page)
+    assert 'class="bad"' in page or 'class="good"' in page or 'class="fair"' in page
+
+
+def test_compare_writes_markdown_with_linked_pngs(both):
+    md_path = both[3] / "md" / "gap.md"
+    text = md_path.read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert len(links) == 7
+    for link in links:
+        assert "/" not in link
+        assert (md_path.parent / link).read_bytes().startswith(b"\x89PNG")
+    assert "| size | file | time(us) |" in text and "## allreduce / ring" in text
+
+
+def test_compare_single_file_tables_only(capsys, tmp_path):
+    assert main(["compare", str(MPI)]) == 0
+    out = capsys.readouterr().out
+    assert "# allreduce / ring" in out and "file" not in out.split("\n")[1]
+    assert "wrote" not in out
+
+
+def test_compare_lists_skipped_rows(capsys, tmp_path):
+    lines = MPI.read_text().splitlines()
+    row = json.loads(lines[1])
+    row.update(status="unsupported", note="no native allreduce here", time_us=None,
+               busbw_gbps=None)
+    path = tmp_path / "s.jsonl"
+    path.write_text("\n".join([lines[0], json.dumps(row)] + lines[2:]) + "\n")
+    assert main(["compare", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "skipped allreduce/native 1K (s.jsonl line 2): unsupported: no native allreduce" in out
+
+
+def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
+    config, *rows = GLOO.read_text().splitlines()
+    row = json.loads(rows[1])
+
+    def write(name: str, lines: list[str]) -> str:
+        (tmp / name).write_text("".join(line + "\n" for line in lines))
+        return str(tmp / name)
+
+    def variant(**change) -> str:
+        r = {**row, **change}
+        return json.dumps(r)
+
+    lacking = json.dumps({k: v for k, v in row.items() if k != "busbw_factor"})
+    (tmp / "afile").write_text("x")
+    return {
+        "missing": ([str(tmp / "nope.jsonl")], "no such file"),
+        "empty": ([write("empty.jsonl", [])], "empty file"),
+        "no config": ([write("noconf.jsonl", rows)], "the first line is not a config line"),
+        "not json": ([write("garbage.jsonl", ["nccl-tests output", *rows])], "not JSON"),
+        "lacks key": ([write("lacks.jsonl", [config, lacking])],
+                      "result row lacks 'busbw_factor'"),
+        "nranks": ([write("nranks.jsonl", [config, variant(nranks=8)])],
+                   "nranks 8 differs from the config line's 2"),
+        "backend": ([write("backend.jsonl", [config, variant(backend="mpi")])],
+                    "backend 'mpi' differs from the config line's 'gloo'"),
+        "second bad": ([str(GLOO), write("second.jsonl", [config, variant(nranks=4)])],
+                       "second.jsonl line 2"),
+        "report parent is a file": ([str(GLOO), "--report", str(tmp / "afile" / "r.html")],
+                                    "--report: cannot create the folder"),
+        "report is a folder": ([str(GLOO), "--markdown", str(tmp)], "--markdown:"),
+        "report is the input": ([str(GLOO), "--report", str(GLOO)], "one of the input files"),
+    }
+
+
+CASES = ["missing", "empty", "no config", "not json", "lacks key", "nranks", "backend",
+         "second bad", "report parent is a file", "report is a folder", "report is the input"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    argv, message = _bad_inputs(inputs)[case]
+    before = sorted(p.name for p in inputs.iterdir())
+    out_dir = tmp_path / "out"
+    extra = [] if "--report" in argv or "--markdown" in argv else [
+        "--report", str(out_dir / "r.html"), "--markdown", str(out_dir / "r.md")]
+    assert main(["compare", *argv, *extra]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.splitlines()
+    assert len(err) == 1, captured.err
+    assert err[0].startswith("commsim compare: error: ") and message in err[0]
+    assert "Traceback" not in captured.err and captured.out == ""
+    assert not out_dir.exists()
+    assert sorted(p.name for p in inputs.iterdir()) == before
