@@ -220,7 +220,10 @@ def _check_rows(rows, p, backend):
         assert r["algbw_gbps"] == pytest.approx(r["size"] / (r["time_us"] * 1e-6) / 1e9)
         assert r["busbw_gbps"] == pytest.approx(r["algbw_gbps"] * factor(r["collective"], p))
         assert r["iter_min_us"] <= r["iter_p50_us"] <= r["iter_p99_us"] <= r["iter_max_us"]
-        assert r["t_model_us"] is None if r["algorithm"] == "native" else r["t_model_us"] > 0
+        if r["algorithm"] == "native":  # predicted as what the backend runs, when modelled
+            assert (r["t_model_us"] is None) == (r["native_model"] is None)
+        else:
+            assert r["t_model_us"] > 0 and r["native_as"] is None
 
 
 @pytest.mark.slow
@@ -243,6 +246,10 @@ def test_gloo_bench_writes_checked_rows(tmp_path):
     assert pairs == {(c, "native") for c in collectives.COLLECTIVES} | set(collectives.available())
     assert all(r["wrong"] == 0 for r in rows)
     assert {r["exec"] for r in rows} == {None, "dataflow"}  # native rows run no schedule
+    native = {(r["collective"], r["native_as"], r["native_model"]) for r in rows
+              if r["algorithm"] == "native" and r["status"] == "ok"}
+    assert ("allreduce", "ring", "ring") in native and ("broadcast", "binomial", "binomial") \
+        in native, native
     assert {r["root"] for r in rows if r["collective"] in ("broadcast", "reduce")} == {1}
     skipped = [r for r in rows if r["status"] != "ok"]
     assert {(r["collective"], r["algorithm"], r["status"]) for r in skipped} == {

@@ -59,7 +59,8 @@ def terms(collective: str, algorithm: str, nranks: int, size: int, prediction: d
           nchunks: int | None = None, **options) -> dict[str, float] | None:
     """Seconds of each model term, ``{"latency", "bandwidth", "reduction"}``: the model
     with only alpha, only beta, only gamma (the others zero). None without a prediction
-    (native, an older file) or when the model has no formula for the algorithm."""
+    (an older file), for native rows (their schedule's chunking is not in the row), or
+    when the model has no formula for the algorithm."""
     if algorithm == "native" or not prediction or prediction.get("alpha") is None \
             or prediction.get("beta") is None:
         return None

@@ -76,8 +76,8 @@ def summary_lines(group: Group) -> list[str]:
     for s in group.summaries():
         head = f"{group.name}, {s.label}"
         if s.model_n == 0 and s.sim_n == 0:
-            why = ("the backend's own algorithm has no model" if group.algorithm == "native"
-                   else "the file has no predictions for it")
+            why = ("no commsim algorithm models what the backend runs"
+                   if group.algorithm == "native" else "the file has no predictions for it")
             lines.append(f"{head}: measured only, {s.sizes} sizes ({why})")
         else:
             lines.append(f"{head}: {_share(s, 'model')}; {_share(s, 'sim')}")

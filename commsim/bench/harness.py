@@ -180,7 +180,9 @@ def _run(cfg: BenchConfig, comm) -> int:
                                     "device": comm.device_name(),
                                     "local_rank": comm.info.local_rank,
                                     "launcher": comm.info.launcher})
-    reporter = Reporter(cfg, comm.versions(), ranks, predictor, p) if lead else None
+    versions = comm.versions()
+    nnodes = len({r["host"] for r in ranks})
+    reporter = Reporter(cfg, versions, ranks, predictor, p) if lead else None
     if reporter:
         reporter.start()
     results = []
@@ -204,8 +206,16 @@ def _run(cfg: BenchConfig, comm) -> int:
                     row = _measure(cfg, comm, how, collective, algorithm, schedule, local,
                                    expect, count, nbytes, dtype.name)
                     if reporter:
-                        row["t_model_us"] = _us(predictor.model(schedule, nbytes))
-                        row["t_sim_us"] = _us(predictor.sim(schedule, nbytes))
+                        predicted = schedule
+                        if schedule is None:
+                            choice, predicted = predictor.native(
+                                cfg.backend, collective, nbytes, dtype.size, versions,
+                                cfg.root, nnodes)
+                            row.update(native_as=choice and choice.name,
+                                       native_model=predicted and predicted.algorithm,
+                                       native_exact=choice and choice.exact)
+                        row["t_model_us"] = _us(predictor.model(predicted, nbytes))
+                        row["t_sim_us"] = _us(predictor.sim(predicted, nbytes))
                         predicted = row["t_sim_us"] or row["t_model_us"]
                         row["eff_pct"] = (100.0 * predicted / row["time_us"]
                                           if predicted and row["time_us"] else None)

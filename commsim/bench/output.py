@@ -25,7 +25,8 @@ from commsim.units import format_size
 
 RESULT_KEYS = (
     "type", "collective", "algorithm", "backend", "dtype", "nranks", "size", "count",
-    "redop", "root", "nchunks", "exec", "time_us", "algbw_gbps", "busbw_gbps", "busbw_factor",
+    "redop", "root", "nchunks", "exec", "native_as", "native_model", "native_exact",
+    "time_us", "algbw_gbps", "busbw_gbps", "busbw_factor",
     "wrong",
     "t_model_us", "t_sim_us", "eff_pct", "iter_min_us", "iter_p50_us", "iter_p99_us",
     "iter_max_us", "iters", "warmup", "average", "per_op_barrier", "topology", "status",
@@ -147,11 +148,12 @@ class Reporter:
         for key in dict.fromkeys((r["collective"], r["algorithm"]) for r in self.rows):
             table = Table(title=f"{key[0]} / {key[1]} ({self.cfg.backend}, {self.nranks} "
                           "ranks)", title_justify="left")
-            for name in COLUMNS:
+            native = key[1] == "native"
+            for name in COLUMNS + (("as",) if native else ()):
                 table.add_column(name, justify="right")
             for r in self.rows:
                 if (r["collective"], r["algorithm"]) == key:
-                    table.add_row(*self._cells(r))
+                    table.add_row(*self._cells(r), *((_native_cell(r),) if native else ()))
             tables.append(table)
         return Group(*tables)
 
@@ -193,3 +195,15 @@ class Reporter:
         for f in (self.json, self.csv_file):
             if f:
                 f.close()
+
+
+def _native_cell(r: dict) -> str:
+    """What a native row ran: the backend's algorithm, and the commsim schedule predicting
+    it (``~`` when that is only a stand-in)."""
+    if not r.get("native_as"):
+        return "-"
+    model = r.get("native_model")
+    if not model:
+        return r["native_as"]
+    return f"{r['native_as']} = {model}" if r.get("native_exact") else \
+        f"{r['native_as']} ~ {model}"

@@ -12,8 +12,10 @@ model or simulator cannot answer (the reason is printed once, never raised).
 
 from __future__ import annotations
 
+import functools
 import sys
 
+from commsim import collectives
 from commsim import model as closed_form  # the class has a method named model
 from commsim import topology as topo
 from commsim.errors import CommsimError
@@ -58,6 +60,30 @@ class Predictor:
         return {"alpha": alpha, "beta": beta, "gamma": self.gamma or None,
                 "gamma_source": self.gamma_source, "mode": self.mode, "overlap": self.overlap}
 
+    def native(self, backend: str, collective: str, nbytes: int, dtype_size: int,
+               versions: dict, root: int, nnodes: int):
+        """``(choice, schedule)``: what ``backend``'s own collective runs here
+        (:func:`commsim.backends.native_as.native_as`) and the commsim schedule that models
+        it, or ``None`` when none does (the reason is noted once)."""
+        from commsim.backends.native_as import native_as
+
+        try:
+            choice = native_as(backend, collective, self.nranks, nbytes, dtype_size=dtype_size,
+                               versions=versions, root=root, nnodes=nnodes)
+        except CommsimError as exc:
+            self._once(("native", collective), f"native {collective}: {exc}")
+            return None, None
+        if choice.algorithm is None:
+            return choice, None
+        options = dict(choice.options)
+        nchunks = options.pop("nchunks", None)
+        try:
+            return choice, _native_build(choice.collective, choice.algorithm, self.nranks,
+                                         nchunks, tuple(sorted(options.items())))
+        except CommsimError as exc:
+            self._once(("native", collective), f"native {collective}: {exc}")
+            return choice, None
+
     def _once(self, key, text: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
@@ -92,3 +118,8 @@ class Predictor:
             self._once(("sim", schedule.algorithm),
                        f"no simulator prediction for {schedule.algorithm}: {exc}")
             return None
+
+
+@functools.lru_cache(maxsize=64)
+def _native_build(collective, algorithm, nranks, nchunks, options):
+    return collectives.build(collective, algorithm, nranks, nchunks, **dict(options))
