@@ -50,12 +50,20 @@ run_mpi() {
         "$VENV/bin/python" -m commsim "$verb" --backend mpi "$@"
 }
 
-# The quickstart: a local 4-rank allreduce benchmark, measured beside predicted.
+# The quickstart: this machine calibrated (once: the profile is cached per host, backend
+# and rank count), a local 4-rank allreduce benchmark measured beside the predictions
+# made from that profile, and the comparison report.
 main_job() {
-    local out
-    out="results/bench-$(date +%Y%m%d-%H%M%S).jsonl"
-    NPROC=4 run_torch bench --collective allreduce --algorithm native,ring,tree \
-        -b 1K -e 64M -f 2 -n 5 -w 2 --json "$out"
+    local stamp out report profile
+    stamp=$(date +%Y%m%d-%H%M%S)
+    out="results/bench-$stamp.jsonl"
+    report="results/compare-$stamp.html"
+    profile=$(NPROC=4 run_torch calibrate --reuse --max-size 16M | tail -n 1)
+    NPROC=4 run_torch bench --profile "$profile" --collective allreduce \
+        --algorithm native,ring,tree -b 1K -e 64M -f 4 -n 5 -w 2 --json "$out"
+    "$VENV/bin/commsim" compare "$out" --report "$report" --summary
+    echo "profile: $profile"
+    echo "report: $report"
     echo "$out"
 }
 

@@ -182,3 +182,10 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, capsys)
     assert "Traceback" not in captured.err and captured.out == ""
     assert not out_dir.exists()
     assert sorted(p.name for p in inputs.iterdir()) == before
+
+
+def test_summary_prints_one_line_per_group_and_file(capsys):
+    assert main(["compare", str(GLOO), "--summary"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out and all(line.startswith(("allreduce/", "reduce_scatter/")) for line in out)
+    assert any("median |error|" in line for line in out)

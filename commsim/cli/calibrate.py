@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from commsim.backends.plan import DEFAULT_MODE, MODES
 from commsim.cli.common import console
@@ -28,6 +29,9 @@ def register(sub) -> None:
                    "$XDG_CACHE_HOME/commsim/profiles/HOST-BACKEND-NRANKS.yaml)")
     p.add_argument("--exec", dest="exec_mode", default=DEFAULT_MODE, choices=MODES,
                    help="execution mode whose overhead is measured (default dataflow)")
+    p.add_argument("--reuse", action="store_true",
+                   help="when the profile (--out, or the default path) already exists, print "
+                   "its path and measure nothing")
     p.add_argument("--max-size", default="64M", metavar="SIZE",
                    help="largest message measured (default 64M; at least 1M)")
     p.set_defaults(func=run)
@@ -50,6 +54,12 @@ def run(args) -> int:
             raise CommsimError("calibrate needs at least 2 ranks; launch it with "
                                "torchrun --nproc-per-node N (N >= 2) or mpirun -n N")
         lead = comm.rank == 0
+        hosts = [r["host"] for r in comm.allgather_objects({"host": comm.info.host})]
+        path = Path(args.out) if args.out else profile.default_path(hosts, args.backend)
+        if args.reuse and comm.allgather_objects(path.is_file())[0]:  # rank 0 decides
+            if lead:
+                print(str(path))
+            return 0
 
         def say(text: str) -> None:
             if lead:
@@ -61,7 +71,7 @@ def run(args) -> int:
         fits = profile.fit_all(m)
         meta = {"backend": args.backend, "exec": args.exec_mode, "versions": comm.versions()}
         data = profile.build(m, fits, meta)
-        path = profile.write(data, args.out or profile.default_path(m.hosts, args.backend))
+        path = profile.write(data, path)
         _summary(data, fits)
         print(str(path))
         return 0

@@ -26,6 +26,9 @@ def register(sub) -> None:
                    help="also write a self-contained HTML page with figures and tables")
     p.add_argument("--markdown", metavar="OUT.md",
                    help="also write a Markdown report, its figures as PNGs beside it")
+    p.add_argument("--summary", action="store_true",
+                   help="print one summary line per (collective, algorithm) and file instead "
+                   "of the tables")
     p.set_defaults(func=run)
 
 
@@ -68,7 +71,12 @@ def run(args) -> int:
     report, md = _outputs(args)  # before any work: a bad path fails fast
     comparison = compare(results.load_all(args.results))
     lines = compare_view.skipped_lines(comparison)
-    tables.show(compare_view.tables(comparison), lines=lines)
+    if args.summary:
+        summary = [line for group in comparison.groups
+                   for line in compare_view.summary_lines(group)]
+        print("\n".join(summary + lines))
+    else:
+        tables.show(compare_view.tables(comparison), lines=lines)
     if not (report or md):
         return 0
     doc = compare_view.document(comparison)
