@@ -159,6 +159,11 @@ raise SystemExit(main(["bench"] + sys.argv[1:]))
         "--profile", str(out), "--algorithm", "ring", "-b", "1K", "-e", "1K", "-n", "2",
         "-w", "1")))
     assert f"topology {G.graph['name']}" in text and "(profile)" in text
+    # --reuse: an existing profile is kept, its path printed, nothing measured
+    before = out.stat().st_mtime_ns
+    text = assert_all_ok(run_torch_ranks(CALIBRATE, 2, tmp_path, timeout=100,
+                                         args=("--out", str(out), "--reuse")))
+    assert str(out) in text and "ping-pong" not in text and out.stat().st_mtime_ns == before
 
 
 def test_calibrate_refuses_sizes_too_small_for_a_bandwidth_fit(capsys):
