@@ -169,3 +169,12 @@ raise SystemExit(main(["bench"] + sys.argv[1:]))
 def test_calibrate_refuses_sizes_too_small_for_a_bandwidth_fit(capsys):
     assert main(["calibrate", "--max-size", "1K"]) == 2
     assert "1M" in capsys.readouterr().err
+
+
+def test_a_profile_of_another_rank_count_is_refused(tmp_path):
+    from commsim.bench.predictions import Predictor
+
+    path, _ = _write(tmp_path, ["a", "a", "a"])
+    assert Predictor(str(path), 3).topology_name
+    with pytest.raises(CommsimError, match="measured on 3 ranks and this run has 2"):
+        Predictor(str(path), 2)

@@ -38,6 +38,11 @@ class Predictor:
         self.alpha_beta: tuple[float, float] | None = None
         G = topo.load(topology)  # a bad name or file is the user's to fix: it raises
         self.topology_name = G.graph.get("name", topology)
+        measured = (G.graph.get("profile") or {}).get("nranks")
+        if measured is not None and measured != nranks:
+            raise CommsimError(f"--profile: {topology} was measured on {measured} ranks and this "
+                               f"run has {nranks}; calibrate with {nranks} ranks "
+                               f"(torchrun --nproc-per-node {nranks} -m commsim calibrate)")
         ngpus = len(topo.gpus(G))
         if ngpus < nranks:
             self.notes.append(f"topology {self.topology_name!r} has {ngpus} gpus for "
