@@ -44,7 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from commsim.backends.plan import merge_per_peer
+from commsim.backends.plan import merge_per_peer, rank_transfers
 from commsim.collectives import chunk_unit
 from commsim.collectives.schedule import Schedule
 from commsim.errors import CommsimError
@@ -115,15 +115,9 @@ def pipeline_depth(schedule: Schedule) -> int:
 def _messages(schedule: Schedule, rank: int, bounds: list[int], m: int):
     """This rank's messages in schedule order: ``(kind, step, peer, lo, hi, reduce, ids)``
     with ``kind`` 0 for a send and 1 for a receive, ``ids`` the transfers it carries."""
-    mine = np.flatnonzero((schedule.src == rank) | (schedule.dst == rank))
-    step = schedule.step[mine].tolist()
-    src = schedule.src[mine].tolist()
-    dst = schedule.dst[mine].tolist()
-    chunk = schedule.chunk[mine].tolist()
-    red = schedule.reduce[mine].tolist()
-    ids = mine.tolist()
+    ids, step, src, dst, chunk, red = rank_transfers(schedule, rank)
     out = []
-    i, total = 0, len(mine)
+    i, total = 0, len(ids)
     while i < total:
         s = step[i]
         sends, recvs = [], []

@@ -97,14 +97,17 @@ def rank_plan(schedule: Schedule, rank: int, n: int) -> RankPlan:
     return plan
 
 
+def rank_transfers(schedule: Schedule, rank: int) -> tuple[list[int], ...]:
+    """``(ids, step, src, dst, chunk, reduce)``: the transfers ``rank`` sends or receives,
+    in schedule order, as Python lists (the planners' loops run over them)."""
+    mine = np.flatnonzero((schedule.src == rank) | (schedule.dst == rank))
+    return (mine.tolist(), *(getattr(schedule, name)[mine].tolist()
+                             for name in ("step", "src", "dst", "chunk", "reduce")))
+
+
 def _build(schedule: Schedule, rank: int, n: int) -> RankPlan:
     bounds = schedule.chunk_bounds(n).tolist()
-    mine = np.flatnonzero((schedule.src == rank) | (schedule.dst == rank))
-    step = schedule.step[mine].tolist()
-    src = schedule.src[mine].tolist()
-    dst = schedule.dst[mine].tolist()
-    chunk = schedule.chunk[mine].tolist()
-    red = schedule.reduce[mine].tolist()
+    mine, step, src, dst, chunk, red = rank_transfers(schedule, rank)
     steps: list[StepPlan] = []
     scratch = 0
     i, total = 0, len(mine)
