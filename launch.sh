@@ -9,24 +9,26 @@
 #   ./launch.sh ARGS...    `commsim ARGS...` inside the project's virtual environment
 # The first call creates .venv and installs the project with the extras a local run
 # needs (torch pinned to its CPU wheel by constraints.txt); later calls reuse it and
-# reinstall only when pyproject.toml or constraints.txt changed.
+# reinstall only when pyproject.toml or constraints.txt changed. Paths in ARGS are the
+# caller's: nothing here changes the working folder (but `test`, which runs the
+# repository's tests from the repository).
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")"
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
-VENV=${COMMSIM_VENV:-.venv}
+VENV=${COMMSIM_VENV:-$ROOT/.venv}
 PY=${PYTHON:-python3}
 EXTRAS=${COMMSIM_EXTRAS:-torch,mpi,plot,dev}
 
 setup() {
     local stamp="$VENV/.commsim-installed"
     if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] \
-        && [ "$stamp" -nt pyproject.toml ] && [ "$stamp" -nt constraints.txt ]; then
+        && [ "$stamp" -nt "$ROOT/pyproject.toml" ] && [ "$stamp" -nt "$ROOT/constraints.txt" ]; then
         return 0
     fi
     echo "launch.sh: setting up $VENV (extras: $EXTRAS)" >&2
     [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-        -c constraints.txt -e ".[$EXTRAS]" >&2
+        -c "$ROOT/constraints.txt" -e "$ROOT[$EXTRAS]" >&2
     touch "$stamp"
 }
 
@@ -35,8 +37,15 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 NPROC=${NPROC:-4}
 
+# check VERB ARGS...: parse and validate the flags in one process, so that a typo is one
+# line and exit 2, not one error per rank and the launcher's traceback
+check() {
+    "$VENV/bin/python" -m commsim "$1" --check-flags "${@:2}"
+}
+
 # run_torch VERB ARGS...: `commsim VERB ARGS...` on NPROC local ranks under torchrun
 run_torch() {
+    check "$@"
     OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$VENV/bin/torchrun" --standalone \
         --nproc-per-node "$NPROC" -m commsim "$@"
 }
@@ -45,6 +54,7 @@ run_torch() {
 run_mpi() {
     local verb=$1 extra=()
     shift
+    check "$verb" --backend mpi "$@"
     [ "$NPROC" -gt "$(nproc)" ] && extra=(--oversubscribe)
     OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$VENV/bin/mpirun" -n "$NPROC" "${extra[@]}" \
         "$VENV/bin/python" -m commsim "$verb" --backend mpi "$@"
@@ -68,10 +78,10 @@ main_job() {
 }
 
 setup
-export PATH="$PWD/$VENV/bin:$PATH"
+export PATH="$VENV/bin:$PATH"
 case "${1:-}" in
     "")   main_job ;;
-    test) shift; exec "$VENV/bin/python" -m pytest "$@" ;;
+    test) shift; cd "$ROOT" && exec "$VENV/bin/python" -m pytest "$@" ;;
     bench) shift; run_torch bench "$@" ;;
     bench-mpi) shift; run_mpi bench "$@" ;;
     calibrate) shift; run_torch calibrate "$@" ;;

@@ -97,6 +97,9 @@ def register(sub) -> None:
                    help="fail (exit 1) when an algorithm's average busbw is below this")
     p.add_argument("--per-op-barrier", action="store_true",
                    help="barrier before every timed operation (default: back to back)")
+    p.add_argument("--check-flags", action="store_true",
+                   help="only parse and validate the flags, in this one process (launch.sh "
+                   "does it before starting the ranks)")
     p.set_defaults(func=run)
 
 
@@ -122,4 +125,10 @@ def config_from_args(args):
 def run(args) -> int:
     from commsim.bench import run as run_bench
 
-    return run_bench(config_from_args(args))
+    cfg = config_from_args(args)
+    if args.check_flags:
+        from commsim import topology
+
+        topology.load(cfg.topology)  # a bad --topology/--profile is a flag error too
+        return 0
+    return run_bench(cfg)

@@ -34,6 +34,8 @@ def register(sub) -> None:
                    "its path and measure nothing")
     p.add_argument("--max-size", default="64M", metavar="SIZE",
                    help="largest message measured (default 64M; at least 1M)")
+    p.add_argument("--check-flags", action="store_true",
+                   help="only parse and validate the flags, in this one process")
     p.set_defaults(func=run)
 
 
@@ -48,6 +50,8 @@ def run(args) -> int:
         raise CommsimError(f"--max-size: {args.max_size} is below 1M; the bandwidth fit "
                            "needs sizes where bytes, not latency, dominate")
     sizes = [s for s in measure.SIZES if s <= largest]
+    if args.check_flags:
+        return 0
     comm = connect(args.backend, detect())
     try:
         if comm.size < 2:
