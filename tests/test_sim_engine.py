@@ -431,3 +431,23 @@ def test_both_progressive_fillings_agree_to_the_bit(data):
     assert dict(load_py) == dict(load_np)
     for link, load in load_py:                 # max-min: no link over its bandwidth
         assert load <= bw[link] * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("mode,algorithm", [("step", "ring"), ("step", "rhd"),
+                                            ("dataflow", "ring")])
+def test_overhead_is_charged_like_alpha(mode, algorithm):
+    # a calibrated profile's executor overhead: on a contention-free star the simulator
+    # with overhead equals the model with alpha + overhead, in both modes and engines
+    from commsim import model
+    from commsim.topology import builders
+
+    p, S, over = 4, 3 * 2**20, 37e-6
+    G = builders.star(p, bandwidth=4e9, latency=10e-6)
+    a, b = model.alpha_beta(G, p)
+    s = collectives.build("allreduce", algorithm, p)
+    want = model.predict("allreduce", algorithm, p, S, a + over, b, mode=mode)
+    for engine in ("auto", "events"):
+        got = simulate(s, G, S, mode=mode, overhead=over, engine=engine).time
+        assert got == pytest.approx(want, rel=1e-9)
+    with pytest.raises(CommsimError, match="overhead"):
+        simulate(s, G, S, overhead=-1.0)

@@ -117,8 +117,9 @@ class Predictor:
         try:
             from commsim.sim import simulate
 
+            overhead = float((self.graph.graph.get("model") or {}).get("step_overhead", 0.0))
             return float(simulate(schedule, self.graph, nbytes, mode=self.mode,
-                                  gamma=self.gamma).time)
+                                  gamma=self.gamma, overhead=overhead).time)
         except Exception as exc:  # noqa: BLE001 - a prediction never stops a measurement
             self._once(("sim", schedule.algorithm),
                        f"no simulator prediction for {schedule.algorithm}: {exc}")

@@ -93,9 +93,11 @@ class _Run:
     """What both executors share: the schedule, sizes, routes and link counters."""
 
     def __init__(self, schedule: Schedule, router: Router, nbytes: int, gamma: float,
-                 offsets: np.ndarray, slowdown: np.ndarray, record: bool) -> None:
+                 offsets: np.ndarray, slowdown: np.ndarray, record: bool,
+                 overhead: float = 0.0) -> None:
         self.s = schedule
         self.router = router
+        self.overhead = float(overhead)  # seconds added to every transfer's latency
         self.nbytes = nbytes
         self.chunk_bytes = schedule.chunk_sizes(nbytes).astype(np.float64)
         self.gamma = float(gamma)
@@ -166,7 +168,7 @@ def _sweep_uncontended(run: _Run) -> bool:
             route_bytes = np.concatenate((route_bytes, grow))
             route_busy = np.concatenate((route_busy, grow))
             if uniform:
-                route_time = R.route_latency + sizes[0] / R.route_bandwidth
+                route_time = R.route_latency + run.overhead + sizes[0] / R.route_bandwidth
         if uniform:
             te = t0 + route_time[rid]
             np.add.at(route_count, rid, 1.0)
@@ -174,7 +176,7 @@ def _sweep_uncontended(run: _Run) -> bool:
         else:
             size = sizes[s.chunk[a:b]]
             dur = size / R.route_bandwidth[rid]
-            te = (t0 + R.route_latency[rid]) + dur
+            te = (t0 + (R.route_latency[rid] + run.overhead)) + dur
             np.add.at(route_bytes, rid, size)
             np.add.at(route_busy, rid, dur)
         if run.record:
@@ -192,7 +194,7 @@ def _sweep_uncontended(run: _Run) -> bool:
             sel = np.flatnonzero(fab)
             edges, cnt = R.route_fabric_links(rid[sel])
         if len(edges):
-            tb_e = np.repeat(t0[sel] + R.route_latency[rid[sel]], cnt)
+            tb_e = np.repeat(t0[sel] + (R.route_latency[rid[sel]] + run.overhead), cnt)
             if (tb_e < busy_until[edges]).any():
                 return False
             pos = np.arange(len(edges))
@@ -370,7 +372,7 @@ class _EventEngine:
         if got is None:
             R = self.R
             links = tuple(R.route_edges[R.route_ptr[rid]:R.route_ptr[rid + 1]].tolist())
-            got = self.routes[rid] = (links, float(R.route_latency[rid]),
+            got = self.routes[rid] = (links, float(R.route_latency[rid]) + self.run.overhead,
                                       float(R.route_bandwidth[rid]))
         return got
 
@@ -806,7 +808,7 @@ def simulate(schedule: Schedule, topology: nx.DiGraph, nbytes: int, placement=No
              routing: str = "ecmp", mode: str = "step", gamma: float = 0.0,
              start_offsets=None, reduce_slowdown=None, *, record_transfers: bool = True,
              ecmp_width: int = 16, engine: str = "auto", router: Router | None = None,
-             progress=None):
+             progress=None, overhead: float = 0.0):
     """Play ``schedule`` over ``topology`` for an ``nbytes`` buffer; a :class:`SimResult`.
 
     ``nbytes`` follows REFERENCE.md's size convention for the schedule's collective
@@ -822,6 +824,8 @@ def simulate(schedule: Schedule, topology: nx.DiGraph, nbytes: int, placement=No
     events), ``"events"`` (always the event engine) or ``"sweep"`` (fail if contended).
     ``progress(done, total)``, if given, is called now and then by the event engine
     with the number of transfers completed (for progress bars on long runs).
+    ``overhead``: seconds added to every transfer's latency, the executor's fixed cost a
+    message (a calibrated profile's ``step_overhead``; the model adds it to alpha).
     """
     from commsim.sim.result import SimResult
 
@@ -831,9 +835,11 @@ def simulate(schedule: Schedule, topology: nx.DiGraph, nbytes: int, placement=No
         raise CommsimError(f"engine: {engine!r} is not one of {', '.join(ENGINES)}")
     if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)) or nbytes < 0:
         raise CommsimError(f"size: {nbytes!r} must be a whole number of bytes >= 0")
-    gamma = float(gamma)
+    gamma, overhead = float(gamma), float(overhead)
     if not np.isfinite(gamma) or gamma < 0:
         raise CommsimError(f"gamma: {gamma!r} must be a finite number of seconds per byte >= 0")
+    if not np.isfinite(overhead) or overhead < 0:
+        raise CommsimError(f"overhead: {overhead!r} must be a finite number of seconds >= 0")
     P = schedule.nranks
     wall0 = _time.perf_counter()
     if len(schedule) and max(int(schedule.src.max()), int(schedule.dst.max())) >= P:
@@ -842,7 +848,8 @@ def simulate(schedule: Schedule, topology: nx.DiGraph, nbytes: int, placement=No
         router = Router(topology, _placement(topology, P, placement), routing, ecmp_width)
     offsets = _per_rank(start_offsets, P, 0.0, "start_offsets")
     slowdown = _per_rank(reduce_slowdown, P, 1.0, "reduce_slowdown")
-    run = _Run(schedule, router, int(nbytes), gamma, offsets, slowdown, record_transfers)
+    run = _Run(schedule, router, int(nbytes), gamma, offsets, slowdown, record_transfers,
+               overhead)
     used = "events"
     if mode == "step" and engine in ("auto", "sweep") and _sweep_uncontended(run):
         used = "sweep"
@@ -850,7 +857,7 @@ def simulate(schedule: Schedule, topology: nx.DiGraph, nbytes: int, placement=No
         raise CommsimError("engine: 'sweep' needs a contention-free step-mode run; this "
                            "one shares links (use engine='auto')")
     else:
-        run = _Run(schedule, router, int(nbytes), gamma, offsets, slowdown, True)
+        run = _Run(schedule, router, int(nbytes), gamma, offsets, slowdown, True, overhead)
         _EventEngine(run, mode, progress).run_all()
         if mode == "dataflow":
             red = schedule.reduce
