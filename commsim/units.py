@@ -5,6 +5,12 @@ suffixes like nccl-tests (``64K`` = 65536, ``1G`` = 2**30); bandwidths take deci
 prefixes (``25GB/s`` = 25e9 bytes/s, ``400Gb/s`` = 50e9 bytes/s); times take
 ``s``, ``ms``, ``us`` and ``ns``. Every parser raises :class:`CommsimError` with a
 one-line message naming the field.
+
+A bare number is a bandwidth in bytes/s or a time in seconds where the caller allows it:
+topology and profile files (YAML numbers such as ``latency: 0`` or ``bandwidth: 1e9``)
+keep that reading. Command-line flags pass ``require_unit=True``: there ``--alpha 5``
+could mean 5 us as easily as 5 s, so a bare number other than 0 is refused with the units
+to add.
 """
 
 from __future__ import annotations
@@ -57,48 +63,68 @@ def parse_size_range(text: str, field: str = "sizes", factor: int = 2) -> list[i
     return [parse_size(part, field) for part in text.split(",") if part.strip()]
 
 
-def parse_bandwidth(text: str | float, field: str = "bandwidth") -> float:
-    """Bytes per second from ``25GB/s``, ``400Gb/s``, ``100Gbps``; a bare number is bytes/s."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        value = float(text)
+def _bare_number(text) -> float | None:
+    """The value of a unit-less number (``5``, ``1e9``, ``0``, a Python int or float),
+    else None."""
+    if isinstance(text, bool):
+        return None
+    if isinstance(text, (int, float)):
+        return float(text)
+    try:
+        return float(str(text).strip())
+    except ValueError:
+        return None
+
+
+def parse_bandwidth(text: str | float, field: str = "bandwidth", *,
+                    require_unit: bool = False) -> float:
+    """Bytes per second from ``25GB/s``, ``400Gb/s``, ``100Gbps``.
+
+    A bare number is bytes/s, unless ``require_unit`` (command-line flags), which refuses
+    it: ``--bandwidth 25`` is far more likely to mean 25 GB/s than 25 bytes/s.
+    """
+    m = None if isinstance(text, (int, float)) else _BW_RE.match(str(text).strip())
+    if m:
+        value = float(m.group(1)) * _DECIMAL[m.group(2).upper()]
+        if m.group(3) == "b":
+            value /= 8.0
     else:
-        s = str(text).strip()
-        m = _BW_RE.match(s)
-        if m:
-            value = float(m.group(1)) * _DECIMAL[m.group(2).upper()]
-            if m.group(3) == "b":
-                value /= 8.0
-        else:
-            try:
-                value = float(s)
-            except ValueError:
-                raise CommsimError(
-                    f"{field}: {text!r} is not a bandwidth; write e.g. 25GB/s or 400Gb/s"
-                ) from None
+        value = _bare_number(text)
+        if value is None:
+            raise CommsimError(
+                f"{field}: {text!r} is not a bandwidth; write e.g. 25GB/s or 400Gb/s")
     if not math.isfinite(value) or value <= 0:
         raise CommsimError(f"{field}: {text!r} must be a positive bandwidth")
+    if require_unit and not m:
+        n = str(text).strip()
+        raise CommsimError(f"{field}: {text!r} has no unit; write {n}GB/s or "
+                           f"{n}Gb/s (bits per second), or MB/s")
     return value
 
 
-def parse_time(text: str | float, field: str = "time") -> float:
-    """Seconds from ``5us``, ``1.5ms``, ``700ns``, ``2s``; a bare number is seconds."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        value = float(text)
+def parse_time(text: str | float, field: str = "time", *, require_unit: bool = False,
+               units: tuple[str, ...] = ("us", "ms", "s")) -> float:
+    """Seconds from ``5us``, ``1.5ms``, ``700ns``, ``2s``.
+
+    A bare number is seconds, unless ``require_unit`` (command-line flags), which refuses
+    any bare number but 0 (zero needs no unit), suggesting ``units`` in its message.
+    """
+    m = None if isinstance(text, (int, float)) else _TIME_RE.match(str(text).strip())
+    if m:
+        value = float(m.group(1)) * _TIME[m.group(2)]
     else:
-        s = str(text).strip()
-        m = _TIME_RE.match(s)
-        if m:
-            value = float(m.group(1)) * _TIME[m.group(2)]
-        else:
-            try:
-                value = float(s)
-            except ValueError:
-                raise CommsimError(
-                    f"{field}: {text!r} is not a time; write e.g. 5us, 700ns or 1.5ms"
-                ) from None
+        value = _bare_number(text)
+        if value is None:
+            raise CommsimError(
+                f"{field}: {text!r} is not a time; write e.g. 5us, 700ns or 1.5ms")
     if not math.isfinite(value) or value < 0:
         raise CommsimError(f"{field}: {text!r} must be a time of zero or more")
-    return value
+    if require_unit and not m and value != 0:
+        n = str(text).strip()
+        *first, last = [f"{n}{u}" for u in units]
+        raise CommsimError(f"{field}: {text!r} has no unit; write "
+                           + (f"{', '.join(first)} or {last}" if first else last))
+    return value + 0.0  # -0.0 -> 0.0
 
 
 def format_size(nbytes: int) -> str:

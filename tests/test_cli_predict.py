@@ -75,3 +75,79 @@ def test_argparse_errors_are_one_line_too(capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "--nranks" in err
+
+
+# -- hardening: output paths, degenerate and unit-less values, help -----------------------
+
+FLAGS = ["predict", "--algorithm", "ring", "--nranks", "8", "--size", "1M",
+         "--alpha", "5us", "--bandwidth", "25GB/s"]
+
+
+def test_json_creates_a_missing_folder(tmp_path, capsys):
+    path = tmp_path / "new" / "deeper" / "p.jsonl"
+    assert main([*FLAGS, "--json", str(path)]) == 0
+    assert json.loads(path.read_text())["algorithm"] == "ring"
+
+
+@pytest.mark.parametrize("kind", ["folder", "under-a-file", "read-only-folder"])
+def test_bad_json_paths_are_refused_before_the_work(tmp_path, capsys, kind):
+    import os
+    (tmp_path / "plain").write_text("a file")
+    if kind == "folder":
+        path = tmp_path
+    elif kind == "under-a-file":
+        path = tmp_path / "plain" / "p.jsonl"
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root writes anywhere")
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        path = locked / "sub" / "p.jsonl"
+    before = sorted(tmp_path.rglob("*"))
+    assert main([*FLAGS, "--json", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and "--json" in err
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["--nranks", "1"], "--nranks: 1 rank has nothing to communicate; give 2 or more"),
+    (["--nranks", "0"], "--nranks: 0"),   # not quietly 8
+    (["--alpha", "5"], "--alpha: '5' has no unit; write 5us, 5ms or 5s"),
+    (["--bandwidth", "25"], "--bandwidth: '25' has no unit; write 25GB/s"),
+    (["--gamma", "0.01"], "--gamma: '0.01' has no unit; write 0.01ns"),
+    (["--bandwidth", "1e-300B/s", "--size", "1G"], "--bandwidth"),   # would be inf
+    (["--group-size", "2"], "--group-size: only the hierarchical algorithm"),
+    (["--algorithm", "hierarchical", "--group-size", "3"], "--group-size: 3 does not divide"),
+    (["--algorithm", "hierarchical", "--group-size", "0"], "--group-size: 0"),
+])
+def test_degenerate_and_unitless_values_are_refused(tmp_path, capsys, argv, fragment):
+    path = tmp_path / "p.jsonl"
+    argv = FLAGS + argv   # argparse: the later flag wins
+    assert main([*argv, "--json", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and fragment in err and len(err.strip().splitlines()) == 1
+    assert not path.exists()
+
+
+def test_one_rank_from_the_topology_is_refused_too(tmp_path, capsys):
+    path = tmp_path / "one.yaml"
+    path.write_text("builder: star\nparams: {n: 1, bandwidth: 10GB/s}\n")
+    assert main(["predict", "--topology", str(path), "--size", "1K"]) == 2
+    err = capsys.readouterr().err
+    assert "nothing to communicate" in err and len(err.strip().splitlines()) == 1
+
+
+def test_zero_needs_no_unit(tmp_path, capsys):
+    path = tmp_path / "p.jsonl"
+    assert main([*FLAGS, "--alpha", "0", "--gamma", "0", "--json", str(path)]) == 0
+    row = json.loads(path.read_text())
+    assert row["alpha_us"] == 0 and row["time_us"] > 0
+
+
+def test_help_renders_a_single_percent_sign(capsys):
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    out = capsys.readouterr().out
+    assert "75-85%" in out and "%%" not in out

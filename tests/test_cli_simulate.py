@@ -141,7 +141,7 @@ def test_a_slow_reducer_slows_the_run(tmp_path):
 @pytest.mark.parametrize("argv,fragment", [
     (["--late", "3200us"], "RANK:VALUE"),
     (["--late", "3:soon"], "--late"),
-    (["--late", "30:1us"], "out of range"),
+    (["--late", "30:1us"], "--late: rank 30 does not exist"),
     (["--slow-reduce", "0:fast"], "--slow-reduce"),
 ])
 def test_bad_straggler_flags(capsys, argv, fragment):
@@ -149,3 +149,81 @@ def test_bad_straggler_flags(capsys, argv, fragment):
                  *argv]) == 2
     err = capsys.readouterr().err
     assert fragment in err and len(err.strip().splitlines()) == 1
+
+
+# -- hardening: output paths, degenerate and unit-less values, errors before output --------
+
+ARGS = ["simulate", "--topology", "ring-8", "--algorithm", "ring", "--size", "1K"]
+
+
+def test_json_and_traces_create_missing_folders(tmp_path, capsys):
+    js, tr = tmp_path / "new" / "deeper" / "r.jsonl", tmp_path / "traces" / "t.json"
+    assert main([*ARGS, "--sizes", "1K,2K", "--json", str(js), "--trace", str(tr)]) == 0
+    assert len(_rows(js)) == 2
+    assert (tmp_path / "traces" / "t-ring-1K.json").exists()
+    assert (tmp_path / "traces" / "t-ring-2K.json").exists()
+
+
+@pytest.mark.parametrize("flag", ["--json", "--trace"])
+@pytest.mark.parametrize("kind", ["folder", "under-a-file"])
+def test_bad_output_paths_are_refused_before_the_run(tmp_path, capsys, flag, kind):
+    (tmp_path / "plain").write_text("a file")
+    path = tmp_path if kind == "folder" else tmp_path / "plain" / "x.json"
+    before = sorted(tmp_path.rglob("*"))
+    assert main([*ARGS, flag, str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and flag in err
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_json_and_trace_may_not_be_one_file(tmp_path, capsys):
+    path = tmp_path / "same.json"
+    assert main([*ARGS, "--json", str(path), "--trace", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "--json and --trace" in err and not path.exists()
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["--nranks", "1"], "--nranks: 1 rank has nothing to communicate; give 2 or more"),
+    (["--nranks", "0"], "--nranks: 0"),
+    (["--late", "3:200"], "--late: '200' has no unit; write 200us"),
+    (["--gamma", "0.01"], "--gamma: '0.01' has no unit"),
+    (["--late", "1:1us", "--late", "1:2us"], "--late: rank 1 is given twice"),
+    (["--root", "2"], "--root: allreduce has no root"),
+])
+def test_degenerate_and_unitless_values_are_refused(capsys, argv, fragment):
+    assert main([*ARGS, *argv]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and fragment in err and len(err.strip().splitlines()) == 1
+
+
+def test_zero_needs_no_unit_and_no_inf_or_nan_is_printed(tmp_path, capsys):
+    path = tmp_path / "r.jsonl"
+    assert main([*ARGS, "--gamma", "0", "--late", "3:0", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "inf" not in out and "nan" not in out
+    assert "Infinity" not in path.read_text() and "NaN" not in path.read_text()
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["--late", "99:10us"], "--late: rank 99 does not exist on 8 ranks"),
+    (["--slow-reduce", "9:2"], "--slow-reduce: rank 9 does not exist on 8 ranks"),
+    (["--collective", "broadcast", "--algorithm", "binomial", "--root", "9"],
+     "--root: rank 9 does not exist on 8 ranks"),
+    (["--gamma", "1e300s"], "--gamma"),
+])
+def test_errors_come_before_any_output(capsys, argv, fragment):
+    rc = main(["simulate", "--topology", "ring-8", "--size", "1K",
+               *(["--algorithm", "ring"] if "--algorithm" not in argv else []), *argv])
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == ""
+    assert fragment in err and len(err.strip().splitlines()) == 1
+    assert "start_offsets" not in err and "reduce_slowdown" not in err
+
+
+def test_help_renders_a_single_percent_sign(capsys):
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    out = capsys.readouterr().out
+    assert "75-85%" in out and "%%" not in out

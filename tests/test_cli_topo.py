@@ -104,3 +104,55 @@ def test_export_simgrid_and_yaml(capsys, tmp_path):
 
     code, out, _ = run(capsys, "export", "ring-8", "--builder-form")
     assert code == 0 and "builder: ring" in out
+
+
+# -- hardening: output folders, formats and flags a verb cannot honour --------------------
+
+def test_draw_and_export_create_a_missing_folder(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "new" / "ring.png"
+    code, out, _ = run(capsys, "draw", "ring-8", "-o", str(png))
+    assert code == 0 and png.read_bytes()[:4] == b"\x89PNG"
+    yml = tmp_path / "other" / "deeper" / "ring.yaml"
+    code, _, _ = run(capsys, "export", "ring-8", "-o", str(yml))
+    assert code == 0 and topology.load(str(yml)).number_of_nodes() == 16
+
+
+@pytest.mark.parametrize("verb", ["draw", "export"])
+@pytest.mark.parametrize("kind", ["folder", "under-a-file"])
+def test_bad_output_paths_are_refused_before_the_work(capsys, tmp_path, verb, kind):
+    if verb == "draw":
+        pytest.importorskip("matplotlib")
+    (tmp_path / "plain").write_text("a file")
+    if kind == "folder":
+        (tmp_path / "dir.png").mkdir()
+        path = tmp_path / "dir.png"
+    else:
+        path = tmp_path / "plain" / "x.png"
+    before = sorted(tmp_path.rglob("*"))
+    code, out, err = run(capsys, verb, "ring-8", "-o", str(path))
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert err.count("\n") == 1 and "--output" in err
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("argv, piece", [
+    (["draw", "ring-8", "-o", "ring"], "--output: 'ring' needs an image suffix"),
+    (["draw", "ring-8", "-o", "ring.xyz"], "--output: 'ring.xyz' needs an image suffix"),
+    (["export", "ring-8", "--format", "simgrid", "--builder-form"], "--builder-form"),
+])
+def test_values_a_verb_cannot_honour_are_refused(capsys, tmp_path, monkeypatch, argv, piece):
+    if argv[0] == "draw":
+        pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == "" and err.count("\n") == 1 and piece in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_topology_file_may_still_use_bare_numbers(capsys, tmp_path):
+    path = tmp_path / "bare.yaml"
+    path.write_text("nodes: [{name: g0, kind: gpu}, {name: g1, kind: gpu}]\n"
+                    "links: [{src: g0, dst: g1, bandwidth: 1.0e+9, latency: 0}]\n")
+    G = topology.load(str(path))
+    assert G.edges["g0", "g1"]["bandwidth"] == 1e9 and G.edges["g0", "g1"]["latency"] == 0

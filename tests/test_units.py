@@ -66,3 +66,32 @@ def test_formatting():
     assert units.format_bandwidth(25e9) == "25 GB/s"
     assert units.format_time(1.5e-6) == "1.5 us"
     assert units.format_time(2e-9) == "2 ns"
+
+
+@pytest.mark.parametrize("parse,text,fragment", [
+    (units.parse_time, "5", "'5' has no unit; write 5us, 5ms or 5s"),
+    (units.parse_time, "1e-6", "has no unit"),
+    (units.parse_time, 0.5, "has no unit"),
+    (units.parse_bandwidth, "25", "'25' has no unit; write 25GB/s or 25Gb/s"),
+    (units.parse_bandwidth, "1e9", "has no unit"),
+])
+def test_flags_require_a_unit(parse, text, fragment):
+    with pytest.raises(CommsimError, match="--flag") as exc:
+        parse(text, "--flag", require_unit=True)
+    assert fragment in str(exc.value)
+
+
+@pytest.mark.parametrize("text,value", [("0", 0.0), ("0.0", 0.0), (0, 0.0), ("-0", 0.0),
+                                        ("5us", 5e-6), ("2s", 2.0)])
+def test_zero_and_units_pass_when_a_unit_is_required(text, value):
+    got = units.parse_time(text, "--flag", require_unit=True)
+    assert got == pytest.approx(value) and str(got) != "-0.0"
+
+
+def test_files_keep_bare_numbers():
+    """Topology and profile YAML read bare numbers as seconds and bytes/s, as before."""
+    assert units.parse_time("1e-6") == 1e-6 and units.parse_time(0) == 0.0
+    assert units.parse_bandwidth("1e9") == 1e9 and units.parse_bandwidth(25e9) == 25e9
+    assert units.parse_bandwidth("25GB/s", require_unit=True) == 25e9
+    with pytest.raises(CommsimError, match="positive"):
+        units.parse_bandwidth("0", "--bw", require_unit=True)

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import sys
+from pathlib import Path
 
 from rich.console import Console
 
 from commsim import collectives, model
 from commsim.errors import CommsimError
-from commsim.units import parse_size_range, parse_time
+from commsim.units import format_size, parse_size_range, parse_time
 
 SIZE_CONVENTION = (
     "Sizes follow nccl-tests: one rank's buffer for allreduce/broadcast/reduce, the whole "
     "gathered buffer for allgather/reduce_scatter; algbw = size / time, busbw = algbw * "
     "nccl-tests' factor (2(p-1)/p allreduce, (p-1)/p allgather and reduce_scatter, 1 "
     "broadcast and reduce). Line rate, no protocol overhead: measured busbw usually sits "
-    "at 75-85%% of it.")
+    "at 75-85% of it.")
 
 
 def algorithm_list(collective: str, text: str) -> list[str]:
@@ -53,7 +56,9 @@ def sweep(args) -> tuple[str, list[str], list[int], int | str | None, float]:
     """``(collective, algorithms, sizes, chunks, gamma)`` from the flags that ``predict``
     and ``simulate`` share (``--collective --algorithm --size --chunks --gamma``)."""
     coll = collectives.resolve_collective(args.collective)
-    gamma = None if args.gamma is None else parse_time(args.gamma, "--gamma")
+    # a unit is required: a bare 0.01 would be 0.01 s a byte (0 needs none)
+    gamma = None if args.gamma is None else parse_time(args.gamma, "--gamma", require_unit=True,
+                                                       units=("ns", "us"))
     return (coll, algorithm_list(coll, args.algorithm), sizes(args.size),
             chunks(args.chunks), gamma)
 
@@ -120,7 +125,104 @@ def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, width=None if stream.isatty() else 160)
 
 
-def write_json_lines(path: str, rows: list[dict]) -> None:
-    """One JSON object a line, as the verbs' ``--json FILE`` promises."""
-    with open(path, "w") as fh:
-        fh.writelines(json.dumps(row) + "\n" for row in rows)
+def check_nranks(p: int, given: bool, where: str, ngpus: int | None) -> None:
+    """``--nranks``: 2 or more (one rank has nothing to communicate: its time would be 0,
+    its bandwidths inf and nan), and no more than the topology's gpus (``ngpus``)."""
+    if not given and p < 2:
+        raise CommsimError(f"--nranks: topology {where!r} has {p} gpu(s), and 1 rank has "
+                           "nothing to communicate; give a topology with 2 or more gpus")
+    if p == 1:
+        raise CommsimError("--nranks: 1 rank has nothing to communicate; give 2 or more")
+    if p < 1:
+        raise CommsimError(f"--nranks: {p} is not a number of ranks; give 2 or more")
+    if ngpus is not None and p > ngpus:
+        raise CommsimError(f"--nranks: {p} ranks need {p} gpus; topology {where!r} has "
+                           f"{ngpus}")
+
+
+def check_output(path: str, flag: str) -> Path:
+    """Refuse, before any work, an output path that cannot be written.
+
+    ``path`` may not be a folder, its first existing ancestor must be a writable folder
+    (missing folders below it are created when the file is written, see
+    :func:`make_parent`), and an existing file must be writable. Nothing is created here.
+    """
+    text = str(path)
+    if not text.strip():
+        raise CommsimError(f"{flag}: give a file name")
+    p = Path(text)
+    try:
+        if p.is_dir():
+            raise CommsimError(f"{flag}: {text!r} is a folder; give a file name (inside it, "
+                               "if you like)")
+        if p.exists():
+            if not os.access(p, os.W_OK):
+                raise CommsimError(f"{flag}: {text!r} is not writable; choose another path")
+            return p
+        folder = p.absolute().parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent   # the first that exists; the ones below it get created
+    except OSError as exc:
+        raise CommsimError(f"{flag}: cannot write {text!r}: {exc.strerror or exc}") from None
+    if not folder.is_dir():
+        raise CommsimError(f"{flag}: cannot write {text!r}: {str(folder)!r} is a file, not a "
+                           "folder; choose another path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CommsimError(f"{flag}: cannot write {text!r}: folder {str(folder)!r} is not "
+                           "writable; choose another path")
+    return p
+
+
+def make_parent(path: str, flag: str) -> None:
+    """Create the missing folders above ``path`` (checked by :func:`check_output`)."""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CommsimError(f"{flag}: cannot create the folder of {str(path)!r}: "
+                           f"{exc.strerror or exc}") from None
+
+
+def _not_finite(value, key: str = "") -> str | None:
+    """The key of the first inf or nan in ``value`` (nested dicts and lists), else None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else key
+    if isinstance(value, dict):
+        pairs = ((f"{key}.{k}" if key else str(k), v) for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        pairs = ((f"{key}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for k, v in pairs:
+        found = _not_finite(v, k)
+        if found:
+            return found
+    return None
+
+
+def check_finite(rows: list[dict], fix: str) -> None:
+    """Refuse result rows that hold inf or nan: a table would print them and JSON cannot
+    carry them. ``fix`` says which flags to change."""
+    for row in rows:
+        key = _not_finite(row)
+        if key:
+            raise CommsimError(
+                f"{row.get('collective')}/{row.get('algorithm')} at "
+                f"{format_size(row['size'])} on {row.get('nranks')} ranks: {key} comes out "
+                f"infinite or undefined; {fix}")
+
+
+def write_json_lines(path: str, rows: list[dict], flag: str = "--json") -> None:
+    """One JSON object a line, as the verbs' ``--json FILE`` promises. Missing folders
+    above ``path`` are created; inf and nan, which JSON cannot carry, are refused."""
+    try:
+        lines = [json.dumps(row, allow_nan=False) + "\n" for row in rows]
+    except ValueError:
+        raise CommsimError(f"{flag}: a row holds inf or nan, which JSON cannot carry; "
+                           "nothing written") from None
+    make_parent(path, flag)
+    try:
+        with open(path, "w") as fh:
+            fh.writelines(lines)
+    except OSError as exc:
+        raise CommsimError(f"{flag}: cannot write {str(path)!r}: {exc.strerror or exc}") \
+            from None

@@ -8,6 +8,9 @@ from commsim import model
 from commsim.cli.common import (
     SIZE_CONVENTION,
     add_profile,
+    check_finite,
+    check_nranks,
+    check_output,
     console,
     model_gamma,
     sweep,
@@ -30,17 +33,23 @@ def register(sub) -> None:
     p.add_argument("--algorithm", default="all", help="comma-separated names, or all")
     p.add_argument("--size", "--sizes", dest="size", default="1K:1G",
                    help="bytes: 256M, or a doubling range 1K:1G, or a list 1K,1M")
-    p.add_argument("--nranks", type=int, help="ranks (default: every gpu of the topology)")
-    p.add_argument("--alpha", help="latency per message, e.g. 5us (with --bandwidth)")
-    p.add_argument("--bandwidth", help="one link's bandwidth, e.g. 25GB/s (with --alpha)")
-    p.add_argument("--gamma", help="reduction time per byte, e.g. 0.01ns (default: the "
-                   "profile's, else 0)")
+    p.add_argument("--nranks", type=int, help="ranks, 2 or more (default: every gpu of the "
+                   "topology; 8 with --alpha/--bandwidth)")
+    p.add_argument("--alpha", help="latency per message with its unit, e.g. 5us (with "
+                   "--bandwidth)")
+    p.add_argument("--bandwidth", help="one link's bandwidth with its unit, e.g. 25GB/s or "
+                   "400Gb/s (with --alpha)")
+    p.add_argument("--gamma", help="reduction time per byte with its unit, e.g. 0.01ns "
+                   "(default: the profile's, else 0)")
     p.add_argument("--topology", help=f"take alpha and bandwidth from a topology "
                    f"(default {DEFAULT_TOPOLOGY} when --alpha/--bandwidth are not given)")
     add_profile(p)
     p.add_argument("--chunks", default="auto",
-                   help="pipeline chunks for tree/dbt/chain: a number or auto (best per size)")
-    p.add_argument("--group-size", type=int, help="hierarchical: ranks per group")
+                   help="a number K (K times the algorithm's natural chunking: pipeline "
+                   "depth for trees and chains, pieces per message for rings and rhd) or "
+                   "auto (best per size; default)")
+    p.add_argument("--group-size", type=int,
+                   help="hierarchical: ranks per group, a divisor of --nranks")
     p.add_argument("--json", metavar="FILE", help="also write JSON lines, one per algorithm/size")
     p.set_defaults(func=run)
 
@@ -52,15 +61,32 @@ def _parameters(args) -> dict:
     if args.alpha is not None:
         if args.topology or args.profile:
             raise CommsimError("--topology/--profile and --alpha/--bandwidth exclude each other")
-        return {"where": "flags", "nranks": args.nranks or 8, "graph": None,
-                "alpha": parse_time(args.alpha, "--alpha"),
-                "beta": 1.0 / parse_bandwidth(args.bandwidth, "--bandwidth")}
+        return {"where": "flags", "graph": None, "gpus": None,
+                "nranks": 8 if args.nranks is None else args.nranks,
+                "alpha": parse_time(args.alpha, "--alpha", require_unit=True),
+                "beta": 1.0 / parse_bandwidth(args.bandwidth, "--bandwidth",
+                                              require_unit=True)}
     from commsim import topology  # only when a topology is asked for
 
     name = topology_choice(args, DEFAULT_TOPOLOGY)
     G = topology.load(name)
-    return {"where": G.graph.get("name", name), "graph": G,
-            "nranks": args.nranks or len(topology.gpus(G))}
+    ngpus = len(topology.gpus(G))
+    return {"where": G.graph.get("name", name), "graph": G, "gpus": ngpus,
+            "nranks": ngpus if args.nranks is None else args.nranks}
+
+
+def _check_group_size(group: int | None, algos: list[str], p: int) -> None:
+    """``--group-size`` only where it is honoured: hierarchical, dividing the ranks."""
+    if group is None:
+        return
+    if "hierarchical" not in algos:
+        raise CommsimError("--group-size: only the hierarchical algorithm has groups; add "
+                           "hierarchical to --algorithm or drop --group-size")
+    if group < 1 or p % group:
+        divisors = [d for d in range(1, p + 1) if p % d == 0]
+        shown = ", ".join(map(str, divisors[:12])) + (", ..." if len(divisors) > 12 else "")
+        raise CommsimError(f"--group-size: {group} does not divide {p} ranks; give a "
+                           f"divisor of {p} ({shown})")
 
 
 def _algorithm_params(prm: dict, algo: str, group_size: int | None) -> tuple:
@@ -76,8 +102,10 @@ def run(args) -> int:
     prm = _parameters(args)
     gamma = model_gamma(gamma, prm["graph"])
     p = prm["nranks"]
-    if p < 1:
-        raise CommsimError(f"--nranks: {p} must be at least 1")
+    check_nranks(p, args.nranks is not None, prm["where"], prm["gpus"])
+    _check_group_size(args.group_size, algos, p)
+    if args.json:
+        check_output(args.json, "--json")
     rows = []
     params = {algo: _algorithm_params(prm, algo, args.group_size) for algo in algos}
     for size in size_list:
@@ -85,12 +113,14 @@ def run(args) -> int:
             a, b, opts = params[algo]
             k = model.nchunks_for(nchunks, coll, algo, p, size, a, b, gamma, **opts)
             t = model.predict(coll, algo, p, size, a, b, gamma, nchunks=k, **opts)
-            algbw = size / t if t > 0 else float("inf")
+            algbw = size / t if t > 0 else float("nan")   # refused by check_finite
             rows.append(dict(collective=coll, algorithm=algo, nranks=p, size=size,
                              nchunks=k or model.default_nchunks(coll, algo, p),
                              time_us=t * 1e6, algbw_gbps=algbw / 1e9,
                              busbw_gbps=algbw * model.busbw_factor(coll, p) / 1e9,
                              alpha_us=a * 1e6, bandwidth_gbps=1e-9 / b))
+    check_finite(rows, "give realistic --alpha, --bandwidth and --gamma (with units)"
+                 if prm["graph"] is None else "check the topology's links and --gamma")
     out = console()
     flat_a, flat_b, _ = _algorithm_params(prm, "ring", None)
     line = (f"[bold]{coll}[/] on {p} ranks, {prm['where']}: alpha {format_time(flat_a)}, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -13,7 +14,11 @@ from commsim import collectives, model
 from commsim.cli.common import (
     SIZE_CONVENTION,
     add_profile,
+    check_finite,
+    check_nranks,
+    check_output,
     console,
+    make_parent,
     model_gamma,
     per_rank,
     sweep,
@@ -42,28 +47,32 @@ def register(sub) -> None:
                    "collective)")
     p.add_argument("--size", "--sizes", dest="size", default="256M",
                    help="bytes: 256M, or a doubling range 1K:1G, or a list 1K,1M")
-    p.add_argument("--nranks", type=int, help="ranks (default: every gpu of the topology)")
+    p.add_argument("--nranks", type=int,
+                   help="ranks, 2 or more (default: every gpu of the topology)")
     p.add_argument("--chunks", default="auto",
                    help="pipeline depth: a number (times the algorithm's natural chunking) "
                         "or auto (the model's best per size; default)")
     p.add_argument("--mode", choices=("step", "dataflow"), default="step",
                    help="step: ranks go step by step (the executors' semantics); dataflow: "
                         "a transfer waits only for its data (a what-if)")
-    p.add_argument("--root", type=int, default=0, help="root rank of broadcast and reduce")
+    p.add_argument("--root", type=int,
+                   help="root rank of broadcast and reduce (default 0); other collectives "
+                   "have none")
     p.add_argument("--placement", default="linear",
                    help="which gpu each rank gets: linear (the topology's order; default), "
                         "spread (consecutive ranks on different switches) or random[:SEED]")
     p.add_argument("--routing", choices=("ecmp", "static"), default="ecmp",
                    help="ecmp: each transfer hashes to one of the equal-cost paths; static: "
                         "one path per pair of ranks")
-    p.add_argument("--gamma", help="reduction time per byte, e.g. 0.01ns (default: the "
-                   "profile's, else 0)")
+    p.add_argument("--gamma", help="reduction time per byte with its unit, e.g. 0.01ns "
+                   "(default: the profile's, else 0)")
     add_profile(p)
     p.add_argument("--late", action="append", metavar="RANK:TIME",
-                   help="a straggler: RANK enters the collective TIME late, e.g. 3:200us "
-                   "(repeatable)")
+                   help="a straggler: RANK enters the collective TIME (with its unit) late, "
+                   "e.g. 3:200us (repeatable, once per rank)")
     p.add_argument("--slow-reduce", action="append", metavar="RANK:FACTOR",
-                   help="RANK reduces FACTOR times slower than --gamma, e.g. 0:4 (repeatable)")
+                   help="RANK reduces FACTOR times slower than --gamma, e.g. 0:4 (repeatable, "
+                   "once per rank)")
     p.add_argument("--links", action="store_true", help="also list the busiest links")
     p.add_argument("--trace", metavar="FILE",
                    help="write a Chrome/Perfetto trace (one file per algorithm and size)")
@@ -83,29 +92,30 @@ def run(args) -> int:
     from commsim.sim import simulate
     from commsim.topology.placement import place
 
+    # every check comes before the first line of output and before any work
     coll, algos, size_list, setting, gamma = sweep(args)
     args.topology = topology_choice(args, DEFAULT_TOPOLOGY)
     G = topology.load(args.topology)
     gamma = model_gamma(gamma, G)
     ngpus = len(topology.gpus(G))
+    name = G.graph.get("name", args.topology)
     p = args.nranks if args.nranks is not None else ngpus
-    if p < 1:
-        raise CommsimError(f"--nranks: {p} must be at least 1")
-    if p > ngpus:
-        raise CommsimError(f"--nranks: {p} ranks need {p} gpus; topology "
-                           f"{G.graph.get('name', args.topology)!r} has {ngpus}")
+    check_nranks(p, args.nranks is not None, name, ngpus)
+    root = _root(args.root, coll, p)
     gpus_of_ranks = place(G, p, args.placement)
-    late = per_rank(args.late, "--late", lambda v: parse_time(v, "--late"))
-    slow = per_rank(args.slow_reduce, "--slow-reduce", lambda v: _factor(v, "--slow-reduce"))
+    late = _per_rank(args.late, "--late", lambda v: parse_time(v, "--late", require_unit=True),
+                     p)
+    slow = _per_rank(args.slow_reduce, "--slow-reduce",
+                     lambda v: _factor(v, "--slow-reduce"), p)
+    jobs = [(algo, size) for algo in algos for size in size_list]
+    _check_outputs(args, jobs)
     out = console()
     err = console(stderr=True)
-    name = G.graph.get("name", args.topology)
-    out.print(f"[bold]{coll}[/] on {p} ranks of [bold]{name}[/] ({ngpus} gpus), "
+    header = (f"[bold]{coll}[/] on {p} ranks of [bold]{name}[/] ({ngpus} gpus), "
               f"{args.placement} placement, {args.mode} mode, {args.routing} routing"
               + (f", gamma {format_time(gamma)}/byte" if gamma else "")
               + "".join(f", rank {r} {format_time(t)} late" for r, t in late.items())
               + "".join(f", rank {r} reduces x{f:g} slower" for r, f in slow.items()))
-    jobs = [(algo, size) for algo in algos for size in size_list]
     rows, link_rows = [], []
     bar = _Bar(err, len(jobs))
     routers: dict = {}
@@ -116,10 +126,11 @@ def run(args) -> int:
                               **opts)
         build_opts = {"group_size": opts["group_size"]} if "group_size" in opts else {}
         if coll in ("broadcast", "reduce"):
-            build_opts["root"] = args.root
+            build_opts["root"] = root
         s = collectives.build(coll, algo, p, k, **build_opts)
         res = simulate(s, G, size, placement=gpus_of_ranks, routing=args.routing,
                        mode=args.mode, gamma=gamma, start_offsets=late, reduce_slowdown=slow,
+                       overhead=float((G.graph.get("model") or {}).get("step_overhead", 0.0)),
                        router=routers.get(algo), progress=bar.within)
         routers[algo] = res.router      # routes depend on the pairs, not on the size
         t_model = model.predict(coll, algo, p, size, a, b, gamma, nchunks=s.nchunks,
@@ -141,9 +152,16 @@ def run(args) -> int:
         rows.append(row)
         if args.trace:
             path = _trace_path(args.trace, algo, size, len(jobs) > 1)
-            res.to_chrome_trace(path)
+            make_parent(path, "--trace")
+            try:
+                res.to_chrome_trace(path)
+            except OSError as exc:
+                raise CommsimError(f"--trace: cannot write {str(path)!r}: "
+                                   f"{exc.strerror or exc}") from None
             row["trace"] = str(path)
     bar.stop()
+    check_finite(rows, "check the topology's links, --gamma and --late")
+    out.print(header)   # only now: an error found during the run leaves stdout empty
     out.print(_table(rows))
     if args.links:
         out.print(_links_table(link_rows))
@@ -157,6 +175,51 @@ def run(args) -> int:
         write_json_lines(args.json, rows)
         out.print(f"wrote {args.json}")
     return 0
+
+
+def _root(root: int | None, coll: str, p: int) -> int:
+    """``--root``: a rank of the run, and only for the collectives that have a root."""
+    if root is None:
+        return 0
+    if coll not in ("broadcast", "reduce"):
+        raise CommsimError(f"--root: {coll} has no root; --root is for broadcast and reduce "
+                           "(drop it)")
+    if not 0 <= root < p:
+        raise CommsimError(f"--root: rank {root} does not exist on {p} ranks; give 0 to "
+                           f"{p - 1}")
+    return root
+
+
+def _per_rank(items: list[str] | None, flag: str, parse, p: int) -> dict[int, float]:
+    """``{rank: value}`` from repeated ``RANK:VALUE`` flags: each rank once, and a rank
+    of the run."""
+    out: dict[int, float] = {}
+    for item in items or []:
+        ((rank, value),) = per_rank([item], flag, parse).items()
+        if rank in out:
+            raise CommsimError(f"{flag}: rank {rank} is given twice; give each rank once")
+        if rank >= p:
+            raise CommsimError(f"{flag}: rank {rank} does not exist on {p} ranks; give 0 to "
+                               f"{p - 1}")
+        out[rank] = value
+    return out
+
+
+def _check_outputs(args, jobs: list) -> None:
+    """``--json`` and every ``--trace`` file are writable, and distinct, before the run."""
+    paths = []
+    if args.trace:
+        paths = [(_trace_path(args.trace, algo, size, len(jobs) > 1), "--trace")
+                 for algo, size in jobs]
+    if args.json:
+        paths.append((Path(args.json), "--json"))
+    seen: dict[str, str] = {}
+    for path, flag in paths:
+        check_output(str(path), flag)
+        key = os.path.abspath(path)
+        if key in seen and seen[key] != flag:
+            raise CommsimError(f"--json and --trace both name {str(path)!r}; give two files")
+        seen[key] = flag
 
 
 def _factor(text: str, field: str) -> float:
@@ -218,10 +281,10 @@ def _table(rows: list[dict]) -> Table:
         table.add_column(name, justify="left" if name in ("algorithm", "bottleneck link")
                          else "right")
     for r in rows:
-        ratio = r["time_us"] / r["t_model_us"] if r["t_model_us"] > 0 else float("nan")
+        ratio = f"{r['time_us'] / r['t_model_us']:.3f}" if r["t_model_us"] > 0 else "-"
         table.add_row(r["algorithm"], format_size(r["size"]), str(r["nchunks"]),
                       _num(r["time_us"]), _num(r["algbw_gbps"]), _num(r["busbw_gbps"]),
-                      _num(r["t_model_us"]), f"{ratio:.3f}", r["bottleneck"] or "-",
+                      _num(r["t_model_us"]), ratio, r["bottleneck"] or "-",
                       _pct(r["bottleneck_util"]), _pct(r["bottleneck_peak"]))
     return table
 

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from commsim import topology
+from commsim.cli.common import check_output, make_parent
 from commsim.errors import CommsimError
 
 DRAW_LIMIT = 600  # nodes; a larger drawing is an unreadable hairball
@@ -42,7 +43,9 @@ def register(subparsers) -> None:
 
     p = sub.add_parser("draw", help="draw the topology to an image (needs the plot extra)")
     p.add_argument("topology", metavar="NAME|PATH")
-    p.add_argument("-o", "--output", required=True, help="image file, e.g. topo.png or .svg")
+    p.add_argument("-o", "--output", required=True,
+                   help="image file, e.g. topo.png or topo.svg (the suffix picks the format; "
+                   "missing folders are created)")
     p.add_argument("--max-nodes", type=int, default=DRAW_LIMIT,
                    help=f"refuse graphs larger than this (default {DRAW_LIMIT})")
     p.set_defaults(func=_draw)
@@ -54,7 +57,8 @@ def register(subparsers) -> None:
                    "explicit routes); yaml: a topology file (default)")
     p.add_argument("--builder-form", action="store_true",
                    help="yaml: write builder + params instead of every node and link")
-    p.add_argument("-o", "--output", help="output file (default: standard output)")
+    p.add_argument("-o", "--output", help="output file (default: standard output; missing "
+                   "folders are created)")
     p.set_defaults(func=_export)
 
 
@@ -160,11 +164,19 @@ def _draw(args) -> int:
         raise CommsimError("topo draw needs matplotlib; install the plot extra: "
                            "pip install 'commsim[plot]'") from None
     import networkx as nx
+    from matplotlib.backend_bases import FigureCanvasBase
+    formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    if Path(args.output).suffix.lower().lstrip(".") not in formats:
+        # matplotlib would add .png to a bare name, or fail only after drawing
+        raise CommsimError(f"--output: {args.output!r} needs an image suffix that names the "
+                           f"format, e.g. .png or .svg (one of {', '.join(formats)})")
+    check_output(args.output, "--output")
     G = topology.load(args.topology)
     if G.number_of_nodes() > args.max_nodes:
         raise CommsimError(f"topology {G.graph['name']!r} has {G.number_of_nodes()} nodes, "
                            f"too many to draw legibly (--max-nodes {args.max_nodes}); draw a "
                            "smaller variant or raise --max-nodes")
+    make_parent(args.output, "--output")
     pos = _layout(G)
     colors = {"gpu": "#76b900", "nic": "#f0a30a", "switch": "#1f77b4", "host": "#9467bd"}
     small = G.number_of_nodes() <= 64
@@ -195,6 +207,11 @@ def _draw(args) -> int:
 
 
 def _export(args) -> int:
+    if args.builder_form and args.format != "yaml":
+        raise CommsimError(f"--builder-form: only --format yaml has a builder form, not "
+                           f"{args.format}; drop --builder-form")
+    if args.output:
+        check_output(args.output, "--output")
     G = topology.load(args.topology)
     if args.format == "simgrid":
         from commsim.topology.simgrid import to_simgrid_xml
@@ -205,6 +222,7 @@ def _export(args) -> int:
     if not args.output:
         sys.stdout.write(text)
         return 0
+    make_parent(args.output, "--output")
     try:
         Path(args.output).write_text(text)
     except OSError as exc:
