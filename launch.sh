@@ -40,7 +40,8 @@ NPROC=${NPROC:-4}
 # check VERB ARGS...: parse and validate the flags in one process, so that a typo is one
 # line and exit 2, not one error per rank and the launcher's traceback
 check() {
-    "$VENV/bin/python" -m commsim "$1" --check-flags "${@:2}"
+    RANK=0 WORLD_SIZE=$NPROC LOCAL_RANK=0 LOCAL_WORLD_SIZE=$NPROC \
+        "$VENV/bin/python" -m commsim "$1" --check-flags "${@:2}"
 }
 
 # run_torch VERB ARGS...: `commsim VERB ARGS...` on NPROC local ranks under torchrun

@@ -293,3 +293,13 @@ def test_mpi_bench_checks_rows_and_min_busbw_fails_it(tmp_path):
     assert rows and all(r["wrong"] == 0 and r["status"] == "ok" for r in rows)
     assert {r["exec"] for r in rows if r["algorithm"] != "native"} == {"step"}
     _check_rows(rows, p, "mpi")
+
+
+def test_a_sweep_that_cannot_fit_in_memory_is_refused_up_front():
+    from commsim.bench.harness import check_memory
+
+    cfg = _cfg("-b", "1G", "-e", "1G")
+    check_memory(cfg, 2, available=11 << 30)  # 5 buffers x 1 GiB x 2 ranks fit in 11 GiB
+    with pytest.raises(CommsimError, match=r"maxbytes: 1G needs about 10.0 GiB .* 4.0 GiB"):
+        check_memory(cfg, 2, available=4 << 30)
+    check_memory(_cfg("--backend", "nccl", "-e", "1G"), 2, available=1)  # GPU memory: not ours

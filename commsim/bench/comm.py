@@ -84,8 +84,7 @@ class TorchComm:
 
         self.torch, self.dist, self.backend, self.info = torch, dist, backend, info
         if backend == "nccl":
-            if not torch.cuda.is_available():
-                raise CommsimError("--backend nccl needs CUDA GPUs; use --backend gloo on CPUs")
+            check_backend(backend, info.local_world_size)
             self.device = torch.device("cuda", info.local_rank % torch.cuda.device_count())
             torch.cuda.set_device(self.device)
         else:
@@ -284,13 +283,34 @@ class MpiComm:
         pass
 
 
+def check_backend(backend: str, local_ranks: int) -> None:
+    """Can ``backend`` start with ``local_ranks`` ranks on this host? A one-line
+    CommsimError before any process group exists, instead of the backend's traceback."""
+    if backend == "mpi":
+        from commsim.backends.mpi import mpi_module
+
+        mpi_module()
+        return
+    try:
+        import torch
+    except ImportError:
+        raise CommsimError(f"--backend {backend} needs torch: pip install 'commsim[torch]'; "
+                           "or use --backend mpi") from None
+    if backend != "nccl":
+        return
+    if not torch.cuda.is_available():
+        raise CommsimError("--backend nccl needs CUDA GPUs; use --backend gloo on CPUs")
+    gpus = torch.cuda.device_count()
+    if local_ranks > gpus:
+        raise CommsimError(f"--backend nccl: {local_ranks} ranks on this host but {gpus} "
+                           f"GPU{'s' if gpus > 1 else ''}; NCCL needs one GPU a rank (it "
+                           f"refuses two on one GPU): launch at most {gpus} ranks a host, "
+                           "or use --backend gloo")
+
+
 def connect(backend: str, info: RankInfo):
     """The harness's comm for ``backend`` (``gloo``, ``nccl`` or ``mpi``)."""
     if backend == "mpi":
         return MpiComm(info)
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise CommsimError(f"--backend {backend} needs torch: pip install 'commsim[torch]'; "
-                           "or use --backend mpi") from None
+    check_backend(backend, info.local_world_size)
     return TorchComm(backend, info)

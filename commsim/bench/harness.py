@@ -31,6 +31,7 @@ from commsim.bench.env import detect
 from commsim.bench.output import Reporter
 from commsim.bench.predictions import Predictor
 from commsim.errors import CommsimError
+from commsim.units import format_size
 
 REDOP = {"allreduce": "sum", "reduce_scatter": "sum", "reduce": "sum", "allgather": "none",
          "broadcast": "none"}
@@ -161,8 +162,39 @@ def run(cfg: BenchConfig) -> int:
         comm.close()
 
 
+BUFFERS_PER_RANK = 5  # input, working buffer, its initial copy, scratch, a receive buffer
+
+
+def check_memory(cfg: BenchConfig, local_ranks: int, available: int | None = None) -> None:
+    """Refuse a sweep whose largest size cannot fit in this host's memory, up front: each
+    rank holds about :data:`BUFFERS_PER_RANK` buffers of the size (CPU backends; NCCL's
+    live in GPU memory, which the backend reports itself)."""
+    if cfg.backend == "nccl":
+        return
+    available = available_memory() if available is None else available
+    need = BUFFERS_PER_RANK * cfg.maxbytes * max(1, local_ranks)
+    if available is not None and need > available:
+        raise CommsimError(
+            f"-e/--maxbytes: {format_size(cfg.maxbytes)} needs about {need / 2**30:.1f} GiB "
+            f"on this host ({BUFFERS_PER_RANK} buffers of that size on each of {local_ranks} "
+            f"ranks) and {available / 2**30:.1f} GiB is available; lower -e")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available on this host (``MemAvailable``), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def _run(cfg: BenchConfig, comm) -> int:
     p, rank = comm.size, comm.rank
+    check_memory(cfg, comm.info.local_world_size)
     dtype = resolve_dtype(cfg.dtype)
     how = resolve_average(cfg.average)
     if cfg.root >= p:

@@ -128,7 +128,13 @@ def run(args) -> int:
     cfg = config_from_args(args)
     if args.check_flags:
         from commsim import topology
+        from commsim.bench.comm import check_backend
+        from commsim.bench.env import detect
+        from commsim.bench.harness import check_memory
 
         topology.load(cfg.topology)  # a bad --topology/--profile is a flag error too
+        local = detect().local_world_size
+        check_backend(cfg.backend, local)
+        check_memory(cfg, local)
         return 0
     return run_bench(cfg)
