@@ -303,3 +303,36 @@ def test_a_sweep_that_cannot_fit_in_memory_is_refused_up_front():
     with pytest.raises(CommsimError, match=r"maxbytes: 1G needs about 10.0 GiB .* 4.0 GiB"):
         check_memory(cfg, 2, available=4 << 30)
     check_memory(_cfg("--backend", "nccl", "-e", "1G"), 2, available=1)  # GPU memory: not ours
+
+
+def test_rows_stream_as_plain_columns_when_not_on_a_terminal():
+    import io
+
+    from rich.console import Console
+
+    from commsim.bench.output import Reporter
+    from commsim.bench.predictions import Predictor
+
+    buf = io.StringIO()
+    cfg = _cfg("--algorithm", "native,ring")
+    pred = Predictor("localhost", 2)
+    rep = Reporter(cfg, {"torch": "x"}, [{"rank": 0, "host": "h", "device": "cpu",
+                                         "local_rank": 0, "launcher": "torchrun"}], pred, 2,
+                   console=Console(file=buf, force_terminal=False, width=300))
+    rep.start()
+    row = {"collective": "allreduce", "algorithm": "native", "size": 1024, "count": 256,
+           "dtype": "float32", "redop": "sum", "root": None, "status": "ok", "time_us": 12.5,
+           "algbw_gbps": 0.08, "busbw_gbps": 0.08, "wrong": 0, "t_model_us": 10.0,
+           "t_sim_us": 9.0, "eff_pct": 72.0, "native_as": "ring", "native_model": "ring",
+           "native_exact": True}
+    rep.add(dict(row))
+    lines = buf.getvalue().splitlines()  # the row is out before the run ends
+    header = [line for line in lines if line.startswith("#") and "collective" in line]
+    assert len(header) == 1 and header[0].split()[1:3] == ["collective", "algorithm"]
+    assert lines[-1].split()[:3] == ["allreduce", "native", "1024"]
+    assert lines[-1].split()[-1] == "ring=ring" and "┃" not in buf.getvalue()
+    rep.add(dict(row, algorithm="ring", native_as=None))
+    assert buf.getvalue().count("collective") == 1  # one header for the whole run
+    assert buf.getvalue().splitlines()[-1].split()[:2] == ["allreduce", "ring"]
+    rep.stop()
+    rep.close()

@@ -34,6 +34,8 @@ RESULT_KEYS = (
 )
 COLUMNS = ("size", "count", "type", "redop", "root", "time(us)", "algbw(GB/s)",
            "busbw(GB/s)", "#wrong", "t_model(us)", "t_sim(us)", "eff%")
+_PLAIN_WIDTH = {"collective": 14, "algorithm": 12, "size": 12, "count": 12, "time(us)": 10,
+                "as": 18}
 
 
 def _open(path: str):
@@ -72,6 +74,7 @@ class Reporter:
         self.console = console or _console(ranks[0].get("launcher", "none"))
         self.rows: list[dict] = []
         self.live: Live | None = None
+        self._streamed = False  # has the plain header been printed?
         self.json = _open(cfg.json) if cfg.json else None
         self.csv_file = _open(cfg.csv) if cfg.csv else None
         self.csv = csv.DictWriter(self.csv_file, RESULT_KEYS) if self.csv_file else None
@@ -142,6 +145,23 @@ class Reporter:
             self.csv_file.flush()
         if self.live:
             self.live.update(self._tables(), refresh=True)
+        else:
+            self._stream(row)
+
+    def _stream(self, row: dict) -> None:
+        """Not a terminal: print the row now, in plain columns under one ``#`` header line
+        (nccl-tests' habit), so a pipe or a log shows every row as it is measured and an
+        interrupted run keeps what it printed. ``as``: what a native row ran."""
+        names = ("collective", "algorithm") + COLUMNS + ("as",)
+        cells = [row["collective"], row["algorithm"], *self._cells(row),
+                 _native_cell(row).replace(" ", "") if row["algorithm"] == "native" else "-"]
+        widths = [max(len(n), _PLAIN_WIDTH.get(n, 8)) for n in names]
+        out = self.console.print
+        if not self._streamed:
+            self._streamed = True
+            out("#" + " ".join(n.rjust(w) for n, w in zip(names, widths))[1:], markup=False)
+        out(" ".join(c.rjust(w) for c, w in zip(cells, widths)), markup=False)
+        self.console.file.flush()
 
     def _tables(self) -> Group:
         tables = []
@@ -171,8 +191,6 @@ class Reporter:
         if self.live:
             self.live.stop()
             self.live = None
-        elif self.rows:
-            self.console.print(self._tables())
 
     # --- footer -----------------------------------------------------------------------
     def footer(self, summary: dict) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 from commsim import __version__
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"commsim {args.verb}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: no second traceback
         print(f"commsim {args.verb}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
