@@ -155,7 +155,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "second bad": ([str(GLOO), write("second.jsonl", [config, variant(nranks=4)])],
                        "second.jsonl line 2"),
         "report parent is a file": ([str(GLOO), "--report", str(tmp / "afile" / "r.html")],
-                                    "--report: cannot create the folder"),
+                                    "is a file, not a folder"),
         "report is a folder": ([str(GLOO), "--markdown", str(tmp)], "--markdown:"),
         "report is the input": ([str(GLOO), "--report", str(GLOO)], "one of the input files"),
     }

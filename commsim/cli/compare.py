@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 from commsim.bench import compare_view, results
 from commsim.bench.compare import compare
+from commsim.cli.common import check_output
 from commsim.errors import CommsimError
 from commsim.report import figures, html, markdown, tables
 
@@ -33,24 +33,11 @@ def register(sub) -> None:
 
 
 def _writable(path: str, flag: str, inputs: set[Path]) -> Path:
-    """``path`` if it can be written: not a folder, not an input, and its folder exists
-    or can be created. Nothing is created here."""
-    target = Path(path)
-    if target.is_dir():
-        raise CommsimError(f"{flag}: {path} is a folder; give a file name")
+    """``path`` if it can be written (:func:`~commsim.cli.common.check_output`) and is not
+    one of the input files. Nothing is created here."""
+    target = check_output(path, flag)
     if target.resolve() in inputs:
         raise CommsimError(f"{flag}: {path} is one of the input files; give another name")
-    if target.exists():
-        if not os.access(target, os.W_OK):
-            raise CommsimError(f"{flag}: {path} is not writable")
-        return target
-    folder = target.resolve().parent
-    while not folder.exists():
-        folder = folder.parent
-    if not folder.is_dir():
-        raise CommsimError(f"{flag}: cannot create the folder of {path}: {folder} is a file")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise CommsimError(f"{flag}: cannot write in {folder}")
     return target
 
 
