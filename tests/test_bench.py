@@ -336,3 +336,27 @@ def test_rows_stream_as_plain_columns_when_not_on_a_terminal():
     assert buf.getvalue().splitlines()[-1].split()[:2] == ["allreduce", "ring"]
     rep.stop()
     rep.close()
+
+
+def test_header_and_footer_speak_like_nccl_tests():
+    import io
+
+    from rich.console import Console
+
+    from commsim.bench.output import Reporter, oversubscribed
+    from commsim.bench.predictions import Predictor
+
+    buf = io.StringIO()
+    cfg = _cfg("-d", "half", "-a", "3", "-c", "0")
+    ranks = [{"rank": r, "host": "h", "device": "cpu", "local_rank": r, "launcher": "torchrun",
+              "cores": 2} for r in range(4)]
+    rep = Reporter(cfg, {"torch": "x"}, ranks, Predictor("localhost", 4), 4,
+                   console=Console(file=buf, force_terminal=False, width=300))
+    rep.start()
+    rep.footer({"wrong": 0, "avg_busbw": {}, "failures": []})
+    text = buf.getvalue()
+    assert "dtype float16" in text and "average max" in text  # canonical names
+    assert "Out of bounds values : N/A" in text and "0 OK" not in text
+    assert "oversubscribed: host h runs 4 ranks on 2 cores" in text
+    assert oversubscribed([dict(r, cores=8) for r in ranks]) == []
+    rep.close()

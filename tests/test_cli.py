@@ -26,3 +26,8 @@ def test_a_second_ctrl_c_while_reporting_the_first_is_ignored(monkeypatch, capsy
     finally:
         signal.signal(signal.SIGINT, before)
     assert "interrupted" in capsys.readouterr().err
+
+
+def test_no_verb_prints_help_and_fails(capsys):
+    assert cli.main([]) == 2
+    assert "VERB" in capsys.readouterr().err

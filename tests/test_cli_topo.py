@@ -156,3 +156,15 @@ def test_a_topology_file_may_still_use_bare_numbers(capsys, tmp_path):
                     "links: [{src: g0, dst: g1, bandwidth: 1.0e+9, latency: 0}]\n")
     G = topology.load(str(path))
     assert G.edges["g0", "g1"]["bandwidth"] == 1e9 and G.edges["g0", "g1"]["latency"] == 0
+
+
+def test_list_as_json_lines(capsys):
+    import json
+
+    from commsim.cli import main as cli_main
+
+    assert cli_main(["topo", "list", "--json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    by_name = {r["name"]: r for r in records}
+    assert by_name["localhost"]["gpus"] == 16 and by_name["fat-tree-k8"]["gpus"] == 128
+    assert all(r["path"].endswith(".yaml") for r in records)

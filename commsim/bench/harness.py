@@ -211,7 +211,8 @@ def _run(cfg: BenchConfig, comm) -> int:
     ranks = comm.allgather_objects({"rank": rank, "host": comm.info.host,
                                     "device": comm.device_name(),
                                     "local_rank": comm.info.local_rank,
-                                    "launcher": comm.info.launcher})
+                                    "launcher": comm.info.launcher,
+                                    "cores": os.cpu_count() or 1})
     versions = comm.versions()
     nnodes = len({r["host"] for r in ranks})
     reporter = Reporter(cfg, versions, ranks, predictor, p) if lead else None

@@ -21,6 +21,7 @@ from rich.live import Live
 from rich.table import Table
 
 from commsim import __version__
+from commsim.bench.config import resolve_average, resolve_dtype
 from commsim.units import format_size
 
 RESULT_KEYS = (
@@ -114,8 +115,9 @@ class Reporter:
         out(f"# versions: {versions}, python {record['python']}", markup=False)
         out(f"# sizes {format_size(cfg.minbytes)}..{format_size(cfg.maxbytes)} {step} "
             f"(nccl-tests sizes: per-rank buffer, or whole gathered buffer for allgather/"
-            f"reduce_scatter) | dtype {cfg.dtype} | iters {cfg.iters} | warmup {cfg.warmup} | "
-            f"check {'on' if cfg.check else 'off'} | average {cfg.average} | per-op barrier "
+            f"reduce_scatter) | dtype {resolve_dtype(cfg.dtype).name} | iters {cfg.iters} | "
+            f"warmup {cfg.warmup} | check {'on' if cfg.check else 'off'} | average "
+            f"{resolve_average(cfg.average)} | per-op barrier "
             f"{'on' if cfg.per_op_barrier else 'off'}", markup=False)
         pred = self.predictor
         ab = (f" (alpha {pred.alpha_beta[0] * 1e6:.3g} us, bandwidth "
@@ -130,6 +132,8 @@ class Reporter:
         for r in self.ranks:
             out(f"#   rank {r['rank']}: host {r['host']}, device {r['device']}, local rank "
                 f"{r['local_rank']} ({r['launcher']})", markup=False)
+        for line in oversubscribed(self.ranks):
+            out(f"# {line}", markup=False)
 
     # --- rows -------------------------------------------------------------------------
     def add(self, row: dict) -> None:
@@ -196,7 +200,10 @@ class Reporter:
     def footer(self, summary: dict) -> None:
         out = self.console.print
         status = "OK" if summary["wrong"] == 0 else "FAILED"
-        out(f"# Out of bounds values : {summary['wrong']} {status}", markup=False)
+        if self.cfg.check:
+            out(f"# Out of bounds values : {summary['wrong']} {status}", markup=False)
+        else:  # nothing was checked: nccl-tests prints N/A, not a reassuring 0
+            out("# Out of bounds values : N/A (-c 0: results not checked)", markup=False)
         for (collective, algorithm), avg in summary["avg_busbw"].items():
             out(f"# Avg bus bandwidth    : {avg:.4f} GB/s  {collective}/{algorithm}",
                 markup=False)
@@ -225,3 +232,17 @@ def _native_cell(r: dict) -> str:
         return r["native_as"]
     return f"{r['native_as']} = {model}" if r.get("native_exact") else \
         f"{r['native_as']} ~ {model}"
+
+
+def oversubscribed(ranks: list[dict]) -> list[str]:
+    """A warning per host that runs more ranks than it has cores (CPU backends): there the
+    times are the scheduler's, not the network's."""
+    out = []
+    for host in dict.fromkeys(r["host"] for r in ranks):
+        mine = [r for r in ranks if r["host"] == host]
+        cores = mine[0].get("cores")
+        if cores and len(mine) > cores and not str(mine[0]["device"]).startswith("cuda"):
+            out.append(f"oversubscribed: host {host} runs {len(mine)} ranks on {cores} cores; "
+                       "times measured so include waiting for a core (the scheduler's, not "
+                       "the network's)")
+    return out

@@ -33,6 +33,9 @@ def register(subparsers) -> None:
     sub = parser.add_subparsers(dest="topo_command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("list", help="list the presets: name, gpus, description")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object a preset: name, gpus, description, path "
+                   "(error instead of gpus for a preset that does not load)")
     p.set_defaults(func=_list)
 
     p = sub.add_parser("show", help="summary: ranks, switches, links, speeds, diameter, "
@@ -68,18 +71,27 @@ def _gbps(bytes_per_s: float) -> str:
 
 
 def _list(args) -> int:
+    from commsim.topology.spec import find_preset
+
     table = Table(title="commsim topology presets")
     table.add_column("name")
     table.add_column("gpus", justify="right")
     table.add_column("description")
     for name in topology.presets():
+        record = {"name": name, "path": str(find_preset(name))}
         try:
             G = topology.load(name)
         except CommsimError as exc:  # one broken user preset should not hide the others
+            record["error"] = str(exc)
             table.add_row(name, "-", f"[red]error: {exc}[/red]")
-            continue
-        table.add_row(name, str(len(topology.gpus(G))), str(G.graph.get("description", "")))
-    Console(soft_wrap=True).print(table)
+        else:
+            record.update(gpus=len(topology.gpus(G)),
+                          description=str(G.graph.get("description", "")))
+            table.add_row(name, str(record["gpus"]), record["description"])
+        if args.json:
+            print(json.dumps(record))
+    if not args.json:
+        Console(soft_wrap=True).print(table)
     return 0
 
 
