@@ -31,3 +31,14 @@ def test_a_second_ctrl_c_while_reporting_the_first_is_ignored(monkeypatch, capsy
 def test_no_verb_prints_help_and_fails(capsys):
     assert cli.main([]) == 2
     assert "VERB" in capsys.readouterr().err
+
+
+def test_algorithms_piped_is_one_line_an_algorithm(capsys):
+    from commsim import collectives
+
+    assert cli.main(["algorithms"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in lines if not line.startswith("#")]
+    assert len(rows) == len(collectives.available())  # no formula folded onto a second line
+    assert {len(r) for r in rows} == {6}
+    assert ["allreduce", "ring"] in [r[:2] for r in rows]

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from rich.console import Console
-from rich.table import Table
-
 from commsim import collectives, model
+from commsim.report.tables import Table, show
 
 
 def register(sub) -> None:
@@ -18,13 +16,12 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    table = Table(title="commsim algorithms (a: s/message, b: s/byte, g: s/byte reduced)")
-    for col in ("collective", "algorithm", "time", "how"):
-        table.add_column(col, overflow="fold")
+    table = Table("commsim algorithms (a: s/message, b: s/byte, g: s/byte reduced)",
+                  ["collective", "algorithm", "options", "aliases", "time", "how"],
+                  align=["l"] * 6)
     for algo in collectives.algorithms(args.collective):
-        name = algo.name + (f" [dim]({', '.join(algo.options)})[/]" if algo.options else "")
-        aliases = f"\n[dim]also: {', '.join(algo.aliases)}[/]" if algo.aliases else ""
-        table.add_row(algo.collective, name + aliases,
-                      model.FORMULAS[(algo.collective, algo.name)], algo.summary)
-    Console().print(table)
+        table.add([algo.collective, algo.name, ", ".join(algo.options),
+                   ", ".join(algo.aliases), model.FORMULAS[(algo.collective, algo.name)],
+                   algo.summary])
+    show([table])
     return 0
