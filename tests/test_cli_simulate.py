@@ -227,3 +227,16 @@ def test_help_renders_a_single_percent_sign(capsys):
         main(["simulate", "--help"])
     out = capsys.readouterr().out
     assert "75-85%" in out and "%%" not in out
+
+
+def test_the_same_inputs_give_byte_identical_json_and_traces(tmp_path):
+    from commsim.cli import main as cli_main
+
+    outs = []
+    json_path, trace = tmp_path / "run.jsonl", tmp_path / "trace.json"
+    for _ in range(2):
+        assert cli_main(["simulate", "--topology", "leaf-spine-2to1", "--algorithm", "ring",
+                         "--size", "4M", "--placement", "random:3", "--links", "--json",
+                         str(json_path), "--trace", str(trace)]) == 0
+        outs.append((json_path.read_bytes(), trace.read_bytes()))
+    assert outs[0] == outs[1] and b"ring" in outs[0][0]

@@ -144,7 +144,7 @@ def run(args) -> int:
                    bottleneck=bott["link"] if bott else None,
                    bottleneck_util=bott["utilization"] if bott else None,
                    bottleneck_peak=bott["peak_utilization"] if bott else None,
-                   transfers=res.ntransfers, events=res.events, wall_s=res.wall)
+                   transfers=res.ntransfers, events=res.events)
         if args.links:
             busiest = res.busiest_links(5)
             row["links"] = busiest

@@ -117,13 +117,14 @@ class SimResult:
         return top[0] if top else None
 
     def summary(self) -> dict:
-        """Headline figures as plain numbers (seconds, bytes, bytes/s)."""
+        """Headline figures as plain numbers (seconds, bytes, bytes/s); the same for the same
+        inputs (the wall time of the run is ``wall``, not in here)."""
         s = self.schedule
         b = self.bottleneck
         return dict(collective=s.collective, algorithm=s.algorithm, nranks=s.nranks,
                     nchunks=s.nchunks, size=self.nbytes, topology=self.topology_name,
                     time_s=self.time, algbw=self.algbw, busbw=self.busbw, mode=self.mode,
-                    transfers=self.ntransfers, events=self.events, wall_s=self.wall,
+                    transfers=self.ntransfers, events=self.events,
                     bottleneck=b["link"] if b else None,
                     bottleneck_utilization=b["utilization"] if b else None)
 
