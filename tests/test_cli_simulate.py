@@ -240,3 +240,22 @@ def test_the_same_inputs_give_byte_identical_json_and_traces(tmp_path):
                          str(json_path), "--trace", str(trace)]) == 0
         outs.append((json_path.read_bytes(), trace.read_bytes()))
     assert outs[0] == outs[1] and b"ring" in outs[0][0]
+
+
+def test_group_size_reaches_the_hierarchical_schedule(tmp_path, capsys):
+    import json
+
+    from commsim.cli import main as cli_main
+
+    times = {}
+    for group in (4, 8):
+        path = tmp_path / f"g{group}.jsonl"
+        assert cli_main(["simulate", "--topology", "dgx-a100-4node", "--algorithm",
+                         "hierarchical", "--group-size", str(group), "--size", "16M",
+                         "--json", str(path)]) == 0
+        times[group] = json.loads(path.read_text())["time_us"]
+    assert times[4] != times[8]
+    capsys.readouterr()
+    assert cli_main(["simulate", "--topology", "dgx-a100-4node", "--algorithm",
+                     "hierarchical", "--group-size", "3"]) == 2
+    assert "--group-size: 3 does not divide 32" in capsys.readouterr().err

@@ -226,3 +226,17 @@ def write_json_lines(path: str, rows: list[dict], flag: str = "--json") -> None:
     except OSError as exc:
         raise CommsimError(f"{flag}: cannot write {str(path)!r}: {exc.strerror or exc}") \
             from None
+
+
+def check_group_size(group: int | None, algos: list[str], p: int) -> None:
+    """``--group-size`` only where it is honoured: hierarchical, dividing the ranks."""
+    if group is None:
+        return
+    if "hierarchical" not in algos:
+        raise CommsimError("--group-size: only the hierarchical algorithm has groups; add "
+                           "hierarchical to --algorithm or drop --group-size")
+    if group < 1 or p % group:
+        divisors = [d for d in range(1, p + 1) if p % d == 0]
+        shown = ", ".join(map(str, divisors[:12])) + (", ..." if len(divisors) > 12 else "")
+        raise CommsimError(f"--group-size: {group} does not divide {p} ranks; give a "
+                           f"divisor of {p} ({shown})")

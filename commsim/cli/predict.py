@@ -9,6 +9,7 @@ from commsim.cli.common import (
     SIZE_CONVENTION,
     add_profile,
     check_finite,
+    check_group_size,
     check_nranks,
     check_output,
     console,
@@ -75,20 +76,6 @@ def _parameters(args) -> dict:
             "nranks": ngpus if args.nranks is None else args.nranks}
 
 
-def _check_group_size(group: int | None, algos: list[str], p: int) -> None:
-    """``--group-size`` only where it is honoured: hierarchical, dividing the ranks."""
-    if group is None:
-        return
-    if "hierarchical" not in algos:
-        raise CommsimError("--group-size: only the hierarchical algorithm has groups; add "
-                           "hierarchical to --algorithm or drop --group-size")
-    if group < 1 or p % group:
-        divisors = [d for d in range(1, p + 1) if p % d == 0]
-        shown = ", ".join(map(str, divisors[:12])) + (", ..." if len(divisors) > 12 else "")
-        raise CommsimError(f"--group-size: {group} does not divide {p} ranks; give a "
-                           f"divisor of {p} ({shown})")
-
-
 def _algorithm_params(prm: dict, algo: str, group_size: int | None) -> tuple:
     """``(alpha, beta, options)`` for one algorithm."""
     if prm["graph"] is None:
@@ -103,7 +90,7 @@ def run(args) -> int:
     gamma = model_gamma(gamma, prm["graph"])
     p = prm["nranks"]
     check_nranks(p, args.nranks is not None, prm["where"], prm["gpus"])
-    _check_group_size(args.group_size, algos, p)
+    check_group_size(args.group_size, algos, p)
     if args.json:
         check_output(args.json, "--json")
     rows = []

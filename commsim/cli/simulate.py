@@ -15,6 +15,7 @@ from commsim.cli.common import (
     SIZE_CONVENTION,
     add_profile,
     check_finite,
+    check_group_size,
     check_nranks,
     check_output,
     console,
@@ -55,6 +56,9 @@ def register(sub) -> None:
     p.add_argument("--mode", choices=("step", "dataflow"), default="step",
                    help="step: ranks go step by step (the executors' semantics); dataflow: "
                         "a transfer waits only for its data (a what-if)")
+    p.add_argument("--group-size", type=int,
+                   help="hierarchical: ranks per group, a divisor of --nranks (default: the "
+                   "topology's gpus per node)")
     p.add_argument("--root", type=int,
                    help="root rank of broadcast and reduce (default 0); other collectives "
                    "have none")
@@ -102,6 +106,7 @@ def run(args) -> int:
     p = args.nranks if args.nranks is not None else ngpus
     check_nranks(p, args.nranks is not None, name, ngpus)
     root = _root(args.root, coll, p)
+    check_group_size(args.group_size, algos, p)
     gpus_of_ranks = place(G, p, args.placement)
     late = _per_rank(args.late, "--late", lambda v: parse_time(v, "--late", require_unit=True),
                      p)
@@ -121,7 +126,7 @@ def run(args) -> int:
     routers: dict = {}
     for n, (algo, size) in enumerate(jobs):
         bar.job(n)
-        a, b, opts = topology_params(G, p, algo)
+        a, b, opts = topology_params(G, p, algo, args.group_size)
         k = model.nchunks_for(setting, coll, algo, p, size, a, b, gamma, mode=args.mode,
                               **opts)
         build_opts = {"group_size": opts["group_size"]} if "group_size" in opts else {}
