@@ -31,6 +31,7 @@ from commsim.bench.env import detect
 from commsim.bench.output import Reporter
 from commsim.bench.predictions import Predictor
 from commsim.errors import CommsimError
+from commsim.topology import model_parameter
 from commsim.units import format_size
 
 REDOP = {"allreduce": "sum", "reduce_scatter": "sum", "reduce": "sum", "allgather": "none",
@@ -203,8 +204,7 @@ def _run(cfg: BenchConfig, comm) -> int:
     lead = rank == 0
     predictor = Predictor(cfg.topology, p, warn=None if lead else (lambda text: None),
                           mode=cfg.exec_mode)
-    profiled = (predictor.graph.graph.get("model") or {}).get("gamma") \
-        if predictor.graph is not None else None
+    profiled = model_parameter(predictor.graph, "gamma")
     predictor.gamma = profiled if profiled is not None else reduction_gamma(comm, dtype)
     predictor.gamma_source = "profile" if profiled is not None else "measured"
     predictor.overlap = cores_to_spare(comm)

@@ -52,7 +52,7 @@ class Predictor:
         try:
             alpha, beta = closed_form.alpha_beta(G, nranks)
             # a profile's measured executor overhead: every step pays it
-            alpha += float((G.graph.get("model") or {}).get("step_overhead", 0.0))
+            alpha += float(topo.model_parameter(G, "step_overhead", 0.0))
             self.alpha_beta = (alpha, beta)
         except CommsimError as exc:
             self.notes.append(f"no model predictions: {exc}")
@@ -117,7 +117,7 @@ class Predictor:
         try:
             from commsim.sim import simulate
 
-            overhead = float((self.graph.graph.get("model") or {}).get("step_overhead", 0.0))
+            overhead = float(topo.model_parameter(self.graph, "step_overhead", 0.0))
             return float(simulate(schedule, self.graph, nbytes, mode=self.mode,
                                   gamma=self.gamma, overhead=overhead).time)
         except Exception as exc:  # noqa: BLE001 - a prediction never stops a measurement

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from commsim import collectives, model
+from commsim import collectives, model, topology
 from commsim.errors import CommsimError
 from commsim.units import format_size, parse_size_range, parse_time
 
@@ -84,7 +84,7 @@ def model_gamma(gamma: float | None, G) -> float:
     """``--gamma`` when given, else the profile's measured reduction cost, else 0."""
     if gamma is not None:
         return gamma
-    return float((G.graph.get("model") or {}).get("gamma", 0.0)) if G is not None else 0.0
+    return float(topology.model_parameter(G, "gamma", 0.0))
 
 
 def per_rank(items: list[str] | None, field: str, parse) -> dict[int, float]:
@@ -108,7 +108,7 @@ def topology_params(G, nranks: int, algorithm: str,
     ``group_size``): alpha and beta inside a group, ``alpha_inter`` and ``beta_inter``
     across groups.
     """
-    extra = float((G.graph.get("model") or {}).get("step_overhead", 0.0))
+    extra = float(topology.model_parameter(G, "step_overhead", 0.0))
     alpha, beta = model.alpha_beta(G, nranks)
     group = group_size or (G.graph.get("params") or {}).get("gpus_per_node")
     if algorithm != "hierarchical" or not group or nranks % group or group in (1, nranks):

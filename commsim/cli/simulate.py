@@ -135,7 +135,7 @@ def run(args) -> int:
         s = collectives.build(coll, algo, p, k, **build_opts)
         res = simulate(s, G, size, placement=gpus_of_ranks, routing=args.routing,
                        mode=args.mode, gamma=gamma, start_offsets=late, reduce_slowdown=slow,
-                       overhead=float((G.graph.get("model") or {}).get("step_overhead", 0.0)),
+                       overhead=float(topology.model_parameter(G, "step_overhead", 0.0)),
                        router=routers.get(algo), progress=bar.within)
         routers[algo] = res.router      # routes depend on the pairs, not on the size
         t_model = model.predict(coll, algo, p, size, a, b, gamma, nchunks=s.nchunks,

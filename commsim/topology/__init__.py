@@ -30,14 +30,23 @@ import networkx as nx
 from commsim.errors import CommsimError
 from commsim.topology import builders
 
-__all__ = ["KINDS", "builders", "check", "gpus", "load", "preset_dirs", "presets",
-           "save", "summary"]
+__all__ = ["KINDS", "builders", "check", "gpus", "load", "model_parameter", "preset_dirs",
+           "presets", "save", "summary"]
 
 KINDS = ("gpu", "nic", "switch", "host")
 
 # summary(): work budgets (edge relaxations, flow-graph size) that keep it under ~2 s
 _DIAMETER_BUDGET = 1_500_000
 _MAXFLOW_LIMIT = 12_000
+
+
+def model_parameter(G: nx.DiGraph | None, name: str, default=None):
+    """A measured model parameter of the topology (a calibrated profile's ``model`` block,
+    in SI units: ``gamma``, ``step_overhead``, ``message_overhead``, ``contention``), or
+    ``default`` when the topology has none."""
+    if G is None:
+        return default
+    return (G.graph.get("model") or {}).get(name, default)
 
 
 def gpus(G: nx.DiGraph) -> list:
