@@ -6,10 +6,13 @@
     mpi.run(schedule, buf, comm)          # in place, on every rank of comm
     out = mpi.result_view(schedule, buf, comm.rank)
 
-Per step: ``Isend``/``Irecv`` of the rank's messages, one ``Waitall``, then the reducing
-receives (landed in a scratch buffer allocated once per call) are added to their slices.
-Messages travel as bytes, so any numpy dtype works (float16 included); messages between
-a pair match by their order (MPI's non-overtaking rule). mpi4py is imported lazily.
+Two modes (``run(..., mode=)``). ``dataflow`` (the default; :mod:`commsim.backends.dataflow`)
+posts receives ahead, sends each message as soon as its data is final and reduces each
+receive as it lands. ``step``: ``Isend``/``Irecv`` of a step's messages, one ``Waitall``,
+then the reducing receives (landed in scratch, cached per plan and dtype) are added to
+their slices. Messages travel as bytes, so any numpy dtype works (float16 included);
+messages between a pair match by their order (MPI's non-overtaking rule). mpi4py is
+imported lazily.
 """
 
 from __future__ import annotations
@@ -83,10 +86,7 @@ def run(schedule: Schedule, array: np.ndarray, comm, mode: str = DEFAULT_MODE) -
     plan = rank_plan(schedule, comm.rank, flat.size)
     if not plan.steps:
         return array
-    width = flat.itemsize
-    raw = flat.view(np.uint8)
-    scratch = scratch_for(plan, plan.scratch, flat.dtype, lambda k: np.empty(k, flat.dtype))
-    raw_scratch = scratch.view(np.uint8) if scratch is not None else None
+    width, raw, scratch, raw_scratch = _buffers(plan, flat)
     byte = MPI.BYTE
     waitall = MPI.Request.Waitall
     for step in plan.steps:
@@ -103,11 +103,16 @@ def run(schedule: Schedule, array: np.ndarray, comm, mode: str = DEFAULT_MODE) -
     return array
 
 
+def _buffers(plan, flat: np.ndarray):
+    """``(itemsize, flat as bytes, scratch, scratch as bytes)``: messages travel as bytes,
+    so any numpy dtype works; scratch is cached per plan and dtype."""
+    scratch = scratch_for(plan, flat.dtype, lambda k: np.empty(k, flat.dtype))
+    return (flat.itemsize, flat.view(np.uint8), scratch,
+            None if scratch is None else scratch.view(np.uint8))
+
+
 def _run_dataflow(MPI, plan, flat: np.ndarray, comm) -> None:
-    width = flat.itemsize
-    raw = flat.view(np.uint8)
-    scratch = scratch_for(plan, plan.scratch, flat.dtype, lambda k: np.empty(k, flat.dtype))
-    raw_scratch = scratch.view(np.uint8) if scratch is not None else None
+    width, raw, scratch, raw_scratch = _buffers(plan, flat)
     byte = MPI.BYTE
     sends, recvs = plan.sends, plan.recvs
 

@@ -42,10 +42,11 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-def scratch_for(plan, count: int, key, make: Callable[[int], object]):
-    """The scratch buffer of ``count`` elements for ``plan``: ``make(count)`` on first use,
+def scratch_for(plan, key, make: Callable[[int], object]):
+    """The scratch buffer of ``plan.scratch`` elements: ``make(plan.scratch)`` on first use,
     then the same buffer for every call with this ``plan`` and ``key`` (dtype, device).
-    The last :data:`SCRATCH_ENTRIES` are kept. ``None`` when ``count`` is 0."""
+    The last :data:`SCRATCH_ENTRIES` are kept. ``None`` when the plan needs none."""
+    count = plan.scratch
     if not count:
         return None
     cache_key = (id(plan), key)

@@ -6,12 +6,14 @@
     torch_dist.run(schedule, buf)                          # in place, on every rank
     out = torch_dist.result_view(schedule, buf)            # this rank's result
 
-Per step, the rank's sends and receives go out together in one ``batch_isend_irecv``
-(so NCCL groups them); sends read the buffer as it was before the step, copying
-receives land straight in the buffer's slices, reducing receives land in a scratch
-buffer (allocated once per call) and are added to their slices after the step's waits.
-Messages between a pair match by their order in the schedule; chunks of zero elements
-(fewer elements than chunks) are skipped on both ends. torch is imported lazily.
+Two modes (``run(..., mode=)``). ``dataflow`` (the default; :mod:`commsim.backends.dataflow`)
+posts receives ahead, sends each message as soon as its data is final and reduces each
+receive as it lands. ``step``: a step's sends and receives go out together in one
+``batch_isend_irecv`` (so NCCL groups them), copying receives land straight in the
+buffer's slices, reducing receives in scratch, added after the step's waits. CUDA tensors
+run step by step in both modes. Scratch is cached per plan, dtype and device. Messages
+between a pair match by their order in the schedule; chunks of zero elements (fewer
+elements than chunks) are skipped on both ends. torch is imported lazily.
 """
 
 from __future__ import annotations
@@ -124,7 +126,7 @@ def run(schedule: Schedule, tensor, group=None, mode: str = DEFAULT_MODE):
     plan = rank_plan(schedule, rank, flat.numel())
     if not plan.steps:
         return tensor
-    scratch = scratch_for(plan, plan.scratch, (flat.dtype, flat.device), flat.new_empty)
+    scratch = scratch_for(plan, (flat.dtype, flat.device), flat.new_empty)
     P2POp, isend, irecv = dist.P2POp, dist.isend, dist.irecv
     for step in plan.steps:
         ops = [P2POp(isend, flat[lo:hi], peers[peer], group) for peer, lo, hi in step.sends]
@@ -144,7 +146,7 @@ def run(schedule: Schedule, tensor, group=None, mode: str = DEFAULT_MODE):
 
 
 def _run_dataflow(dist, plan, flat, peers, group) -> None:
-    scratch = scratch_for(plan, plan.scratch, (flat.dtype, flat.device), flat.new_empty)
+    scratch = scratch_for(plan, (flat.dtype, flat.device), flat.new_empty)
     sends, recvs = plan.sends, plan.recvs
 
     def isend(i):

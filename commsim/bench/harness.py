@@ -10,12 +10,11 @@ adds the model's and the simulator's predictions and writes the row.
 
 from __future__ import annotations
 
-import functools
 import os
 
 import numpy as np
 
-from commsim import collectives, model
+from commsim import model
 from commsim.backends.native import Unsupported
 from commsim.bench import data
 from commsim.bench.comm import connect
@@ -29,7 +28,7 @@ from commsim.bench.config import (
 )
 from commsim.bench.env import detect
 from commsim.bench.output import Reporter
-from commsim.bench.predictions import Predictor
+from commsim.bench.predictions import Predictor, build_schedule
 from commsim.errors import CommsimError
 from commsim.topology import model_parameter
 from commsim.units import format_size
@@ -83,12 +82,8 @@ def schedule_for(cfg: BenchConfig, collective: str, algorithm: str, options: dic
                                 *(alpha_beta or (0.0, 0.0)), gamma, mode=cfg.exec_mode,
                                 max_chunks=elements, min_chunk_bytes=MIN_PIECE_BYTES,
                                 overlap=overlap, **options)
-    return _build(collective, algorithm, nranks, nchunks, tuple(sorted(options.items())))
-
-
-@functools.lru_cache(maxsize=64)
-def _build(collective, algorithm, nranks, nchunks, options):
-    return collectives.build(collective, algorithm, nranks, nchunks, **dict(options))
+    return build_schedule(collective, algorithm, nranks, nchunks,
+                          tuple(sorted(options.items())))
 
 
 def reduction_gamma(comm, dtype, repeats: int = 3) -> float:

@@ -3,11 +3,11 @@
 ``t_model`` is :func:`commsim.model.predict` with :func:`commsim.model.alpha_beta` of
 the topology; ``t_sim`` is :func:`commsim.sim.simulate` of the very schedule that ran.
 Both use the execution mode that ran and ``gamma``, the reduction cost per byte that the
-harness measured on the ranks.
-Both are in seconds here and ``None`` when not available: for ``native`` (the
-backend's own algorithm is not a commsim schedule, and gloo and MPI choose theirs
-internally), when the topology has fewer gpus than the run has ranks, or when the
-model or simulator cannot answer (the reason is printed once, never raised).
+harness measured on the ranks (or a profile's). ``native`` rows are predicted as the
+schedule of what the backend runs (:meth:`Predictor.native`). Both are in seconds here
+and ``None`` when not available: for a native algorithm no commsim schedule models, when
+the topology has fewer gpus than the run has ranks, or when the model or simulator
+cannot answer (the reason is printed once, never raised).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class Predictor:
         options = dict(choice.options)
         nchunks = options.pop("nchunks", None)
         try:
-            return choice, _native_build(choice.collective, choice.algorithm, self.nranks,
+            return choice, build_schedule(choice.collective, choice.algorithm, self.nranks,
                                          nchunks, tuple(sorted(options.items())))
         except CommsimError as exc:
             self._once(("native", collective), f"native {collective}: {exc}")
@@ -127,5 +127,7 @@ class Predictor:
 
 
 @functools.lru_cache(maxsize=64)
-def _native_build(collective, algorithm, nranks, nchunks, options):
+def build_schedule(collective, algorithm, nranks, nchunks, options: tuple):
+    """:func:`commsim.collectives.build`, cached: a sweep asks for the same schedule at
+    many sizes. ``options`` is a sorted tuple of ``(name, value)`` pairs."""
     return collectives.build(collective, algorithm, nranks, nchunks, **dict(options))
