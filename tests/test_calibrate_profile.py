@@ -68,13 +68,17 @@ def test_a_profile_loads_as_the_measured_topology(tmp_path):
     assert params["contention"] == pytest.approx(CONTENTION, rel=0.15)
     assert params["step_overhead"] == pytest.approx(PER_STEP, rel=0.3)
     assert params["message_overhead"] == pytest.approx(PER_MESSAGE, rel=0.3)
-    # ranks on one host: the intra class; across hosts: the inter class, both contended
+    # ranks on one host: the intra class; across hosts: the inter class, as one pair alone
     a_in, b_in = model.alpha_beta(G, 2)
     assert a_in == pytest.approx(INTRA[0], rel=0.25)
-    assert b_in == pytest.approx(INTRA[1] * CONTENTION, rel=0.2)
+    assert b_in == pytest.approx(INTRA[1], rel=0.1)
     a_all, b_all = model.alpha_beta(G, 4)
     assert a_all == pytest.approx(INTER[0], rel=0.25)
-    assert b_all == pytest.approx(INTER[1] * CONTENTION, rel=0.2)
+    assert b_all == pytest.approx(INTER[1], rel=0.1)
+    # each host's shared capacity: the ring shift's 3 flows through it (0->1, 1->2 and
+    # 3->0 on host a) over the ring's time per byte, never below one pair alone
+    capacity = G.edges["host0.in", "host0.out"]["bandwidth"]
+    assert capacity == pytest.approx(max(1 / INTRA[1], 3 / (INTER[1] * CONTENTION)), rel=0.1)
     meta = G.graph["profile"]
     assert meta["hosts"] == ["a", "b"] and meta["nranks"] == 4 and meta["backend"] == "gloo"
     assert set(meta["fits"]) == {"intra_host", "inter_host", "ring", "reduction", "overhead"}
@@ -82,6 +86,34 @@ def test_a_profile_loads_as_the_measured_topology(tmp_path):
     # the file is plain YAML (safe_load), and no temporary file is left behind
     assert yaml.safe_load(path.read_text())["name"] == data["name"]
     assert [p.name for p in path.parent.iterdir()] == ["p.yaml"]
+
+
+def test_a_host_that_moves_one_pair_s_bytes_at_a_time_halves_a_ring_not_a_tree(tmp_path):
+    """Two ranks whose ring shift takes twice a pair's time (one memory bus): in the
+    simulator and the model alike, ring allreduce's two-way steps share the host and
+    run at half the pair's rate, while a tree's one-way steps get all of it."""
+    m = synthetic(["h", "h"], noise=0.0)
+    m.ring = _series(INTRA[0], INTRA[1] * 2, measure.SIZES, 0.0, np.random.default_rng(0))
+    data = profile.build(m, profile.fit_all(m), {"backend": "gloo", "exec": "step",
+                                                 "versions": {}})
+    G = topology.load(profile.write(data, tmp_path / "bus.yaml"))
+    assert G.graph["model"]["contention"] == pytest.approx(2.0)
+    from commsim import collectives
+    from commsim.sim import simulate
+
+    size = 64 << 20
+    a, b = model.alpha_beta(G, 2)
+    for algorithm, slower in (("ring", 2.0), ("tree", 1.0)):
+        s = collectives.build("allreduce", algorithm, 2)
+        contended = model.contended_beta(b, 2.0, s.concurrency(), 2)
+        assert contended == pytest.approx(b * slower)
+        t_model = model.predict("allreduce", algorithm, 2, size, a, contended)
+        t_sim = simulate(s, G, size).time
+        assert t_sim == pytest.approx(t_model, rel=0.02), algorithm
+    # a ring moves S/2 each way per step at half rate: the tree's one-way S at full rate
+    assert simulate(collectives.build("allreduce", "ring", 2), G, size).time == \
+        pytest.approx(simulate(collectives.build("allreduce", "tree", 2), G, size).time,
+                      rel=0.02)
 
 
 def test_one_host_has_no_fabric(tmp_path):
@@ -124,7 +156,12 @@ def test_predict_and_simulate_use_the_profile(tmp_path, capsys):
     row = yaml.safe_load((tmp_path / "pred.jsonl").read_text().splitlines()[0])
     a, b = model.alpha_beta(G, 4)
     alpha = a + G.graph["model"]["step_overhead"]
-    want = model.predict("allreduce", "ring", 4, 64 << 20, alpha, b, G.graph["model"]["gamma"])
+    # a ring's steps keep all 4 ranks sending: beta slows by the measured contention
+    contended = model.contended_beta(b, G.graph["model"]["contention"], 4, 4)
+    assert contended == pytest.approx(b * G.graph["model"]["contention"])
+    want = model.predict("allreduce", "ring", 4, 64 << 20, alpha, contended,
+                         G.graph["model"]["gamma"],
+                         message_overhead=G.graph["model"]["message_overhead"])
     assert row["time_us"] == pytest.approx(want * 1e6)
     assert row["alpha_us"] == pytest.approx(alpha * 1e6)
     assert main(["simulate", "--profile", str(path), "--algorithm", "ring", "--size", "1M"]) == 0

@@ -62,15 +62,16 @@ def algorithm_plans(cfg: BenchConfig, nranks: int) -> list[tuple[str, list[tuple
 
 def schedule_for(cfg: BenchConfig, collective: str, algorithm: str, options: dict | None,
                  nranks: int, nbytes: int, count: int, alpha_beta, gamma: float = 0.0,
-                 overlap: bool = True) -> object:
+                 overlap: bool = True, message_overhead: float = 0.0) -> object:
     """The schedule one (algorithm, size) runs; ``None`` for native.
 
     ``cfg.chunks`` K: trees and chains are pipelined over K chunks (per tree for dbt),
     rings, rhd and hierarchical cut every message into K pieces. ``auto``: the count
     :func:`commsim.model.best_nchunks` finds best for this size and execution mode on the
     prediction topology's alpha and beta, the measured ``gamma`` and whether reductions
-    can ``overlap`` transfers (the natural chunking when the topology cannot say). Every
-    rank computes the same, so every rank runs the same schedule.
+    can ``overlap`` transfers, each piece costing ``message_overhead`` seconds to post
+    (the natural chunking when the topology cannot say). Every rank computes the same,
+    so every rank runs the same schedule.
     """
     if options is None:
         return None
@@ -81,7 +82,8 @@ def schedule_for(cfg: BenchConfig, collective: str, algorithm: str, options: dic
     nchunks = model.nchunks_for(setting, collective, algorithm, nranks, nbytes,
                                 *(alpha_beta or (0.0, 0.0)), gamma, mode=cfg.exec_mode,
                                 max_chunks=elements, min_chunk_bytes=MIN_PIECE_BYTES,
-                                overlap=overlap, **options)
+                                overlap=overlap, message_overhead=message_overhead,
+                                **options)
     return build_schedule(collective, algorithm, nranks, nchunks,
                           tuple(sorted(options.items())))
 
@@ -230,7 +232,7 @@ def _run(cfg: BenchConfig, comm) -> int:
                 for algorithm, options in runs:
                     schedule = schedule_for(cfg, collective, algorithm, options, p, nbytes,
                                             count, predictor.alpha_beta, predictor.gamma,
-                                            predictor.overlap)
+                                            predictor.overlap, predictor.message_overhead)
                     row = _measure(cfg, comm, how, collective, algorithm, schedule, local,
                                    expect, count, nbytes, dtype.name)
                     if reporter:
@@ -242,8 +244,9 @@ def _run(cfg: BenchConfig, comm) -> int:
                             row.update(native_as=choice and choice.name,
                                        native_model=predicted and predicted.algorithm,
                                        native_exact=choice and choice.exact)
-                        row["t_model_us"] = _us(predictor.model(predicted, nbytes))
-                        row["t_sim_us"] = _us(predictor.sim(predicted, nbytes))
+                        native = schedule is None
+                        row["t_model_us"] = _us(predictor.model(predicted, nbytes, native))
+                        row["t_sim_us"] = _us(predictor.sim(predicted, nbytes, native))
                         predicted = row["t_sim_us"] or row["t_model_us"]
                         row["eff_pct"] = (100.0 * predicted / row["time_us"]
                                           if predicted and row["time_us"] else None)

@@ -1,7 +1,9 @@
 """What the model and the simulator predict for each measured row (rank 0 only).
 
 ``t_model`` is :func:`commsim.model.predict` with :func:`commsim.model.alpha_beta` of
-the topology; ``t_sim`` is :func:`commsim.sim.simulate` of the very schedule that ran.
+the topology, its beta contended as the schedule's steps load a profile's hosts
+(:func:`commsim.model.contended_beta`); ``t_sim`` is :func:`commsim.sim.simulate` of
+the very schedule that ran.
 Both use the execution mode that ran and ``gamma``, the reduction cost per byte that the
 harness measured on the ranks (or a profile's). ``native`` rows are predicted as the
 schedule of what the backend runs (:meth:`Predictor.native`). Both are in seconds here
@@ -36,6 +38,9 @@ class Predictor:
         self._warn = warn or (lambda text: print(f"commsim bench: {text}", file=sys.stderr))
         self.graph = None
         self.alpha_beta: tuple[float, float] | None = None
+        self.contention = 1.0  # a profile's: all ranks at once vs one pair alone
+        self.step_overhead = 0.0  # a profile's: commsim's executor, seconds a step
+        self.message_overhead = 0.0  # and seconds a message
         G = topo.load(topology)  # a bad name or file is the user's to fix: it raises
         self.topology_name = G.graph.get("name", topology)
         measured = (G.graph.get("profile") or {}).get("nranks")
@@ -49,20 +54,26 @@ class Predictor:
                               f"{nranks} ranks: no predictions")
             return
         self.graph = G
+        self.step_overhead = float(topo.model_parameter(G, "step_overhead", 0.0))
+        self.message_overhead = float(topo.model_parameter(G, "message_overhead", 0.0))
+        self.contention = float(topo.model_parameter(G, "contention", 1.0))
         try:
             alpha, beta = closed_form.alpha_beta(G, nranks)
-            # a profile's measured executor overhead: every step pays it
-            alpha += float(topo.model_parameter(G, "step_overhead", 0.0))
-            self.alpha_beta = (alpha, beta)
+            # a profile's measured executor overhead: every step of commsim's pays it
+            self.alpha_beta = (alpha + self.step_overhead, beta)
         except CommsimError as exc:
             self.notes.append(f"no model predictions: {exc}")
 
     def parameters(self) -> dict:
         """What the predictions assumed, for the config line: ``alpha`` (s, the profile's
-        step overhead included), ``beta`` and ``gamma`` (s/byte; null when unknown),
-        ``gamma_source``, ``mode`` and ``overlap``."""
+        step overhead included), ``beta`` (s/byte, one pair alone) and ``gamma`` (s/byte;
+        null when unknown), ``contention``, ``step_overhead`` and ``message_overhead`` (s,
+        commsim's executor: not charged to ``native`` rows), ``gamma_source``, ``mode``
+        and ``overlap``."""
         alpha, beta = self.alpha_beta or (None, None)
         return {"alpha": alpha, "beta": beta, "gamma": self.gamma or None,
+                "contention": self.contention, "step_overhead": self.step_overhead,
+                "message_overhead": self.message_overhead,
                 "gamma_source": self.gamma_source, "mode": self.mode, "overlap": self.overlap}
 
     def native(self, backend: str, collective: str, nbytes: int, dtype_size: int,
@@ -95,31 +106,40 @@ class Predictor:
             self.notes.append(text)
             self._warn(text)
 
-    def model(self, schedule, nbytes: int) -> float | None:
-        """Seconds from the closed-form model for ``schedule``'s algorithm, or None."""
+    def model(self, schedule, nbytes: int, native: bool = False) -> float | None:
+        """Seconds from the closed-form model for ``schedule``'s algorithm, or None.
+        ``native``: the backend's own collective, which pays none of commsim's executor
+        overheads."""
         if schedule is None or self.alpha_beta is None:
             return None
         try:
             alpha, beta = self.alpha_beta
-            return float(closed_form.predict(schedule.collective, schedule.algorithm, self.nranks,
-                                             nbytes, alpha, beta, self.gamma,
-                                             nchunks=schedule.nchunks, mode=self.mode,
-                                             overlap=self.overlap, **schedule.options))
+            if native:
+                alpha -= self.step_overhead
+            beta = closed_form.contended_beta(beta, self.contention, schedule.concurrency(),
+                                              self.nranks)
+            return float(closed_form.predict(
+                schedule.collective, schedule.algorithm, self.nranks, nbytes, alpha, beta,
+                self.gamma, nchunks=schedule.nchunks, mode=self.mode, overlap=self.overlap,
+                message_overhead=0.0 if native else self.message_overhead,
+                **schedule.options))
         except Exception as exc:  # noqa: BLE001 - a prediction never stops a measurement
             self._once(("model", schedule.algorithm),
                        f"no model prediction for {schedule.algorithm}: {exc}")
             return None
 
-    def sim(self, schedule, nbytes: int) -> float | None:
-        """Seconds from the flow-level simulator for ``schedule``, or None."""
+    def sim(self, schedule, nbytes: int, native: bool = False) -> float | None:
+        """Seconds from the flow-level simulator for ``schedule``, or None (``native``:
+        as for :meth:`model`)."""
         if schedule is None or self.graph is None:
             return None
         try:
             from commsim.sim import simulate
 
-            overhead = float(topo.model_parameter(self.graph, "step_overhead", 0.0))
-            return float(simulate(schedule, self.graph, nbytes, mode=self.mode,
-                                  gamma=self.gamma, overhead=overhead).time)
+            return float(simulate(
+                schedule, self.graph, nbytes, mode=self.mode, gamma=self.gamma,
+                overhead=0.0 if native else self.step_overhead,
+                message_overhead=0.0 if native else self.message_overhead).time)
         except Exception as exc:  # noqa: BLE001 - a prediction never stops a measurement
             self._once(("sim", schedule.algorithm),
                        f"no simulator prediction for {schedule.algorithm}: {exc}")

@@ -18,6 +18,8 @@ from commsim.errors import CommsimError
 HUBER_K = 1.345  # 95% efficiency at the normal distribution
 _MAD_TO_SIGMA = 0.6745
 _SIGMA_FLOOR = 1e-12  # relative; keeps exact data from dividing by zero
+LARGE_BYTES = 1 << 20  # beta is the slope from here up: bandwidth-bound sizes
+SMALL_BYTES = 64 << 10  # alpha is the latency from here down: latency-bound sizes
 
 
 @dataclass(frozen=True)
@@ -170,8 +172,43 @@ def _line(sizes, seconds, what: str, names: tuple[str, str]) -> Fit:
 
 
 def fit_alpha_beta(sizes, seconds, what: str = "link") -> Fit:
-    """``t = alpha + beta * bytes``: alpha in seconds (>= 0), beta in seconds per byte (> 0)."""
-    return _line(sizes, seconds, what, ("alpha", "beta"))
+    """``t = alpha + beta * bytes``: alpha in seconds (>= 0), beta in seconds per byte (> 0).
+
+    Hockney's two regimes, each fitted where it shows: ``beta`` is the slope of a robust
+    fit over the sizes of at least :data:`LARGE_BYTES` (the asymptotic cost per byte,
+    which caches and wake-up latencies do not bend), ``alpha`` a robust relative fit of
+    ``t - beta * bytes`` over the sizes of at most :data:`SMALL_BYTES` (the small-message
+    latency).
+    With fewer than 3 large or 2 small sizes, one fit over every size gives both.
+    Residuals and ``r2`` are over every point.
+    """
+    x, t = _series(sizes, seconds, what)
+    large, small = x >= LARGE_BYTES, x <= SMALL_BYTES
+    whole = _line(x, t, what, ("alpha", "beta"))  # raises unless time grows with size
+    if np.unique(x[large]).size < 3 or np.unique(x[small]).size < 2:
+        return whole
+    slope = _line(x[large], t[large], what, ("alpha", "beta"))
+    beta = slope["beta"]
+    rest = t[small] - beta * x[small]
+    alpha = robust_linear(np.ones((rest.size, 1)), rest, ("alpha",), scale=t[small],
+                          nonnegative=("alpha",))["alpha"]
+    return _assemble(("alpha", "beta"), (alpha, beta), np.column_stack([np.ones_like(x), x]), t)
+
+
+def _assemble(names, coef, X, y) -> Fit:
+    """A :class:`Fit` of fixed ``coef`` over every row, each weighted as the robust fit
+    would weigh it (Huber, on its relative residual)."""
+    rel = (y - X @ np.asarray(coef)) / y
+    sigma = max(np.median(np.abs(rel - np.median(rel))) / _MAD_TO_SIGMA, _SIGMA_FLOOR)
+    w = 1.0 / np.maximum(np.abs(rel) / (HUBER_K * sigma), 1.0)
+    v = w / y**2
+    ybar = np.sum(v * y) / np.sum(v)
+    ss_tot = float(np.sum(v * (y - ybar) ** 2))
+    r2 = 1.0 - float(np.sum(w * rel**2)) / ss_tot if ss_tot > 0 else 1.0
+    return Fit(names=tuple(names), coef=tuple(float(c) for c in coef), r2=r2,
+               residuals=tuple(float(r) for r in rel * y),
+               rel_residuals=tuple(float(r) for r in rel),
+               weights=tuple(float(v) for v in w), npoints=len(y))
 
 
 def fit_rate(sizes, seconds, what: str = "reduction") -> Fit:

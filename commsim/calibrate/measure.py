@@ -7,9 +7,12 @@
   from its predecessor (a ring shift: every rank's link busy in both directions at once,
   as in a ring collective's step), so shared resources show: one memory bus, one NIC,
   fewer cores than ranks;
-- ``reduction``: an in-place add of two buffers on the rank's device;
+- ``reduction``: an in-place add of two buffers on the rank's device, each iteration on
+  the next slices of a 64 MiB arena (or two sizes' worth, if larger), so that the data
+  comes from memory as in a collective of MiBs, not from a cache that repeats warm;
 - ``overhead``: commsim's executor on tiny buffers (ring and rhd allreduce, messages cut
-  into 1, 2 and 4 pieces), for its fixed cost per step and per message.
+  into 1, 2 and 4 pieces), for its fixed cost per step and per message sent (posting
+  it and the receive for it).
 
 Every time is the median over iterations (rank 0's clock for ping-pongs; the slowest
 rank's for the others, since a collective ends when its last rank does). Buffers are
@@ -27,7 +30,8 @@ from commsim import collectives
 SIZES = tuple(8 * 4**i for i in range(12)) + (64 << 20,)  # 8 B .. 32 MiB x4, then 64 MiB
 REDUCE_SIZES = tuple(64 << 10 << 2 * i for i in range(6))  # 64 KiB .. 64 MiB
 OVERHEAD_CASES = (("ring", 1), ("ring", 2), ("ring", 4), ("rhd", 1), ("rhd", 2))
-WORK_BYTES = 64 << 20  # the bytes each size's iterations move, roughly
+WORK_BYTES = 256 << 20  # the bytes each size's iterations move, roughly
+ARENA_BYTES = 64 << 20  # the reduction's buffers cycle through this much, past the caches
 
 
 @dataclass
@@ -48,7 +52,7 @@ class Measurements:
     overhead: dict[str, list] = field(default_factory=dict)  # steps, messages, seconds
 
 
-def iterations(size: int, low: int = 3, high: int = 40) -> int:
+def iterations(size: int, low: int = 5, high: int = 40) -> int:
     """Iterations at ``size`` bytes: enough to move about :data:`WORK_BYTES`."""
     return int(min(high, max(low, WORK_BYTES // max(size, 1))))
 
@@ -138,20 +142,32 @@ def _ring_shift(comm, size: int) -> float:
 
 
 def _reduction(comm, size: int) -> float:
-    a, b = _buffer(comm, size), _buffer(comm, size)
+    count = size // 4
+    slots = max(2, ARENA_BYTES // max(size, 1))
+    a, b = _buffer(comm, slots * size), _buffer(comm, slots * size)
     laps = []
-    for _ in range(iterations(size) + 1):
+    for i in range(iterations(size) + 1):
+        lo = (i % slots) * count
+        into, other = a[lo:lo + count], b[lo:lo + count]
         clock = comm.clock()
         clock.mark()
-        comm.add(a, b)
+        comm.add(into, other)
         comm.synchronize()
         clock.mark()
         laps.append(float(clock.seconds()[-1]))
     return _slowest_median(comm, laps[1:])
 
 
+def _sends(plan) -> int:
+    """Messages a rank's plan sends (each with the receive its peer posts for it)."""
+    if hasattr(plan, "steps"):
+        return sum(len(step.sends) for step in plan.steps)
+    return len(plan.sends)
+
+
 def _overhead(comm, mode: str) -> dict[str, list]:
-    """Tiny allreduces through commsim's executor: rank 0's steps and messages per call."""
+    """Tiny allreduces through commsim's executor: rank 0's steps and the messages it
+    sends per call."""
     from commsim.backends.dataflow import flow_plan
     from commsim.backends.plan import rank_plan
 
@@ -173,7 +189,7 @@ def _overhead(comm, mode: str) -> dict[str, list]:
             clock.mark()
             laps.append(float(clock.seconds()[-1]))
         out["steps"].append(schedule.nsteps)
-        out["messages"].append(plan.messages)
+        out["messages"].append(_sends(plan))
         out["seconds"].append(_slowest_median(comm, laps[1:]))
         out["cases"].append(f"{algorithm} x{pieces}")
     return out

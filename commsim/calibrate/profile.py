@@ -2,16 +2,23 @@
 
 A profile is a topology file that :func:`commsim.topology.load` reads like any other:
 
-- nodes ``rank0..rank{p-1}`` (kind ``gpu``), one switch per host (``host0``, ...) and,
-  with several hosts, a ``fabric`` switch joining them;
-- a rank's link to its host switch carries the ``intra_host`` class: latency half the
-  fitted one-way latency (rank to rank is two hops), bandwidth the fitted one divided by
-  the contention factor (collectives move data on every rank at once); the host's link
-  to the fabric carries the ``inter_host`` class the same way (its latency is what the
-  two extra hops add);
+- nodes ``rank0..rank{p-1}`` (kind ``gpu``), two switches per host (``host0.in`` and
+  ``host0.out``) and, with several hosts, a ``fabric`` switch joining them;
+- every link is one-way. ``rank -> hostH.in`` and ``hostH.out -> rank`` carry the
+  ``intra_host`` class: latency half the fitted one-way latency, bandwidth the fitted
+  one (what one pair alone reaches). ``hostH.in -> hostH.out`` is the host's **shared
+  capacity**: every byte a rank of the host sends or receives crosses it, whatever its
+  direction, so it holds what the host moves at once: the ring shift's flows through
+  the host over the ring's time per byte (never less than one pair alone). On a host
+  whose copies share one memory bus or too few cores, two flows then each get half of
+  it, as measured; where the host has capacity to spare, it never binds.
+  ``hostH.out -> fabric -> hostG.in`` carries the ``inter_host`` class (its latency is
+  what the extra hops add);
 - ``model``: ``reduce_bandwidth`` (1 / gamma), ``step_overhead`` and ``message_overhead``
   (commsim's executor, on top of the network latency) and ``contention`` (ring shift of
-  every rank at once / one pair alone);
+  every rank at once / one pair alone: what the closed-form model charges a schedule
+  whose steps keep as many flows busy, :func:`commsim.model.contended_beta`; the
+  simulator gets the same effect from the shared-capacity link);
 - ``profile``: how it was made (date, hosts, backend, versions, execution mode), the fit
   of every class with its R^2 and residuals, and the raw measurements.
 """
@@ -51,16 +58,27 @@ def build(m: Measurements, fits: dict, meta: dict) -> dict:
     slowest = max((fits[name] for name in m.pairs), key=lambda f: f["beta"])
     contention = fitting.contention(slowest["beta"], fits["ring"]["beta"])
     nodes = [{"name": f"rank{r}", "kind": "gpu"} for r in range(p)]
-    nodes += [{"name": f"host{h}", "kind": "switch"} for h in range(len(hosts))]
+    links = []
     intra = fits.get("intra_host") or fits["inter_host"]
-    links = [_link(f"rank{r}", f"host{hosts.index(host)}", intra["alpha"] / 2,
-                   intra["beta"] * contention) for r, host in enumerate(m.hosts)]
+    flows = ring_flows(m.hosts)
+    for h, host in enumerate(hosts):
+        nodes += [{"name": f"host{h}.in", "kind": "switch"},
+                  {"name": f"host{h}.out", "kind": "switch"}]
+        # what the host moves at once, whichever ranks send: the ring shift's flows over
+        # its time, and never less than one pair alone moved through it
+        capacity = max(1.0 / intra["beta"], flows[host] / fits["ring"]["beta"])
+        links.append(_link(f"host{h}.in", f"host{h}.out", 0.0, 1.0 / capacity))
+    for r, host in enumerate(m.hosts):
+        h = hosts.index(host)
+        links += [_link(f"rank{r}", f"host{h}.in", intra["alpha"] / 2, intra["beta"]),
+                  _link(f"host{h}.out", f"rank{r}", intra["alpha"] / 2, intra["beta"])]
     if len(hosts) > 1:
         nodes.append({"name": "fabric", "kind": "switch"})
         inter = fits["inter_host"]
         extra = max(0.0, inter["alpha"] - intra["alpha"]) / 2
-        links += [_link(f"host{h}", "fabric", extra, inter["beta"] * contention)
-                  for h in range(len(hosts))]
+        for h in range(len(hosts)):
+            links += [_link(f"host{h}.out", "fabric", extra, inter["beta"]),
+                      _link("fabric", f"host{h}.in", extra, inter["beta"])]
     over = fits["overhead"]
     now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
     return {
@@ -81,8 +99,23 @@ def build(m: Measurements, fits: dict, meta: dict) -> dict:
     }
 
 
+def ring_flows(hosts: list[str]) -> dict[str, int]:
+    """``{host: n}``: the ring shift's flows (rank r to r+1) that cross each host's
+    shared capacity, sending from it or arriving on it."""
+    p = len(hosts)
+    out = dict.fromkeys(hosts, 0)
+    for r in range(p):
+        src, dst = hosts[r], hosts[(r + 1) % p]
+        out[src] += 1
+        if dst != src:
+            out[dst] += 1
+    return out
+
+
 def _link(src: str, dst: str, latency: float, beta: float) -> dict:
-    return {"src": src, "dst": dst, "bandwidth": _bw(1.0 / beta), "latency": _us(latency)}
+    """One direction only: the host's shared capacity makes every path one-way."""
+    return {"src": src, "dst": dst, "bandwidth": _bw(1.0 / beta), "latency": _us(latency),
+            "duplex": False}
 
 
 def _bw(rate: float) -> str:

@@ -98,24 +98,40 @@ def per_rank(items: list[str] | None, field: str, parse) -> dict[int, float]:
     return out
 
 
-def topology_params(G, nranks: int, algorithm: str,
-                    group_size: int | None = None) -> tuple[float, float, dict]:
+def topology_params(G, nranks: int, algorithm: str, group_size: int | None = None,
+                    collective: str = "allreduce") -> tuple[float, float, dict]:
     """``(alpha, beta, options)`` the closed form should use for ``algorithm`` on ``G``.
 
     Flat algorithms see the slowest path from rank 0 (:func:`commsim.model.alpha_beta`).
-    A profile's measured executor ``step_overhead`` adds to alpha: every step pays it.
+    A profile's measured executor ``step_overhead`` adds to alpha: every step pays it;
+    its ``message_overhead`` is in the options (every piece pays it); its ``contention``
+    slows beta as much as the algorithm's steps load the host
+    (:func:`commsim.model.contended_beta`, with the default schedule's concurrency).
     ``hierarchical`` groups ranks by the topology's ``gpus_per_node`` (or
     ``group_size``): alpha and beta inside a group, ``alpha_inter`` and ``beta_inter``
     across groups.
     """
     extra = float(topology.model_parameter(G, "step_overhead", 0.0))
+    per_message = float(topology.model_parameter(G, "message_overhead", 0.0))
+    contention = float(topology.model_parameter(G, "contention", 1.0))
     alpha, beta = model.alpha_beta(G, nranks)
+    slower = 1.0  # how much the host's shared capacity slows each flow
     group = group_size or (G.graph.get("params") or {}).get("gpus_per_node")
-    if algorithm != "hierarchical" or not group or nranks % group or group in (1, nranks):
-        return alpha + extra, beta, ({"group_size": group_size} if group_size else {})
+    hierarchical = algorithm == "hierarchical" and group and not nranks % group \
+        and group not in (1, nranks)
+    if contention > 1.0:
+        from commsim import collectives
+
+        options = {"group_size": group} if hierarchical else {}
+        schedule = collectives.build(collective, algorithm, nranks, **options)
+        slower = model.contended_beta(1.0, contention, schedule.concurrency(), nranks)
+    beta *= slower
+    costs = {"message_overhead": per_message} if per_message else {}
+    if not hierarchical:
+        return alpha + extra, beta, ({"group_size": group_size} if group_size else {}) | costs
     a_in, b_in = model.alpha_beta(G, group)
-    return a_in + extra, b_in, {"group_size": group, "alpha_inter": alpha + extra,
-                                "beta_inter": beta}
+    return a_in + extra, b_in * slower, {"group_size": group, "alpha_inter": alpha + extra,
+                                         "beta_inter": beta} | costs
 
 
 def console(stderr: bool = False) -> Console:

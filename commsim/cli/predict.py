@@ -76,12 +76,13 @@ def _parameters(args) -> dict:
             "nranks": ngpus if args.nranks is None else args.nranks}
 
 
-def _algorithm_params(prm: dict, algo: str, group_size: int | None) -> tuple:
+def _algorithm_params(prm: dict, algo: str, group_size: int | None,
+                      collective: str = "allreduce") -> tuple:
     """``(alpha, beta, options)`` for one algorithm."""
     if prm["graph"] is None:
         opts = {"group_size": group_size} if algo == "hierarchical" and group_size else {}
         return prm["alpha"], prm["beta"], opts
-    return topology_params(prm["graph"], prm["nranks"], algo, group_size)
+    return topology_params(prm["graph"], prm["nranks"], algo, group_size, collective)
 
 
 def run(args) -> int:
@@ -94,7 +95,7 @@ def run(args) -> int:
     if args.json:
         check_output(args.json, "--json")
     rows = []
-    params = {algo: _algorithm_params(prm, algo, args.group_size) for algo in algos}
+    params = {algo: _algorithm_params(prm, algo, args.group_size, coll) for algo in algos}
     for size in size_list:
         for algo in algos:
             a, b, opts = params[algo]

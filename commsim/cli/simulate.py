@@ -126,7 +126,7 @@ def run(args) -> int:
     routers: dict = {}
     for n, (algo, size) in enumerate(jobs):
         bar.job(n)
-        a, b, opts = topology_params(G, p, algo, args.group_size)
+        a, b, opts = topology_params(G, p, algo, args.group_size, coll)
         k = model.nchunks_for(setting, coll, algo, p, size, a, b, gamma, mode=args.mode,
                               **opts)
         build_opts = {"group_size": opts["group_size"]} if "group_size" in opts else {}
@@ -136,6 +136,7 @@ def run(args) -> int:
         res = simulate(s, G, size, placement=gpus_of_ranks, routing=args.routing,
                        mode=args.mode, gamma=gamma, start_offsets=late, reduce_slowdown=slow,
                        overhead=float(topology.model_parameter(G, "step_overhead", 0.0)),
+                       message_overhead=opts.get("message_overhead", 0.0),
                        router=routers.get(algo), progress=bar.within)
         routers[algo] = res.router      # routes depend on the pairs, not on the size
         t_model = model.predict(coll, algo, p, size, a, b, gamma, nchunks=s.nchunks,

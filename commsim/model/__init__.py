@@ -28,7 +28,7 @@ from commsim.errors import CommsimError
 from commsim.topology import gpus as gpu_nodes
 from commsim.topology.routing import Router
 
-__all__ = ["FORMULAS", "alpha_beta", "best_nchunks", "busbw_factor", "chunk_unit",
+__all__ = ["FORMULAS", "alpha_beta", "best_nchunks", "busbw_factor", "chunk_unit", "contended_beta",
            "default_nchunks", "lower_bound", "nchunks_for", "predict"]
 
 FORMULAS: dict[tuple[str, str], str] = {
@@ -119,7 +119,7 @@ def predict(collective: str, algorithm: str, nranks: int, nbytes: float, alpha: 
             beta: float, gamma: float = 0.0, nchunks: int | None = None, *,
             group_size: int | None = None, alpha_inter: float | None = None,
             beta_inter: float | None = None, mode: str = "step", overlap: bool = True,
-            **_ignored) -> float:
+            message_overhead: float = 0.0, **_ignored) -> float:
     """Predicted time in seconds of ``algorithm`` for ``collective``.
 
     ``nbytes`` follows REFERENCE.md's size convention; ``alpha`` is seconds per
@@ -134,8 +134,15 @@ def predict(collective: str, algorithm: str, nranks: int, nbytes: float, alpha: 
     once it is reduced (:func:`pipelined`; ``overlap=False`` when a rank's transfers and
     reductions share one core); with ``m = 1`` that is the step-mode time. Trees and
     chains are pipelined by their schedule in both modes: one formula.
+
+    ``message_overhead`` (seconds) is what posting one message costs the executor: a
+    piece streaming down a connection pays it (its latency overlaps the piece before);
+    where every step sends one message it simply adds to alpha.
     """
     _check(nranks, nbytes, alpha, beta, gamma)
+    o = float(message_overhead)
+    if not (math.isfinite(o) and o >= 0):
+        raise CommsimError(f"message_overhead: {o!r} must be a finite number of seconds >= 0")
     if mode not in ("step", "dataflow"):
         raise CommsimError(f"mode: {mode!r} is not 'step' or 'dataflow'")
     algo = resolve(collective, algorithm)
@@ -146,7 +153,8 @@ def predict(collective: str, algorithm: str, nranks: int, nbytes: float, alpha: 
     key = (algo.collective, algo.name)
     if mode == "dataflow" and algo.name in PIPELINED_IN_DATAFLOW:
         m = k // chunk_unit(algo.collective, algo.name, p)
-        return pipelined(step_bytes(algo.collective, algo.name, p, S), m, a, b, g, overlap)
+        return pipelined(step_bytes(algo.collective, algo.name, p, S), m, a, b, g, overlap, o)
+    a += o
     if algo.name == "ring":
         steps = 2 * (p - 1) if algo.collective == "allreduce" else p - 1
         reduced = (p - 1) / p * S if algo.collective != "allgather" else 0.0
@@ -222,26 +230,28 @@ def step_bytes(collective: str, algorithm: str, p: int, S: float) -> list[tuple[
 
 
 def pipelined(steps: list[tuple[float, bool]], m: int, a: float, b: float, g: float,
-              overlap: bool = True) -> float:
+              overlap: bool = True, o: float = 0.0) -> float:
     """Seconds for steps of ``(bytes, reduces)`` run in dataflow mode in ``m`` pieces each.
 
-    A piece costs ``L = a + (bytes/m) b`` on the link and ``R = (bytes/m) g`` to reduce.
+    A piece holds its link for ``X = o + (bytes/m) b`` (``o``: the executor's cost of
+    posting a message) and arrives ``a`` later: pieces stream down a connection, their
+    latencies overlapping, as in the simulator. It costs ``R = (bytes/m) g`` to reduce.
     The next step's first piece leaves once this step's first piece is reduced and the
-    link is free, so a step lasts ``max(L + R, m max(L, R))``; the last one ``L + R +
-    (m-1) max(L, R)``. With ``m = 1`` every step costs ``a + bytes (b + g)``: step mode.
-    ``overlap=False``: the rank's transfers and reductions share one core (as many ranks
-    as cores on a host), so nothing overlaps and a step costs ``m (L + R)``.
+    link has sent this step's pieces, so a step lasts ``max(a + X + R, m max(X, R))``;
+    the last one ``a + X + R + (m-1) max(X, R)``. With ``m = 1`` every step costs ``a +
+    o + bytes (b + g)``: step mode. ``overlap=False``: the rank's transfers and
+    reductions share one core (as many ranks as cores on a host), so a piece's transfer
+    and reduction never overlap: ``max(X, R)`` becomes ``X + R``.
     """
     t = 0.0
     for i, (nbytes, reduces) in enumerate(steps):
-        L = a + nbytes / m * b
+        X = o + nbytes / m * b
         R = nbytes / m * g if reduces else 0.0
-        if not overlap:
-            t += m * (L + R)
-        elif i == len(steps) - 1:
-            t += L + R + (m - 1) * max(L, R)
+        gap = max(X, R) if overlap else X + R
+        if i == len(steps) - 1:
+            t += a + X + R + (m - 1) * gap
         else:
-            t += max(L + R, m * max(L, R))
+            t += max(a + X + R, m * gap)
     return t
 
 
@@ -260,6 +270,20 @@ def lower_bound(collective: str, nranks: int, nbytes: float, alpha: float,
         return 0.0
     return (math.ceil(math.log2(nranks)) * alpha
             + busbw_factor(collective, nranks) * nbytes * beta)
+
+
+def contended_beta(beta: float, contention: float, concurrency: float, nranks: int) -> float:
+    """Seconds per byte on one link when ranks share a host's capacity.
+
+    ``contention`` (>= 1) is how much slower each of ``nranks`` flows moved when all ran
+    at once than one pair alone (a calibrated profile's); a schedule whose steps keep
+    ``concurrency`` ranks' worth of traffic in flight (:meth:`Schedule.concurrency`) shares
+    the same capacity among that many: each flow is slower by ``concurrency * contention
+    / nranks``, and never faster than alone. ``contention = 1``: ``beta`` unchanged.
+    """
+    if contention <= 1.0 or nranks < 2:
+        return beta
+    return beta * max(1.0, concurrency * contention / nranks)
 
 
 def alpha_beta(topology: nx.DiGraph, nranks: int, placement: list | None = None,

@@ -3,10 +3,10 @@
 Model (see docs/simulator.md):
 
 - A transfer is a flow from its src rank's gpu to its dst rank's gpu along a route of
-  directed links (:mod:`commsim.topology.routing`). It pays the route's latency, then
-  moves its bytes at a rate that is re-computed whenever a flow starts or ends: the
-  max-min fair share of every link's bandwidth among the flows crossing it
-  (progressive filling).
+  directed links (:mod:`commsim.topology.routing`). It moves its bytes at a rate that
+  is re-computed whenever a flow starts or ends: the max-min fair share of every
+  link's bandwidth among the flows crossing it (progressive filling); it arrives the
+  route's latency after its last byte left (cut-through: the latency occupies no link).
 - ``mode="step"`` (the executors' semantics): a rank reaches step ``s`` when all its
   transfers of earlier steps are complete and the reductions they brought are applied
   (``gamma`` seconds per byte, times the rank's slowdown, after the step's last
@@ -14,7 +14,8 @@ Model (see docs/simulator.md):
   Ranks drift; there is no global barrier.
 - ``mode="dataflow"``: a transfer starts as soon as every transfer that wrote the data
   it sends has arrived and been reduced (``Schedule.dependencies``), the previous
-  transfer on its connection (same src and dst, in schedule order) has ended, and
+  transfer on its connection (same src and dst, in schedule order) has sent its last
+  byte (so messages stream down a connection, their latencies overlapping), and
   both its ranks have started (their start offsets). Connections deliver in order,
   like NCCL's channels or one TCP/RDMA stream; without that, max-min fairness lets
   transfers that ran ahead share a connection with the urgent one and slow it down.
@@ -94,10 +95,12 @@ class _Run:
 
     def __init__(self, schedule: Schedule, router: Router, nbytes: int, gamma: float,
                  offsets: np.ndarray, slowdown: np.ndarray, record: bool,
-                 overhead: float = 0.0) -> None:
+                 overhead: float = 0.0, message_overhead: float = 0.0) -> None:
         self.s = schedule
         self.router = router
         self.overhead = float(overhead)  # seconds added to every transfer's latency
+        # seconds a transfer holds its connection before its first byte moves
+        self.message_overhead = float(message_overhead)
         self.nbytes = nbytes
         self.chunk_bytes = schedule.chunk_sizes(nbytes).astype(np.float64)
         self.gamma = float(gamma)
@@ -127,16 +130,16 @@ class _Run:
 def _sweep_uncontended(run: _Run) -> bool:
     """Simulate step mode assuming no link is ever shared; False if that turns out wrong.
 
-    Each step: start = max(arrival of src, arrival of dst); end = start + latency +
-    bytes / narrowest bandwidth; a rank's next arrival = max(end of its transfers) +
-    its reductions. The assumption holds if no two byte phases ``[start + latency,
-    end)`` overlap on a link. Links next to a gpu carry only that gpu's own sends (or
-    receives), which step semantics already serialize from one step to the next, so
-    they only need checking inside a step: no rank may send (or receive) twice in one
-    step. Links between switches are checked flow by flow: a byte phase must begin
-    no earlier than the last one on each of its links ended (in step order, which is
-    stricter than time order, so the check can only fail safe), and two flows of one
-    step must not share one.
+    Each step: start = max(arrival of src, arrival of dst); end = start + message
+    overhead + bytes / narrowest bandwidth + latency; a rank's next arrival = max(end
+    of its transfers) + its reductions. The assumption holds if no two byte phases
+    ``[start + message overhead, end - latency)`` overlap on a link. Links next to a
+    gpu carry only that gpu's own sends (or receives), which step semantics already
+    serialize from one step to the next, so they only need checking inside a step: no
+    rank may send (or receive) twice in one step. Links between switches are checked
+    flow by flow: a byte phase must begin no earlier than the last one on each of its
+    links ended (in step order, which is stricter than time order, so the check can
+    only fail safe), and two flows of one step must not share one.
 
     Link figures are summed per route and spread over the routes' links at the end:
     with no sharing, a link's busy time and bytes are the sums over the flows on it.
@@ -168,7 +171,8 @@ def _sweep_uncontended(run: _Run) -> bool:
             route_bytes = np.concatenate((route_bytes, grow))
             route_busy = np.concatenate((route_busy, grow))
             if uniform:
-                route_time = R.route_latency + run.overhead + sizes[0] / R.route_bandwidth
+                route_time = (R.route_latency + run.overhead + run.message_overhead
+                              + sizes[0] / R.route_bandwidth)
         if uniform:
             te = t0 + route_time[rid]
             np.add.at(route_count, rid, 1.0)
@@ -176,7 +180,7 @@ def _sweep_uncontended(run: _Run) -> bool:
         else:
             size = sizes[s.chunk[a:b]]
             dur = size / R.route_bandwidth[rid]
-            te = (t0 + (R.route_latency[rid] + run.overhead)) + dur
+            te = (t0 + (R.route_latency[rid] + run.overhead + run.message_overhead)) + dur
             np.add.at(route_bytes, rid, size)
             np.add.at(route_busy, rid, dur)
         if run.record:
@@ -194,14 +198,15 @@ def _sweep_uncontended(run: _Run) -> bool:
             sel = np.flatnonzero(fab)
             edges, cnt = R.route_fabric_links(rid[sel])
         if len(edges):
-            tb_e = np.repeat(t0[sel] + (R.route_latency[rid[sel]] + run.overhead), cnt)
+            tb_e = np.repeat(t0[sel] + run.message_overhead, cnt)
             if (tb_e < busy_until[edges]).any():
                 return False
             pos = np.arange(len(edges))
             stamp[edges] = pos
             if (stamp[edges] != pos).any():   # two flows of this step on one link
                 return False
-            busy_until[edges] = np.repeat(te[sel], cnt)
+            sent = te[sel] - (R.route_latency[rid[sel]] + run.overhead)
+            busy_until[edges] = np.repeat(sent, cnt)
         np.maximum.at(A, src, te)
         np.maximum.at(A, dst, te)
         if gamma:
@@ -283,11 +288,13 @@ class _Flow:
     ``version`` invalidates heap entries of an older projection.
     """
 
-    __slots__ = ("tid", "step", "size", "links", "bw", "seq", "rate", "rem", "tupd",
-                 "t", "version")
+    __slots__ = ("tid", "step", "size", "links", "bw", "latency", "seq", "rate", "rem",
+                 "tupd", "t", "version")
 
-    def __init__(self, tid: int, step: int, size: float, links: tuple, bw: float) -> None:
+    def __init__(self, tid: int, step: int, size: float, links: tuple, bw: float,
+                 latency: float) -> None:
         self.tid, self.step, self.size, self.links, self.bw = tid, step, size, links, bw
+        self.latency = latency
         self.seq = 0
         self.rate = 0.0
         self.rem = size
@@ -299,10 +306,12 @@ class _Flow:
 class _EventEngine:
     """Discrete-event simulation with max-min fair rates (step or dataflow mode).
 
-    Three heaps hold what may happen next: latency ends, projected byte-phase ends
-    (stale entries skipped by version) and timers (rank advances, data releases,
-    delayed starts). Everything due within ``_RTOL_T`` of the earliest is one batch,
-    handled in the order flows entered their phase and timers were set.
+    Three heaps hold what may happen next: arrivals (flows whose bytes are all sent,
+    paying their latency), projected byte-phase ends (stale entries skipped by
+    version) and timers (rank advances, data releases, delayed starts). Started flows
+    enter their byte phase in the batch that starts them. Everything due within
+    ``_RTOL_T`` of the earliest is one batch, handled in the order flows entered their
+    phase and timers were set.
     """
 
     def __init__(self, run: _Run, mode: str, progress=None) -> None:
@@ -320,7 +329,9 @@ class _EventEngine:
         self.link_busy = run.link_busy.tolist()
         self.link_bytes = run.link_bytes.tolist()
         self.link_peak = run.link_peak.tolist()
-        self.lat_heap: list = []    # (latency end, seq, flow)
+        self.arr_heap: list = []    # (arrival, seq, flow): bytes sent, latency running
+        self.entering: list = []    # flows started in this batch, to enter the byte phase
+        self.posting: dict = {}     # tid -> flow paying its message overhead
         self.byt_heap: list = []    # (projected end, tick, version, flow)
         self.timers: list = []      # (time, tick, kind, id); kinds: see _fire
         self.tick = 0
@@ -382,7 +393,7 @@ class _EventEngine:
         byt = self.byt_heap
         while byt and byt[0][2] != byt[0][3].version:
             heappop(byt)                       # a projection that a re-rating replaced
-        return min(self.lat_heap[0][0] if self.lat_heap else _INF,
+        return min(self.arr_heap[0][0] if self.arr_heap else _INF,
                    byt[0][0] if byt else _INF,
                    self.timers[0][0] if self.timers else _INF)
 
@@ -412,14 +423,18 @@ class _EventEngine:
             fin = self._pop_finished(tt)
             if fin:
                 left += fin
-                self._complete(fin, t)
-            up = _pop_due(self.lat_heap, tt)
-            if up:
-                self._latency_paid(up, t, entered)
+                self._sent(fin, t)
+            arrived = _pop_due(self.arr_heap, tt)
+            if arrived:
+                self._complete([entry[2] for entry in arrived], t)
             due = _pop_due(self.timers, tt)
             if due:
                 self._fire(due, t)
-            if not (fin or up or due):
+            new = self.entering
+            if new:
+                self.entering = []
+                self._enter(new, t, entered)
+            if not (fin or arrived or due or new):
                 break
         if entered or left:
             self._rerate(t, entered, left)
@@ -434,17 +449,25 @@ class _EventEngine:
             f.version = -1
         return out
 
-    def _latency_paid(self, flows: list, t: float, entered: list) -> None:
-        """``flows`` (heap entries) have paid their latency: end or start moving bytes."""
-        flows = [entry[2] for entry in flows]
+    def _enter(self, flows: list, t: float, entered: list) -> None:
+        """``flows`` start at ``t``: move bytes, or (with none to move) pay the latency."""
         zero = [f for f in flows if f.size <= 0]
         if zero:
-            self._complete(zero, t)
+            self._sent(zero, t)
         for f in flows:
             if f.size > 0:
                 f.seq = self._next_tick()
                 f.tupd = t
                 entered.append(f)
+
+    def _sent(self, flows: list, t: float) -> None:
+        """``flows`` have sent their last byte at ``t``: their connections are free for
+        the next transfer (dataflow), and each arrives after its route's latency."""
+        if self.mode == "dataflow":
+            fifo = self.fifo_next
+            self._unblock([n for n in (int(fifo[f.tid]) for f in flows) if n >= 0], t)
+        for f in flows:
+            heappush(self.arr_heap, (t + f.latency, self._next_tick(), f))
 
     # --- starting and completing transfers ------------------------------------------
 
@@ -456,9 +479,13 @@ class _EventEngine:
             step = self._step(st)
             i = tid - step.a
             links, latency, bw = self._route(step.rid[i])
-            flow = _Flow(tid, st, step.size[i], links, bw)
             start[tid] = t
-            heappush(self.lat_heap, (t + latency, self._next_tick(), flow))
+            flow = _Flow(tid, st, step.size[i], links, bw, latency)
+            if self.run.message_overhead > 0:
+                self.posting[tid] = flow
+                self._timer(t + self.run.message_overhead, 3, tid)
+            else:
+                self.entering.append(flow)
 
     def _complete(self, flows: list[_Flow], t: float) -> None:
         run = self.run
@@ -504,8 +531,7 @@ class _EventEngine:
             self._advance(now, t)
 
     def _complete_dataflow(self, flows: list[_Flow], t: float) -> None:
-        run, fifo = self.run, self.fifo_next
-        self._unblock([n for n in (int(fifo[f.tid]) for f in flows) if n >= 0], t)
+        run = self.run
         released = []
         for f in flows:
             step = self.steps[f.step]
@@ -520,11 +546,16 @@ class _EventEngine:
             self._release(released, t)
 
     def _fire(self, due: list, t: float) -> None:
-        """Timers due now, by kind: 0 = ranks advance, 1 = data released, 2 = starts."""
-        for kind, act in ((0, self._advance), (1, self._release), (2, self._start)):
+        """Timers due now, by kind: 0 = ranks advance, 1 = data released, 2 = starts,
+        3 = message overheads paid (those flows move bytes now)."""
+        for kind, act in ((0, self._advance), (1, self._release), (2, self._start),
+                          (3, self._posted)):
             ids = [entry[3] for entry in due if entry[2] == kind]
             if ids:
                 act(ids, t)
+
+    def _posted(self, tids: list[int], t: float) -> None:
+        self.entering += [self.posting.pop(tid) for tid in tids]
 
     # --- dataflow -------------------------------------------------------------------
 
@@ -808,7 +839,7 @@ def simulate(schedule: Schedule, topology: nx.DiGraph, nbytes: int, placement=No
              routing: str = "ecmp", mode: str = "step", gamma: float = 0.0,
              start_offsets=None, reduce_slowdown=None, *, record_transfers: bool = True,
              ecmp_width: int = 16, engine: str = "auto", router: Router | None = None,
-             progress=None, overhead: float = 0.0):
+             progress=None, overhead: float = 0.0, message_overhead: float = 0.0):
     """Play ``schedule`` over ``topology`` for an ``nbytes`` buffer; a :class:`SimResult`.
 
     ``nbytes`` follows REFERENCE.md's size convention for the schedule's collective
@@ -826,6 +857,9 @@ def simulate(schedule: Schedule, topology: nx.DiGraph, nbytes: int, placement=No
     with the number of transfers completed (for progress bars on long runs).
     ``overhead``: seconds added to every transfer's latency, the executor's fixed cost a
     message (a calibrated profile's ``step_overhead``; the model adds it to alpha).
+    ``message_overhead``: seconds every transfer holds its connection before its first
+    byte moves (a profile's ``message_overhead``: posting a message costs the executor
+    that much; pieces streaming down a connection pay it each, unlike the latency).
     """
     from commsim.sim.result import SimResult
 
@@ -835,11 +869,12 @@ def simulate(schedule: Schedule, topology: nx.DiGraph, nbytes: int, placement=No
         raise CommsimError(f"engine: {engine!r} is not one of {', '.join(ENGINES)}")
     if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)) or nbytes < 0:
         raise CommsimError(f"size: {nbytes!r} must be a whole number of bytes >= 0")
-    gamma, overhead = float(gamma), float(overhead)
+    gamma, overhead, message_overhead = float(gamma), float(overhead), float(message_overhead)
     if not np.isfinite(gamma) or gamma < 0:
         raise CommsimError(f"gamma: {gamma!r} must be a finite number of seconds per byte >= 0")
-    if not np.isfinite(overhead) or overhead < 0:
-        raise CommsimError(f"overhead: {overhead!r} must be a finite number of seconds >= 0")
+    for field, value in (("overhead", overhead), ("message_overhead", message_overhead)):
+        if not np.isfinite(value) or value < 0:
+            raise CommsimError(f"{field}: {value!r} must be a finite number of seconds >= 0")
     P = schedule.nranks
     wall0 = _time.perf_counter()
     if len(schedule) and max(int(schedule.src.max()), int(schedule.dst.max())) >= P:
@@ -849,7 +884,7 @@ def simulate(schedule: Schedule, topology: nx.DiGraph, nbytes: int, placement=No
     offsets = _per_rank(start_offsets, P, 0.0, "start_offsets")
     slowdown = _per_rank(reduce_slowdown, P, 1.0, "reduce_slowdown")
     run = _Run(schedule, router, int(nbytes), gamma, offsets, slowdown, record_transfers,
-               overhead)
+               overhead, message_overhead)
     used = "events"
     if mode == "step" and engine in ("auto", "sweep") and _sweep_uncontended(run):
         used = "sweep"
@@ -857,7 +892,8 @@ def simulate(schedule: Schedule, topology: nx.DiGraph, nbytes: int, placement=No
         raise CommsimError("engine: 'sweep' needs a contention-free step-mode run; this "
                            "one shares links (use engine='auto')")
     else:
-        run = _Run(schedule, router, int(nbytes), gamma, offsets, slowdown, True, overhead)
+        run = _Run(schedule, router, int(nbytes), gamma, offsets, slowdown, True, overhead,
+                   message_overhead)
         _EventEngine(run, mode, progress).run_all()
         if mode == "dataflow":
             red = schedule.reduce
