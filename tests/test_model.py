@@ -229,6 +229,24 @@ def test_pipelined_ring_model_matches_the_simulator(p, m, o):
                          mode="dataflow", message_overhead=o) == pytest.approx(sim, rel=1e-9)
 
 
+@pytest.mark.parametrize("m", [1, 2, 8])
+@pytest.mark.parametrize("p", [2, 4])
+def test_without_a_core_to_spare_the_simulator_agrees_with_the_model(p, m):
+    # a rank's one core reduces a piece before its connection moves the next
+    from commsim.sim import simulate
+    from commsim.topology import builders
+
+    G = builders.star(p, bandwidth=4e9, latency=10e-6)
+    a, b = model.alpha_beta(G, p)
+    S, g, o = 3 * 2**24, 1 / 8e9, 5e-6
+    s = collectives.build("allreduce", "ring", p, m * p)
+    sim = simulate(s, G, S, mode="dataflow", gamma=g, message_overhead=o, overlap=False)
+    assert model.predict("allreduce", "ring", p, S, a, b, g, nchunks=m * p, mode="dataflow",
+                         overlap=False, message_overhead=o) == pytest.approx(sim.time, rel=1e-9)
+    if m > 1:
+        assert sim.time > simulate(s, G, S, mode="dataflow", gamma=g, message_overhead=o).time
+
+
 @pytest.mark.parametrize("algorithm", ["ring", "rhd", "tree"])
 def test_message_overhead_in_step_mode_adds_to_alpha_in_model_and_simulator(algorithm):
     from commsim.sim import simulate

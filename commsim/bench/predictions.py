@@ -139,7 +139,8 @@ class Predictor:
             return float(simulate(
                 schedule, self.graph, nbytes, mode=self.mode, gamma=self.gamma,
                 overhead=0.0 if native else self.step_overhead,
-                message_overhead=0.0 if native else self.message_overhead).time)
+                message_overhead=0.0 if native else self.message_overhead,
+                overlap=self.overlap).time)
         except Exception as exc:  # noqa: BLE001 - a prediction never stops a measurement
             self._once(("sim", schedule.algorithm),
                        f"no simulator prediction for {schedule.algorithm}: {exc}")

@@ -95,12 +95,14 @@ class _Run:
 
     def __init__(self, schedule: Schedule, router: Router, nbytes: int, gamma: float,
                  offsets: np.ndarray, slowdown: np.ndarray, record: bool,
-                 overhead: float = 0.0, message_overhead: float = 0.0) -> None:
+                 overhead: float = 0.0, message_overhead: float = 0.0,
+                 overlap: bool = True) -> None:
         self.s = schedule
         self.router = router
         self.overhead = float(overhead)  # seconds added to every transfer's latency
         # seconds a transfer holds its connection before its first byte moves
         self.message_overhead = float(message_overhead)
+        self.overlap = bool(overlap)  # may a rank reduce while its connections move bytes
         self.nbytes = nbytes
         self.chunk_bytes = schedule.chunk_sizes(nbytes).astype(np.float64)
         self.gamma = float(gamma)
@@ -462,10 +464,28 @@ class _EventEngine:
 
     def _sent(self, flows: list, t: float) -> None:
         """``flows`` have sent their last byte at ``t``: their connections are free for
-        the next transfer (dataflow), and each arrives after its route's latency."""
+        the next transfer (dataflow), and each arrives after its route's latency.
+
+        Without ``overlap`` the receiver's one core reduces what came before the next
+        transfer on the connection moves: that waits out the reduction too."""
         if self.mode == "dataflow":
-            fifo = self.fifo_next
-            self._unblock([n for n in (int(fifo[f.tid]) for f in flows) if n >= 0], t)
+            fifo, run = self.fifo_next, self.run
+            now = []
+            for f in flows:
+                nxt = int(fifo[f.tid])
+                if nxt < 0:
+                    continue
+                delay = 0.0
+                if not run.overlap:
+                    step = self.steps[f.step]
+                    i = f.tid - step.a
+                    if step.reduce[i]:
+                        delay = run.gamma * float(run.slow[step.dst[i]]) * f.size
+                if delay > 0:
+                    self._timer(t + delay, 4, nxt)
+                else:
+                    now.append(nxt)
+            self._unblock(now, t)
         for f in flows:
             heappush(self.arr_heap, (t + f.latency, self._next_tick(), f))
 
@@ -547,9 +567,9 @@ class _EventEngine:
 
     def _fire(self, due: list, t: float) -> None:
         """Timers due now, by kind: 0 = ranks advance, 1 = data released, 2 = starts,
-        3 = message overheads paid (those flows move bytes now)."""
+        3 = message overheads paid (those flows move bytes now), 4 = connections free."""
         for kind, act in ((0, self._advance), (1, self._release), (2, self._start),
-                          (3, self._posted)):
+                          (3, self._posted), (4, self._unblock)):
             ids = [entry[3] for entry in due if entry[2] == kind]
             if ids:
                 act(ids, t)
@@ -839,7 +859,8 @@ def simulate(schedule: Schedule, topology: nx.DiGraph, nbytes: int, placement=No
              routing: str = "ecmp", mode: str = "step", gamma: float = 0.0,
              start_offsets=None, reduce_slowdown=None, *, record_transfers: bool = True,
              ecmp_width: int = 16, engine: str = "auto", router: Router | None = None,
-             progress=None, overhead: float = 0.0, message_overhead: float = 0.0):
+             progress=None, overhead: float = 0.0, message_overhead: float = 0.0,
+             overlap: bool = True):
     """Play ``schedule`` over ``topology`` for an ``nbytes`` buffer; a :class:`SimResult`.
 
     ``nbytes`` follows REFERENCE.md's size convention for the schedule's collective
@@ -860,6 +881,9 @@ def simulate(schedule: Schedule, topology: nx.DiGraph, nbytes: int, placement=No
     ``message_overhead``: seconds every transfer holds its connection before its first
     byte moves (a profile's ``message_overhead``: posting a message costs the executor
     that much; pieces streaming down a connection pay it each, unlike the latency).
+    ``overlap=False`` (dataflow): a rank's one core reduces and moves its bytes, so a
+    connection's next transfer waits until the receiver has reduced the one before
+    (the model's ``overlap=False``); step mode never overlaps the two anyway.
     """
     from commsim.sim.result import SimResult
 
@@ -884,7 +908,7 @@ def simulate(schedule: Schedule, topology: nx.DiGraph, nbytes: int, placement=No
     offsets = _per_rank(start_offsets, P, 0.0, "start_offsets")
     slowdown = _per_rank(reduce_slowdown, P, 1.0, "reduce_slowdown")
     run = _Run(schedule, router, int(nbytes), gamma, offsets, slowdown, record_transfers,
-               overhead, message_overhead)
+               overhead, message_overhead, overlap)
     used = "events"
     if mode == "step" and engine in ("auto", "sweep") and _sweep_uncontended(run):
         used = "sweep"
@@ -893,7 +917,7 @@ def simulate(schedule: Schedule, topology: nx.DiGraph, nbytes: int, placement=No
                            "one shares links (use engine='auto')")
     else:
         run = _Run(schedule, router, int(nbytes), gamma, offsets, slowdown, True, overhead,
-                   message_overhead)
+                   message_overhead, overlap)
         _EventEngine(run, mode, progress).run_all()
         if mode == "dataflow":
             red = schedule.reduce
