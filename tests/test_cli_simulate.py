@@ -60,7 +60,7 @@ def test_size_sweep_links_and_traces(tmp_path, capsys, monkeypatch):
     assert rc == 0
     rows = _rows(out)
     assert [r["size"] for r in rows] == [1024, 2048, 4096]
-    assert "busiest links" in text and "bytes (MB)" in text
+    assert "held the run up" in text and "bytes (MB)" in text
     for r in rows:
         assert r["links"] and r["links"][0]["bytes"] > 0
         trace = json.loads(open(r["trace"]).read())

@@ -426,10 +426,15 @@ def test_both_progressive_fillings_agree_to_the_bit(data):
     routes = data.draw(st.lists(st.sets(st.integers(0, nlinks - 1), min_size=1, max_size=4),
                                 min_size=1, max_size=40))
     flows = [_Flow(i, 0, 1.0, tuple(sorted(r)), 0.0, 0.0) for i, r in enumerate(routes)]
-    rates_py, load_py = _fill_python(flows, bw.tolist())
-    rates_np, load_np = _fill_numpy(flows, bw)
+    rates_py, load_py, limit_py = _fill_python(flows, bw.tolist())
+    rates_np, load_np, limit_np = _fill_numpy(flows, bw)
     assert rates_py == rates_np
     assert dict(load_py) == dict(load_np)
+    assert limit_py == limit_np               # the same link sets each flow's rate
+    for f, link in zip(flows, limit_py):
+        assert link in f.links                # a link of its own route, and a full one
+        got = sum(r for g, r in zip(flows, rates_py) if link in g.links)
+        assert got == pytest.approx(bw[link], rel=1e-9)
     for link, load in load_py:                 # max-min: no link over its bandwidth
         assert load <= bw[link] * (1 + 1e-9)
 

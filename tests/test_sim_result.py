@@ -37,7 +37,9 @@ def test_link_statistics(ring_on_star):
     busiest = r.busiest_links(3)
     assert len(busiest) == 3
     assert busiest[0]["busy_s"] >= busiest[1]["busy_s"] >= busiest[2]["busy_s"]
-    assert r.bottleneck == busiest[0]
+    # the bottleneck is the link that held the critical path up, not the busiest one
+    crit = {r.link_name(i) for i, _ in r.critical_path.links}
+    assert r.bottleneck["link"] in crit and 0 < r.bottleneck["share"] <= 1
     assert set(r.summary()) >= {"collective", "algorithm", "nranks", "size", "time_s",
                                 "algbw", "busbw", "bottleneck"}
 
@@ -54,7 +56,8 @@ def test_critical_path_of_a_ring_walks_every_step(ring_on_star):
         assert {int(s.src[b]), int(s.dst[b])} & {int(s.src[a]), int(s.dst[a])}
     links = dict(r.critical_path.links)
     assert links and all(t > 0 for t in links.values())
-    assert sum(links.values()) == pytest.approx(2 * len(cp) * 1e6 / 10e9)
+    # each critical transfer's byte time goes to one link: its route's narrowest
+    assert sum(links.values()) == pytest.approx(len(cp) * 1e6 / 10e9)
 
 
 def test_critical_path_starts_at_a_straggler():
@@ -72,6 +75,33 @@ def test_critical_path_names_the_contended_link():
     r = simulate(s, G, 4 * 10**6, placement=["gpu0", "gpu2", "gpu1", "gpu3"])
     top_link = r.critical_path.links[0][0]
     assert "spine0" in r.link_name(top_link)
+
+
+@pytest.mark.parametrize("mode", ["step", "dataflow"])
+def test_one_slow_link_on_the_ring_s_path_is_named_first(mode):
+    """Eight gpus on a switch, one uplink at a fifth of the others: it sets the ring's
+    pace in every step, so it is the bottleneck, with most of the run to its name."""
+    G = builders.star(8, bandwidth=10e9, latency=1e-6)
+    G.edges["gpu5", "sw"]["bandwidth"] = 2e9
+    s = collectives.build("allreduce", "ring", 8)
+    r = simulate(s, G, 8 * 10**6, mode=mode)
+    assert r.bottleneck["link"] == "gpu5->sw"
+    assert r.bottlenecks(3)[0]["link"] == "gpu5->sw"
+    assert r.bottleneck["share"] > 0.5
+    assert r.bottleneck["link_class"] == "gpu->switch"
+
+
+def test_a_link_shared_by_two_flows_is_credited_over_the_idle_narrow_one():
+    """Two flows share a 10 GB/s trunk while each crosses its own 8 GB/s access links:
+    the trunk gives each 5 GB/s (max-min), so the trunk is the bottleneck although the
+    access links are the narrowest on the route."""
+    from commsim.collectives.schedule import Schedule
+
+    G = builders.leaf_spine(2, 1, 2, host_bw=8e9, spine_bw=10e9)
+    s = Schedule.from_transfers("broadcast", "hand", 4, 2, [(0, 0, 2, 0, False),
+                                                           (0, 1, 3, 1, False)])
+    r = simulate(s, G, 2 * 10**6, placement=["gpu0", "gpu1", "gpu2", "gpu3"])
+    assert "spine0" in r.bottleneck["link"]
 
 
 def test_dataflow_critical_path():

@@ -77,7 +77,8 @@ def register(sub) -> None:
     p.add_argument("--slow-reduce", action="append", metavar="RANK:FACTOR",
                    help="RANK reduces FACTOR times slower than --gamma, e.g. 0:4 (repeatable, "
                    "once per rank)")
-    p.add_argument("--links", action="store_true", help="also list the busiest links")
+    p.add_argument("--links", action="store_true",
+                   help="also list the links that held the run up (on its critical path)")
     p.add_argument("--trace", metavar="FILE",
                    help="write a Chrome/Perfetto trace (one file per algorithm and size)")
     p.add_argument("--json", metavar="FILE", help="also write JSON lines, one per algorithm/size")
@@ -148,13 +149,14 @@ def run(args) -> int:
                    time_us=res.time * 1e6, algbw_gbps=res.algbw / 1e9,
                    busbw_gbps=res.busbw / 1e9, t_model_us=t_model * 1e6,
                    bottleneck=bott["link"] if bott else None,
+                   bottleneck_share=bott.get("share") if bott else None,
                    bottleneck_util=bott["utilization"] if bott else None,
                    bottleneck_peak=bott["peak_utilization"] if bott else None,
                    transfers=res.ntransfers, events=res.events)
         if args.links:
-            busiest = res.busiest_links(5)
-            row["links"] = busiest
-            link_rows.extend((algo, size, d) for d in busiest)
+            bound = res.bottlenecks(5)
+            row["links"] = bound
+            link_rows.extend((algo, size, d) for d in bound)
         rows.append(row)
         if args.trace:
             path = _trace_path(args.trace, algo, size, len(jobs) > 1)
@@ -171,9 +173,10 @@ def run(args) -> int:
     out.print(_table(rows))
     if args.links:
         out.print(_links_table(link_rows))
-    out.print("[dim]line rate, max-min fair links; model = alpha-beta closed form with "
-              "the topology's flat alpha/beta; bottleneck = the link busy longest "
-              "(util = busy time / run time)[/]")
+    out.print("[dim]max-min fair links; model = alpha-beta closed form with the topology's "
+              "flat alpha/beta; bottleneck = the link that held the critical path up longest "
+              "(held = the share of the run it set the critical transfers' rate; util = its "
+              "busy time / run time)[/]")
     for row in rows:
         if row.get("trace"):
             out.print(f"wrote trace {row['trace']}")
@@ -283,7 +286,7 @@ def _table(rows: list[dict]) -> Table:
     table = Table(title="simulated")
     for name in ("algorithm", "size (B)", "chunks", "time (us)", "algbw (GB/s)",
                  "busbw (GB/s)", "model (us)", "sim/model (x)", "bottleneck link",
-                 "util (%)", "peak (%)"):
+                 "held (%)", "util (%)"):
         table.add_column(name, justify="left" if name in ("algorithm", "bottleneck link")
                          else "right")
     for r in rows:
@@ -291,18 +294,20 @@ def _table(rows: list[dict]) -> Table:
         table.add_row(r["algorithm"], format_size(r["size"]), str(r["nchunks"]),
                       _num(r["time_us"]), _num(r["algbw_gbps"]), _num(r["busbw_gbps"]),
                       _num(r["t_model_us"]), ratio, r["bottleneck"] or "-",
-                      _pct(r["bottleneck_util"]), _pct(r["bottleneck_peak"]))
+                      _pct(r["bottleneck_share"]), _pct(r["bottleneck_util"]))
     return table
 
 
 def _links_table(link_rows: list) -> Table:
-    table = Table(title="busiest links")
-    for name in ("algorithm", "size (B)", "link", "bandwidth", "bytes (MB)", "busy (us)",
-                 "util (%)", "peak (%)"):
-        table.add_column(name, justify="left" if name in ("algorithm", "link") else "right")
+    table = Table(title="links that held the run up (critical path)")
+    for name in ("algorithm", "size (B)", "link", "class", "rate", "held (us)", "held (%)",
+                 "bytes (MB)", "util (%)", "peak (%)"):
+        table.add_column(name, justify="left" if name in ("algorithm", "link", "class")
+                         else "right")
     for algo, size, d in link_rows:
-        table.add_row(algo, format_size(size), d["link"], format_bandwidth(d["bandwidth"]),
-                      _num(d["bytes"] / 1e6), _num(d["busy_s"] * 1e6),
+        table.add_row(algo, format_size(size), d["link"], d.get("link_class", "-"),
+                      format_bandwidth(d["bandwidth"]), _num(d.get("seconds", 0.0) * 1e6),
+                      _pct(d.get("share")), _num(d["bytes"] / 1e6),
                       _pct(d["utilization"]), _pct(d["peak_utilization"]))
     return table
 

@@ -120,6 +120,10 @@ class _Run:
         self.record = record
         self.start = np.empty(self.T) if record else None   # every entry gets written
         self.end = np.empty(self.T) if record else None
+        # the link that set each transfer's rate longest, and for how long (s); -1: its
+        # route's narrowest (it never shared a link, or it moved no bytes)
+        self.limit = np.full(self.T, -1, dtype=np.int64) if record else None
+        self.limit_s = np.zeros(self.T) if record else None
         self.rank_end = offsets.copy()
         self.events = 0
 
@@ -287,16 +291,20 @@ class _Flow:
 
     ``seq`` orders flows the way they entered their current phase; ``t`` is when the
     byte phase is projected to end (s); ``rem`` the bytes left at ``tupd`` (s);
-    ``version`` invalidates heap entries of an older projection.
+    ``version`` invalidates heap entries of an older projection; ``held`` sums, per
+    link, the seconds that link set the flow's rate (the bottleneck accounting).
     """
 
-    __slots__ = ("tid", "step", "size", "links", "bw", "latency", "seq", "rate", "rem",
-                 "tupd", "t", "version")
+    __slots__ = ("tid", "step", "size", "links", "bw", "latency", "narrow", "seq", "rate",
+                 "rem", "tupd", "t", "version", "limit", "held")
 
     def __init__(self, tid: int, step: int, size: float, links: tuple, bw: float,
-                 latency: float) -> None:
+                 latency: float, narrow: int = -1) -> None:
         self.tid, self.step, self.size, self.links, self.bw = tid, step, size, links, bw
         self.latency = latency
+        self.narrow = narrow  # the route's narrowest link: the limit of a flow alone
+        self.limit = -1       # the link that sets the current rate (saturated, max-min)
+        self.held: dict = {}  # link -> seconds it set this flow's rate
         self.seq = 0
         self.rate = 0.0
         self.rem = size
@@ -321,7 +329,7 @@ class _EventEngine:
         self.mode = mode
         self.progress = progress
         self.R = run.router
-        self.routes: dict[int, tuple] = {}          # rid -> (links, latency, bandwidth)
+        self.routes: dict[int, tuple] = {}          # rid -> (links, latency, bw, narrowest)
         self.steps: dict[int, _Step] = {}
         nl = len(run.link_bw)
         self.link_bw = run.link_bw.tolist()
@@ -380,13 +388,15 @@ class _EventEngine:
         return step
 
     def _route(self, rid: int) -> tuple:
-        """``(links, latency s, bandwidth B/s)`` of route ``rid``, cached as Python values."""
+        """``(links, latency s, bandwidth B/s, narrowest link)`` of route ``rid``, cached as
+        Python values."""
         got = self.routes.get(rid)
         if got is None:
             R = self.R
             links = tuple(R.route_edges[R.route_ptr[rid]:R.route_ptr[rid + 1]].tolist())
+            narrow = min(links, key=lambda link: (self.link_bw[link], link)) if links else -1
             got = self.routes[rid] = (links, float(R.route_latency[rid]) + self.run.overhead,
-                                      float(R.route_bandwidth[rid]))
+                                      float(R.route_bandwidth[rid]), narrow)
         return got
 
     # --- the loop -------------------------------------------------------------------
@@ -486,8 +496,14 @@ class _EventEngine:
                 else:
                     now.append(nxt)
             self._unblock(now, t)
+        limit, held = self.run.limit, self.run.limit_s
         for f in flows:
             heappush(self.arr_heap, (t + f.latency, self._next_tick(), f))
+            if f.limit >= 0:
+                f.held[f.limit] = f.held.get(f.limit, 0.0) + (t - f.tupd)
+                if limit is not None:
+                    link = max(f.held, key=lambda k: (f.held[k], -k))
+                    limit[f.tid], held[f.tid] = link, f.held[link]
 
     # --- starting and completing transfers ------------------------------------------
 
@@ -498,9 +514,9 @@ class _EventEngine:
             st = int(step_of[tid])
             step = self._step(st)
             i = tid - step.a
-            links, latency, bw = self._route(step.rid[i])
+            links, latency, bw, narrow = self._route(step.rid[i])
             start[tid] = t
-            flow = _Flow(tid, st, step.size[i], links, bw, latency)
+            flow = _Flow(tid, st, step.size[i], links, bw, latency, narrow)
             if self.run.message_overhead > 0:
                 self.posting[tid] = flow
                 self._timer(t + self.run.message_overhead, 3, tid)
@@ -682,14 +698,17 @@ class _EventEngine:
             for f in entered:
                 for link in f.links:
                     self.link_peak[link] = max(self.link_peak[link], f.bw / self.link_bw[link])
-                self._set_rate(f, f.bw, t)
+                self._set_rate(f, f.bw, t, f.narrow)
             return
         seeds = [link for f in entered for link in f.links]
         seeds += [link for f in left for link in f.links]
         self._maxmin(t, seeds)
 
-    def _set_rate(self, f: _Flow, rate: float, t: float) -> None:
-        """Give ``f`` a new rate from ``t`` on and project its end."""
+    def _set_rate(self, f: _Flow, rate: float, t: float, limit: int) -> None:
+        """Give ``f`` a new rate from ``t`` on, set by link ``limit``, and project its end."""
+        if f.limit >= 0 and t > f.tupd:
+            f.held[f.limit] = f.held.get(f.limit, 0.0) + (t - f.tupd)
+        f.limit = limit
         f.rem = max(f.rem - f.rate * (t - f.tupd), 0.0)
         f.tupd = t
         f.rate = rate
@@ -721,15 +740,15 @@ class _EventEngine:
         if not flows:
             return
         if sum(len(f.links) for f in flows) > _NUMPY_FILL:
-            rates, load = _fill_numpy(flows, self.run.link_bw)
+            rates, load, limits = _fill_numpy(flows, self.run.link_bw)
         else:
-            rates, load = _fill_python(flows, self.link_bw)
+            rates, load, limits = _fill_python(flows, self.link_bw)
         peak, bw = self.link_peak, self.link_bw
         for link, value in load:
             peak[link] = max(peak[link], value / bw[link])
-        for f, rate in zip(flows, rates):
-            if rate != f.rate:
-                self._set_rate(f, rate, t)
+        for f, rate, limit in zip(flows, rates, limits):
+            if rate != f.rate or limit != f.limit:
+                self._set_rate(f, rate, t, limit)
 
 
 # Progressive filling: raise every flow's rate together until a link is full (within
@@ -739,8 +758,9 @@ class _EventEngine:
 _NUMPY_FILL = 128
 
 
-def _fill_python(flows: list[_Flow], link_bw: list[float]) -> tuple[list, list]:
-    """Max-min fair rates (B/s) of ``flows``, and ``(link, load B/s)`` of their links."""
+def _fill_python(flows: list[_Flow], link_bw: list[float]) -> tuple[list, list, list]:
+    """Max-min fair rates (B/s) of ``flows``, ``(link, load B/s)`` of their links, and
+    each flow's limit: the lowest-numbered full link that froze it."""
     cap: dict[int, float] = {}
     nfl: dict[int, int] = {}
     for f in flows:
@@ -751,6 +771,7 @@ def _fill_python(flows: list[_Flow], link_bw: list[float]) -> tuple[list, list]:
                 nfl[link] = 1
                 cap[link] = link_bw[link]
     rate = [0.0] * len(flows)
+    limit = [-1] * len(flows)
     live = list(range(len(flows)))
     while live:
         share = {link: max(cap[link], 0.0) / n for link, n in nfl.items() if n > 0}
@@ -763,6 +784,7 @@ def _fill_python(flows: list[_Flow], link_bw: list[float]) -> tuple[list, list]:
                 still.append(i)
                 continue
             rate[i] = m
+            limit[i] = min(full.intersection(flows[i].links))
             for link in flows[i].links:
                 frozen[link] = frozen.get(link, 0) + 1
         for link, k in frozen.items():
@@ -773,10 +795,10 @@ def _fill_python(flows: list[_Flow], link_bw: list[float]) -> tuple[list, list]:
     for f, r in zip(flows, rate):
         for link in f.links:
             load[link] += r
-    return rate, list(load.items())
+    return rate, list(load.items()), limit
 
 
-def _fill_numpy(flows: list[_Flow], link_bw: np.ndarray) -> tuple[list, list]:
+def _fill_numpy(flows: list[_Flow], link_bw: np.ndarray) -> tuple[list, list, list]:
     """:func:`_fill_python` over the flow-link incidence in numpy, for big components."""
     counts = [len(f.links) for f in flows]
     inc_l = np.fromiter(chain.from_iterable(f.links for f in flows), np.int64, sum(counts))
@@ -785,6 +807,7 @@ def _fill_numpy(flows: list[_Flow], link_bw: np.ndarray) -> tuple[list, list]:
     cap = link_bw[links].copy()
     nfl = np.bincount(inv, minlength=len(links)).astype(np.float64)
     rate = np.zeros(len(flows))
+    limit = np.full(len(flows), np.iinfo(np.int64).max)
     frozen = np.zeros(len(flows), dtype=bool)
     live = np.ones(len(inc_f), dtype=bool)
     while live.any():
@@ -793,6 +816,7 @@ def _fill_numpy(flows: list[_Flow], link_bw: np.ndarray) -> tuple[list, list]:
         m = share.min()
         hit = live & (share <= m * (1 + 1e-12))[inv]
         rate[inc_f[hit]] = m
+        np.minimum.at(limit, inc_f[hit], inc_l[hit])
         frozen[inc_f[hit]] = True
         now = live & frozen[inc_f]
         k = np.bincount(inv[now], minlength=len(links))
@@ -800,7 +824,7 @@ def _fill_numpy(flows: list[_Flow], link_bw: np.ndarray) -> tuple[list, list]:
         nfl -= k
         live &= ~now
     load = np.bincount(inv, weights=rate[inc_f], minlength=len(links))
-    return rate.tolist(), list(zip(links.tolist(), load.tolist()))
+    return rate.tolist(), list(zip(links.tolist(), load.tolist())), limit.tolist()
 
 
 def _pop_due(heap: list, tt: float) -> list:

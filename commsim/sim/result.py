@@ -18,8 +18,8 @@ class CriticalPath:
 
     ``transfers`` are indices into the schedule, earliest first; ``links`` are
     ``(link_id, seconds)`` pairs: each critical transfer's byte-moving time, credited
-    to the links of its route that ran fullest (highest peak utilization, its
-    bottlenecks), summed per link, most first.
+    to the link that set its rate for longest (saturated under max-min, or its route's
+    narrowest link when it shared none), summed per link, most first.
     """
 
     transfers: np.ndarray
@@ -56,6 +56,10 @@ class SimResult:
     wall: float = 0.0
     gamma: float = 0.0
     router: Router | None = field(default=None, repr=False)
+    limit: np.ndarray | None = field(default=None, repr=False)
+    limit_s: np.ndarray | None = field(default=None, repr=False)
+    message_overhead: float = 0.0
+    overhead: float = 0.0
     _critical: CriticalPath | None = field(default=None, repr=False)
 
     @classmethod
@@ -68,7 +72,8 @@ class SimResult:
                    link_bandwidth=run.link_bw, link_bytes=run.link_bytes,
                    link_busy=run.link_busy, link_peak=run.link_peak, mode=mode,
                    engine=engine, events=run.events, wall=wall, gamma=run.gamma,
-                   router=run.router)
+                   router=run.router, limit=run.limit, limit_s=run.limit_s,
+                   message_overhead=run.message_overhead, overhead=run.overhead)
 
     # --- headline figures -------------------------------------------------------------
 
@@ -110,10 +115,46 @@ class SimResult:
                             bandwidth=float(self.link_bandwidth[i])))
         return out
 
+    def link_class(self, i: int) -> str:
+        """A link's class: the topology's ``class`` of the edge when it has one, else the
+        kinds of its ends (``gpu->switch``)."""
+        u, v = self.links[i]
+        G = getattr(self.router, "G", None)
+        if G is not None:
+            attrs = G.edges[u, v]
+            if attrs.get("class"):
+                return str(attrs["class"])
+            return f"{G.nodes[u].get('kind', '?')}->{G.nodes[v].get('kind', '?')}"
+        return "-"
+
+    def bottlenecks(self, n: int = 5) -> list[dict]:
+        """The links that bound the completion time, most first, as dicts.
+
+        For every transfer on the critical path, the link that set its rate for longest
+        while it moved bytes (saturated under max-min; its route's narrowest link when
+        it shared none) is credited with that transfer's byte time. ``seconds`` is the
+        sum per link, ``share`` that over the run's time: how much of the run the link
+        held up. Falls back to :meth:`busiest_links` without per-transfer times.
+        """
+        if self.start is None or self.end is None or self.router is None:
+            return self.busiest_links(n)
+        out = []
+        for i, seconds in self.critical_path.links[:n]:
+            out.append(dict(link=self.link_name(i), link_class=self.link_class(i),
+                            seconds=seconds,
+                            share=seconds / self.time if self.time > 0 else 0.0,
+                            bytes=float(self.link_bytes[i]),
+                            busy_s=float(self.link_busy[i]),
+                            utilization=float(self.link_utilization[i]),
+                            peak_utilization=float(self.link_peak[i]),
+                            bandwidth=float(self.link_bandwidth[i])))
+        return out
+
     @property
     def bottleneck(self) -> dict | None:
-        """The busiest link (see :meth:`busiest_links`), or None if no byte moved."""
-        top = self.busiest_links(1)
+        """The link that held the run up longest (see :meth:`bottlenecks`), or None if no
+        byte moved."""
+        top = self.bottlenecks(1)
         return top[0] if top else None
 
     def summary(self) -> dict:
@@ -195,14 +236,15 @@ class SimResult:
         nxt = fifo_next(self.schedule)
         fifo_prev[nxt[nxt >= 0]] = np.flatnonzero(nxt >= 0)
         ready = self._ready_times()
+        sent = self._sent_times()
         i = int(np.argmax(ready))
         chain = [i]
         while True:
             preds = indices[indptr[i]:indptr[i + 1]]
             times = ready[preds]
-            if fifo_prev[i] >= 0:        # the connection frees up at the end, not later
+            if fifo_prev[i] >= 0:        # the connection frees once the last byte left
                 preds = np.append(preds, fifo_prev[i])
-                times = np.append(times, self.end[fifo_prev[i]])
+                times = np.append(times, sent[fifo_prev[i]])
             if not len(preds):
                 return chain
             j = int(preds[np.argmax(times)])
@@ -212,22 +254,42 @@ class SimResult:
             i = j
             chain.append(i)
 
+    def _route_ids(self, transfers: np.ndarray) -> np.ndarray:
+        s = self.schedule
+        return self.router.route_ids(s.src[transfers], s.dst[transfers], s.chunk[transfers],
+                                     s.step[transfers])
+
+    def _sent_times(self) -> np.ndarray:
+        """When each transfer's last byte left its sender (its end less its latency)."""
+        rid = self._route_ids(np.arange(len(self.schedule)))
+        return self.end - (self.router.route_latency[rid] + self.overhead)
+
     def _links_of(self, transfers: np.ndarray) -> list[tuple[int, float]]:
+        """``(link, seconds)``: each transfer's byte time credited to the link that set its
+        rate longest (the engine's record; else its route's narrowest link)."""
         if self.router is None or not len(transfers):
             return []
-        s, R = self.schedule, self.router
-        rid = R.route_ids(s.src[transfers], s.dst[transfers], s.chunk[transfers],
-                          s.step[transfers])
-        moving = self.end[transfers] - self.start[transfers] - R.route_latency[rid]
-        edges, cnt = R.route_links(rid)
-        # a transfer's byte time goes to the fullest links of its route: its bottlenecks
-        owner = np.repeat(np.arange(len(transfers)), cnt)
-        peak = self.link_peak[edges]
-        fullest = np.zeros(len(transfers))
-        np.maximum.at(fullest, owner, peak)
-        top = peak >= fullest[owner] - 1e-9
-        per = np.bincount(edges[top], weights=np.maximum(moving, 0.0)[owner[top]],
-                          minlength=len(self.links))
+        R = self.router
+        rid = self._route_ids(transfers)
+        moving = np.maximum(self.end[transfers] - self.start[transfers]
+                            - (R.route_latency[rid] + self.overhead + self.message_overhead),
+                            0.0)
+        limit = (self.limit[transfers] if self.limit is not None
+                 else np.full(len(transfers), -1, dtype=np.int64))
+        missing = np.flatnonzero(limit < 0)
+        if len(missing):
+            edges, cnt = R.route_links(rid[missing])
+            owner = np.repeat(np.arange(len(missing)), cnt)
+            # the narrowest link of each route, ties to the lowest id
+            order = np.lexsort((edges, self.link_bandwidth[edges], owner))
+            first = np.ones(len(order), dtype=bool)
+            first[1:] = owner[order][1:] != owner[order][:-1]
+            narrow = np.full(len(missing), -1, dtype=np.int64)
+            narrow[owner[order][first]] = edges[order][first]
+            limit = limit.copy()
+            limit[missing] = narrow
+        ok = limit >= 0
+        per = np.bincount(limit[ok], weights=moving[ok], minlength=len(self.links))
         order = np.argsort(-per, kind="stable")
         return [(int(i), float(per[i])) for i in order if per[i] > 0]
 
