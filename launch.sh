@@ -6,6 +6,8 @@
 #   ./launch.sh bench-mpi ...  the same with --backend mpi under the environment's mpirun
 #   ./launch.sh calibrate ...  `commsim calibrate ...` on NPROC local ranks under torchrun
 #   ./launch.sh calibrate-mpi ...  the same with --backend mpi under mpirun
+#   ./launch.sh ddp ...        `commsim ddp ...` on NPROC local ranks under torchrun; with
+#                              --scaling 1,2,4 one process that runs each world size itself
 #   ./launch.sh ARGS...    `commsim ARGS...` inside the project's virtual environment
 # The first call creates .venv and installs the project with the extras a local run
 # needs (torch pinned to its CPU wheel by constraints.txt); later calls reuse it and
@@ -61,6 +63,21 @@ run_mpi() {
         "$VENV/bin/python" -m commsim "$verb" --backend mpi "$@"
 }
 
+# run_ddp ARGS...: `commsim ddp ARGS...` on NPROC local ranks under torchrun; with --scaling,
+# one process that launches a torchrun per world size itself
+run_ddp() {
+    local arg
+    for arg in "$@"; do
+        case "$arg" in
+            --scaling|--scaling=*)
+                check ddp "$@"
+                OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$VENV/bin/python" -m commsim ddp "$@"
+                return ;;
+        esac
+    done
+    run_torch ddp "$@"
+}
+
 # The quickstart: this machine calibrated (once: the profile is cached per host, backend
 # and rank count), a local 4-rank allreduce benchmark measured beside the predictions
 # made from that profile, and the comparison report.
@@ -87,5 +104,6 @@ case "${1:-}" in
     bench-mpi) shift; run_mpi bench "$@" ;;
     calibrate) shift; run_torch calibrate "$@" ;;
     calibrate-mpi) shift; run_mpi calibrate "$@" ;;
+    ddp) shift; run_ddp "$@" ;;
     *)    exec "$VENV/bin/commsim" "$@" ;;
 esac

@@ -16,7 +16,7 @@ import sys
 from commsim import __version__
 from commsim.errors import CommsimError
 
-VERBS = ("algorithms", "predict", "topo", "simulate", "bench", "calibrate", "compare")
+VERBS = ("algorithms", "predict", "topo", "simulate", "bench", "calibrate", "compare", "ddp")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -170,3 +170,112 @@ def error(title: str, series: list[Series]) -> bytes:
     ax.grid(True, which="major", alpha=0.3)
     _legend(ax)
     return _png(fig)
+
+
+# --- timelines (commsim ddp) ----------------------------------------------------------
+
+@dataclass
+class Span:
+    """A bar from ``start`` to ``end`` (seconds) in a lane. ``kind`` picks the colour and
+    the legend entry; ``half`` is ``"full"``, ``"upper"`` or ``"lower"`` (two bars side by
+    side in one lane, e.g. measured above predicted)."""
+
+    start: float
+    end: float
+    kind: str
+    half: str = "full"
+
+
+@dataclass
+class Lane:
+    label: str
+    spans: list[Span]
+
+
+@dataclass
+class Curve:
+    """A line of ``ys`` against ``xs``; the x range below ``shade_below`` is shaded and
+    labelled ``shade_label`` (e.g. the steps that statistics skip)."""
+
+    title: str
+    xs: list[float]
+    ys: list[float]
+    xlabel: str
+    ylabel: str
+    shade_below: float | None = None
+    shade_label: str = ""
+
+
+TIMELINE_COLORS = {"forward": "#1f77b4", "backward": "#2ca02c", "optimizer": "#9467bd",
+                   "communication (measured)": "#d62728",
+                   "communication (predicted)": "#555555"}
+
+
+def timeline(title: str, lanes: list[Lane], curve: Curve | None = None,
+             unit: float = 1e-3, unit_name: str = "ms") -> bytes:
+    """Lanes of bars against time (top; seconds shown in ``unit``), and optionally a
+    curve below it (the loss of a run). Colours by kind (:data:`TIMELINE_COLORS`, grey
+    for others); one legend entry per kind, outside the axes."""
+    height = 1.2 + 0.42 * len(lanes) + (3.0 if curve else 0.0)
+    fig = _figure(10.0, height)
+    if curve is not None:
+        top, bottom = fig.subplots(2, 1, height_ratios=[max(1.0, 0.42 * len(lanes)), 2.6])
+    else:
+        top, bottom = fig.add_subplot(), None
+    seen: dict[str, object] = {}
+    offsets = {"full": (0.1, 0.8), "upper": (0.5, 0.42), "lower": (0.08, 0.42)}
+    ends = [s.end for lane in lanes for s in lane.spans]
+    least = 0.003 * max(ends, default=0.0) / unit  # the shortest bar still shows
+    for i, lane in enumerate(reversed(lanes)):
+        for span in lane.spans:
+            lo, h = offsets.get(span.half, offsets["full"])
+            width = max(span.end - span.start, 0.0) / unit
+            width = max(width, least) if width > 0 else 0.0
+            bar = top.broken_barh([(span.start / unit, width)], (i + lo, h),
+                                  facecolors=TIMELINE_COLORS.get(span.kind, "#999999"),
+                                  edgecolor="none")
+            seen.setdefault(span.kind, bar)
+    top.set_yticks([i + 0.5 for i in range(len(lanes))])
+    top.set_yticklabels([lane.label for lane in reversed(lanes)], fontsize=8)
+    top.set_ylim(0, len(lanes))
+    top.set_xlabel(f"time since the step began ({unit_name})")
+    top.set_title(title, loc="left", fontsize=11)
+    top.grid(True, axis="x", alpha=0.3)
+    if seen:
+        order = [k for k in TIMELINE_COLORS if k in seen] + \
+            [k for k in seen if k not in TIMELINE_COLORS]
+        top.legend([seen[k] for k in order], order, loc="upper left",
+                   bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, borderaxespad=0.0)
+    if curve is not None:
+        bottom.plot(curve.xs, curve.ys, color=PALETTE[0], linewidth=1.8, marker="o",
+                    markersize=3)
+        if curve.shade_below is not None and curve.xs:
+            bottom.axvspan(min(curve.xs) - 0.5, curve.shade_below, color="#bbbbbb",
+                           alpha=0.3, linewidth=0, label=curve.shade_label)
+            if curve.shade_label:
+                _legend(bottom)
+        bottom.set_xlabel(curve.xlabel)
+        bottom.set_ylabel(curve.ylabel)
+        bottom.set_title(curve.title, loc="left", fontsize=11)
+        bottom.grid(True, alpha=0.3)
+    return _png(fig)
+
+
+def lines(title: str, xs: list[float], series: list[tuple[str, list[float | None], str]],
+          xlabel: str, ylabel: str) -> bytes:
+    """Simple lines against ``xs``: ``series`` are ``(label, values, kind)`` with kind
+    ``measured``, ``model`` or ``sim`` (the line style of :func:`busbw`)."""
+    fig = _figure(8.0, 4.0)
+    ax = fig.add_subplot()
+    for i, (label, values, kind) in enumerate(series):
+        pts = [(x, v) for x, v in zip(xs, values) if v is not None and math.isfinite(v)]
+        if pts:
+            px, py = zip(*pts)
+            ax.plot(px, py, label=label, color=PALETTE[i % len(PALETTE)], **_STYLE[kind])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_xticks(list(xs))
+    ax.set_title(title, loc="left", fontsize=11)
+    ax.grid(True, alpha=0.3)
+    _legend(ax)
+    return _png(fig)
