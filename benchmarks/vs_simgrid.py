@@ -5,12 +5,18 @@ Both simulators see the same platform: the fat-tree exported as a SimGrid platfo
 chooses with ECMP off (one path per pair), so only the simulators differ. SimGrid runs
 an SMPI program calling MPI_Allreduce with SMPI's ``lr`` algorithm (logical ring:
 ring reduce-scatter, then ring allgather, each step an MPI_Sendrecv to the ring
-successor: the schedule of commsim's ``ring``), with pure max-min sharing
-(``network/model:CM02``, no cross traffic, no TCP window limit, no SMPI bandwidth or
-latency correction factors) and no computation time. The ranks leave SimGrid's
+successor: the schedule of commsim's ``ring``), with CM02 sharing
+(``network/model:CM02``: a flow's share of a full link weighs inversely with its route
+latency; no cross traffic, no TCP window limit, no SMPI bandwidth or latency correction
+factors) and no computation time. The ranks leave SimGrid's
 barrier at slightly different times; commsim gets those entry times as start offsets,
-and both report last exit minus first entry. It prints both simulated times and both
-wall times (commsim: routing + simulation; SimGrid: the smpirun run) side by side.
+and both report last exit minus first entry. Two placements by default: ``linear``
+(contention-free: both simulators give the closed form) and ``random:1`` (ring
+neighbours scattered over the pods: intra- and inter-pod flows share uplinks, with
+different route latencies). commsim runs with ``--sharing rtt`` (CM02's latency-weighted
+shares, the rule SimGrid applies) and with its default max-min, so the table shows
+both the agreement and what the sharing rule is worth. Wall times: SimGrid's smpirun
+run and commsim's simulation.
 
     python benchmarks/vs_simgrid.py                       # k=8 fat-tree, 128 ranks, 64M
     python benchmarks/vs_simgrid.py --k 4 --size 16M --nranks 16
@@ -78,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", default="64M", help="allreduce buffer, e.g. 64M")
     ap.add_argument("--bandwidth", default="25GB/s")
     ap.add_argument("--latency", default="1us")
+    ap.add_argument("--placements", default="linear,random:1",
+                    help="comma-separated: linear (contention-free) and random:SEED (ring "
+                    "neighbours scattered: intra- and inter-pod flows share uplinks)")
     args = ap.parse_args(argv)
     smpicc, smpirun = shutil.which("smpicc"), shutil.which("smpirun")
     if not smpicc or not smpirun:
@@ -85,11 +94,7 @@ def main(argv: list[str] | None = None) -> int:
               "libsimgrid-dev and python3-simgrid)")
         return 0
 
-    from commsim import collectives
-    from commsim.sim import simulate
     from commsim.topology import builders, gpus
-    from commsim.topology.routing import Router
-    from commsim.topology.simgrid import to_simgrid_xml
     from commsim.units import format_size, parse_size
 
     size = parse_size(args.size)
@@ -101,20 +106,49 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if size % (4 * p):
         size -= size % (4 * p)       # whole floats, equal chunks: the same bytes in both
-    placement = hosts[:p]
+    print(f"ring allreduce of {format_size(size)} ({size} bytes) on {p} ranks of "
+          f"{G.graph['name']} ({args.bandwidth}, {args.latency} a link), same routes in both")
+    print(f"SimGrid: SMPI MPI_Allreduce, algorithm lr (logical ring), {' '.join(SIMGRID_CFG)}")
+    print("ranks enter when they leave SimGrid's barrier; time = last exit - first entry; "
+          "commsim shares links max-min (its default) and rtt-weighted (--sharing rtt, "
+          "CM02's rule)")
+    print(f"{'placement':>10s} {'SimGrid us':>12s} {'commsim rtt':>12s} {'rtt/SG':>8s} "
+          f"{'commsim maxmin':>15s} {'maxmin/SG':>9s} {'engine':>7s} {'SG wall s':>9s} "
+          f"{'commsim wall s':>14s}")
+    for how in [x.strip() for x in args.placements.split(",") if x.strip()]:
+        row = _case(G, hosts, p, size, how, smpicc, smpirun)
+        if row is None:
+            return 1
+        sg, rtt, mm, engine, sg_wall, cs_wall = row
+        print(f"{how:>10s} {sg * 1e6:12.3f} {rtt * 1e6:12.3f} {rtt / sg:8.5f} "
+              f"{mm * 1e6:15.3f} {mm / sg:9.5f} {engine:>7s} {sg_wall:9.3f} {cs_wall:14.3f}")
+    return 0
 
+
+def _case(G, hosts, p, size, how, smpicc, smpirun):
+    """``(SimGrid s, commsim rtt s, commsim max-min s, engine, SimGrid wall, commsim
+    wall)`` for one placement, or None when SimGrid failed (the reason is printed)."""
+    from commsim import collectives
+    from commsim.sim import simulate
+    from commsim.topology.placement import place
+    from commsim.topology.routing import Router
+    from commsim.topology.simgrid import to_simgrid_xml
+
+    placement = place(G, p, how)
     router = Router(G, placement, routing="static")
-
-    # the same routes for SimGrid
     rank_of = {g: r for r, g in enumerate(placement)}
     leftover = [g for g in hosts if g not in rank_of]
+    exported = None
 
-    def route(src, dst):
+    def route(src, dst):       # the simulator's static routes, between ranks and beyond
+        nonlocal exported
         if src in rank_of and dst in rank_of:
             edges = router.path(rank_of[src], rank_of[dst])
             return [edges[0][0]] + [v for _, v in edges]
-        from commsim.topology.simgrid import shortest_paths
-        return shortest_paths(G, src)[dst]
+        if exported is None:
+            from commsim.topology.simgrid import static_routes
+            exported = static_routes(G, hosts)
+        return exported(src, dst)
 
     with tempfile.TemporaryDirectory(prefix="commsim-simgrid-") as tmp:
         tmp = Path(tmp)
@@ -125,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                                 str(tmp / "allreduce.c")], capture_output=True, text=True)
         if build.returncode:
             print(f"vs_simgrid: smpicc failed:\n{build.stderr}", file=sys.stderr)
-            return 1
+            return None
         cmd = [smpirun, "-np", str(p), "-platform", str(tmp / "platform.xml"),
                "-hostfile", str(tmp / "hosts.txt"), *SIMGRID_CFG,
                str(tmp / "allreduce"), str(size // 4)]
@@ -136,30 +170,18 @@ def main(argv: list[str] | None = None) -> int:
     if run.returncode or "ENTRIES" not in lines or "LAST_EXIT" not in lines:
         print(f"vs_simgrid: smpirun failed (exit {run.returncode}):\n"
               f"{run.stderr[-3000:]}", file=sys.stderr)
-        return 1
+        return None
     entries = [float(x) for x in lines["ENTRIES"]]
     first = min(entries)
     simgrid_time = float(lines["LAST_EXIT"][0]) - first
     skew = {r: t - first for r, t in enumerate(entries)}
-
-    # commsim, with the ranks entering when they left SimGrid's barrier
-    t0 = time.perf_counter()
     schedule = collectives.build("allreduce", "ring", p)
-    result = simulate(schedule, G, size, routing="static", router=router, start_offsets=skew)
+    t0 = time.perf_counter()
+    rtt = simulate(schedule, G, size, routing="static", router=router, start_offsets=skew,
+                   sharing="rtt")
     commsim_wall = time.perf_counter() - t0
-
-    print(f"ring allreduce of {format_size(size)} ({size} bytes) on {p} ranks of "
-          f"{G.graph['name']} ({args.bandwidth}, {args.latency} a link), same routes in both")
-    print(f"SimGrid: SMPI MPI_Allreduce, algorithm lr (logical ring), {' '.join(SIMGRID_CFG)}")
-    print(f"ranks enter when they leave SimGrid's barrier (spread "
-          f"{max(skew.values()) * 1e6:.3f} us); time = last exit - first entry")
-    print(f"{'':10s} {'simulated time (us)':>20s} {'wall (s)':>10s}")
-    print(f"{'commsim':10s} {result.time * 1e6:20.3f} {commsim_wall:10.3f}")
-    print(f"{'SimGrid':10s} {simgrid_time * 1e6:20.3f} {simgrid_wall:10.3f}")
-    print(f"commsim / SimGrid simulated time: {result.time / simgrid_time:.4f}; "
-          f"wall: {commsim_wall / simgrid_wall:.4f} (commsim {result.engine} engine, "
-          f"{len(schedule):,} transfers)")
-    return 0
+    maxmin = simulate(schedule, G, size, routing="static", router=router, start_offsets=skew)
+    return simgrid_time, rtt.time, maxmin.time, rtt.engine, simgrid_wall, commsim_wall
 
 
 if __name__ == "__main__":

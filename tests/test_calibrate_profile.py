@@ -99,17 +99,19 @@ def test_a_host_that_moves_one_pair_s_bytes_at_a_time_halves_a_ring_not_a_tree(t
     G = topology.load(profile.write(data, tmp_path / "bus.yaml"))
     assert G.graph["model"]["contention"] == pytest.approx(2.0)
     from commsim import collectives
+    from commsim.model.on_topology import predict_on
     from commsim.sim import simulate
 
     size = 64 << 20
     a, b = model.alpha_beta(G, 2)
     for algorithm, slower in (("ring", 2.0), ("tree", 1.0)):
         s = collectives.build("allreduce", algorithm, 2)
-        contended = model.contended_beta(b, 2.0, s.concurrency(), 2)
-        assert contended == pytest.approx(b * slower)
-        t_model = model.predict("allreduce", algorithm, 2, size, a, contended)
+        flat = model.predict("allreduce", algorithm, 2, size, a, b * slower)
+        t_model = predict_on(s, G, size)
         t_sim = simulate(s, G, size).time
-        assert t_sim == pytest.approx(t_model, rel=0.02), algorithm
+        assert t_model.shared == (algorithm == "ring")     # both ways through the host
+        assert t_sim == pytest.approx(t_model.time, rel=1e-9), algorithm
+        assert t_sim == pytest.approx(flat, rel=0.02), algorithm
     # a ring moves S/2 each way per step at half rate: the tree's one-way S at full rate
     assert simulate(collectives.build("allreduce", "ring", 2), G, size).time == \
         pytest.approx(simulate(collectives.build("allreduce", "tree", 2), G, size).time,
@@ -156,13 +158,15 @@ def test_predict_and_simulate_use_the_profile(tmp_path, capsys):
     row = yaml.safe_load((tmp_path / "pred.jsonl").read_text().splitlines()[0])
     a, b = model.alpha_beta(G, 4)
     alpha = a + G.graph["model"]["step_overhead"]
-    # a ring's steps keep all 4 ranks sending: beta slows by the measured contention
-    contended = model.contended_beta(b, G.graph["model"]["contention"], 4, 4)
-    assert contended == pytest.approx(b * G.graph["model"]["contention"])
-    want = model.predict("allreduce", "ring", 4, 64 << 20, alpha, contended,
-                         G.graph["model"]["gamma"],
-                         message_overhead=G.graph["model"]["message_overhead"])
-    assert row["time_us"] == pytest.approx(want * 1e6)
+    from commsim import collectives
+    from commsim.model.on_topology import predict_on
+
+    params = G.graph["model"]
+    want = predict_on(collectives.build("allreduce", "ring", 4, row["nchunks"]), G, 64 << 20,
+                      gamma=params["gamma"], overhead=params["step_overhead"],
+                      message_overhead=params["message_overhead"])
+    assert row["time_us"] == pytest.approx(want.time * 1e6)
+    assert row["model"] == "topology"
     assert row["alpha_us"] == pytest.approx(alpha * 1e6)
     assert main(["simulate", "--profile", str(path), "--algorithm", "ring", "--size", "1M"]) == 0
     assert "gamma" in capsys.readouterr().out

@@ -46,8 +46,9 @@ def test_predict_sweeps_every_algorithm(tmp_path):
     assert main(["predict", "--alpha", "2us", "--bandwidth", "100Gb/s", "--nranks", "16",
                  "--size", "1K:1M", "--json", str(path)]) == 0
     rows = [json.loads(line) for line in path.read_text().splitlines()]
-    assert {r["algorithm"] for r in rows} == {"ring", "tree", "dbt", "rhd", "hierarchical"}
-    assert len(rows) == 5 * 11
+    assert {r["algorithm"] for r in rows} == {"ring", "tree", "dbt", "rhd", "hierarchical",
+                                               "nccl_tree"}
+    assert len(rows) == 6 * 11
     tree = [r for r in rows if r["algorithm"] == "tree"]
     assert tree[-1]["nchunks"] > tree[0]["nchunks"]  # auto chunking pipelines large sizes
 

@@ -13,7 +13,8 @@ from commsim.errors import CommsimError
 EXPECTED_PAIRS = {
     ("reduce_scatter", "ring"), ("reduce_scatter", "rhd"), ("allgather", "ring"),
     ("allgather", "rhd"), ("allreduce", "ring"), ("allreduce", "tree"), ("allreduce", "dbt"),
-    ("allreduce", "rhd"), ("allreduce", "hierarchical"), ("broadcast", "chain"),
+    ("allreduce", "rhd"), ("allreduce", "hierarchical"), ("allreduce", "nccl_tree"),
+    ("broadcast", "chain"),
     ("broadcast", "binomial"), ("reduce", "chain"), ("reduce", "binomial"),
 }
 

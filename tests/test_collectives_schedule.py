@@ -136,18 +136,3 @@ def test_dependencies_point_backwards_at_writes_of_the_read_chunk(p, algo):
     for i, tr in enumerate(s):
         want = sorted(j for st_, j in writes.get((tr.src, tr.chunk), []) if st_ < tr.step)
         assert sorted(indices[indptr[i]:indptr[i + 1]].tolist()) == want
-
-
-@pytest.mark.parametrize("algorithm,p,want", [("ring", 2, 2.0), ("ring", 5, 5.0),
-                                              ("rhd", 4, 4.0), ("tree", 2, 1.0)])
-def test_concurrency_is_a_step_s_bytes_over_its_busiest_rank_s(algorithm, p, want):
-    from commsim import collectives
-
-    assert collectives.build("allreduce", algorithm, p).concurrency() == pytest.approx(want)
-
-
-def test_a_binary_tree_step_loads_the_host_with_more_than_one_rank_s_traffic():
-    from commsim import collectives
-
-    c = collectives.build("allreduce", "tree", 7, 8).concurrency()
-    assert 1.0 < c < 7.0

@@ -425,7 +425,10 @@ def test_both_progressive_fillings_agree_to_the_bit(data):
                                      min_size=nlinks, max_size=nlinks)))
     routes = data.draw(st.lists(st.sets(st.integers(0, nlinks - 1), min_size=1, max_size=4),
                                 min_size=1, max_size=40))
-    flows = [_Flow(i, 0, 1.0, tuple(sorted(r)), 0.0, 0.0) for i, r in enumerate(routes)]
+    weights = data.draw(st.lists(st.sampled_from([1.0, 1.0, 1e6, 3.3e5, 1 / 7e-6]),
+                                 min_size=len(routes), max_size=len(routes)))
+    flows = [_Flow(i, 0, 1.0, tuple(sorted(r)), 0.0, 0.0, weight=w)
+             for i, (r, w) in enumerate(zip(routes, weights))]
     rates_py, load_py, limit_py = _fill_python(flows, bw.tolist())
     rates_np, load_np, limit_np = _fill_numpy(flows, bw)
     assert rates_py == rates_np
@@ -457,3 +460,42 @@ def test_overhead_is_charged_like_alpha(mode, algorithm):
         assert got == pytest.approx(want, rel=1e-9)
     with pytest.raises(CommsimError, match="overhead"):
         simulate(s, G, S, overhead=-1.0)
+
+
+def _two_flows_one_link():
+    """Two senders whose routes (1 us and 3 us) share one 10 GB/s link; every other
+    link is 100 times faster."""
+    import networkx as nx
+
+    from commsim.topology import check
+
+    G = nx.DiGraph(name="two-rtts")
+    for n in ("g0", "g1", "g2", "g3"):
+        G.add_node(n, kind="gpu")
+    G.add_nodes_from(("a", "b"), kind="switch")
+    fast = 1e12
+    for u, v, lat in (("g0", "a", 0.5e-6), ("g1", "a", 2.5e-6), ("b", "g2", 0.5e-6),
+                      ("b", "g3", 0.5e-6)):
+        G.add_edge(u, v, bandwidth=fast, latency=lat)
+        G.add_edge(v, u, bandwidth=fast, latency=lat)
+    G.add_edge("a", "b", bandwidth=10e9, latency=0.0)
+    G.add_edge("b", "a", bandwidth=10e9, latency=0.0)
+    return check(G)
+
+
+def test_rtt_sharing_splits_a_link_inversely_to_route_latency():
+    """The hand-worked case: routes of 1 us and 3 us on one 10 GB/s link get 7.5 and
+    2.5 GB/s under rtt sharing; the short one ends at S / 7.5 GB/s, the long one then
+    has the link alone. Max-min gives both 5 GB/s."""
+    G = _two_flows_one_link()
+    S = 3 * 10**8
+    s = Schedule.from_transfers("broadcast", "hand", 4, 2, [(0, 0, 2, 0, False),
+                                                           (0, 1, 3, 1, False)])
+    r = simulate(s, G, 2 * S, sharing="rtt", engine="events")
+    t1 = S / 7.5e9
+    t2 = t1 + (S - 2.5e9 * t1) / 10e9
+    np.testing.assert_allclose(r.end, [t1 + 1e-6, t2 + 3e-6], rtol=1e-9)
+    m = simulate(s, G, 2 * S, engine="events")     # max-min: an even split
+    np.testing.assert_allclose(m.end, [S / 5e9 + 1e-6, S / 5e9 + 3e-6], rtol=1e-9)
+    with pytest.raises(CommsimError, match="sharing"):
+        simulate(s, G, 2 * S, sharing="tcp")

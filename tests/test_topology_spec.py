@@ -38,21 +38,29 @@ def test_every_preset_loads_validates_and_documents_itself(name):
     assert len(topology.gpus(G)) >= 2
 
 
-@pytest.mark.parametrize("name", [*REQUIRED_PRESETS, "dgx-h100-superpod"])
+DGX_PRESETS = ["dgx-a100-4node", "dgx-h100-32node", "dgx-h100-superpod"]
+
+
+@pytest.mark.parametrize("name", [n for n in REQUIRED_PRESETS if n not in DGX_PRESETS])
 def test_vendor_rate_presets_state_their_efficiency(name):
-    notes = topology.load(name).graph["notes"]
+    G = topology.load(name)
+    notes = G.graph["notes"]
     text = notes if isinstance(notes, str) else " ".join(notes)
     assert "efficiency 1.0" in text
+    assert all("efficiency" not in attr for _, _, attr in G.edges(data=True))
 
 
 def test_preset_line_rates():
-    a100 = topology.load("dgx-a100-4node")
-    h100 = topology.load("dgx-h100-32node")
+    a100 = topology.load("dgx-a100-4node", ideal=True)
+    h100 = topology.load("dgx-h100-32node", ideal=True)
     assert a100.edges["gpu0_0", "nvs0"]["bandwidth"] == 300e9
     assert h100.edges["gpu0_0", "nvs0"]["bandwidth"] == 450e9
     assert a100.edges["nic0_0", "leaf0"]["bandwidth"] == 25e9     # HDR 200 Gb/s
     assert h100.edges["nic0_0", "leaf0"]["bandwidth"] == 50e9     # NDR 400 Gb/s
     assert len(topology.gpus(h100)) == 256
+    a100 = topology.load("dgx-a100-4node")  # effective rates: line rate x efficiency
+    assert a100.edges["gpu0_0", "nvs0"]["line_rate"] == 300e9
+    assert a100.edges["gpu0_0", "nvs0"]["bandwidth"] == pytest.approx(230e9, rel=1e-3)
 
 
 def test_explicit_form_with_units_and_duplex(tmp_path):
@@ -200,7 +208,9 @@ builder_graphs = st.one_of(
     st.builds(B.leaf_spine, st.integers(1, 3), st.integers(1, 3), st.integers(1, 3),
               oversubscription=st.sampled_from([None, 1.5, 2])),
     st.builds(B.dgx_cluster, st.integers(1, 3), st.integers(1, 4),
-              rail_optimized=st.booleans()),
+              rail_optimized=st.booleans(), nvlink_efficiency=st.sampled_from([1.0, 0.7667]),
+              nic_efficiency=st.sampled_from([1, 0.96, 0.3])),
+    st.builds(B.fat_tree, st.just(4), efficiency=st.floats(0.01, 1.0)),
     st.builds(B.dragonfly, st.integers(1, 4), st.integers(1, 3), st.integers(1, 2)),
 )
 

@@ -1,9 +1,10 @@
 """What the model and the simulator predict for each measured row (rank 0 only).
 
-``t_model`` is :func:`commsim.model.predict` with :func:`commsim.model.alpha_beta` of
-the topology, its beta contended as the schedule's steps load a profile's hosts
-(:func:`commsim.model.contended_beta`); ``t_sim`` is :func:`commsim.sim.simulate` of
-the very schedule that ran.
+``t_model`` is the model on the topology
+(:class:`commsim.model.on_topology.TopologyModel`: every transfer of the schedule that
+ran on its own route, the step's own flows sharing links evenly, so a profile's host
+capacity is shared as measured); ``t_sim`` is :func:`commsim.sim.simulate` of the very
+schedule that ran.
 Both use the execution mode that ran and ``gamma``, the reduction cost per byte that the
 harness measured on the ranks (or a profile's). ``native`` rows are predicted as the
 schedule of what the backend runs (:meth:`Predictor.native`). Both are in seconds here
@@ -39,6 +40,7 @@ class Predictor:
         self.graph = None
         self.alpha_beta: tuple[float, float] | None = None
         self.contention = 1.0  # a profile's: all ranks at once vs one pair alone
+        self._models: dict = {}  # native? -> the model on the topology
         self.step_overhead = 0.0  # a profile's: commsim's executor, seconds a step
         self.message_overhead = 0.0  # and seconds a message
         G = topo.load(topology)  # a bad name or file is the user's to fix: it raises
@@ -107,22 +109,20 @@ class Predictor:
             self._warn(text)
 
     def model(self, schedule, nbytes: int, native: bool = False) -> float | None:
-        """Seconds from the closed-form model for ``schedule``'s algorithm, or None.
-        ``native``: the backend's own collective, which pays none of commsim's executor
-        overheads."""
-        if schedule is None or self.alpha_beta is None:
+        """Seconds from the model on the topology for ``schedule``, or None. ``native``:
+        the backend's own collective, which pays none of commsim's executor overheads."""
+        if schedule is None or self.graph is None:
             return None
         try:
-            alpha, beta = self.alpha_beta
-            if native:
-                alpha -= self.step_overhead
-            beta = closed_form.contended_beta(beta, self.contention, schedule.concurrency(),
-                                              self.nranks)
-            return float(closed_form.predict(
-                schedule.collective, schedule.algorithm, self.nranks, nbytes, alpha, beta,
-                self.gamma, nchunks=schedule.nchunks, mode=self.mode, overlap=self.overlap,
-                message_overhead=0.0 if native else self.message_overhead,
-                **schedule.options))
+            tm = self._models.get(native)
+            if tm is None:
+                from commsim.model.on_topology import TopologyModel
+
+                tm = self._models[native] = TopologyModel(
+                    self.graph, self.nranks, overhead=0.0 if native else self.step_overhead,
+                    message_overhead=0.0 if native else self.message_overhead)
+            return float(tm.estimate(schedule, nbytes, self.gamma, self.mode,
+                                     self.overlap).time)
         except Exception as exc:  # noqa: BLE001 - a prediction never stops a measurement
             self._once(("model", schedule.algorithm),
                        f"no model prediction for {schedule.algorithm}: {exc}")

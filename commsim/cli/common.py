@@ -98,40 +98,62 @@ def per_rank(items: list[str] | None, field: str, parse) -> dict[int, float]:
     return out
 
 
-def topology_params(G, nranks: int, algorithm: str, group_size: int | None = None,
-                    collective: str = "allreduce") -> tuple[float, float, dict]:
+def topology_params(G, nranks: int, algorithm: str,
+                    group_size: int | None = None) -> tuple[float, float, dict]:
     """``(alpha, beta, options)`` the closed form should use for ``algorithm`` on ``G``.
 
     Flat algorithms see the slowest path from rank 0 (:func:`commsim.model.alpha_beta`).
     A profile's measured executor ``step_overhead`` adds to alpha: every step pays it;
-    its ``message_overhead`` is in the options (every piece pays it); its ``contention``
-    slows beta as much as the algorithm's steps load the host
-    (:func:`commsim.model.contended_beta`, with the default schedule's concurrency).
+    its ``message_overhead`` is in the options (every piece pays it). This flat view
+    is what :func:`topology_model` falls back to; the host contention of a profile is
+    in its topology, which the model on the topology reads.
     ``hierarchical`` groups ranks by the topology's ``gpus_per_node`` (or
     ``group_size``): alpha and beta inside a group, ``alpha_inter`` and ``beta_inter``
     across groups.
     """
     extra = float(topology.model_parameter(G, "step_overhead", 0.0))
     per_message = float(topology.model_parameter(G, "message_overhead", 0.0))
-    contention = float(topology.model_parameter(G, "contention", 1.0))
     alpha, beta = model.alpha_beta(G, nranks)
-    slower = 1.0  # how much the host's shared capacity slows each flow
     group = group_size or (G.graph.get("params") or {}).get("gpus_per_node")
     hierarchical = algorithm == "hierarchical" and group and not nranks % group \
         and group not in (1, nranks)
-    if contention > 1.0:
-        from commsim import collectives
-
-        options = {"group_size": group} if hierarchical else {}
-        schedule = collectives.build(collective, algorithm, nranks, **options)
-        slower = model.contended_beta(1.0, contention, schedule.concurrency(), nranks)
-    beta *= slower
     costs = {"message_overhead": per_message} if per_message else {}
     if not hierarchical:
         return alpha + extra, beta, ({"group_size": group_size} if group_size else {}) | costs
     a_in, b_in = model.alpha_beta(G, group)
-    return a_in + extra, b_in * slower, {"group_size": group, "alpha_inter": alpha + extra,
-                                         "beta_inter": beta} | costs
+    return a_in + extra, b_in, {"group_size": group, "alpha_inter": alpha + extra,
+                                "beta_inter": beta} | costs
+
+
+MODEL_BUDGET = 4_000_000  # transfers: larger schedules get the flat formula (any scale)
+
+
+def topology_model(G, nranks: int):
+    """``estimate(collective, algorithm, p, nchunks, options, size, gamma)`` on ``G`` with
+    :class:`commsim.model.on_topology.TopologyModel` (a profile's executor overheads
+    included), or None without a topology. It returns None for a schedule of more than
+    :data:`MODEL_BUDGET` transfers (the caller uses the flat formula)."""
+    if G is None:
+        return None
+    from commsim import collectives
+    from commsim.model.on_topology import TopologyModel
+
+    tm = TopologyModel(G, nranks,
+                       overhead=float(topology.model_parameter(G, "step_overhead", 0.0)),
+                       message_overhead=float(topology.model_parameter(G, "message_overhead",
+                                                                       0.0)))
+    built: dict = {}
+
+    def estimate(collective, algorithm, p, nchunks, options, size, gamma, mode="step"):
+        if 2 * p * max(p, nchunks) > MODEL_BUDGET:
+            return None
+        keep = {k: v for k, v in options.items() if k in ("group_size", "root")}
+        key = (collective, algorithm, nchunks, tuple(sorted(keep.items())))
+        if key not in built:
+            built[key] = collectives.build(collective, algorithm, p, nchunks, **keep)
+        return tm.estimate(built[key], size, gamma, mode)
+
+    return estimate
 
 
 def console(stderr: bool = False) -> Console:

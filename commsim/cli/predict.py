@@ -16,6 +16,7 @@ from commsim.cli.common import (
     model_gamma,
     sweep,
     topology_choice,
+    topology_model,
     topology_params,
     write_json_lines,
 )
@@ -45,6 +46,8 @@ def register(sub) -> None:
     p.add_argument("--topology", help=f"take alpha and bandwidth from a topology "
                    f"(default {DEFAULT_TOPOLOGY} when --alpha/--bandwidth are not given)")
     add_profile(p)
+    p.add_argument("--ideal", action="store_true",
+                   help="every link at line rate: ignore the topology's link efficiencies")
     p.add_argument("--chunks", default="auto",
                    help="a number K (K times the algorithm's natural chunking: pipeline "
                    "depth for trees and chains, pieces per message for rings and rhd) or "
@@ -70,19 +73,18 @@ def _parameters(args) -> dict:
     from commsim import topology  # only when a topology is asked for
 
     name = topology_choice(args, DEFAULT_TOPOLOGY)
-    G = topology.load(name)
+    G = topology.load(name, ideal=args.ideal)
     ngpus = len(topology.gpus(G))
     return {"where": G.graph.get("name", name), "graph": G, "gpus": ngpus,
             "nranks": ngpus if args.nranks is None else args.nranks}
 
 
-def _algorithm_params(prm: dict, algo: str, group_size: int | None,
-                      collective: str = "allreduce") -> tuple:
+def _algorithm_params(prm: dict, algo: str, group_size: int | None) -> tuple:
     """``(alpha, beta, options)`` for one algorithm."""
     if prm["graph"] is None:
         opts = {"group_size": group_size} if algo == "hierarchical" and group_size else {}
         return prm["alpha"], prm["beta"], opts
-    return topology_params(prm["graph"], prm["nranks"], algo, group_size, collective)
+    return topology_params(prm["graph"], prm["nranks"], algo, group_size)
 
 
 def run(args) -> int:
@@ -95,18 +97,25 @@ def run(args) -> int:
     if args.json:
         check_output(args.json, "--json")
     rows = []
-    params = {algo: _algorithm_params(prm, algo, args.group_size, coll) for algo in algos}
+    params = {algo: _algorithm_params(prm, algo, args.group_size) for algo in algos}
+    on_topology = topology_model(prm["graph"], p)
     for size in size_list:
         for algo in algos:
             a, b, opts = params[algo]
             k = model.nchunks_for(nchunks, coll, algo, p, size, a, b, gamma, **opts)
-            t = model.predict(coll, algo, p, size, a, b, gamma, nchunks=k, **opts)
+            k = k or model.default_nchunks(coll, algo, p)
+            est = on_topology and on_topology(coll, algo, p, k, opts, size, gamma)
+            if est is not None:
+                t, how, shared = est.time, "topology", est.shared
+            else:
+                t = model.predict(coll, algo, p, size, a, b, gamma, nchunks=k, **opts)
+                how, shared = "flat", prm["graph"] is not None
             algbw = size / t if t > 0 else float("nan")   # refused by check_finite
             rows.append(dict(collective=coll, algorithm=algo, nranks=p, size=size,
-                             nchunks=k or model.default_nchunks(coll, algo, p),
-                             time_us=t * 1e6, algbw_gbps=algbw / 1e9,
+                             nchunks=k, time_us=t * 1e6, algbw_gbps=algbw / 1e9,
                              busbw_gbps=algbw * model.busbw_factor(coll, p) / 1e9,
-                             alpha_us=a * 1e6, bandwidth_gbps=1e-9 / b))
+                             alpha_us=a * 1e6, bandwidth_gbps=1e-9 / b, model=how,
+                             estimate=shared))
     check_finite(rows, "give realistic --alpha, --bandwidth and --gamma (with units)"
                  if prm["graph"] is None else "check the topology's links and --gamma")
     out = console()
@@ -123,8 +132,18 @@ def run(args) -> int:
     else:
         out.print(_table(rows, algos, size_list, "time_us", "predicted time (us)"))
         out.print(_table(rows, algos, size_list, "busbw_gbps", "busbw (GB/s)"))
-    out.print("[dim]line-rate alpha-beta model (no protocol efficiency); busbw = algbw x "
-              "nccl-tests factor; * marks the fastest algorithm per size[/]")
+    if on_topology:
+        out.print("[dim]model on the topology: every transfer on its own route, its step's "
+                  "own flows sharing links evenly; busbw = algbw x nccl-tests factor; * marks "
+                  "the fastest algorithm per size[/]")
+        rough = sorted({r["algorithm"] for r in rows if r["estimate"]})
+        if rough:
+            out.print(f"[yellow]estimate[/] for {', '.join(rough)}: flows of one step share "
+                      "links here (or the schedule is too large to price: the flat formula); "
+                      "`commsim simulate` is the reference")
+    else:
+        out.print("[dim]alpha-beta model (no protocol efficiency); busbw = algbw x "
+                  "nccl-tests factor; * marks the fastest algorithm per size[/]")
     if args.json:
         write_json_lines(args.json, rows)
         out.print(f"wrote {args.json}")

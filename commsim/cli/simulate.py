@@ -68,9 +68,15 @@ def register(sub) -> None:
     p.add_argument("--routing", choices=("ecmp", "static"), default="ecmp",
                    help="ecmp: each transfer hashes to one of the equal-cost paths; static: "
                         "one path per pair of ranks")
+    p.add_argument("--sharing", choices=("maxmin", "rtt"), default="maxmin",
+                   help="how flows share a full link: maxmin (equal shares, as on RDMA "
+                        "fabrics; default) or rtt (shares inversely proportional to route "
+                        "latency, as TCP and SimGrid's CM02 give)")
     p.add_argument("--gamma", help="reduction time per byte with its unit, e.g. 0.01ns "
                    "(default: the profile's, else 0)")
     add_profile(p)
+    p.add_argument("--ideal", action="store_true",
+                   help="every link at line rate: ignore the topology's link efficiencies")
     p.add_argument("--late", action="append", metavar="RANK:TIME",
                    help="a straggler: RANK enters the collective TIME (with its unit) late, "
                    "e.g. 3:200us (repeatable, once per rank)")
@@ -100,7 +106,7 @@ def run(args) -> int:
     # every check comes before the first line of output and before any work
     coll, algos, size_list, setting, gamma = sweep(args)
     args.topology = topology_choice(args, DEFAULT_TOPOLOGY)
-    G = topology.load(args.topology)
+    G = topology.load(args.topology, ideal=args.ideal)
     gamma = model_gamma(gamma, G)
     ngpus = len(topology.gpus(G))
     name = G.graph.get("name", args.topology)
@@ -118,16 +124,18 @@ def run(args) -> int:
     out = console()
     err = console(stderr=True)
     header = (f"[bold]{coll}[/] on {p} ranks of [bold]{name}[/] ({ngpus} gpus), "
-              f"{args.placement} placement, {args.mode} mode, {args.routing} routing"
+              f"{args.placement} placement, {args.mode} mode, {args.routing} routing, "
+              f"{args.sharing} sharing"
               + (f", gamma {format_time(gamma)}/byte" if gamma else "")
               + "".join(f", rank {r} {format_time(t)} late" for r, t in late.items())
               + "".join(f", rank {r} reduces x{f:g} slower" for r, f in slow.items()))
     rows, link_rows = [], []
     bar = _Bar(err, len(jobs))
     routers: dict = {}
+    models: dict = {}
     for n, (algo, size) in enumerate(jobs):
         bar.job(n)
-        a, b, opts = topology_params(G, p, algo, args.group_size, coll)
+        a, b, opts = topology_params(G, p, algo, args.group_size)
         k = model.nchunks_for(setting, coll, algo, p, size, a, b, gamma, mode=args.mode,
                               **opts)
         build_opts = {"group_size": opts["group_size"]} if "group_size" in opts else {}
@@ -135,19 +143,26 @@ def run(args) -> int:
             build_opts["root"] = root
         s = collectives.build(coll, algo, p, k, **build_opts)
         res = simulate(s, G, size, placement=gpus_of_ranks, routing=args.routing,
+                       sharing=args.sharing,
                        mode=args.mode, gamma=gamma, start_offsets=late, reduce_slowdown=slow,
                        overhead=float(topology.model_parameter(G, "step_overhead", 0.0)),
                        message_overhead=opts.get("message_overhead", 0.0),
                        router=routers.get(algo), progress=bar.within)
         routers[algo] = res.router      # routes depend on the pairs, not on the size
-        t_model = model.predict(coll, algo, p, size, a, b, gamma, nchunks=s.nchunks,
-                                mode=args.mode, **opts)
+        est = _model_on(models, algo, G, p, res.router, s, size, gamma, args.mode)
+        if est is not None:
+            t_model, estimate = est.time, est.shared
+        else:
+            t_model = model.predict(coll, algo, p, size, a, b, gamma, nchunks=s.nchunks,
+                                    mode=args.mode, **opts)
+            estimate = True
         bott = res.bottleneck
         row = dict(collective=coll, algorithm=algo, nranks=p, size=size, nchunks=s.nchunks,
                    topology=name, placement=args.placement, mode=args.mode,
-                   routing=args.routing,
+                   routing=args.routing, sharing=args.sharing,
                    time_us=res.time * 1e6, algbw_gbps=res.algbw / 1e9,
                    busbw_gbps=res.busbw / 1e9, t_model_us=t_model * 1e6,
+                   model_estimate=estimate,
                    bottleneck=bott["link"] if bott else None,
                    bottleneck_share=bott.get("share") if bott else None,
                    bottleneck_util=bott["utilization"] if bott else None,
@@ -173,10 +188,12 @@ def run(args) -> int:
     out.print(_table(rows))
     if args.links:
         out.print(_links_table(link_rows))
-    out.print("[dim]max-min fair links; model = alpha-beta closed form with the topology's "
-              "flat alpha/beta; bottleneck = the link that held the critical path up longest "
-              "(held = the share of the run it set the critical transfers' rate; util = its "
-              "busy time / run time)[/]")
+    shares = "max-min fair" if args.sharing == "maxmin" else "rtt-weighted (TCP-like)"
+    out.print(f"[dim]{shares} links; model = every transfer on its route, its step's own "
+              "flows sharing links evenly (exact where none share; * = an estimate); "
+              "bottleneck = the link that held the critical path up longest (held = the share "
+              "of the run it set the critical transfers' rate; util = its busy time / run "
+              "time)[/]")
     for row in rows:
         if row.get("trace"):
             out.print(f"wrote trace {row['trace']}")
@@ -282,6 +299,24 @@ def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
+def _model_on(models: dict, algo: str, G, p: int, router, schedule, size: int, gamma: float,
+              mode: str):
+    """The model on the topology for this run (the simulator's routes), or None for a
+    schedule too large to price (then the flat formula)."""
+    from commsim import topology
+    from commsim.cli.common import MODEL_BUDGET
+    from commsim.model.on_topology import TopologyModel
+
+    if len(schedule) > MODEL_BUDGET:
+        return None
+    if algo not in models:
+        models[algo] = TopologyModel(
+            G, p, overhead=float(topology.model_parameter(G, "step_overhead", 0.0)),
+            message_overhead=float(topology.model_parameter(G, "message_overhead", 0.0)),
+            router=router)
+    return models[algo].estimate(schedule, size, gamma, mode)
+
+
 def _table(rows: list[dict]) -> Table:
     table = Table(title="simulated")
     for name in ("algorithm", "size (B)", "chunks", "time (us)", "algbw (GB/s)",
@@ -293,7 +328,8 @@ def _table(rows: list[dict]) -> Table:
         ratio = f"{r['time_us'] / r['t_model_us']:.3f}" if r["t_model_us"] > 0 else "-"
         table.add_row(r["algorithm"], format_size(r["size"]), str(r["nchunks"]),
                       _num(r["time_us"]), _num(r["algbw_gbps"]), _num(r["busbw_gbps"]),
-                      _num(r["t_model_us"]), ratio, r["bottleneck"] or "-",
+                      _num(r["t_model_us"]) + ("*" if r["model_estimate"] else ""), ratio,
+                      r["bottleneck"] or "-",
                       _pct(r["bottleneck_share"]), _pct(r["bottleneck_util"]))
     return table
 

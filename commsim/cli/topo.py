@@ -3,7 +3,7 @@
 ::
 
     commsim topo list
-    commsim topo show fat-tree-k8
+    commsim topo show fat-tree-k8        # summary, then line and effective rate per link class
     commsim topo draw leaf-spine-2to1 -o leaf-spine.png      # needs the plot extra
     commsim topo export fat-tree-k8 --format simgrid -o platform.xml
 """
@@ -20,6 +20,7 @@ from rich.table import Table
 from commsim import topology
 from commsim.cli.common import check_output, make_parent
 from commsim.errors import CommsimError
+from commsim.report import tables
 
 DRAW_LIMIT = 600  # nodes; a larger drawing is an unreadable hairball
 
@@ -39,7 +40,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=_list)
 
     p = sub.add_parser("show", help="summary: ranks, switches, links, speeds, diameter, "
-                       "bisection bandwidth")
+                       "bisection bandwidth; line rate, efficiency and effective rate per "
+                       "link class")
     p.add_argument("topology", metavar="NAME|PATH")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (SI units)")
     p.set_defaults(func=_show)
@@ -103,38 +105,48 @@ def _show(args) -> int:
                                  for bw, n in s["link_speeds"].items()])
         print(json.dumps(s, indent=2))
         return 0
-    table = Table(title=f"topology {s['name']}", show_header=True)
-    table.add_column("property")
-    table.add_column("value", justify="right")
-    table.add_column("unit")
-    table.add_row("ranks (gpus)", str(s["gpus"]), "gpus")
-    table.add_row("switches", str(s["switches"]), "nodes")
-    table.add_row("nics", str(s["nics"]), "nodes")
+    summary = tables.Table(f"topology {s['name']}", ["property", "value", "unit"],
+                           align=["l", "r", "l"])
+    summary.add(["ranks (gpus)", str(s["gpus"]), "gpus"])
+    summary.add(["switches", str(s["switches"]), "nodes"])
+    summary.add(["nics", str(s["nics"]), "nodes"])
     if s["hosts"]:
-        table.add_row("hosts", str(s["hosts"]), "nodes")
-    table.add_row("links", str(s["links"]), "directed (2 per duplex cable)")
+        summary.add(["hosts", str(s["hosts"]), "nodes"])
+    summary.add(["links", str(s["links"]), "directed (2 per duplex cable)"])
     for bw, count in s["link_speeds"].items():
-        table.add_row("  link speed", _gbps(bw), f"GB/s per direction, x{count} links")
+        summary.add(["  link speed", _gbps(bw), f"GB/s effective per direction, x{count} links"])
     note = "" if s["diameter_note"] == "exact" else f" ({s['diameter_note']})"
-    table.add_row("diameter", str(s["diameter_hops"]), f"hops between gpus{note}")
-    table.add_row("diameter latency", f"{s['diameter_latency'] * 1e6:.4g}",
-                  f"us between gpus{note}")
+    summary.add(["diameter", str(s["diameter_hops"]), f"hops between gpus{note}"])
+    summary.add(["diameter latency", f"{s['diameter_latency'] * 1e6:.4g}",
+                 f"us between gpus{note}"])
     if s["bisection_bandwidth"] is None:
-        table.add_row("bisection bandwidth", "-", s["bisection_note"])
+        summary.add(["bisection bandwidth", "-", s["bisection_note"]])
     else:
-        table.add_row("bisection bandwidth", _gbps(s["bisection_bandwidth"]),
-                      f"GB/s one direction ({s['bisection_note']})")
+        summary.add(["bisection bandwidth", _gbps(s["bisection_bandwidth"]),
+                     f"GB/s one direction ({s['bisection_note']})"])
     if "oversubscription" in G.graph:
-        table.add_row("oversubscription", f"{G.graph['oversubscription']:.3g}",
-                      "host-facing / spine-facing bw per leaf")
-    console = Console(soft_wrap=True)
-    if s["description"]:
-        console.print(s["description"])
-    console.print(table)
+        summary.add(["oversubscription", f"{G.graph['oversubscription']:.3g}",
+                     "host-facing / spine-facing bw per leaf"])
     notes = G.graph.get("notes")
-    for line in [notes] if isinstance(notes, str) else notes or []:
-        console.print(f"note: {line}", highlight=False)
+    lines = [f"note: {line}" for line in ([notes] if isinstance(notes, str) else notes or [])]
+    if s["description"]:
+        print(s["description"])
+    tables.show([summary, _rates_table(s)], lines=lines)
     return 0
+
+
+def _rates_table(s: dict) -> tables.Table:
+    """Line rate, efficiency and effective rate (what the simulator and model use) per
+    class of link."""
+    title = "link rates per class (GB/s per direction; effective = line rate x efficiency)"
+    if s["ideal"]:
+        title += "; ideal: every link at line rate"
+    table = tables.Table(title, ["link class", "links", "line rate (GB/s)", "efficiency",
+                                 "effective (GB/s)"])
+    for row in s["link_classes"]:
+        table.add([row["link_class"], str(row["links"]), _gbps(row["line_rate"]),
+                   f"{row['efficiency']:.4g}", _gbps(row["bandwidth"])])
+    return table
 
 
 def _layout(G):

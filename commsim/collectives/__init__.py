@@ -6,6 +6,7 @@ module maps ``(collective, algorithm)`` names to them::
     from commsim import collectives
     collectives.available()                       # [("allreduce", "ring"), ...]
     s = collectives.build("allreduce", "ring", 8)  # a validated-by-tests Schedule
+    collectives.build("allreduce", "ring", 32, channels=8, gpus_per_node=8)  # rail-aligned
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from commsim.collectives import chain, hierarchical, rhd, ring, tree
+from commsim.collectives import chain, hierarchical, layout, nccl_tree, rhd, ring, tree
+from commsim.collectives.layout import auto_options
 from commsim.collectives.schedule import (
     COLLECTIVES,
     Schedule,
@@ -24,7 +26,8 @@ from commsim.collectives.schedule import (
 from commsim.errors import CommsimError, unknown
 
 __all__ = ["COLLECTIVES", "Algorithm", "Schedule", "ScheduleBuilder", "ScheduleError",
-           "Transfer", "algorithms", "available", "build", "chunk_unit", "resolve"]
+           "Transfer", "algorithms", "auto_options", "available", "build", "chunk_unit",
+           "resolve"]
 
 
 @dataclass(frozen=True)
@@ -47,25 +50,32 @@ def _register(*algos: Algorithm) -> None:
         _REGISTRY[(a.collective, a.name)] = a
 
 
+_LAYOUT = ("channels", "gpus_per_node")
+
 _register(
     Algorithm("reduce_scatter", "ring", ring.reduce_scatter,
-              "ring: p-1 steps, each rank sends (p-1)/p of the buffer"),
+              "ring: p-1 steps, each rank sends (p-1)/p of the buffer", options=_LAYOUT),
     Algorithm("reduce_scatter", "rhd", rhd.reduce_scatter,
               "recursive halving: log p steps of halving messages (fold for non-powers of 2)",
               aliases=("recursive_halving", "halving")),
     Algorithm("allgather", "ring", ring.allgather,
-              "ring: p-1 steps, each rank sends (p-1)/p of the gathered buffer"),
+              "ring: p-1 steps, each rank sends (p-1)/p of the gathered buffer",
+              options=_LAYOUT),
     Algorithm("allgather", "rhd", rhd.allgather,
               "recursive doubling: log p steps of doubling messages (fold for non-powers of 2)",
               aliases=("recursive_doubling", "doubling")),
     Algorithm("allreduce", "ring", ring.allreduce,
-              "ring reduce-scatter then ring allgather: 2(p-1) steps"),
+              "ring reduce-scatter then ring allgather: 2(p-1) steps; channels: rail-aligned "
+              "rings", options=_LAYOUT),
     Algorithm("allreduce", "tree", tree.allreduce_tree,
               "binary tree: pipelined reduce to the root, then pipelined broadcast",
               aliases=("binary_tree", "btree")),
     Algorithm("allreduce", "dbt", tree.allreduce_double_tree,
               "double binary tree (NCCL-style): two complementary trees, half the data each",
               aliases=("double_binary_tree", "double_tree")),
+    Algorithm("allreduce", "nccl_tree", nccl_tree.allreduce,
+              "NCCL's Tree: a chain in each node, a double binary tree across nodes, pipelined",
+              options=_LAYOUT, aliases=("nccltree",)),
     Algorithm("allreduce", "rhd", rhd.allreduce,
               "recursive halving-doubling (Rabenseifner), with a fold for non-powers of 2",
               aliases=("rabenseifner", "halving_doubling")),
@@ -123,7 +133,8 @@ def build(collective: str, algorithm: str, nranks: int, nchunks: int | None = No
 
     ``nchunks`` defaults to the algorithm's natural chunking (``nranks`` for rings, the
     power-of-two core for recursive algorithms, 1 for trees and chains, which are then
-    not pipelined). ``options`` are the algorithm's own (``root``, ``group_size``).
+    not pipelined). ``options`` are the algorithm's own (``root``, ``group_size``,
+    ``channels``, ``gpus_per_node``; see :mod:`commsim.collectives.layout`).
     """
     entry = resolve(collective, algorithm)
     unknown_opts = set(options) - set(entry.options)
@@ -143,16 +154,21 @@ def build(collective: str, algorithm: str, nranks: int, nchunks: int | None = No
         raise CommsimError(f"{entry.collective}/{entry.name}: {exc}") from None
 
 
-def chunk_unit(collective: str, algorithm: str, nranks: int) -> int:
+def chunk_unit(collective: str, algorithm: str, nranks: int, **options) -> int:
     """The builder's default ``nchunks``, which every ``nchunks`` must be a multiple of.
 
-    ``nranks`` for rings and ``hierarchical``, the power-of-two core ``p'`` for rhd
-    allreduce and ``nranks`` for rhd reduce-scatter and allgather, 2 for ``dbt`` (one
-    chunk per tree), 1 for trees and chains. ``nchunks / unit`` is the pipeline depth:
-    the pieces each message of the natural schedule is cut into.
+    ``nranks`` for rings (``nranks * channels`` with channels) and ``hierarchical``, the
+    power-of-two core ``p'`` for rhd allreduce and ``nranks`` for rhd reduce-scatter and
+    allgather, 2 for ``dbt`` (one chunk per tree), ``2 * channels`` for ``nccl_tree``
+    (two trees a channel), 1 for trees and chains. ``nchunks / unit`` is the pipeline
+    depth: the pieces each message of the natural schedule is cut into. ``options`` are
+    the algorithm's (``channels``; others, such as ``root``, do not change the unit).
     """
     entry = resolve(collective, algorithm)
-    if entry.name in ("ring", "hierarchical"):
+    if entry.name in layout.LAYOUT_ALGORITHMS:
+        c, _ = layout.check(nranks, options.get("channels"), options.get("gpus_per_node"))
+        return nranks * c if entry.name == "ring" else 2 * c
+    if entry.name == "hierarchical":
         return nranks
     if entry.name == "rhd":
         return rhd.core_size(nranks) if entry.collective == "allreduce" else nranks

@@ -221,24 +221,6 @@ class Schedule:
         return np.bincount(self.dst.astype(np.int64), weights=self.transfer_sizes(nbytes),
                            minlength=self.nranks)
 
-    def concurrency(self) -> float:
-        """How many ranks' worth of traffic a step keeps busy at once: the largest, over
-        steps, of the step's bytes (all ranks) over its busiest rank's bytes (sent or
-        received). A ring's steps give ``p``, a one-way hop 1. A resource every flow
-        shares (one host's memory bus) carries that many times the busiest rank's load.
-        """
-        if not len(self):
-            return 1.0
-        P, S = self.nranks, self.nsteps
-        size = self.transfer_sizes(self.nchunks * 64).astype(np.float64)
-        step = self.step.astype(np.int64)
-        total = np.bincount(step, weights=size, minlength=S)
-        sent = np.bincount(step * P + self.src, weights=size, minlength=S * P).reshape(S, P)
-        recv = np.bincount(step * P + self.dst, weights=size, minlength=S * P).reshape(S, P)
-        busiest = np.maximum(sent.max(axis=1), recv.max(axis=1))
-        busy = busiest > 0
-        return float((total[busy] / busiest[busy]).max())
-
     def rank_steps(self, rank: int) -> list[tuple[int, list[Transfer], list[Transfer]]]:
         """What ``rank`` does, step by step: ``[(step, sends, receives), ...]``.
 

@@ -20,25 +20,28 @@ import math
 import networkx as nx
 import numpy as np
 
-from commsim.collectives import chunk_unit, resolve, resolve_collective
+from commsim.collectives import chunk_unit, nccl_tree, resolve, resolve_collective
 from commsim.collectives.hierarchical import default_group_size
+from commsim.collectives.layout import check as check_layout
 from commsim.collectives.rhd import core_size
 from commsim.collectives.tree import tree_height
 from commsim.errors import CommsimError
 from commsim.topology import gpus as gpu_nodes
 from commsim.topology.routing import Router
 
-__all__ = ["FORMULAS", "alpha_beta", "best_nchunks", "busbw_factor", "chunk_unit", "contended_beta",
+__all__ = ["FORMULAS", "alpha_beta", "best_nchunks", "busbw_factor", "chunk_unit",
            "default_nchunks", "lower_bound", "nchunks_for", "predict"]
 
 FORMULAS: dict[tuple[str, str], str] = {
-    ("reduce_scatter", "ring"): "(p-1) a + (p-1)/p S b + (p-1)/p S g",
+    ("reduce_scatter", "ring"): "(p-1) a + (p-1)/p S b + (p-1)/p S g  (any channels)",
     ("reduce_scatter", "rhd"): "log p a + (p-1)/p S b + (p-1)/p S g  (p a power of 2)",
-    ("allgather", "ring"): "(p-1) a + (p-1)/p S b",
+    ("allgather", "ring"): "(p-1) a + (p-1)/p S b  (any channels)",
     ("allgather", "rhd"): "log p a + (p-1)/p S b  (p a power of 2)",
-    ("allreduce", "ring"): "2(p-1) a + 2(p-1)/p S b + (p-1)/p S g",
+    ("allreduce", "ring"): "2(p-1) a + 2(p-1)/p S b + (p-1)/p S g  (any channels)",
     ("allreduce", "tree"): "2(H+k-1) (a + 2 S/k b) + (H+k-1) 2 S/k g  (H tree height, k chunks)",
     ("allreduce", "dbt"): "2(H+k-1) (a + S/k b) + (H+k-1) S/k g  (k chunks per tree)",
+    ("allreduce", "nccl_tree"): "2(H+k-1) (a + m S/K b) + (H+k-1) r S/K g  (K = 2ck chunks, "
+                                "H = G-1+H_N, m, r: busiest rank's msgs)",
     ("allreduce", "rhd"): "2 log p' a + 2(p'-1)/p' S b + (p'-1)/p' S g  [+ 2a + 2 S b + S g "
                           "if p != p' = 2^floor(log p)]",
     ("allreduce", "hierarchical"): "2(G-1)(a + S/G b) + 2(N-1)(a' + S/(G N) b')  "
@@ -60,9 +63,9 @@ def busbw_factor(collective: str, nranks: int) -> float:
     return _BUSBW[name](nranks)
 
 
-def default_nchunks(collective: str, algorithm: str, nranks: int) -> int:
+def default_nchunks(collective: str, algorithm: str, nranks: int, **options) -> int:
     """The ``nchunks`` that :func:`commsim.collectives.build` uses when given none."""
-    return chunk_unit(collective, algorithm, nranks)
+    return chunk_unit(collective, algorithm, nranks, **options)
 
 
 def best_nchunks(collective: str, algorithm: str, nranks: int, nbytes: float, alpha: float,
@@ -75,9 +78,9 @@ def best_nchunks(collective: str, algorithm: str, nranks: int, nbytes: float, al
     of trees and chains, and in ``dataflow`` mode the pieces that rings and rhd cut
     their messages into (in step mode they gain nothing from more and keep their unit).
     """
-    unit = chunk_unit(collective, algorithm, nranks)
+    unit = chunk_unit(collective, algorithm, nranks, **options)
     name = resolve(collective, algorithm).name
-    if name not in ("tree", "dbt", "chain") and not (mode == "dataflow"
+    if name not in ("tree", "dbt", "chain", "nccl_tree") and not (mode == "dataflow"
                                                       and name in PIPELINED_IN_DATAFLOW):
         return unit
     best, best_t, k = unit, math.inf, unit
@@ -104,7 +107,7 @@ def nchunks_for(setting, collective: str, algorithm: str, nranks: int, nbytes: f
     if setting == "auto":
         return best_nchunks(collective, algorithm, nranks, nbytes, alpha, beta, gamma,
                             mode=mode, **options)
-    return int(setting) * chunk_unit(collective, algorithm, nranks)
+    return int(setting) * chunk_unit(collective, algorithm, nranks, **options)
 
 
 def _check(nranks: int, nbytes: float, alpha: float, beta: float, gamma: float) -> None:
@@ -119,7 +122,8 @@ def predict(collective: str, algorithm: str, nranks: int, nbytes: float, alpha: 
             beta: float, gamma: float = 0.0, nchunks: int | None = None, *,
             group_size: int | None = None, alpha_inter: float | None = None,
             beta_inter: float | None = None, mode: str = "step", overlap: bool = True,
-            message_overhead: float = 0.0, **_ignored) -> float:
+            message_overhead: float = 0.0, channels: int = 1, gpus_per_node: int | None = None,
+            **_ignored) -> float:
     """Predicted time in seconds of ``algorithm`` for ``collective``.
 
     ``nbytes`` follows REFERENCE.md's size convention; ``alpha`` is seconds per
@@ -138,6 +142,15 @@ def predict(collective: str, algorithm: str, nranks: int, nbytes: float, alpha: 
     ``message_overhead`` (seconds) is what posting one message costs the executor: a
     piece streaming down a connection pays it (its latency overlaps the piece before);
     where every step sends one message it simply adds to alpha.
+
+    ``channels`` and ``gpus_per_node`` (ring, nccl_tree) are the layout options of
+    :mod:`commsim.collectives.layout`. A ring with ``c`` channels sends ``c`` messages
+    of ``S/(p c)`` a step, ``S/p`` in all: on this flat view (every rank one link of
+    ``1/beta``, channels sharing it) it costs what one ring does; in dataflow mode its
+    ``nchunks / p`` pieces a step count those of every channel. ``nccl_tree`` charges
+    every one of its ``2(H + k - 1)`` steps the busiest rank's messages of ``S/K`` bytes
+    with all its trees busy (:func:`commsim.collectives.nccl_tree.busiest`): exact in
+    a full pipeline, an upper bound for its fill and drain, like ``tree`` and ``dbt``.
     """
     _check(nranks, nbytes, alpha, beta, gamma)
     o = float(message_overhead)
@@ -147,9 +160,13 @@ def predict(collective: str, algorithm: str, nranks: int, nbytes: float, alpha: 
         raise CommsimError(f"mode: {mode!r} is not 'step' or 'dataflow'")
     algo = resolve(collective, algorithm)
     p, S, a, b, g = nranks, float(nbytes), alpha, beta, gamma
+    layout = {}
+    if algo.name in ("ring", "nccl_tree"):
+        layout = dict(zip(("channels", "gpus_per_node"),
+                          check_layout(p, channels, gpus_per_node)))
     if p == 1:
         return 0.0
-    k = nchunks or default_nchunks(algo.collective, algo.name, p)
+    k = nchunks or default_nchunks(algo.collective, algo.name, p, **layout)
     key = (algo.collective, algo.name)
     if mode == "dataflow" and algo.name in PIPELINED_IN_DATAFLOW:
         m = k // chunk_unit(algo.collective, algo.name, p)
@@ -174,6 +191,14 @@ def predict(collective: str, algorithm: str, nranks: int, nbytes: float, alpha: 
         steps = H + half - 1
         per_step = S / half if p >= 3 else S / (2 * half)
         return 2 * steps * (a + per_step * b) + steps * per_step * g
+    if key == ("allreduce", "nccl_tree"):
+        unit = chunk_unit(algo.collective, algo.name, p, **layout)
+        if k % unit:
+            raise CommsimError(f"nchunks: nccl_tree needs a multiple of 2*channels={unit}, "
+                               f"got {k}")
+        steps = nccl_tree.height(p, layout["gpus_per_node"]) + k // unit - 1
+        io, red = nccl_tree.busiest(p, layout["channels"], layout["gpus_per_node"])
+        return 2 * steps * (a + io * S / k * b) + steps * red * S / k * g
     if key == ("allreduce", "hierarchical"):
         G = group_size or default_group_size(p)
         if p % G:
@@ -229,9 +254,10 @@ def step_bytes(collective: str, algorithm: str, p: int, S: float) -> list[tuple[
     return [(seg, False)] + core + [((p - 1) * seg, False)]  # fold one in, hand all but one out
 
 
-def pipelined(steps: list[tuple[float, bool]], m: int, a: float, b: float, g: float,
+def pipelined(steps: list[tuple], m: int, a: float, b: float, g: float,
               overlap: bool = True, o: float = 0.0) -> float:
-    """Seconds for steps of ``(bytes, reduces)`` run in dataflow mode in ``m`` pieces each.
+    """Seconds for steps of ``(bytes, reduces)`` run in dataflow mode in ``m`` pieces each
+    (a step given as ``(bytes, reduces, a, b)`` has its own latency and cost per byte).
 
     A piece holds its link for ``X = o + (bytes/m) b`` (``o``: the executor's cost of
     posting a message) and arrives ``a`` later: pieces stream down a connection, their
@@ -244,14 +270,15 @@ def pipelined(steps: list[tuple[float, bool]], m: int, a: float, b: float, g: fl
     and reduction never overlap: ``max(X, R)`` becomes ``X + R``.
     """
     t = 0.0
-    for i, (nbytes, reduces) in enumerate(steps):
-        X = o + nbytes / m * b
+    for i, (nbytes, reduces, *own) in enumerate(steps):
+        lat, per_byte = own if own else (a, b)
+        X = o + nbytes / m * per_byte
         R = nbytes / m * g if reduces else 0.0
         gap = max(X, R) if overlap else X + R
         if i == len(steps) - 1:
-            t += a + X + R + (m - 1) * gap
+            t += lat + X + R + (m - 1) * gap
         else:
-            t += max(a + X + R, m * gap)
+            t += max(lat + X + R, m * gap)
     return t
 
 
@@ -270,20 +297,6 @@ def lower_bound(collective: str, nranks: int, nbytes: float, alpha: float,
         return 0.0
     return (math.ceil(math.log2(nranks)) * alpha
             + busbw_factor(collective, nranks) * nbytes * beta)
-
-
-def contended_beta(beta: float, contention: float, concurrency: float, nranks: int) -> float:
-    """Seconds per byte on one link when ranks share a host's capacity.
-
-    ``contention`` (>= 1) is how much slower each of ``nranks`` flows moved when all ran
-    at once than one pair alone (a calibrated profile's); a schedule whose steps keep
-    ``concurrency`` ranks' worth of traffic in flight (:meth:`Schedule.concurrency`) shares
-    the same capacity among that many: each flow is slower by ``concurrency * contention
-    / nranks``, and never faster than alone. ``contention = 1``: ``beta`` unchanged.
-    """
-    if contention <= 1.0 or nranks < 2:
-        return beta
-    return beta * max(1.0, concurrency * contention / nranks)
 
 
 def alpha_beta(topology: nx.DiGraph, nranks: int, placement: list | None = None,

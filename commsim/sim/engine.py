@@ -5,8 +5,10 @@ Model (see docs/simulator.md):
 - A transfer is a flow from its src rank's gpu to its dst rank's gpu along a route of
   directed links (:mod:`commsim.topology.routing`). It moves its bytes at a rate that
   is re-computed whenever a flow starts or ends: the max-min fair share of every
-  link's bandwidth among the flows crossing it (progressive filling); it arrives the
-  route's latency after its last byte left (cut-through: the latency occupies no link).
+  link's bandwidth among the flows crossing it (progressive filling; with
+  ``sharing="rtt"`` each flow's share weighs inversely with its route's latency, as
+  under TCP); it arrives the route's latency after its last byte left (cut-through:
+  the latency occupies no link).
 - ``mode="step"`` (the executors' semantics): a rank reaches step ``s`` when all its
   transfers of earlier steps are complete and the reductions they brought are applied
   (``gamma`` seconds per byte, times the rank's slowdown, after the step's last
@@ -48,6 +50,7 @@ from commsim.topology.placement import place
 from commsim.topology.routing import Router
 
 MODES = ("step", "dataflow")
+SHARINGS = ("maxmin", "rtt")
 ENGINES = ("auto", "events", "sweep")
 _RTOL_T = 1e-13   # events closer than this (relative) are one instant
 _INF = np.inf
@@ -96,13 +99,14 @@ class _Run:
     def __init__(self, schedule: Schedule, router: Router, nbytes: int, gamma: float,
                  offsets: np.ndarray, slowdown: np.ndarray, record: bool,
                  overhead: float = 0.0, message_overhead: float = 0.0,
-                 overlap: bool = True) -> None:
+                 overlap: bool = True, sharing: str = "maxmin") -> None:
         self.s = schedule
         self.router = router
         self.overhead = float(overhead)  # seconds added to every transfer's latency
         # seconds a transfer holds its connection before its first byte moves
         self.message_overhead = float(message_overhead)
         self.overlap = bool(overlap)  # may a rank reduce while its connections move bytes
+        self.sharing = sharing        # "maxmin" or "rtt"
         self.nbytes = nbytes
         self.chunk_bytes = schedule.chunk_sizes(nbytes).astype(np.float64)
         self.gamma = float(gamma)
@@ -295,13 +299,14 @@ class _Flow:
     link, the seconds that link set the flow's rate (the bottleneck accounting).
     """
 
-    __slots__ = ("tid", "step", "size", "links", "bw", "latency", "narrow", "seq", "rate",
-                 "rem", "tupd", "t", "version", "limit", "held")
+    __slots__ = ("tid", "step", "size", "links", "bw", "latency", "narrow", "weight", "seq",
+                 "rate", "rem", "tupd", "t", "version", "limit", "held")
 
     def __init__(self, tid: int, step: int, size: float, links: tuple, bw: float,
-                 latency: float, narrow: int = -1) -> None:
+                 latency: float, narrow: int = -1, weight: float = 1.0) -> None:
         self.tid, self.step, self.size, self.links, self.bw = tid, step, size, links, bw
         self.latency = latency
+        self.weight = weight  # its share of a full link, relative (1.0 under max-min)
         self.narrow = narrow  # the route's narrowest link: the limit of a flow alone
         self.limit = -1       # the link that sets the current rate (saturated, max-min)
         self.held: dict = {}  # link -> seconds it set this flow's rate
@@ -329,7 +334,7 @@ class _EventEngine:
         self.mode = mode
         self.progress = progress
         self.R = run.router
-        self.routes: dict[int, tuple] = {}          # rid -> (links, latency, bw, narrowest)
+        self.routes: dict[int, tuple] = {}   # rid -> (links, latency, bw, narrowest, weight)
         self.steps: dict[int, _Step] = {}
         nl = len(run.link_bw)
         self.link_bw = run.link_bw.tolist()
@@ -388,15 +393,18 @@ class _EventEngine:
         return step
 
     def _route(self, rid: int) -> tuple:
-        """``(links, latency s, bandwidth B/s, narrowest link)`` of route ``rid``, cached as
-        Python values."""
+        """``(links, latency s, bandwidth B/s, narrowest link, sharing weight)`` of route
+        ``rid``, cached as Python values."""
         got = self.routes.get(rid)
         if got is None:
             R = self.R
             links = tuple(R.route_edges[R.route_ptr[rid]:R.route_ptr[rid + 1]].tolist())
             narrow = min(links, key=lambda link: (self.link_bw[link], link)) if links else -1
+            weight = 1.0
+            if self.run.sharing == "rtt":   # TCP-like: a share inversely proportional to RTT
+                weight = 1.0 / max(float(R.route_latency[rid]), RTT_FLOOR)
             got = self.routes[rid] = (links, float(R.route_latency[rid]) + self.run.overhead,
-                                      float(R.route_bandwidth[rid]), narrow)
+                                      float(R.route_bandwidth[rid]), narrow, weight)
         return got
 
     # --- the loop -------------------------------------------------------------------
@@ -514,9 +522,9 @@ class _EventEngine:
             st = int(step_of[tid])
             step = self._step(st)
             i = tid - step.a
-            links, latency, bw, narrow = self._route(step.rid[i])
+            links, latency, bw, narrow, weight = self._route(step.rid[i])
             start[tid] = t
-            flow = _Flow(tid, st, step.size[i], links, bw, latency, narrow)
+            flow = _Flow(tid, st, step.size[i], links, bw, latency, narrow, weight)
             if self.run.message_overhead > 0:
                 self.posting[tid] = flow
                 self._timer(t + self.run.message_overhead, 3, tid)
@@ -751,42 +759,49 @@ class _EventEngine:
                 self._set_rate(f, rate, t, limit)
 
 
-# Progressive filling: raise every flow's rate together until a link is full (within
-# 1e-12), freeze the flows on it, repeat. Both versions below do the same arithmetic in
-# the same order (rates, then each link's load summed flow by flow), so they agree to
-# the bit; numpy pays off above this many flow-link incidences.
+# Progressive filling: raise every flow's rate together, each in proportion to its weight
+# (all 1 under max-min), until a link is full (within 1e-12), freeze the flows on it,
+# repeat. Both versions below do the same arithmetic in the same order (rates, then each
+# link's load summed flow by flow), so they agree to the bit; numpy pays off above this
+# many flow-link incidences.
 _NUMPY_FILL = 128
+RTT_FLOOR = 1e-9  # s: under rtt sharing a route of no latency weighs as one of 1 ns
 
 
 def _fill_python(flows: list[_Flow], link_bw: list[float]) -> tuple[list, list, list]:
-    """Max-min fair rates (B/s) of ``flows``, ``(link, load B/s)`` of their links, and
-    each flow's limit: the lowest-numbered full link that froze it."""
+    """Weighted max-min fair rates (B/s) of ``flows``, ``(link, load B/s)`` of their
+    links, and each flow's limit: the lowest-numbered full link that froze it."""
     cap: dict[int, float] = {}
-    nfl: dict[int, int] = {}
+    nfl: dict[int, float] = {}   # the weight of the flows still rising, per link
+    rising: dict[int, int] = {}  # and how many they are
     for f in flows:
         for link in f.links:
             if link in nfl:
-                nfl[link] += 1
+                nfl[link] += f.weight
+                rising[link] += 1
             else:
-                nfl[link] = 1
+                nfl[link] = f.weight
+                rising[link] = 1
                 cap[link] = link_bw[link]
     rate = [0.0] * len(flows)
     limit = [-1] * len(flows)
     live = list(range(len(flows)))
     while live:
-        share = {link: max(cap[link], 0.0) / n for link, n in nfl.items() if n > 0}
+        share = {link: max(cap[link], 0.0) / n for link, n in nfl.items() if rising[link]}
         m = min(share.values())
         full = {link for link, v in share.items() if v <= m * (1 + 1e-12)}
-        frozen: dict[int, int] = {}
+        frozen: dict[int, float] = {}
         still = []
         for i in live:
             if full.isdisjoint(flows[i].links):
                 still.append(i)
                 continue
-            rate[i] = m
+            w = flows[i].weight
+            rate[i] = w * m
             limit[i] = min(full.intersection(flows[i].links))
             for link in flows[i].links:
-                frozen[link] = frozen.get(link, 0) + 1
+                frozen[link] = frozen.get(link, 0.0) + w
+                rising[link] -= 1
         for link, k in frozen.items():
             cap[link] -= k * m
             nfl[link] -= k
@@ -805,23 +820,27 @@ def _fill_numpy(flows: list[_Flow], link_bw: np.ndarray) -> tuple[list, list, li
     inc_f = np.repeat(np.arange(len(flows)), counts)
     links, inv = np.unique(inc_l, return_inverse=True)
     cap = link_bw[links].copy()
-    nfl = np.bincount(inv, minlength=len(links)).astype(np.float64)
+    weight = np.fromiter((f.weight for f in flows), np.float64, len(flows))
+    w_inc = weight[inc_f]
+    nfl = np.bincount(inv, weights=w_inc, minlength=len(links))
+    rising = np.bincount(inv, minlength=len(links))
     rate = np.zeros(len(flows))
     limit = np.full(len(flows), np.iinfo(np.int64).max)
     frozen = np.zeros(len(flows), dtype=bool)
     live = np.ones(len(inc_f), dtype=bool)
     while live.any():
         with np.errstate(divide="ignore", invalid="ignore"):
-            share = np.where(nfl > 0, np.maximum(cap, 0.0) / nfl, _INF)
+            share = np.where(rising > 0, np.maximum(cap, 0.0) / nfl, _INF)
         m = share.min()
         hit = live & (share <= m * (1 + 1e-12))[inv]
-        rate[inc_f[hit]] = m
+        rate[inc_f[hit]] = weight[inc_f[hit]] * m
         np.minimum.at(limit, inc_f[hit], inc_l[hit])
         frozen[inc_f[hit]] = True
         now = live & frozen[inc_f]
-        k = np.bincount(inv[now], minlength=len(links))
+        k = np.bincount(inv[now], weights=w_inc[now], minlength=len(links))
         cap -= k * m
         nfl -= k
+        rising -= np.bincount(inv[now], minlength=len(links))
         live &= ~now
     load = np.bincount(inv, weights=rate[inc_f], minlength=len(links))
     return rate.tolist(), list(zip(links.tolist(), load.tolist())), limit.tolist()
@@ -884,7 +903,7 @@ def simulate(schedule: Schedule, topology: nx.DiGraph, nbytes: int, placement=No
              start_offsets=None, reduce_slowdown=None, *, record_transfers: bool = True,
              ecmp_width: int = 16, engine: str = "auto", router: Router | None = None,
              progress=None, overhead: float = 0.0, message_overhead: float = 0.0,
-             overlap: bool = True):
+             overlap: bool = True, sharing: str = "maxmin"):
     """Play ``schedule`` over ``topology`` for an ``nbytes`` buffer; a :class:`SimResult`.
 
     ``nbytes`` follows REFERENCE.md's size convention for the schedule's collective
@@ -905,6 +924,10 @@ def simulate(schedule: Schedule, topology: nx.DiGraph, nbytes: int, placement=No
     ``message_overhead``: seconds every transfer holds its connection before its first
     byte moves (a profile's ``message_overhead``: posting a message costs the executor
     that much; pieces streaming down a connection pay it each, unlike the latency).
+    ``sharing``: ``"maxmin"`` (every flow on a full link gets the same share: RDMA
+    fabrics, NCCL over InfiniBand) or ``"rtt"`` (each flow's share is inversely
+    proportional to its route's latency, as TCP's congestion control and SimGrid's CM02
+    model give: on one 10 GB/s link, routes of 1 and 3 us get 7.5 and 2.5 GB/s).
     ``overlap=False`` (dataflow): a rank's one core reduces and moves its bytes, so a
     connection's next transfer waits until the receiver has reduced the one before
     (the model's ``overlap=False``); step mode never overlaps the two anyway.
@@ -913,6 +936,8 @@ def simulate(schedule: Schedule, topology: nx.DiGraph, nbytes: int, placement=No
 
     if mode not in MODES:
         raise CommsimError(f"mode: {mode!r} is not one of {', '.join(MODES)}")
+    if sharing not in SHARINGS:
+        raise CommsimError(f"sharing: {sharing!r} is not one of {', '.join(SHARINGS)}")
     if engine not in ENGINES:
         raise CommsimError(f"engine: {engine!r} is not one of {', '.join(ENGINES)}")
     if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)) or nbytes < 0:
@@ -932,7 +957,7 @@ def simulate(schedule: Schedule, topology: nx.DiGraph, nbytes: int, placement=No
     offsets = _per_rank(start_offsets, P, 0.0, "start_offsets")
     slowdown = _per_rank(reduce_slowdown, P, 1.0, "reduce_slowdown")
     run = _Run(schedule, router, int(nbytes), gamma, offsets, slowdown, record_transfers,
-               overhead, message_overhead, overlap)
+               overhead, message_overhead, overlap, sharing)
     used = "events"
     if mode == "step" and engine in ("auto", "sweep") and _sweep_uncontended(run):
         used = "sweep"
@@ -941,7 +966,7 @@ def simulate(schedule: Schedule, topology: nx.DiGraph, nbytes: int, placement=No
                            "one shares links (use engine='auto')")
     else:
         run = _Run(schedule, router, int(nbytes), gamma, offsets, slowdown, True, overhead,
-                   message_overhead, overlap)
+                   message_overhead, overlap, sharing)
         _EventEngine(run, mode, progress).run_all()
         if mode == "dataflow":
             red = schedule.reduce

@@ -4,7 +4,10 @@ The contract every part of commsim relies on:
 
 - ``G.graph["name"]``; every node has ``kind`` in {"gpu", "nic", "switch", "host"};
 - every directed edge has ``bandwidth`` (bytes/s, > 0) and ``latency`` (s, >= 0); a
-  full-duplex cable is two edges;
+  full-duplex cable is two edges; ``bandwidth`` is the effective rate everything uses:
+  a link whose efficiency is below 1 also carries ``line_rate`` (bytes/s) and
+  ``efficiency`` (in (0, 1]), with bandwidth = line_rate x efficiency
+  (:mod:`commsim.topology.efficiency`);
 - ranks are placed on gpu nodes; :func:`gpus` lists them in insertion order, the default
   placement; traffic never transits a gpu (gpus are endpoints only).
 
@@ -12,6 +15,7 @@ The contract every part of commsim relies on:
 
     from commsim import topology
     G = topology.load("fat-tree-k8")          # a preset name, or a path to a YAML file
+    G = topology.load("dgx-a100-4node", ideal=True)   # every link at line rate
     topology.gpus(G)[:2]                      # ['gpu0', 'gpu1']
     topology.summary(G)["bisection_bandwidth"]  # bytes/s
     G = topology.builders.leaf_spine(leaves=4, spines=2, hosts_per_leaf=8, oversubscription=2)
@@ -29,9 +33,10 @@ import networkx as nx
 
 from commsim.errors import CommsimError
 from commsim.topology import builders
+from commsim.topology.efficiency import link_classes
 
-__all__ = ["KINDS", "builders", "check", "gpus", "load", "model_parameter", "preset_dirs",
-           "presets", "save", "summary"]
+__all__ = ["KINDS", "builders", "check", "gpus", "link_classes", "load", "model_parameter",
+           "preset_dirs", "presets", "save", "summary"]
 
 KINDS = ("gpu", "nic", "switch", "host")
 
@@ -82,10 +87,14 @@ def presets() -> list[str]:
     return sorted(names)
 
 
-def load(name_or_path) -> nx.DiGraph:
-    """A topology from a preset name (``"fat-tree-k8"``) or a YAML file path; validated."""
+def load(name_or_path, ideal: bool = False) -> nx.DiGraph:
+    """A topology from a preset name (``"fat-tree-k8"``) or a YAML file path; validated.
+
+    Links run at their effective rate (line rate x efficiency); ``ideal=True`` ignores
+    every efficiency, so each link's ``bandwidth`` is its line rate.
+    """
     from commsim.topology import spec
-    return spec.load(name_or_path)
+    return spec.load(name_or_path, ideal=ideal)
 
 
 def save(G: nx.DiGraph, path, form: str = "explicit") -> None:
@@ -104,7 +113,8 @@ def save(G: nx.DiGraph, path, form: str = "explicit") -> None:
 def check(G: nx.DiGraph, where: str | None = None) -> nx.DiGraph:
     """Validate the topology contract; raise CommsimError naming the first problem.
 
-    Checks kinds, positive finite bandwidths, non-negative latencies, at least one gpu,
+    Checks kinds, positive finite bandwidths, non-negative latencies, efficiencies in
+    (0, 1] and positive line rates where links have them, at least one gpu,
     and that every ordered pair of gpus is connected by a path that transits no other gpu.
     Messages start with ``where`` (default: the topology's name). Returns ``G``.
     """
@@ -126,6 +136,8 @@ def check(G: nx.DiGraph, where: str | None = None) -> nx.DiGraph:
         if not _number(lat) or not math.isfinite(lat) or lat < 0:
             raise CommsimError(f"{name}link {u!r} -> {v!r} has latency {lat!r}; "
                                "it must be a number of seconds >= 0")
+        if "efficiency" in attr or "line_rate" in attr:
+            _check_rates(name, u, v, attr)
     if not gpus(G):
         raise CommsimError(f"{name}has no gpu nodes; ranks need kind: gpu nodes")
     pair = _unreachable_pair(G)
@@ -133,6 +145,22 @@ def check(G: nx.DiGraph, where: str | None = None) -> nx.DiGraph:
         raise CommsimError(f"{name}gpu {pair[0]!r} cannot reach gpu {pair[1]!r} without "
                            "passing through another gpu; add a link or a switch between them")
     return G
+
+
+def _check_rates(name: str, u, v, attr: dict) -> None:
+    eff, rate = attr.get("efficiency"), attr.get("line_rate")
+    if eff is None or rate is None:
+        alone = "line_rate" if eff is None else "efficiency"
+        raise CommsimError(f"{name}link {u!r} -> {v!r} has {alone} alone; give both "
+                           "line_rate and efficiency (bandwidth = line_rate x efficiency), "
+                           "or neither")
+    if not _number(eff) or not math.isfinite(eff) or not 0 < eff <= 1:
+        raise CommsimError(f"{name}link {u!r} -> {v!r} has efficiency {eff!r}; it must be a "
+                           "number in (0, 1], the fraction of line rate collectives reach "
+                           "(1 is line rate)")
+    if not _number(rate) or not math.isfinite(rate) or rate <= 0:
+        raise CommsimError(f"{name}link {u!r} -> {v!r} has line_rate {rate!r}; "
+                           "it must be a positive number of bytes/s")
 
 
 def _number(x) -> bool:
@@ -193,7 +221,9 @@ def summary(G: nx.DiGraph) -> dict:
     """Counts and figures of merit, in bytes/s and seconds.
 
     Keys: name, description, gpus and ranks (the same count), switches, nics, hosts, nodes,
-    links (directed edges), link_speeds ({bytes/s: directed-edge count}, fastest first),
+    links (directed edges), link_speeds ({bytes/s: directed-edge count}, fastest first;
+    effective rates), link_classes (:func:`link_classes`: per class of link its line rate,
+    efficiency and effective rate), ideal (True when loaded with ``ideal=True``),
     diameter_hops and diameter_latency (s) over gpu pairs on gpu-free paths, diameter_note
     (how they were computed: exact, or from a sample of source gpus when the graph is large),
     bisection_bandwidth (bytes/s, one direction, min cut from the first half of the gpus to
@@ -215,6 +245,8 @@ def summary(G: nx.DiGraph) -> dict:
         "nodes": G.number_of_nodes(),
         "links": G.number_of_edges(),
         "link_speeds": dict(sorted(speeds.items(), key=lambda kv: -kv[0])),
+        "link_classes": link_classes(G),
+        "ideal": bool(G.graph.get("ideal", False)),
         "diameter_hops": hops,
         "diameter_latency": latency,
         "diameter_note": note,

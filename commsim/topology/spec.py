@@ -10,11 +10,16 @@ added to what the builder made)::
     params: {nodes: 2, gpus_per_node: 8, nvlink_bw: 450GB/s, nic_bw: 400Gb/s}
 
     nodes: [{name: g0, kind: gpu}, {name: sw, kind: switch}]
-    links: [{src: g0, dst: sw, bandwidth: 50GB/s, latency: 1us, duplex: true}]
+    links: [{src: g0, dst: sw, bandwidth: 50GB/s, latency: 1us, duplex: true,
+             efficiency: 0.9}]
 
 Units are parsed by :mod:`commsim.units`; ``duplex: true`` (the default) makes two
-directed edges. Every problem raises one :class:`CommsimError` line naming the file and
-the field (``links[3].dst: unknown node 'g9'; did you mean 'g1'?``).
+directed edges. A link's ``bandwidth`` is its line rate; its optional ``efficiency`` (in
+(0, 1], default 1) makes the graph's ``bandwidth`` line rate x efficiency, as do the
+builders' efficiency parameters (:mod:`commsim.topology.efficiency`); ``ideal=True``
+ignores both. An optional ``class`` names the kind of link (``nvlink``, ``spine``).
+Every problem raises one :class:`CommsimError` line naming the file and the field
+(``links[3].dst: unknown node 'g9'; did you mean 'g1'?``).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import yaml
 from commsim.errors import CommsimError, unknown
 from commsim.topology import KINDS, check, preset_dirs, presets
 from commsim.topology.builders import BUILDERS
+from commsim.topology.efficiency import is_efficiency_param, link, parse_efficiency
 from commsim.units import parse_bandwidth, parse_time
 
 __all__ = ["builder_params", "dumps", "find_preset", "load", "parse"]
@@ -35,7 +41,7 @@ __all__ = ["builder_params", "dumps", "find_preset", "load", "parse"]
 TOP_FIELDS = ("name", "description", "notes", "builder", "params", "nodes", "links", "model",
               "profile")
 MODEL_FIELDS = ("reduce_bandwidth", "step_overhead", "message_overhead", "contention")
-LINK_FIELDS = ("src", "dst", "bandwidth", "latency", "duplex")
+LINK_FIELDS = ("src", "dst", "bandwidth", "latency", "duplex", "efficiency", "class")
 _META = ("name", "description", "notes")
 
 
@@ -55,8 +61,9 @@ def find_preset(name: str) -> Path | None:
     return None
 
 
-def load(name_or_path) -> nx.DiGraph:
-    """A validated topology from a preset name or a YAML file path."""
+def load(name_or_path, ideal: bool = False) -> nx.DiGraph:
+    """A validated topology from a preset name or a YAML file path; ``ideal=True`` puts
+    every link at line rate (efficiencies are checked, then ignored)."""
     text = str(name_or_path)
     looks_like_path = isinstance(name_or_path, Path) or "/" in text or "\\" in text \
         or text.endswith((".yaml", ".yml"))
@@ -79,18 +86,20 @@ def load(name_or_path) -> nx.DiGraph:
                            f"{getattr(exc, 'problem', None) or exc}") from None
     except OSError as exc:
         raise CommsimError(f"{path}: cannot read: {exc.strerror}") from None
-    return parse(data, source=str(path), default_name=path.stem)
+    return parse(data, source=str(path), default_name=path.stem, ideal=ideal)
 
 
-def parse(data, source: str = "topology", default_name: str | None = None) -> nx.DiGraph:
-    """A validated DiGraph from a parsed YAML mapping; errors name ``source`` and the field."""
+def parse(data, source: str = "topology", default_name: str | None = None,
+          ideal: bool = False) -> nx.DiGraph:
+    """A validated DiGraph from a parsed YAML mapping; errors name ``source`` and the field.
+    ``ideal=True``: every link at line rate (``G.graph["ideal"]`` is then True)."""
     try:
-        return _parse(data, default_name)
+        return _parse(data, default_name, ideal)
     except CommsimError as exc:
         raise CommsimError(f"{source}: {exc}") from None
 
 
-def _parse(data, default_name) -> nx.DiGraph:
+def _parse(data, default_name, ideal: bool = False) -> nx.DiGraph:
     if not isinstance(data, dict):
         raise CommsimError("must be a YAML mapping with builder/params or nodes/links")
     for key in data:
@@ -102,7 +111,7 @@ def _parse(data, default_name) -> nx.DiGraph:
     if not isinstance(name, str):
         raise CommsimError(f"name: {name!r} must be a string")
     if "builder" in data:
-        G = _from_builder(data["builder"], data.get("params") or {}, name)
+        G = _from_builder(data["builder"], data.get("params") or {}, name, ideal)
     else:
         if "params" in data:
             raise CommsimError("params: given without 'builder'; add builder: NAME")
@@ -117,7 +126,9 @@ def _parse(data, default_name) -> nx.DiGraph:
                 raise CommsimError(f"{key}: must be text or a list of text lines")
             G.graph[key] = value
     _add_nodes(G, data.get("nodes") or [])
-    _add_links(G, data.get("links") or [])
+    _add_links(G, data.get("links") or [], ideal)
+    if ideal:
+        G.graph["ideal"] = True
     if "model" in data:
         G.graph["model"] = _model(data["model"])
     if "profile" in data:
@@ -150,7 +161,7 @@ def _model(spec) -> dict:
     return out
 
 
-def _from_builder(builder, params, name: str) -> nx.DiGraph:
+def _from_builder(builder, params, name: str, ideal: bool = False) -> nx.DiGraph:
     if builder not in BUILDERS:
         raise unknown("builder", builder, BUILDERS)
     if not isinstance(params, dict):
@@ -161,6 +172,10 @@ def _from_builder(builder, params, name: str) -> nx.DiGraph:
         if key not in known:
             err = unknown(f"parameter of builder {builder}", key, known)
             raise CommsimError(f"params.{key}: {err}")
+    if ideal:  # line rates: check the efficiencies, then build without them
+        for key in [k for k in params if is_efficiency_param(k)]:
+            parse_efficiency(params[key], f"params.{key}")
+        params = {k: v for k, v in params.items() if not is_efficiency_param(k)}
     try:
         return BUILDERS[builder](**params, name=name)
     except CommsimError as exc:
@@ -191,7 +206,7 @@ def _add_nodes(G: nx.DiGraph, nodes) -> None:
         G.add_node(name, **{k: v for k, v in spec.items() if k != "name"})
 
 
-def _add_links(G: nx.DiGraph, links) -> None:
+def _add_links(G: nx.DiGraph, links, ideal: bool = False) -> None:
     if not isinstance(links, list):
         raise CommsimError("links: must be a list of {src, dst, bandwidth, latency} mappings")
     for i, spec in enumerate(links):
@@ -214,6 +229,10 @@ def _add_links(G: nx.DiGraph, links) -> None:
             ends.append(node)
         bw = parse_bandwidth(spec["bandwidth"], f"{where}.bandwidth")
         lat = parse_time(spec["latency"], f"{where}.latency")
+        eff = parse_efficiency(spec.get("efficiency", 1.0), f"{where}.efficiency")
+        cls = spec.get("class")
+        if cls is not None and (not isinstance(cls, str) or not cls):
+            raise CommsimError(f"{where}.class: {cls!r} must be a name, e.g. nvlink or spine")
         duplex = spec.get("duplex", True)
         if not isinstance(duplex, bool):
             raise CommsimError(f"{where}.duplex: {duplex!r} must be true or false")
@@ -223,7 +242,7 @@ def _add_links(G: nx.DiGraph, links) -> None:
         for u, v in ((src, dst), (dst, src)) if duplex else ((src, dst),):
             if G.has_edge(u, v):
                 raise CommsimError(f"{where}: link {u!r} -> {v!r} is defined twice")
-            G.add_edge(u, v, bandwidth=bw, latency=lat)
+            G.add_edge(u, v, **link(bw, lat, 1.0 if ideal else eff, cls))
 
 
 # -- writing -------------------------------------------------------------------------------
@@ -261,7 +280,8 @@ def _fmt_latency(lat: float):
 
 def dumps(G: nx.DiGraph, form: str = "explicit") -> str:
     """YAML text for ``G``: ``explicit`` nodes and links (exact: reads back to the same
-    graph, edge attributes other than bandwidth and latency are dropped) or ``builder``
+    graph; edge attributes other than bandwidth, latency, efficiency and class are dropped,
+    and a link with an efficiency is written at its line rate) or ``builder``
     (builder + params from ``G.graph``; valid only for an unmodified builder graph)."""
     data = {k: _plain(G.graph[k]) for k in _META if G.graph.get(k) not in (None, "")}
     if form == "builder":
@@ -280,17 +300,25 @@ def dumps(G: nx.DiGraph, form: str = "explicit") -> str:
 
 def _explicit_links(G: nx.DiGraph) -> list[dict]:
     links, done = [], set()
+    keys = ("bandwidth", "latency", "line_rate", "efficiency", "class")
     for u, v, attr in G.edges(data=True):
         if (u, v) in done:
             continue
-        bw, lat = attr["bandwidth"], attr["latency"]
+        lat = attr["latency"]
+        entry = {"src": u, "dst": v}
+        if "efficiency" in attr and "line_rate" in attr and \
+                link(attr["line_rate"], lat, attr["efficiency"])["bandwidth"] == attr["bandwidth"]:
+            entry.update(bandwidth=_fmt_bandwidth(attr["line_rate"]), latency=_fmt_latency(lat),
+                         efficiency=float(attr["efficiency"]))
+        else:  # at line rate, or a bandwidth changed since: write the rate the graph uses
+            entry.update(bandwidth=_fmt_bandwidth(attr["bandwidth"]), latency=_fmt_latency(lat))
+        if attr.get("class"):
+            entry["class"] = str(attr["class"])
         back = G.get_edge_data(v, u)
-        link = {"src": u, "dst": v, "bandwidth": _fmt_bandwidth(bw),
-                "latency": _fmt_latency(lat)}
-        if back is not None and back["bandwidth"] == bw and back["latency"] == lat:
+        if back is not None and all(back.get(k) == attr.get(k) for k in keys):
             done.add((v, u))
         else:
-            link["duplex"] = False
+            entry["duplex"] = False
         done.add((u, v))
-        links.append(link)
+        links.append(entry)
     return links

@@ -1,0 +1,187 @@
+"""The model that reads the topology: a schedule's own pairs, hops and link rates.
+
+:func:`commsim.model.predict` sees a topology as one alpha and one beta (the slowest
+path from rank 0), so a ring whose neighbours are one hop apart pays the diameter's
+latency, and recursive halving-doubling never sees that its far partners share one
+uplink. :func:`predict_on` instead prices every transfer of the schedule on its own
+route (seconds, bytes, bytes/s):
+
+- its latency: the route's (plus the executor's ``overhead`` a message);
+- its rate: for each link of the route, the link's bandwidth over the number of the
+  step's transfers that cross it (its own flows share a link evenly: the contention
+  among an algorithm's own flows in a step), the smallest of those;
+- its time: ``latency + message_overhead + bytes / rate``.
+
+Then, in step mode (and for algorithms that dataflow mode does not pipeline), the
+same step semantics as the executors and the simulator: a rank reaches step ``s`` when
+its transfers of earlier steps have ended and their reductions (``gamma`` seconds a
+byte, at the receiver) are applied; a transfer starts when both its ranks are there.
+So ranks drift, and the time is the longest path through the steps. Rings and rhd in
+dataflow mode use :func:`commsim.model.pipelined` with each step's slowest latency and
+rate. On a contention-free case (no two connections of a step share a link) this is
+exactly the simulator's answer, to rounding; where a step's connections share a link
+the even split is an estimate (max-min may give some of them more), and
+:attr:`Estimate.shared` says so: the simulator is then the reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+import numpy as np
+
+from commsim.collectives import chunk_unit
+from commsim.collectives.schedule import Schedule
+from commsim.errors import CommsimError
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """``time`` (s) of a schedule on a topology; ``shared``: some step's own flows
+    shared a link (the time is then an estimate, the simulator the reference)."""
+
+    time: float
+    shared: bool
+
+
+class TopologyModel:
+    """The model on one topology and placement of ``nranks`` ranks; each schedule's
+    pricing is computed once and reused across sizes. ``overhead`` (s, every message's
+    latency) and ``message_overhead`` (s, before every message's bytes) are a calibrated
+    profile's executor costs; placement and routing mean what they mean for
+    :func:`commsim.sim.simulate`."""
+
+    def __init__(self, topology: nx.DiGraph, nranks: int, placement=None,
+                 routing: str = "ecmp", overhead: float = 0.0,
+                 message_overhead: float = 0.0, router=None) -> None:
+        from commsim.sim.engine import _placement
+        from commsim.topology.routing import Router
+
+        self.router = router or Router(topology, _placement(topology, nranks, placement),
+                                       routing)
+        self.overhead = float(overhead)
+        self.message_overhead = float(message_overhead)
+        self._priced: dict = {}
+
+    def estimate(self, schedule: Schedule, nbytes: int, gamma: float = 0.0,
+                 mode: str = "step", overlap: bool = True) -> Estimate:
+        """Seconds ``schedule`` takes for an ``nbytes`` buffer (see the module docstring)."""
+        from commsim import model
+
+        if mode not in ("step", "dataflow"):
+            raise CommsimError(f"mode: {mode!r} is not 'step' or 'dataflow'")
+        s = schedule
+        if not len(s):
+            return Estimate(0.0, False)
+        streams = mode == "dataflow" and s.algorithm in model.PIPELINED_IN_DATAFLOW
+        got = self._priced.get((id(s), streams))
+        if got is None or got[0] is not s:
+            got = self._priced[(id(s), streams)] = (
+                s, *_priced(s, self.router, self.overhead, streams))
+        _, latency, rate, shared = got
+        size = s.transfer_sizes(int(nbytes)).astype(np.float64)
+        o = self.message_overhead
+        if streams:
+            m = max(1, s.nchunks // chunk_unit(s.collective, s.algorithm, s.nranks))
+            return Estimate(_pipelined(s, size, latency, rate, m, gamma, overlap, o), shared)
+        moving = np.divide(size, rate, out=np.zeros_like(size), where=size > 0)
+        time, start = _steps(s, latency + o + moving, size, gamma)
+        if not shared:   # steps apart, ranks drift: do byte phases of two steps meet?
+            shared = _overlapping(s, self.router, start + o, start + o + moving)
+        return Estimate(time, shared)
+
+
+def predict_on(schedule: Schedule, topology: nx.DiGraph, nbytes: int, *, placement=None,
+               gamma: float = 0.0, mode: str = "step", overlap: bool = True,
+               overhead: float = 0.0, message_overhead: float = 0.0,
+               routing: str = "ecmp", router=None) -> Estimate:
+    """Seconds ``schedule`` takes for an ``nbytes`` buffer on ``topology``: one
+    :meth:`TopologyModel.estimate`."""
+    return TopologyModel(topology, schedule.nranks, placement, routing, overhead,
+                         message_overhead, router).estimate(schedule, nbytes, gamma, mode,
+                                                            overlap)
+
+
+def _priced(s: Schedule, router, overhead: float,
+            streams: bool = False) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Each transfer's latency (s) and rate (B/s) on its route, its step's own flows
+    sharing every link evenly; and whether any link was shared. ``streams``: the pieces
+    of one connection follow each other down it (dataflow), so a link is shared by the
+    step's connections, not by its pieces."""
+    rid = router.route_ids(s.src.astype(np.intp), s.dst.astype(np.intp), s.chunk, s.step)
+    edges, cnt = router.route_links(rid)
+    owner = np.repeat(np.arange(len(s)), cnt)
+    key = s.step.astype(np.int64)[owner] * len(router.links) + edges
+    # the step's connections on each link: one connection's pieces alone on a link move
+    # as one message would, exactly; two connections there make the even split a guess
+    pair = s.src.astype(np.int64)[owner] * s.nranks + s.dst.astype(np.int64)[owner]
+    conns = np.unique(np.column_stack([key, pair]), axis=0)[:, 0]
+    links, per_link = np.unique(conns, return_counts=True)
+    connections = per_link[np.searchsorted(links, key)]
+    if streams:
+        counts = connections
+    else:
+        _, inverse, counts_of = np.unique(key, return_inverse=True, return_counts=True)
+        counts = counts_of[inverse]
+    share = router.link_bandwidth[edges] / counts
+    rate = np.full(len(s), np.inf)
+    np.minimum.at(rate, owner, share)
+    return router.route_latency[rid] + overhead, rate, bool((connections > 1).any())
+
+
+def _steps(s: Schedule, duration: np.ndarray, size: np.ndarray,
+           gamma: float) -> tuple[float, np.ndarray]:
+    """The step semantics' completion time (s), ranks drifting with no global barrier;
+    and each transfer's start (s)."""
+    A = np.zeros(s.nranks)
+    start = np.zeros(len(s))
+    ptr = s.step_bounds()
+    for st in range(s.nsteps):
+        a, b = int(ptr[st]), int(ptr[st + 1])
+        if a == b:
+            continue
+        src, dst = s.src[a:b].astype(np.intp), s.dst[a:b].astype(np.intp)
+        start[a:b] = np.maximum(A[src], A[dst])
+        end = start[a:b] + duration[a:b]
+        np.maximum.at(A, src, end)
+        np.maximum.at(A, dst, end)
+        if gamma:
+            red = s.reduce[a:b]
+            np.add.at(A, dst[red], gamma * size[a:b][red])
+    return float(A.max()), start
+
+
+def _overlapping(s: Schedule, router, begin: np.ndarray, until: np.ndarray) -> bool:
+    """Whether two connections' byte phases ``[begin, until)`` (s) meet on a link."""
+    moving = np.flatnonzero(until > begin)
+    rid = router.route_ids(s.src[moving].astype(np.intp), s.dst[moving].astype(np.intp),
+                           s.chunk[moving], s.step[moving])
+    edges, cnt = router.route_links(rid)
+    owner = moving[np.repeat(np.arange(len(moving)), cnt)]
+    order = np.lexsort((begin[owner], edges))
+    e, t = edges[order], owner[order]
+    pair = s.src.astype(np.int64)[t] * s.nranks + s.dst.astype(np.int64)[t]
+    same_link = e[1:] == e[:-1]
+    other = pair[1:] != pair[:-1]
+    tol = 1e-12 * np.maximum(np.abs(until[t][:-1]), 1e-300)
+    meet = begin[t][1:] < until[t][:-1] - tol
+    return bool((same_link & other & meet).any())
+
+
+def _pipelined(s: Schedule, size, latency, rate, m: int, gamma: float, overlap: bool,
+               o: float) -> float:
+    """Rings and rhd in dataflow mode: :func:`commsim.model.pipelined`, each step with
+    its slowest transfer's latency and rate and its busiest rank's bytes."""
+    from commsim.model import pipelined
+
+    ptr = s.step_bounds()
+    steps = []
+    for st in range(s.nsteps):
+        a, b = int(ptr[st]), int(ptr[st + 1])
+        if a == b:
+            continue
+        sent = np.bincount(s.src[a:b].astype(np.intp), weights=size[a:b], minlength=s.nranks)
+        steps.append((float(sent.max()), bool(s.reduce[a:b].any()),
+                      float(latency[a:b].max()), float((1.0 / rate[a:b]).max())))
+    return pipelined(steps, m, 0.0, 0.0, gamma, overlap, o)
