@@ -98,8 +98,45 @@ def per_rank(items: list[str] | None, field: str, parse) -> dict[int, float]:
     return out
 
 
-def topology_params(G, nranks: int, algorithm: str,
-                    group_size: int | None = None) -> tuple[float, float, dict]:
+def add_channels(p) -> None:
+    """``--channels auto|N`` for verbs that build rings and nccl_tree on a topology."""
+    p.add_argument("--channels", default="auto", type=_channels,
+                   help="ring and nccl_tree: parallel rings/trees, each with 1/N of the "
+                        "buffer; auto (default) takes one a NIC and the node size from a "
+                        "node-structured topology (DGX presets: rail-aligned rings), else 1")
+
+
+def _channels(text: str):
+    if str(text).strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise CommsimError(f"--channels: {text!r} must be auto or a whole number >= 1")
+    return value
+
+
+def layout_options(G, nranks: int, algorithm: str, channels="auto",
+                   linear: bool = True) -> dict:
+    """``channels`` and ``gpus_per_node`` for ``ring`` and ``nccl_tree`` on ``G``: with
+    ``auto``, :func:`commsim.collectives.layout.auto_options` (only for the default,
+    node-by-node placement: ``linear``); with a number, that many channels and the node
+    size when the topology gives one. Other algorithms: ``{}``."""
+    from commsim.collectives import layout
+
+    if algorithm not in layout.LAYOUT_ALGORITHMS:
+        return {}
+    auto = layout.auto_options(G, nranks, algorithm) if linear and G is not None else {}
+    if channels == "auto":
+        return auto
+    return {"channels": int(channels)} | (
+        {"gpus_per_node": auto["gpus_per_node"]} if "gpus_per_node" in auto else {})
+
+
+def topology_params(G, nranks: int, algorithm: str, group_size: int | None = None,
+                    channels="auto", linear: bool = True) -> tuple[float, float, dict]:
     """``(alpha, beta, options)`` the closed form should use for ``algorithm`` on ``G``.
 
     Flat algorithms see the slowest path from rank 0 (:func:`commsim.model.alpha_beta`).
@@ -109,7 +146,7 @@ def topology_params(G, nranks: int, algorithm: str,
     in its topology, which the model on the topology reads.
     ``hierarchical`` groups ranks by the topology's ``gpus_per_node`` (or
     ``group_size``): alpha and beta inside a group, ``alpha_inter`` and ``beta_inter``
-    across groups.
+    across groups. ``ring`` and ``nccl_tree`` get :func:`layout_options`.
     """
     extra = float(topology.model_parameter(G, "step_overhead", 0.0))
     per_message = float(topology.model_parameter(G, "message_overhead", 0.0))
@@ -118,6 +155,7 @@ def topology_params(G, nranks: int, algorithm: str,
     hierarchical = algorithm == "hierarchical" and group and not nranks % group \
         and group not in (1, nranks)
     costs = {"message_overhead": per_message} if per_message else {}
+    costs |= layout_options(G, nranks, algorithm, channels, linear)
     if not hierarchical:
         return alpha + extra, beta, ({"group_size": group_size} if group_size else {}) | costs
     a_in, b_in = model.alpha_beta(G, group)
@@ -147,7 +185,8 @@ def topology_model(G, nranks: int):
     def estimate(collective, algorithm, p, nchunks, options, size, gamma, mode="step"):
         if 2 * p * max(p, nchunks) > MODEL_BUDGET:
             return None
-        keep = {k: v for k, v in options.items() if k in ("group_size", "root")}
+        keep = {k: v for k, v in options.items()
+                if k in ("group_size", "root", "channels", "gpus_per_node")}
         key = (collective, algorithm, nchunks, tuple(sorted(keep.items())))
         if key not in built:
             built[key] = collectives.build(collective, algorithm, p, nchunks, **keep)

@@ -7,12 +7,14 @@ from rich.table import Table
 from commsim import model
 from commsim.cli.common import (
     SIZE_CONVENTION,
+    add_channels,
     add_profile,
     check_finite,
     check_group_size,
     check_nranks,
     check_output,
     console,
+    layout_options,
     model_gamma,
     sweep,
     topology_choice,
@@ -52,6 +54,7 @@ def register(sub) -> None:
                    help="a number K (K times the algorithm's natural chunking: pipeline "
                    "depth for trees and chains, pieces per message for rings and rhd) or "
                    "auto (best per size; default)")
+    add_channels(p)
     p.add_argument("--group-size", type=int,
                    help="hierarchical: ranks per group, a divisor of --nranks")
     p.add_argument("--json", metavar="FILE", help="also write JSON lines, one per algorithm/size")
@@ -65,7 +68,7 @@ def _parameters(args) -> dict:
     if args.alpha is not None:
         if args.topology or args.profile:
             raise CommsimError("--topology/--profile and --alpha/--bandwidth exclude each other")
-        return {"where": "flags", "graph": None, "gpus": None,
+        return {"where": "flags", "graph": None, "gpus": None, "channels": args.channels,
                 "nranks": 8 if args.nranks is None else args.nranks,
                 "alpha": parse_time(args.alpha, "--alpha", require_unit=True),
                 "beta": 1.0 / parse_bandwidth(args.bandwidth, "--bandwidth",
@@ -76,6 +79,7 @@ def _parameters(args) -> dict:
     G = topology.load(name, ideal=args.ideal)
     ngpus = len(topology.gpus(G))
     return {"where": G.graph.get("name", name), "graph": G, "gpus": ngpus,
+            "channels": args.channels,
             "nranks": ngpus if args.nranks is None else args.nranks}
 
 
@@ -83,8 +87,9 @@ def _algorithm_params(prm: dict, algo: str, group_size: int | None) -> tuple:
     """``(alpha, beta, options)`` for one algorithm."""
     if prm["graph"] is None:
         opts = {"group_size": group_size} if algo == "hierarchical" and group_size else {}
+        opts |= layout_options(None, prm["nranks"], algo, prm["channels"])
         return prm["alpha"], prm["beta"], opts
-    return topology_params(prm["graph"], prm["nranks"], algo, group_size)
+    return topology_params(prm["graph"], prm["nranks"], algo, group_size, prm["channels"])
 
 
 def run(args) -> int:

@@ -13,6 +13,7 @@ from rich.table import Table
 from commsim import collectives, model
 from commsim.cli.common import (
     SIZE_CONVENTION,
+    add_channels,
     add_profile,
     check_finite,
     check_group_size,
@@ -68,6 +69,7 @@ def register(sub) -> None:
     p.add_argument("--routing", choices=("ecmp", "static"), default="ecmp",
                    help="ecmp: each transfer hashes to one of the equal-cost paths; static: "
                         "one path per pair of ranks")
+    add_channels(p)
     p.add_argument("--sharing", choices=("maxmin", "rtt"), default="maxmin",
                    help="how flows share a full link: maxmin (equal shares, as on RDMA "
                         "fabrics; default) or rtt (shares inversely proportional to route "
@@ -135,10 +137,12 @@ def run(args) -> int:
     models: dict = {}
     for n, (algo, size) in enumerate(jobs):
         bar.job(n)
-        a, b, opts = topology_params(G, p, algo, args.group_size)
+        a, b, opts = topology_params(G, p, algo, args.group_size, args.channels,
+                                     linear=args.placement == "linear")
         k = model.nchunks_for(setting, coll, algo, p, size, a, b, gamma, mode=args.mode,
                               **opts)
-        build_opts = {"group_size": opts["group_size"]} if "group_size" in opts else {}
+        build_opts = {k: v for k, v in opts.items()
+                      if k in ("group_size", "channels", "gpus_per_node")}
         if coll in ("broadcast", "reduce"):
             build_opts["root"] = root
         s = collectives.build(coll, algo, p, k, **build_opts)
