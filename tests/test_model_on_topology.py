@@ -39,7 +39,7 @@ def test_the_model_equals_the_simulator_wherever_no_link_is_shared(
     placement = rnd.sample(nodes, p)
     collective, algorithm = case
     s = collectives.build(collective, algorithm, p)
-    nbytes = 3 * 2**20
+    nbytes = 720720 * 8  # every chunk count here divides it: equal chunks, no rounding
     r = simulate(s, G, nbytes, placement=placement, gamma=gamma, routing=routing)
     e = predict_on(s, G, nbytes, placement=placement, gamma=gamma, routing=routing)
     if r.engine == "sweep" or not e.shared:   # contention-free: the model is exact
