@@ -261,3 +261,20 @@ def test_summary_is_fast_on_the_largest_preset():
     elapsed = time.perf_counter() - start
     assert s["gpus"] == 1024 and s["diameter_hops"] == 6
     assert elapsed < 4, f"summary took {elapsed:.2f} s"
+
+
+def test_pxn_sends_cross_rail_traffic_through_the_peer_s_nic_not_the_spines():
+    from commsim.topology.routing import Router
+
+    plain = B.dgx_cluster(2, gpus_per_node=4, nic_bw="200Gb/s", spines=2)
+    pxn = B.dgx_cluster(2, gpus_per_node=4, nic_bw="200Gb/s", spines=2, pxn=True)
+    gpus = topology.gpus(pxn)
+    src, dst = gpus.index("gpu0_1"), gpus.index("gpu1_0")   # rail 1 to rail 0
+    without = [v for _, v in Router(plain, gpus, "static").path(src, dst)]
+    with_pxn = [v for _, v in Router(pxn, gpus, "static").path(src, dst)]
+    assert any(v.startswith("spine") for v in without)
+    assert with_pxn[:2] == ["nvs0", "nic0_0"] and not any(v.startswith("spine")
+                                                          for v in with_pxn)
+    assert pxn.edges["nvs0", "nic0_0"]["class"] == "pxn"
+    same_rail = gpus.index("gpu1_1")   # rail 1 to rail 1: its own NIC, as without PXN
+    assert [v for _, v in Router(pxn, gpus, "static").path(src, same_rail)][0] == "nic0_1"
