@@ -71,7 +71,8 @@ def test_one_rank_and_empty_buffers():
 @pytest.mark.parametrize("args, kw, match", [
     (("glooo", "allreduce", 4, 64), {}, "unknown backend 'glooo'; did you mean 'gloo'"),
     (("ucc", "allreduce", 4, 64), {}, "unknown backend"),
-    (("gloo", "alltoall", 4, 64), {}, "unknown collective 'alltoall'"),
+    (("gloo", "alltoall", 4, 64), {}, "no model of gloo's own alltoall"),
+    (("gloo", "alltoal", 4, 64), {}, "unknown collective 'alltoal'"),
     (("mpi", "allreduce", 0, 64), {}, "nranks"),
     (("mpi", "allreduce", 4, -1), {}, "nbytes"),
     (("mpi", "allreduce", 4, 64), {"dtype_size": 0}, "dtype_size"),

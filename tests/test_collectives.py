@@ -16,6 +16,7 @@ EXPECTED_PAIRS = {
     ("allreduce", "rhd"), ("allreduce", "hierarchical"), ("allreduce", "nccl_tree"),
     ("broadcast", "chain"),
     ("broadcast", "binomial"), ("reduce", "chain"), ("reduce", "binomial"),
+    ("alltoall", "pairwise"), ("alltoall", "bruck"), ("alltoall", "hierarchical"),
 }
 
 

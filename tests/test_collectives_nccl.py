@@ -268,8 +268,9 @@ def test_models_bound_the_schedules_own_step_count(inst, alpha, beta, gamma):
         assert got == pytest.approx(want, rel=1e-9, abs=1e-15)
         plain = model.predict(collective, "ring", p, S, alpha, beta, gamma)
         assert got == pytest.approx(plain, rel=1e-12)        # channels: the same time
-    else:  # full-pipeline load every step: an upper bound for fill and drain
-        assert want * (1 - 1e-9) - 1e-15 <= got <= 2.5 * want + 1e-15
+    else:  # full-pipeline load every step: an upper bound for fill and drain, a loose
+        # one where channels pile onto one chain head (5x at p=20, g=5, c=4, k=8)
+        assert want * (1 - 1e-9) - 1e-15 <= got <= 5.5 * want + 1e-15
     assert got >= model.lower_bound(collective, p, S, alpha, beta) * (1 - 1e-12)
 
 

@@ -22,9 +22,11 @@ import numpy as np
 from commsim.backends.dataflow import execute, flow_plan
 from commsim.backends.plan import (
     DEFAULT_MODE,
+    GATHERED_INPUT,
     check_mode,
     logical_length,
     rank_plan,
+    result_ranges,
     scratch_for,
     segment_range,
 )
@@ -46,7 +48,7 @@ def mpi_module():
 def logical_buffer(schedule: Schedule, local: np.ndarray, rank: int) -> np.ndarray:
     """This rank's logical buffer made from its input (see ``reference.initial_buffers``)."""
     flat = np.ascontiguousarray(local).reshape(-1)
-    if schedule.collective != "allgather":
+    if schedule.collective not in GATHERED_INPUT:
         return flat.copy()
     n = logical_length(schedule, flat.size)
     buf = np.zeros(n, dtype=flat.dtype)
@@ -56,7 +58,12 @@ def logical_buffer(schedule: Schedule, local: np.ndarray, rank: int) -> np.ndarr
 
 
 def result_view(schedule: Schedule, buffer: np.ndarray, rank: int) -> np.ndarray:
-    """This rank's result in ``buffer`` (reduce_scatter: segment ``rank``; else all of it)."""
+    """This rank's result in ``buffer`` (reduce_scatter: segment ``rank``; alltoall: block
+    ``rank`` of every segment, concatenated, a copy when ``nranks > 1``; else all of it)."""
+    if schedule.collective == "alltoall":
+        flat = buffer.reshape(-1)
+        parts = [flat[lo:hi] for lo, hi in result_ranges(schedule, flat.size, rank)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
     if schedule.collective != "reduce_scatter":
         return buffer
     lo, hi = segment_range(schedule.nranks, buffer.size, rank)

@@ -10,11 +10,15 @@ broadcast       ``recv`` itself         ``count``, in place (root's is sent)
 reduce          ``recv`` itself         ``count``, in place (root's is the sum)
 reduce_scatter  ``count * p``           ``count`` (this rank's part)
 allgather       ``count``               ``count * p`` (every rank's part, in rank order)
+alltoall        ``count`` (p blocks)    p x block ``rank``'s length (block ``rank`` of each)
 =============== ======================= =========================
 
 torch: ``all_reduce``, ``reduce_scatter_tensor``, ``all_gather_into_tensor``,
-``broadcast``, ``reduce``. MPI: ``Allreduce``, ``Reduce_scatter_block``, ``Allgather``,
-``Bcast``, ``Reduce``. An operation the backend lacks raises :class:`Unsupported`.
+``broadcast``, ``reduce``, ``all_to_all_single``. MPI: ``Allreduce``,
+``Reduce_scatter_block``, ``Allgather``, ``Bcast``, ``Reduce``, ``Alltoall`` (``Alltoallv``
+when ``p`` does not divide ``count``). alltoall blocks follow ``np.array_split``: a
+rank receives ``p`` blocks of its own block's length. An operation the backend lacks
+raises :class:`Unsupported`.
 """
 
 from __future__ import annotations
@@ -65,6 +69,10 @@ def torch_native(collective: str, send, recv, root: int = 0, group=None) -> None
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
                 fn(recv, send, group=group)
+        elif collective == "alltoall":
+            p, rank = dist.get_world_size(group), dist.get_rank(group)
+            sizes = alltoall_blocks(send.numel(), p)
+            dist.all_to_all_single(recv, send, [sizes[rank]] * p, sizes, group=group)
         else:
             raise Unsupported(f"torch has no native {collective}")
     except (RuntimeError, NotImplementedError, ValueError) as exc:
@@ -78,6 +86,19 @@ def _global(dist, group, rank: int) -> int:
     if group is None or group is dist.GroupMember.WORLD:
         return rank
     return dist.get_global_rank(group, rank)
+
+
+def recv_length(collective: str, count: int, p: int, rank: int) -> int:
+    """Elements of ``recv`` for a non-in-place collective (the table above)."""
+    if collective == "alltoall":
+        return p * alltoall_blocks(count, p)[rank]
+    return count if collective == "reduce_scatter" else count * p
+
+
+def alltoall_blocks(count: int, p: int) -> list[int]:
+    """Elements of each of the ``p`` blocks of a ``count``-element alltoall buffer."""
+    base, extra = divmod(int(count), int(p))
+    return [base + (i < extra) for i in range(p)]
 
 
 def mpi_native(collective: str, send, recv, comm, root: int = 0) -> None:
@@ -98,6 +119,14 @@ def mpi_native(collective: str, send, recv, comm, root: int = 0) -> None:
             comm.Reduce_scatter_block(send, recv)
         elif collective == "allgather":
             comm.Allgather(send, recv)
+        elif collective == "alltoall":
+            p = comm.size
+            sizes = alltoall_blocks(send.size, p)
+            if send.size % p == 0:
+                comm.Alltoall(send, recv)
+            else:
+                mine = [sizes[comm.rank]] * p
+                comm.Alltoallv([send, (sizes, _offsets(sizes))], [recv, (mine, _offsets(mine))])
         else:
             raise Unsupported(f"MPI has no native {collective}")
     except (MPI.Exception, KeyError, TypeError, ValueError, NotImplementedError) as exc:
@@ -105,3 +134,11 @@ def mpi_native(collective: str, send, recv, comm, root: int = 0) -> None:
         if unsupported is None:
             raise
         raise unsupported from None
+
+
+def _offsets(sizes: list[int]) -> list[int]:
+    out, at = [], 0
+    for n in sizes:
+        out.append(at)
+        at += n
+    return out

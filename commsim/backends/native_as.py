@@ -72,6 +72,9 @@ def native_as(backend: str, collective: str, nranks: int, nbytes: int, *, dtype_
     if nodes > p:
         raise CommsimError(f"nnodes: {nodes} is more than the {p} ranks")
     versions = dict(versions or {})
+    if coll == "alltoall":
+        raise CommsimError(f"collective: no model of {name}'s own alltoall yet; compare it "
+                           "with commsim's pairwise or bruck rows instead")
     if p == 1 or size // dsize == 0:
         why = "one rank: nothing to communicate" if p == 1 else \
             "empty buffer: nothing to communicate"

@@ -173,5 +173,22 @@ def segment_range(nranks: int, total: int, rank: int) -> tuple[int, int]:
 
 
 def logical_length(schedule: Schedule, count: int) -> int:
-    """Elements of the logical buffer for a per-rank input of ``count`` elements."""
-    return count * schedule.nranks if schedule.collective == "allgather" else count
+    """Elements of the logical buffer for a per-rank input of ``count`` elements
+    (``nranks`` inputs for allgather and alltoall, whose ranks start with segment ``rank``)."""
+    return count * schedule.nranks if schedule.collective in GATHERED_INPUT else count
+
+
+GATHERED_INPUT = ("allgather", "alltoall")  # the input fills segment ``rank`` of the buffer
+
+
+def result_ranges(schedule: Schedule, n: int, rank: int) -> list[tuple[int, int]]:
+    """alltoall's final layout map: the ``(lo, hi)`` element ranges of an ``n``-element
+    logical buffer whose concatenation is ``rank``'s result (touching ranges merged)."""
+    bounds = schedule.chunk_bounds(n).tolist()
+    out: list[list[int]] = []
+    for c in schedule.result_chunks(rank).tolist():
+        if out and out[-1][1] == bounds[c]:
+            out[-1][1] = bounds[c + 1]
+        else:
+            out.append([bounds[c], bounds[c + 1]])
+    return [(lo, hi) for lo, hi in out]

@@ -29,6 +29,9 @@ def expected(collective: str, inputs: list[np.ndarray], root: int = 0) -> list[n
         return [np.array(inputs[root]) for _ in range(p)]
     if collective == "reduce":
         return [np.sum(inputs, axis=0) if r == root else np.array(inputs[r]) for r in range(p)]
+    if collective == "alltoall":
+        blocks = [np.array_split(x, p) for x in inputs]
+        return [np.concatenate([blocks[i][j] for i in range(p)]) for j in range(p)]
     raise CommsimError(f"collective {collective!r} has no expected result")
 
 
@@ -40,7 +43,7 @@ def initial_buffers(schedule: Schedule, inputs: list[np.ndarray]) -> list[np.nda
     n = len(inputs[0])
     if n < 1 or any(len(x) != n for x in inputs):
         raise CommsimError("inputs: every rank's array must have the same length >= 1")
-    if schedule.collective == "allgather":
+    if schedule.collective in ("allgather", "alltoall"):
         bufs = [np.zeros(p * n, dtype=np.result_type(*inputs)) for _ in range(p)]
         for r, x in enumerate(inputs):
             bufs[r][r * n:(r + 1) * n] = x
@@ -53,7 +56,16 @@ def final_results(schedule: Schedule, bufs: list[np.ndarray]) -> list[np.ndarray
     if schedule.collective == "reduce_scatter":
         p = schedule.nranks
         return [np.array_split(b, p)[r] for r, b in enumerate(bufs)]
+    if schedule.collective == "alltoall":
+        return [gather_chunks(schedule, b, r) for r, b in enumerate(bufs)]
     return bufs
+
+
+def gather_chunks(schedule: Schedule, buf: np.ndarray, rank: int) -> np.ndarray:
+    """alltoall's final layout map: ``rank``'s result chunks of ``buf``, concatenated."""
+    bounds = schedule.chunk_bounds(len(buf))
+    keep = schedule.result_chunks(rank)
+    return np.concatenate([buf[bounds[c]:bounds[c + 1]] for c in keep.tolist()])
 
 
 def run(schedule: Schedule, inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -63,7 +75,10 @@ def run(schedule: Schedule, inputs: list[np.ndarray]) -> list[np.ndarray]:
     reduce_scatter rank ``r`` gets ``np.array_split(sum(inputs), p)[r]``; for
     allgather every rank gets ``np.concatenate(inputs)``; for broadcast every rank
     gets ``inputs[root]``; for reduce the root gets ``sum(inputs)`` (the others keep
-    their input, possibly with partial sums, as MPI leaves them unspecified).
+    their input, possibly with partial sums, as MPI leaves them unspecified); for
+    alltoall rank ``j`` gets ``np.concatenate([np.array_split(inputs[i], p)[j] for i in
+    range(p)])``. alltoall's working buffers are ``p`` inputs long (the chunk space of
+    :mod:`commsim.collectives.schedule`).
     """
     bufs = initial_buffers(schedule, inputs)
     bounds = schedule.chunk_bounds(len(bufs[0]))

@@ -21,9 +21,11 @@ from __future__ import annotations
 from commsim.backends.dataflow import execute, flow_plan
 from commsim.backends.plan import (
     DEFAULT_MODE,
+    GATHERED_INPUT,
     check_mode,
     logical_length,
     rank_plan,
+    result_ranges,
     scratch_for,
     segment_range,
 )
@@ -56,15 +58,15 @@ def _rank_and_size(schedule: Schedule, group) -> tuple[int, int]:
 def logical_buffer(schedule: Schedule, local, rank: int | None = None, group=None):
     """This rank's logical buffer for ``schedule`` made from its input tensor ``local``.
 
-    For allgather: a zeroed buffer of ``nranks * len(local)`` elements with the rank's
-    segment filled; otherwise a flat copy of ``local`` (for reduce_scatter the whole
+    For allgather and alltoall: a zeroed buffer of ``nranks * len(local)`` elements with
+    the rank's segment filled; otherwise a flat copy of ``local`` (for reduce_scatter the whole
     input, of which the rank keeps segment ``rank``). Same as the reference executor's
     ``initial_buffers``.
     """
     if rank is None:
         rank, _ = _rank_and_size(schedule, group)
     flat = local.reshape(-1)
-    if schedule.collective != "allgather":
+    if schedule.collective not in GATHERED_INPUT:
         return flat.clone()
     n = logical_length(schedule, flat.numel())
     buf = flat.new_zeros(n)
@@ -77,14 +79,20 @@ def result_view(schedule: Schedule, buffer, rank: int | None = None, group=None)
     """This rank's result in ``buffer`` after :func:`run` (a view, not a copy).
 
     reduce_scatter: segment ``rank`` (``np.array_split`` sizes); otherwise the whole
-    buffer (for reduce only the root's is defined). Same as the reference's
+    buffer (for reduce only the root's is defined); alltoall: block ``rank`` of every
+    segment, concatenated (a copy when ``nranks > 1``). Same as the reference's
     ``final_results``.
     """
-    if schedule.collective != "reduce_scatter":
+    if schedule.collective not in ("reduce_scatter", "alltoall"):
         return buffer
     if rank is None:
         rank, _ = _rank_and_size(schedule, group)
     flat = buffer.reshape(-1)
+    if schedule.collective == "alltoall":
+        import torch
+
+        parts = [flat[lo:hi] for lo, hi in result_ranges(schedule, flat.numel(), rank)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
     lo, hi = segment_range(schedule.nranks, flat.numel(), rank)
     return flat[lo:hi]
 

@@ -180,14 +180,15 @@ class TorchComm:
         if schedule is not None:
             buf = torch_dist.logical_buffer(schedule, local, self.rank)
             initial = buf.clone()
-            view = torch_dist.result_view(schedule, buf, self.rank)
+            rank = self.rank  # alltoall's result is gathered from the buffer, after the run
             return Op(lambda: torch_dist.run(schedule, buf, mode=mode),
-                      lambda: buf.copy_(initial), lambda: view)
+                      lambda: buf.copy_(initial),
+                      lambda: torch_dist.result_view(schedule, buf, rank))
         if collective in native.IN_PLACE:
             recv = local.clone()
             return Op(lambda: native.torch_native(collective, recv, recv, root),
                       lambda: recv.copy_(local), lambda: recv)
-        recv = self.empty(count if collective == "reduce_scatter" else count * self.size,
+        recv = self.empty(native.recv_length(collective, count, self.size, self.rank),
                           str(local.dtype).replace("torch.", ""))
         return Op(lambda: native.torch_native(collective, local, recv, root),
                   lambda: recv.fill_(SENTINEL), lambda: recv)
@@ -267,14 +268,15 @@ class MpiComm:
         if schedule is not None:
             buf = mpi.logical_buffer(schedule, local, self.rank)
             initial = buf.copy()
-            view = mpi.result_view(schedule, buf, self.rank)
+            rank = self.rank  # alltoall's result is gathered from the buffer, after the run
             return Op(lambda: mpi.run(schedule, buf, comm, mode=mode),
-                      lambda: np.copyto(buf, initial), lambda: view)
+                      lambda: np.copyto(buf, initial),
+                      lambda: mpi.result_view(schedule, buf, rank))
         if collective in native.IN_PLACE:
             recv = local.copy()
             return Op(lambda: native.mpi_native(collective, recv, recv, comm, root),
                       lambda: np.copyto(recv, local), lambda: recv)
-        recv = np.empty(count if collective == "reduce_scatter" else count * self.size,
+        recv = np.empty(native.recv_length(collective, count, self.size, self.rank),
                         dtype=local.dtype)
         return Op(lambda: native.mpi_native(collective, local, recv, comm, root),
                   lambda: recv.fill(SENTINEL), lambda: recv)

@@ -61,6 +61,11 @@ def expectation(collective: str, rank: int, nranks: int, count: int, m: int,
         return [(0, count, _window(total, rank * count, count))]
     if collective == "allgather":
         return [(q * count, count, pattern(q, count, m)) for q in range(p)]
+    if collective == "alltoall":  # block ``rank`` (np.array_split) of every rank's input
+        base, extra = divmod(count, p)
+        lo, size = rank * base + min(rank, extra), base + (rank < extra)
+        return [(q * size, size, _window(pattern(q, count, m), lo, size))
+                for q in range(p) if size]
     raise ValueError(f"no expectation for {collective!r}")
 
 

@@ -34,6 +34,7 @@ from commsim.topology import model_parameter
 from commsim.units import format_size
 
 REDOP = {"allreduce": "sum", "reduce_scatter": "sum", "reduce": "sum", "allgather": "none",
+         "alltoall": "none",
          "broadcast": "none"}
 ROOTED = ("broadcast", "reduce")
 
@@ -78,7 +79,7 @@ def schedule_for(cfg: BenchConfig, collective: str, algorithm: str, options: dic
     setting = cfg.chunks
     if setting == "auto" and alpha_beta is None:
         setting = None
-    elements = count * nranks if collective == "allgather" else count
+    elements = count * nranks if collective in ("allgather", "alltoall") else count
     nchunks = model.nchunks_for(setting, collective, algorithm, nranks, nbytes,
                                 *(alpha_beta or (0.0, 0.0)), gamma, mode=cfg.exec_mode,
                                 max_chunks=elements, min_chunk_bytes=MIN_PIECE_BYTES,

@@ -67,7 +67,7 @@ def register(sub) -> None:
     p.add_argument("-o", "--op", default="sum", choices=["sum"],
                    help="reduction operation (only sum)")
     p.add_argument("--collective", default="allreduce",
-                   help="allreduce, reduce_scatter, allgather, broadcast, reduce; "
+                   help="allreduce, reduce_scatter, allgather, broadcast, reduce, alltoall; "
                    "comma-separated for several (default allreduce)")
     p.add_argument("--algorithm", default="native,ring",
                    help="comma-separated: native (the backend's own), any commsim algorithm "

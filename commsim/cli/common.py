@@ -15,9 +15,10 @@ from commsim.errors import CommsimError
 from commsim.units import format_size, parse_size_range, parse_time
 
 SIZE_CONVENTION = (
-    "Sizes follow nccl-tests: one rank's buffer for allreduce/broadcast/reduce, the whole "
-    "gathered buffer for allgather/reduce_scatter; algbw = size / time, busbw = algbw * "
-    "nccl-tests' factor (2(p-1)/p allreduce, (p-1)/p allgather and reduce_scatter, 1 "
+    "Sizes follow nccl-tests: one rank's buffer for allreduce/broadcast/reduce/alltoall, "
+    "the whole gathered buffer for allgather/reduce_scatter; algbw = size / time, busbw = "
+    "algbw * nccl-tests' factor (2(p-1)/p allreduce, (p-1)/p allgather, reduce_scatter "
+    "and alltoall, 1 "
     "broadcast and reduce). Line rate, no protocol overhead: measured busbw usually sits "
     "at 75-85% of it.")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from commsim.collectives import chain, hierarchical, layout, nccl_tree, rhd, ring, tree
+from commsim.collectives import alltoall, chain, hierarchical, layout, nccl_tree, rhd, ring, tree
 from commsim.collectives.layout import auto_options
 from commsim.collectives.schedule import (
     COLLECTIVES,
@@ -90,6 +90,14 @@ _register(
               "pipelined chain into the root", options=("root",), aliases=("pipeline",)),
     Algorithm("reduce", "binomial", tree.reduce_binomial,
               "binomial tree: ceil(log p) rounds of the whole buffer", options=("root",)),
+    Algorithm("alltoall", "pairwise", alltoall.pairwise,
+              "pairwise exchange: p-1 steps, one block to one peer each",
+              aliases=("direct", "linear")),
+    Algorithm("alltoall", "bruck", alltoall.bruck,
+              "Bruck: ceil(log p) steps of about half the buffer (small messages)"),
+    Algorithm("alltoall", "hierarchical", alltoall.hierarchical,
+              "2-level: pairwise in groups, then pairwise across groups (same local rank)",
+              options=("group_size",), aliases=("hier", "2level")),
 )
 
 
@@ -110,7 +118,7 @@ def resolve_collective(collective: str) -> str:
     name = str(collective).lower().replace("-", "_")
     name = {"allreduce": "allreduce", "all_reduce": "allreduce",
             "all_gather": "allgather", "reducescatter": "reduce_scatter",
-            "bcast": "broadcast"}.get(name, name)
+            "bcast": "broadcast", "all_to_all": "alltoall"}.get(name, name)
     if name not in COLLECTIVES:
         raise unknown("collective", collective, COLLECTIVES)
     return name
@@ -160,11 +168,14 @@ def chunk_unit(collective: str, algorithm: str, nranks: int, **options) -> int:
     ``nranks`` for rings (``nranks * channels`` with channels) and ``hierarchical``, the
     power-of-two core ``p'`` for rhd allreduce and ``nranks`` for rhd reduce-scatter and
     allgather, 2 for ``dbt`` (one chunk per tree), ``2 * channels`` for ``nccl_tree``
-    (two trees a channel), 1 for trees and chains. ``nchunks / unit`` is the pipeline
+    (two trees a channel), 1 for trees and chains, ``nranks**2`` for alltoall (one
+    chunk a block of every rank's buffer). ``nchunks / unit`` is the pipeline
     depth: the pieces each message of the natural schedule is cut into. ``options`` are
     the algorithm's (``channels``; others, such as ``root``, do not change the unit).
     """
     entry = resolve(collective, algorithm)
+    if entry.collective == "alltoall":
+        return nranks * nranks
     if entry.name in layout.LAYOUT_ALGORITHMS:
         c, _ = layout.check(nranks, options.get("channels"), options.get("gpus_per_node"))
         return nranks * c if entry.name == "ring" else 2 * c

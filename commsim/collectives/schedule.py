@@ -22,6 +22,16 @@ divide), and each segment again into ``nchunks // segments`` chunks the same way
 reduce_scatter and allgather use ``segments = nranks`` so segment ``r`` is exactly
 rank ``r``'s part.
 
+alltoall, whose blocks change place, uses the same copies in a larger space: its
+logical buffer is ``p`` times one rank's buffer (``p n`` elements, :meth:`Schedule.
+logical_length`), segment ``o`` holding rank ``o``'s input, each segment cut into
+``blocks = p`` blocks like ``np.array_split`` and each block into ``m`` chunks. Chunk
+``(o p + d) m + q`` is piece ``q`` of the block that rank ``o`` sends to rank ``d``: a
+transfer copies it to the same position on the receiver, so positions never differ
+between the ends. Rank ``d`` starts with segment ``d`` and ends holding the chunks of
+block ``d`` of every segment; its result is their concatenation in segment order (the
+final layout map, :meth:`Schedule.result_chunks`). Other collectives have ``blocks = 1``.
+
 Transfers are stored as parallel numpy arrays (struct of arrays) in non-decreasing step
 order, with the smallest unsigned dtype that holds their values, because schedules of
 tens of thousands of ranks hold hundreds of millions of transfers. Cast to ``int64``
@@ -38,7 +48,7 @@ import numpy as np
 
 from commsim.errors import CommsimError
 
-COLLECTIVES = ("allreduce", "reduce_scatter", "allgather", "broadcast", "reduce")
+COLLECTIVES = ("allreduce", "reduce_scatter", "allgather", "broadcast", "reduce", "alltoall")
 
 
 class Transfer(NamedTuple):
@@ -77,7 +87,8 @@ class Schedule:
 
     ``step``, ``src``, ``dst``, ``chunk`` and ``reduce`` are parallel arrays, one entry
     per transfer, in non-decreasing ``step`` order. ``root`` is the root rank for
-    broadcast and reduce; ``options`` records the builder's options (for display).
+    broadcast and reduce; ``blocks`` the blocks of a segment (``nranks`` for alltoall,
+    else 1); ``options`` records the builder's options (for display).
     """
 
     collective: str
@@ -91,17 +102,22 @@ class Schedule:
     reduce: np.ndarray
     segments: int = 1
     root: int = 0
+    blocks: int = 1
     options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.collective not in COLLECTIVES:
             raise ScheduleError(f"collective {self.collective!r} is not one of {COLLECTIVES}")
-        if self.nranks < 1 or self.nchunks < 1 or self.segments < 1:
-            raise ScheduleError("nranks, nchunks and segments must be at least 1")
-        if self.nchunks % self.segments:
+        if self.nranks < 1 or self.nchunks < 1 or self.segments < 1 or self.blocks < 1:
+            raise ScheduleError("nranks, nchunks, segments and blocks must be at least 1")
+        if self.nchunks % (self.segments * self.blocks):
             raise ScheduleError(
-                f"nchunks={self.nchunks} must be a multiple of segments={self.segments}"
+                f"nchunks={self.nchunks} must be a multiple of segments={self.segments} "
+                f"x blocks={self.blocks}"
             )
+        if self.collective == "alltoall" and (self.segments, self.blocks) != (self.nranks,) * 2:
+            raise ScheduleError(f"alltoall needs segments = blocks = nranks={self.nranks}; "
+                                "build it with collectives.build('alltoall', ...)")
         arrays = (self.step, self.src, self.dst, self.chunk, self.reduce)
         n = len(self.step)
         if any(len(a) != n for a in arrays):
@@ -178,24 +194,43 @@ class Schedule:
     def chunks_per_segment(self) -> int:
         return self.nchunks // self.segments
 
+    def logical_length(self, size: int) -> int:
+        """Elements of the logical buffer for a collective of ``size`` elements (REFERENCE's
+        size convention): ``nranks * size`` for alltoall, ``size`` otherwise."""
+        return int(size) * self.nranks if self.collective == "alltoall" else int(size)
+
     def chunk_bounds(self, n: int) -> np.ndarray:
         """Element offsets (length ``nchunks + 1``) of the chunks of an ``n``-element buffer."""
-        seg = split_bounds(n, self.segments)
-        m = self.chunks_per_segment
-        if m == 1:
-            return seg
-        out = [np.zeros(1, dtype=np.int64)]
-        for lo, hi in zip(seg[:-1], seg[1:]):
-            out.append(lo + split_bounds(hi - lo, m)[1:])
-        return np.concatenate(out)
+        bounds = split_bounds(n, self.segments)
+        for parts in (self.blocks, self.nchunks // (self.segments * self.blocks)):
+            if parts > 1:
+                out = [np.zeros(1, dtype=np.int64)]
+                for lo, hi in zip(bounds[:-1], bounds[1:]):
+                    out.append(lo + split_bounds(hi - lo, parts)[1:])
+                bounds = np.concatenate(out)
+        return bounds
 
     def chunk_sizes(self, n: int) -> np.ndarray:
         """Elements in each chunk of an ``n``-element logical buffer."""
         return np.diff(self.chunk_bounds(n))
 
-    def transfer_sizes(self, n: int) -> np.ndarray:
-        """Elements each transfer moves, for an ``n``-element logical buffer."""
-        return self.chunk_sizes(n)[self.chunk]
+    def transfer_sizes(self, size: int) -> np.ndarray:
+        """Elements each transfer moves, for a collective of ``size`` elements (REFERENCE's
+        size convention; the logical buffer is :meth:`logical_length` of it)."""
+        return self.chunk_sizes(self.logical_length(size))[self.chunk]
+
+    def block_of(self, chunk: np.ndarray | int) -> np.ndarray | int:
+        """The block (within its segment) a chunk belongs to: its destination for alltoall."""
+        per_block = self.nchunks // (self.segments * self.blocks)
+        return (np.asarray(chunk, dtype=np.int64) % self.chunks_per_segment) // per_block
+
+    def result_chunks(self, rank: int) -> np.ndarray:
+        """The chunks whose concatenation is ``rank``'s alltoall result (block ``rank`` of
+        every segment, in segment order); every chunk for the other collectives."""
+        k = np.arange(self.nchunks)
+        if self.collective != "alltoall":
+            return k
+        return k[self.block_of(k) == rank]
 
     def step_bounds(self) -> np.ndarray:
         """Offsets (length ``nsteps + 1``) of each step's transfers in the arrays.
@@ -212,12 +247,12 @@ class Schedule:
         return np.asarray(chunk, dtype=np.int64) // self.chunks_per_segment
 
     def bytes_sent(self, nbytes: int) -> np.ndarray:
-        """Bytes each rank sends, for a logical buffer of ``nbytes`` (1-byte elements)."""
+        """Bytes each rank sends, for a collective of ``nbytes`` (1-byte elements)."""
         return np.bincount(self.src.astype(np.int64), weights=self.transfer_sizes(nbytes),
                            minlength=self.nranks)
 
     def bytes_received(self, nbytes: int) -> np.ndarray:
-        """Bytes each rank receives, for a logical buffer of ``nbytes`` (1-byte elements)."""
+        """Bytes each rank receives, for a collective of ``nbytes`` (1-byte elements)."""
         return np.bincount(self.dst.astype(np.int64), weights=self.transfer_sizes(nbytes),
                            minlength=self.nranks)
 
@@ -270,7 +305,7 @@ class Schedule:
         ranks = np.arange(p)
         if self.collective in ("allreduce", "reduce_scatter", "reduce"):
             state[ranks, :, ranks] = 1
-        elif self.collective == "allgather":
+        elif self.collective in ("allgather", "alltoall"):
             seg = self.segment_of(np.arange(k))
             state[seg, np.arange(k), seg] = 1
         else:  # broadcast
@@ -291,6 +326,13 @@ class Schedule:
         if self.collective == "reduce":
             ok = np.ones((p, k), dtype=bool)
             ok[self.root] = full[self.root]
+            return ok
+        if self.collective == "alltoall":  # rank d must hold block d of every segment
+            c = np.arange(k)
+            d = self.block_of(c)
+            ok = np.ones((p, k), dtype=bool)
+            ok[d, c] = state[d, c, seg] == 1
+            ok[d, c] &= state[d, c].sum(axis=1) == 1
             return ok
         origin = seg if self.collective == "allgather" else np.full(k, self.root)
         expect = np.zeros((k, p), dtype=state.dtype)

@@ -21,6 +21,7 @@ import networkx as nx
 import numpy as np
 
 from commsim.collectives import chunk_unit, nccl_tree, resolve, resolve_collective
+from commsim.collectives.alltoall import bruck_counts
 from commsim.collectives.hierarchical import default_group_size
 from commsim.collectives.layout import check as check_layout
 from commsim.collectives.rhd import core_size
@@ -50,6 +51,11 @@ FORMULAS: dict[tuple[str, str], str] = {
     ("broadcast", "binomial"): "ceil(log p) (a + S b)",
     ("reduce", "chain"): "(p+k-2) (a + S/k b + S/k g)",
     ("reduce", "binomial"): "ceil(log p) (a + S b + S g)",
+    ("alltoall", "pairwise"): "(p-1) a + (p-1)/p S b",
+    ("alltoall", "bruck"): "ceil(log p) a + B/p S b  (B = set bits of 1..p-1, "
+                           "about p log p / 2)",
+    ("alltoall", "hierarchical"): "(G-1)(a + S/G b) + (N-1)(a' + S/N b')  "
+                                  "(G ranks a group, N groups)",
 }
 
 _BUSBW = {"allreduce": lambda p: 2 * (p - 1) / p, "reduce_scatter": lambda p: (p - 1) / p,
@@ -208,6 +214,8 @@ def predict(collective: str, algorithm: str, nranks: int, nbytes: float, alpha: 
         bi = b if beta_inter is None else beta_inter
         return (2 * (G - 1) * (a + S / G * b) + (G - 1) / G * S * g
                 + 2 * (N - 1) * (ai + S / (G * N) * bi) + (N - 1) / N * S / G * g)
+    if algo.collective == "alltoall":
+        return _alltoall(algo.name, p, S, a, b, group_size, alpha_inter, beta_inter)
     if algo.name == "chain":
         red = S / k * g if algo.collective == "reduce" else 0.0
         return (p + k - 2) * (a + S / k * b + red)
@@ -218,6 +226,22 @@ def predict(collective: str, algorithm: str, nranks: int, nbytes: float, alpha: 
 
 
 PIPELINED_IN_DATAFLOW = ("ring", "rhd")
+
+
+def _alltoall(name: str, p: int, S: float, a: float, b: float, group_size: int | None,
+              alpha_inter: float | None, beta_inter: float | None) -> float:
+    """Seconds of an alltoall of ``S`` bytes a rank (blocks of ``S/p``), step mode."""
+    if name == "pairwise":
+        return (p - 1) * (a + S / p * b)
+    if name == "bruck":
+        return sum(a + c * S / p * b for c in bruck_counts(p))
+    G = group_size or default_group_size(p)
+    if p % G:
+        raise CommsimError(f"group_size: {G} does not divide nranks={p}; use a divisor")
+    N = p // G
+    ai = a if alpha_inter is None else alpha_inter
+    bi = b if beta_inter is None else beta_inter
+    return (G - 1) * (a + S / G * b) + (N - 1) * (ai + S / N * bi)
 
 
 def step_bytes(collective: str, algorithm: str, p: int, S: float) -> list[tuple[float, bool]]:
@@ -288,9 +312,10 @@ def lower_bound(collective: str, nranks: int, nbytes: float, alpha: float,
 
     Patarasuk and Yuan: the transfer term ``busbw_factor * S * beta`` (allreduce
     ``2(p-1)/p S beta``; reduce_scatter and allgather ``(p-1)/p S beta``; broadcast
-    and reduce ``S beta``) plus ``ceil(log2 p)`` message latencies. The latency term
-    holds for ranks that run one step at a time (the step semantics); the simulator's
-    dataflow mode lets a rank forward before its step ends and can beat it there.
+    and reduce ``S beta``; alltoall ``(p-1)/p S beta``) plus ``ceil(log2 p)`` message
+    latencies. The latency term holds for ranks that run one step at a time (the step
+    semantics); the simulator's dataflow mode lets a rank forward before its step ends
+    and can beat it there.
     """
     _check(nranks, nbytes, alpha, beta, 0.0)
     if nranks == 1:

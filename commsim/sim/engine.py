@@ -108,7 +108,8 @@ class _Run:
         self.overlap = bool(overlap)  # may a rank reduce while its connections move bytes
         self.sharing = sharing        # "maxmin" or "rtt"
         self.nbytes = nbytes
-        self.chunk_bytes = schedule.chunk_sizes(nbytes).astype(np.float64)
+        logical = schedule.logical_length(nbytes)  # p times the size for alltoall
+        self.chunk_bytes = schedule.chunk_sizes(logical).astype(np.float64)
         self.gamma = float(gamma)
         self.offsets = offsets
         self.slow = slowdown

@@ -189,7 +189,7 @@ class SimResult:
         s = self.schedule
         if not self.gamma:
             return self.end
-        size = s.chunk_sizes(self.nbytes).astype(np.float64)[s.chunk]
+        size = s.transfer_sizes(self.nbytes).astype(np.float64)
         return self.end + np.where(s.reduce, self.gamma * size, 0.0)
 
     def _find_critical(self) -> CriticalPath:
@@ -204,7 +204,7 @@ class SimResult:
     def _chain_step(self) -> list[int]:
         s = self.schedule
         ptr = s.step_bounds()
-        gamma_size = (s.chunk_sizes(self.nbytes).astype(np.float64) * self.gamma
+        gamma_size = (s.chunk_sizes(s.logical_length(self.nbytes)).astype(np.float64) * self.gamma
                       if self.gamma else None)
         i = int(np.argmax(self.end))
         chain = [i]
