@@ -219,3 +219,16 @@ def test_a_profile_of_another_rank_count_is_refused(tmp_path):
     assert Predictor(str(path), 3).topology_name
     with pytest.raises(CommsimError, match="measured on 3 ranks and this run has 2"):
         Predictor(str(path), 2)
+
+
+def test_a_profile_from_an_older_calibration_is_stale_and_measured_again(tmp_path):
+    path, data = _write(tmp_path, ["h", "h"])
+    assert data["profile"]["format"] == profile.FORMAT
+    assert profile.stale(path) is None
+    assert profile.stale(tmp_path / "absent.yaml") is None
+    old = yaml.safe_load(path.read_text())
+    del old["profile"]["format"]           # what the previous calibration wrote
+    path.write_text(yaml.safe_dump(old))
+    assert "older calibration (format 1" in profile.stale(path)
+    path.write_text("[not, a, profile]")
+    assert "cannot be read" in profile.stale(path)

@@ -91,7 +91,8 @@ def build(m: Measurements, fits: dict, meta: dict) -> dict:
                   "step_overhead": _us(over["per_step"]),
                   "message_overhead": _us(over["per_message"]),
                   "contention": round(contention, 4)},
-        "profile": {"tool": "commsim calibrate", "date": now.isoformat(), "hosts": hosts,
+        "profile": {"tool": "commsim calibrate", "format": FORMAT, "date": now.isoformat(),
+                    "hosts": hosts,
                     "nranks": p, **meta,
                     "fits": {name: f.as_dict() for name, f in fits.items()},
                     "pairs": {name: list(pair) for name, pair in m.pair_ranks.items()},
@@ -134,6 +135,25 @@ def _raw(m: Measurements) -> dict:
     out["overhead"] = {k: [v if isinstance(v, str) else float(v) for v in vals]
                        for k, vals in m.overhead.items()}
     return out
+
+
+FORMAT = 2  # 2: shared host capacity links, two-regime fits, cold reduction rate
+
+
+def stale(path: Path) -> str | None:
+    """Why the profile at ``path`` should be measured again (written by an older
+    calibration, or unreadable), or None when it is current or absent."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        data = yaml.safe_load(path.read_text())
+        version = data["profile"].get("format", 1)
+    except (OSError, yaml.YAMLError, TypeError, KeyError, AttributeError):
+        return "cannot be read as a profile"
+    if version != FORMAT:
+        return f"is from an older calibration (format {version}, now {FORMAT})"
+    return None
 
 
 def default_name(hosts: list[str], backend: str) -> str:

@@ -30,8 +30,9 @@ def register(sub) -> None:
     p.add_argument("--exec", dest="exec_mode", default=DEFAULT_MODE, choices=MODES,
                    help="execution mode whose overhead is measured (default dataflow)")
     p.add_argument("--reuse", action="store_true",
-                   help="when the profile (--out, or the default path) already exists, print "
-                   "its path and measure nothing")
+                   help="when the profile (--out, or the default path) already exists and "
+                   "was written by this version's calibration, print its path and measure "
+                   "nothing")
     p.add_argument("--max-size", default="64M", metavar="SIZE",
                    help="largest message measured (default 64M; at least 1M)")
     p.add_argument("--check-flags", action="store_true",
@@ -60,10 +61,14 @@ def run(args) -> int:
         lead = comm.rank == 0
         hosts = [r["host"] for r in comm.allgather_objects({"host": comm.info.host})]
         path = Path(args.out) if args.out else profile.default_path(hosts, args.backend)
-        if args.reuse and comm.allgather_objects(path.is_file())[0]:  # rank 0 decides
-            if lead:
+        stale = profile.stale(path) if args.reuse and lead else None
+        if args.reuse and comm.allgather_objects(path.is_file() and not stale)[0]:
+            if lead:   # rank 0 decides
                 print(str(path))
             return 0
+        if stale and lead:
+            print(f"commsim calibrate: {path} {stale}; measuring again", file=sys.stderr,
+                  flush=True)
 
         def say(text: str) -> None:
             if lead:
