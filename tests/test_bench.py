@@ -364,3 +364,16 @@ def test_header_and_footer_speak_like_nccl_tests():
     assert "oversubscribed: host h runs 4 ranks on 2 cores" in text
     assert oversubscribed([dict(r, cores=8) for r in ranks]) == []
     rep.close()
+
+
+def test_rings_take_the_prediction_topology_s_layout_when_ranks_fill_its_nodes():
+    from commsim.bench.harness import algorithm_plans
+    from commsim.topology import builders
+
+    cfg = _cfg("--algorithm", "native,ring,tree")
+    G = builders.dgx_cluster(2, gpus_per_node=4)
+    plans = dict(algorithm_plans(cfg, 8, G)[0][1])
+    assert plans["ring"] == {"channels": 4, "gpus_per_node": 4}
+    assert plans["tree"] == {} and plans["native"] is None
+    assert dict(algorithm_plans(cfg, 6, G)[0][1])["ring"] == {}    # not whole nodes
+    assert dict(algorithm_plans(cfg, 8)[0][1])["ring"] == {}       # no topology

@@ -43,8 +43,14 @@ MIN_PIECE_BYTES = 4096  # auto never cuts messages smaller than a page
 GAMMA_PROBE_ELEMENTS = 1 << 22  # 16 MiB of float32: past the caches, like a real buffer
 
 
-def algorithm_plans(cfg: BenchConfig, nranks: int) -> list[tuple[str, list[tuple[str, dict]]]]:
-    """``[(collective, [(algorithm, build options, or None for native), ...]), ...]``."""
+def algorithm_plans(cfg: BenchConfig, nranks: int,
+                    topology=None) -> list[tuple[str, list[tuple[str, dict]]]]:
+    """``[(collective, [(algorithm, build options, or None for native), ...]), ...]``.
+    With the prediction ``topology``, ring and nccl_tree take its layout (channels and
+    node size, :func:`commsim.collectives.layout.auto_options`) when the ranks fill
+    whole nodes of it."""
+    from commsim.collectives.layout import LAYOUT_ALGORITHMS, auto_options
+
     out = []
     for collective, names in algorithm_names(cfg):
         runs = []
@@ -56,6 +62,8 @@ def algorithm_plans(cfg: BenchConfig, nranks: int) -> list[tuple[str, list[tuple
                     options["root"] = cfg.root
                 if algorithm == "hierarchical" and cfg.group_size:
                     options["group_size"] = cfg.group_size
+                if topology is not None and algorithm in LAYOUT_ALGORITHMS:
+                    options |= auto_options(topology, nranks, algorithm)
             runs.append((algorithm, options))
         out.append((collective, runs))
     return out
@@ -198,10 +206,10 @@ def _run(cfg: BenchConfig, comm) -> int:
     how = resolve_average(cfg.average)
     if cfg.root >= p:
         raise CommsimError(f"root (-r): {cfg.root} is not a rank of {p}")
-    plans = algorithm_plans(cfg, p)
     lead = rank == 0
     predictor = Predictor(cfg.topology, p, warn=None if lead else (lambda text: None),
                           mode=cfg.exec_mode)
+    plans = algorithm_plans(cfg, p, predictor.graph)
     profiled = model_parameter(predictor.graph, "gamma")
     predictor.gamma = profiled if profiled is not None else reduction_gamma(comm, dtype)
     predictor.gamma_source = "profile" if profiled is not None else "measured"
