@@ -232,7 +232,8 @@ def test_nchunks_that_do_not_fit_the_channels_are_refused():
 def test_registry_lists_the_layout_options():
     for coll, algo in LAYOUT_PAIRS:
         entry = collectives.resolve(coll, algo)
-        assert entry.options == ("channels", "gpus_per_node") and entry.summary
+        want = ("channels", "gpus_per_node") + (("pxn",) if algo == "ring" else ())
+        assert entry.options == want and entry.summary
     assert collectives.resolve("all-reduce", "nccl-tree").name == "nccl_tree"
     assert ("allreduce", "nccl_tree") in model.FORMULAS
 
@@ -354,3 +355,35 @@ print(f"checked {checked}")
 def test_layouts_run_on_gloo(tmp_path):
     out = assert_all_ok(run_torch_ranks(WORKER, 4, tmp_path, timeout=110))
     assert out.count("checked 32") == 4
+
+
+def test_with_pxn_ring_j_crosses_between_nodes_on_rail_j_only():
+    """The rail-strict layout on a PXN topology: every inter-node hop of ring j leaves its
+    node through NIC j (its exit gpu reaches it over the NVSwitch) and enters the next
+    node through NIC j, so ring j's inter-node bytes use rail j's leaf and nothing else;
+    no spine carries a byte; and the result is still right."""
+    from commsim.topology.routing import Router
+
+    g, nodes = 4, 4
+    p = g * nodes
+    G = builders.dgx_cluster(nodes, gpus_per_node=g, pxn=True, spines=2)
+    opts = layout.auto_options(G, p, "ring")
+    assert opts == {"gpus_per_node": g, "channels": g, "pxn": True}
+    s = collectives.build("allreduce", "ring", p, **opts)
+    s.validate()
+    router = Router(G, topology.gpus(G), routing="static")
+    m = s.nchunks // (p * g)
+    channel = (s.chunk.astype(np.int64) // m) % g
+    for j in range(g):
+        leaves = set()
+        for i in np.flatnonzero(channel == j).tolist():
+            hops = router.path(int(s.src[i]), int(s.dst[i]))
+            leaves |= {v for _, v in hops if v.startswith(("leaf", "spine"))}
+        assert leaves == {f"leaf{j}"}, (j, leaves)
+    data = [np.arange(24.0) * (r + 1) for r in range(p)]
+    want = sum(data)
+    for out in reference.run(s, data):
+        np.testing.assert_allclose(out, want)
+    r = simulate(s, G, 64 << 20)
+    spine = [i for i, (u, v) in enumerate(r.links) if "spine" in str(u) + str(v)]
+    assert r.link_bytes[spine].sum() == 0

@@ -132,8 +132,8 @@ def layout_options(G, nranks: int, algorithm: str, channels="auto",
     auto = layout.auto_options(G, nranks, algorithm) if linear and G is not None else {}
     if channels == "auto":
         return auto
-    return {"channels": int(channels)} | (
-        {"gpus_per_node": auto["gpus_per_node"]} if "gpus_per_node" in auto else {})
+    return {"channels": int(channels)} | {k: v for k, v in auto.items()
+                                          if k in ("gpus_per_node", "pxn")}
 
 
 def topology_params(G, nranks: int, algorithm: str, group_size: int | None = None,
@@ -187,7 +187,7 @@ def topology_model(G, nranks: int):
         if 2 * p * max(p, nchunks) > MODEL_BUDGET:
             return None
         keep = {k: v for k, v in options.items()
-                if k in ("group_size", "root", "channels", "gpus_per_node")}
+                if k in ("group_size", "root", "channels", "gpus_per_node", "pxn")}
         key = (collective, algorithm, nchunks, tuple(sorted(keep.items())))
         if key not in built:
             built[key] = collectives.build(collective, algorithm, p, nchunks, **keep)

@@ -142,7 +142,7 @@ def run(args) -> int:
         k = model.nchunks_for(setting, coll, algo, p, size, a, b, gamma, mode=args.mode,
                               **opts)
         build_opts = {k: v for k, v in opts.items()
-                      if k in ("group_size", "channels", "gpus_per_node")}
+                      if k in ("group_size", "channels", "gpus_per_node", "pxn")}
         if coll in ("broadcast", "reduce"):
             build_opts["root"] = root
         s = collectives.build(coll, algo, p, k, **build_opts)

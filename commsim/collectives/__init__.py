@@ -51,22 +51,23 @@ def _register(*algos: Algorithm) -> None:
 
 
 _LAYOUT = ("channels", "gpus_per_node")
+_RING_LAYOUT = _LAYOUT + ("pxn",)
 
 _register(
     Algorithm("reduce_scatter", "ring", ring.reduce_scatter,
-              "ring: p-1 steps, each rank sends (p-1)/p of the buffer", options=_LAYOUT),
+              "ring: p-1 steps, each rank sends (p-1)/p of the buffer", options=_RING_LAYOUT),
     Algorithm("reduce_scatter", "rhd", rhd.reduce_scatter,
               "recursive halving: log p steps of halving messages (fold for non-powers of 2)",
               aliases=("recursive_halving", "halving")),
     Algorithm("allgather", "ring", ring.allgather,
               "ring: p-1 steps, each rank sends (p-1)/p of the gathered buffer",
-              options=_LAYOUT),
+              options=_RING_LAYOUT),
     Algorithm("allgather", "rhd", rhd.allgather,
               "recursive doubling: log p steps of doubling messages (fold for non-powers of 2)",
               aliases=("recursive_doubling", "doubling")),
     Algorithm("allreduce", "ring", ring.allreduce,
               "ring reduce-scatter then ring allgather: 2(p-1) steps; channels: rail-aligned "
-              "rings", options=_LAYOUT),
+              "rings", options=_RING_LAYOUT),
     Algorithm("allreduce", "tree", tree.allreduce_tree,
               "binary tree: pipelined reduce to the root, then pipelined broadcast",
               aliases=("binary_tree", "btree")),

@@ -49,8 +49,9 @@ def auto_options(G, nranks: int, algorithm: str) -> dict:
     ``nranks`` fills with whole nodes, ``gpus_per_node`` is that count and ``channels``
     is the number of NICs (rails) of one node (the ``nic`` nodes whose ``node``
     attribute is the first gpu's node), or ``gpus_per_node`` when the topology names no
-    NICs per node. Anything else (other algorithms, flat topologies, a partial node):
-    ``{}``. It assumes the default placement, the topology's gpus in order (node by
+    NICs per node; ``ring`` on a topology built with PXN also gets ``pxn=True`` (the
+    rail-strict layout). Anything else (other algorithms, flat topologies, a partial
+    node): ``{}``. It assumes the default placement, the topology's gpus in order (node by
     node); a different placement should not use these options.
     """
     name = str(algorithm).lower().replace("-", "_")
@@ -72,4 +73,7 @@ def auto_options(G, nranks: int, algorithm: str) -> dict:
     if node is not None:
         nics = sum(1 for _, d in G.nodes(data=True)
                    if d.get("kind") == "nic" and d.get("node") == node)
-    return {"gpus_per_node": g, "channels": nics or g}
+    out = {"gpus_per_node": g, "channels": nics or g}
+    if name == "ring" and params.get("pxn") is True:
+        out["pxn"] = True   # rail-strict rings: the exit gpu reaches rail b through PXN
+    return out

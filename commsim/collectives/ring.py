@@ -31,7 +31,13 @@ Ring orders (:func:`channel_rings`):
   backwards when ``j // g`` is odd. Why not rail ``b`` alone, as NCCL does: a ring
   that enters and leaves a node through the same gpu cannot visit the node's other
   gpus; NCCL sends from the exit gpu through the entry gpu's NIC (PCIe or PXN), but
-  in commsim's topologies gpus never forward and gpu ``l`` reaches only NIC ``l``.
+  without PXN, in commsim's topologies, gpus never forward and gpu ``l`` reaches only
+  NIC ``l``.
+- Rail-strict (``pxn=True``, for topologies built with PXN, ``dgx_cluster(pxn=True)``):
+  ring ``j`` enters every node at local rank ``b`` and runs ``b, b+1, ..., b-1 (mod g)``;
+  its exit ``b-1`` sends to the next node's local rank ``b``, which PXN routes through
+  the NVSwitch to NIC ``b``: ring ``j``'s inter-node traffic uses rail ``b`` only, as
+  NCCL lays its rings out.
 
 The arrays are written straight into preallocated compact dtypes, one step at a time,
 because a 16384-rank ring allreduce has half a billion transfers.
@@ -43,6 +49,7 @@ import numpy as np
 
 from commsim.collectives.layout import check
 from commsim.collectives.schedule import Schedule, index_dtype
+from commsim.errors import CommsimError
 
 
 def ring_phase(rings: np.ndarray, seg_chunks: np.ndarray, reduce: bool, step0: int = 0,
@@ -95,8 +102,9 @@ def _node_entries(nodes: int, g: int) -> np.ndarray:
 
 
 def channel_rings(nranks: int, channels: int = 1, gpus_per_node: int | None = None,
-                  ) -> np.ndarray:
-    """``(channels, nranks)``: each channel's ring order (the rule of the module docstring)."""
+                  pxn: bool = False) -> np.ndarray:
+    """``(channels, nranks)``: each channel's ring order (the rule of the module docstring;
+    ``pxn``: the rail-strict layout)."""
     p, c, g = nranks, channels, gpus_per_node
     nodes = p // g if g else 1
     if not g or g == 1 or nodes == 1:
@@ -105,11 +113,16 @@ def channel_rings(nranks: int, channels: int = 1, gpus_per_node: int | None = No
             order = np.roll(np.arange(p), -(j // 2))
             out[j] = order[::-1] if j % 2 else order
         return out
-    f = _node_entries(nodes, g)
+    f = np.zeros(nodes, dtype=np.int64) if pxn else _node_entries(nodes, g)
     local = np.arange(g)
     out = np.empty((c, p), dtype=np.int64)
     for j in range(c):
         entry = (j % g + f) % g
+        if pxn:   # every node from local rank b to b-1: the next node's entry is rail b
+            order = ((entry[:, None] + local[None, :]) % g + g * np.arange(nodes)[:, None])
+            order = order.ravel()
+            out[j] = order[::-1] if (j // g) % 2 else order
+            continue
         exit_ = np.roll(entry, -1)
         exit_ = np.where(exit_ == entry, (entry + 1) % g, exit_)  # g = 2, odd N: one hop
         seq = (entry[:, None] + local[None, :]) % g               # run from the entry
@@ -119,49 +132,54 @@ def channel_rings(nranks: int, channels: int = 1, gpus_per_node: int | None = No
     return out
 
 
-def _layout(nranks: int, nchunks: int | None, channels, gpus_per_node):
+def _layout(nranks: int, nchunks: int | None, channels, gpus_per_node, pxn=False):
     """``(rings, seg_chunks, nchunks, options)`` for :func:`ring_phase`."""
     c, g = check(nranks, channels, gpus_per_node)
+    if not isinstance(pxn, bool):
+        raise CommsimError(f"pxn: {pxn!r} must be true or false (the rail-strict layout "
+                           "for topologies built with PXN)")
     unit = nranks * c
     nchunks = nchunks or unit
     if nchunks % unit:
         what = f"nranks={nranks}" if c == 1 else f"nranks*channels={unit}"
         raise ValueError(f"ring needs nchunks to be a multiple of {what}, got {nchunks}")
     options = {} if (c, g) == (1, None) else {"channels": c, "gpus_per_node": g}
+    if pxn and options:
+        options["pxn"] = True
     if not options:
         m = nchunks // nranks
         return np.arange(nranks)[None, :], np.arange(nchunks).reshape(1, nranks, m), nchunks, {}
-    rings = channel_rings(nranks, c, g)
+    rings = channel_rings(nranks, c, g, pxn)
     chunks = np.arange(nchunks).reshape(nranks, c, nchunks // unit)  # [segment, channel]
     return rings, chunks[rings, np.arange(c)[:, None]], nchunks, options
 
 
 def reduce_scatter(nranks: int, nchunks: int | None = None, channels: int = 1,
-                   gpus_per_node: int | None = None) -> Schedule:
+                   gpus_per_node: int | None = None, pxn: bool = False) -> Schedule:
     """Ring reduce-scatter: ``p - 1`` steps, each rank sends ``(p-1)/p`` of the buffer."""
-    rings, segs, nchunks, opts = _layout(nranks, nchunks, channels, gpus_per_node)
+    rings, segs, nchunks, opts = _layout(nranks, nchunks, channels, gpus_per_node, pxn)
     cols = ring_phase(rings, segs, reduce=True)
     return Schedule("reduce_scatter", "ring", nranks, nchunks, *cols, segments=nranks,
                     options=opts)
 
 
 def allgather(nranks: int, nchunks: int | None = None, channels: int = 1,
-              gpus_per_node: int | None = None) -> Schedule:
+              gpus_per_node: int | None = None, pxn: bool = False) -> Schedule:
     """Ring allgather: ``p - 1`` steps, each rank sends ``(p-1)/p`` of the gathered buffer."""
-    rings, segs, nchunks, opts = _layout(nranks, nchunks, channels, gpus_per_node)
+    rings, segs, nchunks, opts = _layout(nranks, nchunks, channels, gpus_per_node, pxn)
     cols = ring_phase(rings, segs, reduce=False)
     return Schedule("allgather", "ring", nranks, nchunks, *cols, segments=nranks,
                     options=opts)
 
 
 def allreduce(nranks: int, nchunks: int | None = None, channels: int = 1,
-              gpus_per_node: int | None = None) -> Schedule:
+              gpus_per_node: int | None = None, pxn: bool = False) -> Schedule:
     """Ring allreduce: reduce-scatter then allgather, ``2(p - 1)`` steps.
 
     Both phases are written into one preallocated set of arrays: at 16384 ranks a
     concatenation would double the peak memory of the half-billion transfers.
     """
-    rings, segs, nchunks, opts = _layout(nranks, nchunks, channels, gpus_per_node)
+    rings, segs, nchunks, opts = _layout(nranks, nchunks, channels, gpus_per_node, pxn)
     dtype = index_dtype(max(nranks, nchunks, 2 * nranks))
     half = (nranks - 1) * nchunks
     cols = tuple(np.empty(2 * half, dtype=dtype) for _ in range(4)) + (

@@ -351,11 +351,11 @@ def dgx_cluster(nodes=4, gpus_per_node=8, nvlink_bw="450GB/s", nvlink_latency="1
     ``oversubscription`` (default 1) as in :func:`leaf_spine`. Intra-node traffic goes
     gpu -> NVSwitch -> gpu; inter-node traffic gpu -> NIC -> leaf [-> spine -> leaf] ->
     NIC -> gpu (no PXN forwarding through a peer gpu: gpus never forward).
-    ``pxn=True`` adds NCCL's PXN: every NIC of a node is also reachable from the
-    NVSwitch (``nvs{n} <-> nic{n}_{i}``, class ``pxn``: the peer gpu's NVLink then its
-    PCIe, at the slower of the two and their summed latency), so traffic for another
-    rail crosses to that rail's NIC inside the node instead of through the spines
-    (routes are shortest by latency, then by hops).
+    ``pxn=True`` adds NCCL's PXN on the sending side: every NIC of a node is also
+    reachable from the NVSwitch (``nvs{n} -> nic{n}_{i}``, class ``pxn``: the peer gpu's
+    NVLink then its PCIe, at the slower of the two and their summed latency), so
+    traffic for another rail crosses to that rail's NIC inside the sender's node
+    instead of through the spines (routes are shortest by latency, then by hops).
     ``nvlink_efficiency``, ``pcie_efficiency``, ``nic_efficiency`` (NIC-leaf cables) and
     ``spine_efficiency`` (leaf-spine bundles) scale each class of link; spine bandwidth
     derived from ``oversubscription`` starts from the NICs' line rate.
@@ -398,9 +398,10 @@ def dgx_cluster(nodes=4, gpus_per_node=8, nvlink_bw="450GB/s", nvlink_latency="1
                     effs["nvlink_efficiency"], "nvlink")
             _duplex(edges, f"gpu{n}_{i}", f"nic{n}_{i}", pc_bw, pc_lat,
                     effs["pcie_efficiency"], "pcie")
-            if pxn:
-                _duplex(edges, f"nvs{n}", f"nic{n}_{i}", min(nv_bw, pc_bw), nv_lat + pc_lat,
-                        effs["pcie_efficiency"], "pxn")
+            if pxn:   # sender side only: a gpu hands its data to a peer's NIC
+                edges.append((f"nvs{n}", f"nic{n}_{i}",
+                              link(min(nv_bw, pc_bw), nv_lat + pc_lat,
+                                   effs["pcie_efficiency"], "pxn")))
     groups = [range(s, min(s + npl, nodes)) for s in range(0, nodes, npl)]
     if rail:
         leaf_hosts = [[f"nic{n}_{i}" for n in grp] for grp in groups for i in range(gpn)]
