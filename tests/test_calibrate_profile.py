@@ -232,3 +232,27 @@ def test_a_profile_from_an_older_calibration_is_stale_and_measured_again(tmp_pat
     assert "older calibration (format 1" in profile.stale(path)
     path.write_text("[not, a, profile]")
     assert "cannot be read" in profile.stale(path)
+
+
+def test_first_touch_is_fitted_and_charged_to_native_rows_that_map_fresh_scratch(tmp_path):
+    """Open MPI's rhd allreduce mallocs a whole-message scratch buffer every call; above
+    glibc's 32 MiB mmap threshold its pages are fresh, and their first writes cost what
+    calibrate measured (here 6 GB/s)."""
+    from commsim.backends.native_as import native_as
+    from commsim.bench.predictions import Predictor
+
+    m = synthetic(["h", "h"])
+    m.first_touch = _series(20e-6, 1 / 6e9, measure.FIRST_TOUCH_SIZES, 0.0,
+                            np.random.default_rng(0))
+    data = profile.build(m, profile.fit_all(m), {"backend": "mpi", "exec": "dataflow",
+                                                 "versions": {}})
+    path = profile.write(data, tmp_path / "p.yaml")
+    G = topology.load(path)
+    assert G.graph["model"]["first_touch"] == pytest.approx(1 / 6e9, rel=1e-3)
+    versions = {"mpi": "Open MPI v5.0.11"}
+    big = native_as("mpi", "allreduce", 2, 64 << 20, versions=versions)
+    small = native_as("mpi", "allreduce", 2, 16 << 20, versions=versions)
+    assert (big.name, big.scratch, small.scratch) == ("rabenseifner", 32 << 20, 0)
+    pred = Predictor(str(path), 2)
+    assert pred.native_extra(big) == pytest.approx((32 << 20) / 6e9, rel=1e-3)
+    assert pred.native_extra(small) == 0.0

@@ -36,6 +36,7 @@ from commsim.errors import CommsimError, unknown
 __all__ = ["BACKENDS", "NCCL_ASSUMED", "NativeChoice", "native_as"]
 
 BACKENDS = ("gloo", "mpi", "nccl")
+MMAP_THRESHOLD_MAX = 32 << 20  # glibc, 64-bit: larger mallocs are always fresh mmaps
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class NativeChoice:
     exact: bool = False    # the commsim schedule IS the backend's algorithm
     source: str = ""       # file and function read, with the version
     note: str = ""         # one line: why, or how the stand-in differs
+    scratch: int = 0       # bytes of freshly mapped memory it writes each call (first touch)
 
 
 def native_as(backend: str, collective: str, nranks: int, nbytes: int, *, dtype_size: int = 4,
@@ -333,9 +335,16 @@ def _mpi(coll, p, size, dsize, root, nodes, versions):
     where = "one node: coll/han steps aside (5.0) or is off (4.1), " if nodes == 1 else \
         "" if v is not None else "version unknown: assumed coll/tuned (Open MPI 5 would run " \
         "coll/han across nodes), "
+    scratch = 0
+    if coll == "allreduce" and choice.name == "rabenseifner" and size > MMAP_THRESHOLD_MAX:
+        # redscat_allgather mallocs a buffer of the whole message each call; above glibc's
+        # largest mmap threshold that is fresh memory, whose pages the halving steps'
+        # receives write first: (p'-1)/p' of it
+        pc = _core(p)
+        scratch = size * (pc - 1) // pc
     return NativeChoice("mpi", choice.collective, choice.name, choice.algorithm,
                         choice.options, choice.exact, src,
-                        f"{where}tuned rule {alg}; {choice.note}{caveat}")
+                        f"{where}tuned rule {alg}; {choice.note}{caveat}", scratch)
 
 
 def _c(coll, name, algo, options, exact, note) -> NativeChoice:

@@ -97,6 +97,10 @@ def schedule_for(cfg: BenchConfig, collective: str, algorithm: str, options: dic
                           tuple(sorted(options.items())))
 
 
+def _plus(seconds: float | None, extra: float) -> float | None:
+    return None if seconds is None else seconds + extra
+
+
 def reduction_gamma(comm, dtype, repeats: int = 3) -> float:
     """Seconds per byte of an in-place add on the ranks' device, the mean over the ranks
     (so every rank gets the same number) of each rank's fastest of ``repeats`` adds."""
@@ -254,8 +258,11 @@ def _run(cfg: BenchConfig, comm) -> int:
                                        native_model=predicted and predicted.algorithm,
                                        native_exact=choice and choice.exact)
                         native = schedule is None
-                        row["t_model_us"] = _us(predictor.model(predicted, nbytes, native))
-                        row["t_sim_us"] = _us(predictor.sim(predicted, nbytes, native))
+                        extra = predictor.native_extra(choice) if native else 0.0
+                        row["t_model_us"] = _us(_plus(predictor.model(predicted, nbytes,
+                                                                      native), extra))
+                        row["t_sim_us"] = _us(_plus(predictor.sim(predicted, nbytes, native),
+                                                    extra))
                         predicted = row["t_sim_us"] or row["t_model_us"]
                         row["eff_pct"] = (100.0 * predicted / row["time_us"]
                                           if predicted and row["time_us"] else None)

@@ -43,6 +43,7 @@ class Predictor:
         self._models: dict = {}  # native? -> the model on the topology
         self.step_overhead = 0.0  # a profile's: commsim's executor, seconds a step
         self.message_overhead = 0.0  # and seconds a message
+        self.first_touch = 0.0  # a profile's: seconds a byte of fresh memory's first write
         G = topo.load(topology)  # a bad name or file is the user's to fix: it raises
         self.topology_name = G.graph.get("name", topology)
         measured = (G.graph.get("profile") or {}).get("nranks")
@@ -59,6 +60,7 @@ class Predictor:
         self.step_overhead = float(topo.model_parameter(G, "step_overhead", 0.0))
         self.message_overhead = float(topo.model_parameter(G, "message_overhead", 0.0))
         self.contention = float(topo.model_parameter(G, "contention", 1.0))
+        self.first_touch = float(topo.model_parameter(G, "first_touch", 0.0))
         try:
             alpha, beta = closed_form.alpha_beta(G, nranks)
             # a profile's measured executor overhead: every step of commsim's pays it
@@ -101,6 +103,12 @@ class Predictor:
         except CommsimError as exc:
             self._once(("native", collective), f"native {collective}: {exc}")
             return choice, None
+
+    def native_extra(self, choice) -> float:
+        """Seconds a native collective pays beyond its schedule: the first touch of the
+        scratch memory it maps each call (``choice.scratch`` bytes), at the profile's
+        ``first_touch`` rate (0 without one)."""
+        return float(getattr(choice, "scratch", 0) or 0) * self.first_touch
 
     def _once(self, key, text: str) -> None:
         if key not in self._warned:

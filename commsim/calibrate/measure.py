@@ -10,6 +10,8 @@
 - ``reduction``: an in-place add of two buffers on the rank's device, each iteration on
   the next slices of a 64 MiB arena (or two sizes' worth, if larger), so that the data
   comes from memory as in a collective of MiBs, not from a cache that repeats warm;
+- ``first_touch``: writing every page of freshly allocated memory (48 to 96 MiB, above
+  the C library's mmap threshold), for backends that allocate a scratch buffer a call;
 - ``overhead``: commsim's executor on tiny buffers (ring and rhd allreduce, messages cut
   into 1, 2 and 4 pieces), for its fixed cost per step and per message sent (posting
   it and the receive for it).
@@ -32,6 +34,7 @@ REDUCE_SIZES = tuple(64 << 10 << 2 * i for i in range(6))  # 64 KiB .. 64 MiB
 OVERHEAD_CASES = (("ring", 1), ("ring", 2), ("ring", 4), ("rhd", 1), ("rhd", 2))
 WORK_BYTES = 256 << 20  # the bytes each size's iterations move, roughly
 ARENA_BYTES = 64 << 20  # the reduction's buffers cycle through this much, past the caches
+FIRST_TOUCH_SIZES = (48 << 20, 64 << 20, 96 << 20)  # above glibc's largest mmap threshold
 
 
 @dataclass
@@ -50,6 +53,7 @@ class Measurements:
     ring: Series
     reduction: Series
     overhead: dict[str, list] = field(default_factory=dict)  # steps, messages, seconds
+    first_touch: Series = field(default_factory=Series)   # fresh memory's first writes
 
 
 def iterations(size: int, low: int = 5, high: int = 40) -> int:
@@ -92,6 +96,10 @@ def measure(comm, mode: str, sizes=SIZES, reduce_sizes=REDUCE_SIZES,
         result.reduction.seconds.append(_reduction(comm, size))
     say(f"executor overhead ({mode} mode)")
     result.overhead = _overhead(comm, mode)
+    say("first touch of fresh memory")
+    for size in FIRST_TOUCH_SIZES:
+        result.first_touch.sizes.append(size)
+        result.first_touch.seconds.append(_first_touch(comm, size))
     return result
 
 
@@ -163,6 +171,23 @@ def _sends(plan) -> int:
     if hasattr(plan, "steps"):
         return sum(len(step.sends) for step in plan.steps)
     return len(plan.sends)
+
+
+def _first_touch(comm, size: int) -> float:
+    """Seconds to write every page of ``size`` freshly mapped bytes once, on every rank
+    at once (the slowest's median): what a backend pays when it allocates a scratch
+    buffer per call above the C library's mmap threshold (Open MPI's rhd allreduce)."""
+    laps = []
+    for _ in range(4):
+        comm.barrier()
+        clock = comm.clock()
+        clock.mark()
+        fresh = np.empty(size, dtype=np.uint8)
+        fresh[::4096] = 1
+        clock.mark()
+        laps.append(float(clock.seconds()[-1]))
+        del fresh
+    return _slowest_median(comm, laps[1:])
 
 
 def _overhead(comm, mode: str) -> dict[str, list]:

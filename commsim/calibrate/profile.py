@@ -48,6 +48,9 @@ def fit_all(m: Measurements) -> dict[str, fitting.Fit]:
     alpha = min(f["alpha"] for name, f in fits.items() if name in m.pairs)
     o = m.overhead
     fits["overhead"] = fitting.fit_overhead(o["steps"], o["messages"], o["seconds"], alpha)
+    if len(m.first_touch.sizes) >= 3:
+        fits["first_touch"] = fitting.fit_rate(m.first_touch.sizes, m.first_touch.seconds,
+                                               what="first touch")
     return fits
 
 
@@ -90,7 +93,9 @@ def build(m: Measurements, fits: dict, meta: dict) -> dict:
         "model": {"reduce_bandwidth": _bw(1.0 / fits["reduction"]["gamma"]),
                   "step_overhead": _us(over["per_step"]),
                   "message_overhead": _us(over["per_message"]),
-                  "contention": round(contention, 4)},
+                  "contention": round(contention, 4),
+                  **({"first_touch_bandwidth": _bw(1.0 / fits["first_touch"]["gamma"])}
+                     if "first_touch" in fits else {})},
         "profile": {"tool": "commsim calibrate", "format": FORMAT, "date": now.isoformat(),
                     "hosts": hosts,
                     "nranks": p, **meta,
@@ -130,6 +135,8 @@ def _us(seconds: float) -> str:
 def _raw(m: Measurements) -> dict:
     series = {f"pair_{name}": s for name, s in m.pairs.items()}
     series.update(ring=m.ring, reduction=m.reduction)
+    if m.first_touch.sizes:
+        series["first_touch"] = m.first_touch
     out = {name: {"bytes": list(map(int, s.sizes)), "seconds": [float(t) for t in s.seconds]}
            for name, s in series.items()}
     out["overhead"] = {k: [v if isinstance(v, str) else float(v) for v in vals]
@@ -137,7 +144,7 @@ def _raw(m: Measurements) -> dict:
     return out
 
 
-FORMAT = 2  # 2: shared host capacity links, two-regime fits, cold reduction rate
+FORMAT = 3  # 2: shared host capacity, two-regime fits, cold reduction; 3: first touch
 
 
 def stale(path: Path) -> str | None:
