@@ -242,7 +242,7 @@ def test_first_touch_is_fitted_and_charged_to_native_rows_that_map_fresh_scratch
     from commsim.bench.predictions import Predictor
 
     m = synthetic(["h", "h"])
-    m.first_touch = _series(20e-6, 1 / 6e9, measure.FIRST_TOUCH_SIZES, 0.0,
+    m.first_touch = _series(0.0, 1 / 6e9, measure.FIRST_TOUCH_SIZES, 0.0,
                             np.random.default_rng(0))
     data = profile.build(m, profile.fit_all(m), {"backend": "mpi", "exec": "dataflow",
                                                  "versions": {}})
