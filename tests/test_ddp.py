@@ -194,6 +194,7 @@ for flags in runs:
     rc = main(["ddp"] + common + flags)
     if rc:
         raise SystemExit(rc)
+dist.barrier()
 dist.destroy_process_group()
 """
 

@@ -77,7 +77,15 @@ def run(cfg: DdpConfig) -> int:
     owned = not dist.is_initialized()  # a process group of the caller's stays open
     comm = connect(backend, info)
     try:
-        return _run(cfg, comm, backend)
+        rc = _run(cfg, comm, backend)
+        # drop the DDP wrappers (their reducers hold the process group and gloo threads)
+        # and let every rank get here before anyone tears the group down: a rank that
+        # destroys it while a peer's last collective is in flight aborts at exit
+        import gc
+
+        gc.collect()
+        comm.barrier()
+        return rc
     finally:
         if owned:
             comm.close()
