@@ -18,9 +18,9 @@ A profile is a topology file that :func:`commsim.topology.load` reads like any o
   it took, at 48 to 96 MiB: the page faults' cost per allocation included),
   ``reduce_bandwidth`` (1 / gamma), ``step_overhead`` and ``message_overhead``
   (commsim's executor, on top of the network latency) and ``contention`` (ring shift of
-  every rank at once / one pair alone: what the closed-form model charges a schedule
-  whose steps keep as many flows busy, :func:`commsim.model.contended_beta`; the
-  simulator gets the same effect from the shared-capacity link);
+  every rank at once / one pair alone: reported; the predictions get its effect from
+  the shared-capacity link, which both the simulator and
+  :mod:`commsim.model.on_topology` read);
 - ``profile``: how it was made (date, hosts, backend, versions, execution mode), the fit
   of every class with its R^2 and residuals, and the raw measurements.
 """
