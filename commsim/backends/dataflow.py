@@ -80,6 +80,10 @@ class FlowPlan:
     def messages(self) -> int:
         return len(self.sends) + len(self.recvs)
 
+    @property
+    def messages_sent(self) -> int:
+        return len(self.sends)
+
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 

@@ -82,6 +82,10 @@ class RankPlan:
     def messages(self) -> int:
         return sum(len(s.sends) + len(s.recvs) for s in self.steps)
 
+    @property
+    def messages_sent(self) -> int:
+        return sum(len(s.sends) for s in self.steps)
+
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 

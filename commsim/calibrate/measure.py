@@ -166,13 +166,6 @@ def _reduction(comm, size: int) -> float:
     return _slowest_median(comm, laps[1:])
 
 
-def _sends(plan) -> int:
-    """Messages a rank's plan sends (each with the receive its peer posts for it)."""
-    if hasattr(plan, "steps"):
-        return sum(len(step.sends) for step in plan.steps)
-    return len(plan.sends)
-
-
 def _first_touch(comm, size: int) -> float:
     """Seconds to write every page of ``size`` freshly mapped bytes once, on every rank
     at once (the slowest's median): what a backend pays when it allocates a scratch
@@ -214,7 +207,7 @@ def _overhead(comm, mode: str) -> dict[str, list]:
             clock.mark()
             laps.append(float(clock.seconds()[-1]))
         out["steps"].append(schedule.nsteps)
-        out["messages"].append(_sends(plan))
+        out["messages"].append(plan.messages_sent)
         out["seconds"].append(_slowest_median(comm, laps[1:]))
         out["cases"].append(f"{algorithm} x{pieces}")
     return out

@@ -165,13 +165,22 @@ def topology_params(G, nranks: int, algorithm: str, group_size: int | None = Non
 
 
 MODEL_BUDGET = 4_000_000  # transfers: larger schedules get the flat formula (any scale)
+BUILD_OPTIONS = ("group_size", "root", "channels", "gpus_per_node", "pxn")  # of the options
 
 
-def topology_model(G, nranks: int):
-    """``estimate(collective, algorithm, p, nchunks, options, size, gamma)`` on ``G`` with
-    :class:`commsim.model.on_topology.TopologyModel` (a profile's executor overheads
-    included), or None without a topology. It returns None for a schedule of more than
-    :data:`MODEL_BUDGET` transfers (the caller uses the flat formula)."""
+def build_options(options: dict) -> dict:
+    """The entries of ``options`` that :func:`commsim.collectives.build` takes (the rest,
+    such as ``alpha_inter`` or ``message_overhead``, are the closed form's)."""
+    return {k: v for k, v in options.items() if k in BUILD_OPTIONS}
+
+
+def topology_model(G, nranks: int, router=None):
+    """``estimate(collective, algorithm, p, nchunks, options, size, gamma, mode, schedule)``
+    on ``G`` with :class:`commsim.model.on_topology.TopologyModel` (a profile's executor
+    overheads included; ``router``: reuse the simulator's routes), or None without a
+    topology. It prices ``schedule`` when given, else the one those arguments build, and
+    returns None for a schedule of more than :data:`MODEL_BUDGET` transfers (the caller
+    uses the flat formula)."""
     if G is None:
         return None
     from commsim import collectives
@@ -180,18 +189,23 @@ def topology_model(G, nranks: int):
     tm = TopologyModel(G, nranks,
                        overhead=float(topology.model_parameter(G, "step_overhead", 0.0)),
                        message_overhead=float(topology.model_parameter(G, "message_overhead",
-                                                                       0.0)))
+                                                                       0.0)),
+                       router=router)
     built: dict = {}
 
-    def estimate(collective, algorithm, p, nchunks, options, size, gamma, mode="step"):
-        if 2 * p * max(p, nchunks) > MODEL_BUDGET:
+    def estimate(collective, algorithm, p, nchunks, options, size, gamma, mode="step",
+                 schedule=None):
+        if schedule is None:
+            if 2 * p * max(p, nchunks) > MODEL_BUDGET:
+                return None
+            keep = build_options(options)
+            key = (collective, algorithm, nchunks, tuple(sorted(keep.items())))
+            if key not in built:
+                built[key] = collectives.build(collective, algorithm, p, nchunks, **keep)
+            schedule = built[key]
+        elif len(schedule) > MODEL_BUDGET:
             return None
-        keep = {k: v for k, v in options.items()
-                if k in ("group_size", "root", "channels", "gpus_per_node", "pxn")}
-        key = (collective, algorithm, nchunks, tuple(sorted(keep.items())))
-        if key not in built:
-            built[key] = collectives.build(collective, algorithm, p, nchunks, **keep)
-        return tm.estimate(built[key], size, gamma, mode)
+        return tm.estimate(schedule, size, gamma, mode)
 
     return estimate
 

@@ -15,6 +15,7 @@ from commsim.cli.common import (
     SIZE_CONVENTION,
     add_channels,
     add_profile,
+    build_options,
     check_finite,
     check_group_size,
     check_nranks,
@@ -25,6 +26,7 @@ from commsim.cli.common import (
     per_rank,
     sweep,
     topology_choice,
+    topology_model,
     topology_params,
     write_json_lines,
 )
@@ -141,8 +143,7 @@ def run(args) -> int:
                                      linear=args.placement == "linear")
         k = model.nchunks_for(setting, coll, algo, p, size, a, b, gamma, mode=args.mode,
                               **opts)
-        build_opts = {k: v for k, v in opts.items()
-                      if k in ("group_size", "channels", "gpus_per_node", "pxn")}
+        build_opts = build_options(opts)
         if coll in ("broadcast", "reduce"):
             build_opts["root"] = root
         s = collectives.build(coll, algo, p, k, **build_opts)
@@ -153,7 +154,9 @@ def run(args) -> int:
                        message_overhead=opts.get("message_overhead", 0.0),
                        router=routers.get(algo), progress=bar.within)
         routers[algo] = res.router      # routes depend on the pairs, not on the size
-        est = _model_on(models, algo, G, p, res.router, s, size, gamma, args.mode)
+        if algo not in models:   # the simulator's routes depend on the pairs, not the size
+            models[algo] = topology_model(G, p, res.router)
+        est = models[algo](coll, algo, p, s.nchunks, opts, size, gamma, args.mode, s)
         if est is not None:
             t_model, estimate = est.time, est.shared
         else:
@@ -301,24 +304,6 @@ def _num(value: float) -> str:
 
 def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
-
-
-def _model_on(models: dict, algo: str, G, p: int, router, schedule, size: int, gamma: float,
-              mode: str):
-    """The model on the topology for this run (the simulator's routes), or None for a
-    schedule too large to price (then the flat formula)."""
-    from commsim import topology
-    from commsim.cli.common import MODEL_BUDGET
-    from commsim.model.on_topology import TopologyModel
-
-    if len(schedule) > MODEL_BUDGET:
-        return None
-    if algo not in models:
-        models[algo] = TopologyModel(
-            G, p, overhead=float(topology.model_parameter(G, "step_overhead", 0.0)),
-            message_overhead=float(topology.model_parameter(G, "message_overhead", 0.0)),
-            router=router)
-    return models[algo].estimate(schedule, size, gamma, mode)
 
 
 def _table(rows: list[dict]) -> Table:

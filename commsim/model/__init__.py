@@ -206,12 +206,7 @@ def predict(collective: str, algorithm: str, nranks: int, nbytes: float, alpha: 
         io, red = nccl_tree.busiest(p, layout["channels"], layout["gpus_per_node"])
         return 2 * steps * (a + io * S / k * b) + steps * red * S / k * g
     if key == ("allreduce", "hierarchical"):
-        G = group_size or default_group_size(p)
-        if p % G:
-            raise CommsimError(f"group_size: {G} does not divide nranks={p}")
-        N = p // G
-        ai = a if alpha_inter is None else alpha_inter
-        bi = b if beta_inter is None else beta_inter
+        G, N, ai, bi = _groups(p, a, b, group_size, alpha_inter, beta_inter)
         return (2 * (G - 1) * (a + S / G * b) + (G - 1) / G * S * g
                 + 2 * (N - 1) * (ai + S / (G * N) * bi) + (N - 1) / N * S / G * g)
     if algo.collective == "alltoall":
@@ -228,6 +223,17 @@ def predict(collective: str, algorithm: str, nranks: int, nbytes: float, alpha: 
 PIPELINED_IN_DATAFLOW = ("ring", "rhd")
 
 
+def _groups(p: int, a: float, b: float, group_size: int | None, alpha_inter: float | None,
+            beta_inter: float | None) -> tuple[int, int, float, float]:
+    """A two-level algorithm's ``(G, N, a', b')``: ranks a group, groups, and the latency
+    (s) and cost per byte (s) across groups (default: ``a`` and ``b``)."""
+    G = group_size or default_group_size(p)
+    if p % G:
+        raise CommsimError(f"group_size: {G} does not divide nranks={p}; use a divisor")
+    return (G, p // G, a if alpha_inter is None else alpha_inter,
+            b if beta_inter is None else beta_inter)
+
+
 def _alltoall(name: str, p: int, S: float, a: float, b: float, group_size: int | None,
               alpha_inter: float | None, beta_inter: float | None) -> float:
     """Seconds of an alltoall of ``S`` bytes a rank (blocks of ``S/p``), step mode."""
@@ -235,12 +241,7 @@ def _alltoall(name: str, p: int, S: float, a: float, b: float, group_size: int |
         return (p - 1) * (a + S / p * b)
     if name == "bruck":
         return sum(a + c * S / p * b for c in bruck_counts(p))
-    G = group_size or default_group_size(p)
-    if p % G:
-        raise CommsimError(f"group_size: {G} does not divide nranks={p}; use a divisor")
-    N = p // G
-    ai = a if alpha_inter is None else alpha_inter
-    bi = b if beta_inter is None else beta_inter
+    G, N, ai, bi = _groups(p, a, b, group_size, alpha_inter, beta_inter)
     return (G - 1) * (a + S / G * b) + (N - 1) * (ai + S / N * bi)
 
 
