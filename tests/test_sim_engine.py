@@ -418,7 +418,8 @@ def test_runs_repeat_exactly():
 def test_both_progressive_fillings_agree_to_the_bit(data):
     """The pure-Python filling (small components) and the numpy one (big components)
     must give the same rates and link loads, so results never depend on the switch."""
-    from commsim.sim.engine import _fill_numpy, _fill_python, _Flow
+    from commsim.sim.events import _Flow
+    from commsim.sim.maxmin import fill_numpy, fill_python
 
     nlinks = data.draw(st.integers(1, 12))
     bw = np.array(data.draw(st.lists(st.sampled_from([1e9, 3.3e9, 25e9, 46.875e9, 7e9]),
@@ -429,8 +430,8 @@ def test_both_progressive_fillings_agree_to_the_bit(data):
                                  min_size=len(routes), max_size=len(routes)))
     flows = [_Flow(i, 0, 1.0, tuple(sorted(r)), 0.0, 0.0, weight=w)
              for i, (r, w) in enumerate(zip(routes, weights))]
-    rates_py, load_py, limit_py = _fill_python(flows, bw.tolist())
-    rates_np, load_np, limit_np = _fill_numpy(flows, bw)
+    rates_py, load_py, limit_py = fill_python(flows, bw.tolist())
+    rates_np, load_np, limit_np = fill_numpy(flows, bw)
     assert rates_py == rates_np
     assert dict(load_py) == dict(load_np)
     assert limit_py == limit_np               # the same link sets each flow's rate

@@ -55,10 +55,10 @@ class TopologyModel:
     def __init__(self, topology: nx.DiGraph, nranks: int, placement=None,
                  routing: str = "ecmp", overhead: float = 0.0,
                  message_overhead: float = 0.0, router=None) -> None:
-        from commsim.sim.engine import _placement
+        from commsim.sim.run import check_placement
         from commsim.topology.routing import Router
 
-        self.router = router or Router(topology, _placement(topology, nranks, placement),
+        self.router = router or Router(topology, check_placement(topology, nranks, placement),
                                        routing)
         self.overhead = float(overhead)
         self.message_overhead = float(message_overhead)

@@ -26,8 +26,48 @@ class CriticalPath:
     links: list[tuple[int, float]]
 
 
+class LinkFigures:
+    """Per-link views over ``links``, ``link_bandwidth``, ``link_bytes``, ``link_busy``,
+    ``link_peak``, ``time`` and ``router`` (a single run's or several jobs' at once)."""
+
+    @property
+    def link_utilization(self) -> np.ndarray:
+        """Fraction of the run each link spent moving bytes (``link_busy / time``)."""
+        return self.link_busy / self.time if self.time > 0 else np.zeros_like(self.link_busy)
+
+    def link_name(self, i: int) -> str:
+        u, v = self.links[i]
+        return f"{u}->{v}"
+
+    def busiest_links(self, n: int = 5) -> list[dict]:
+        """The ``n`` links with the most busy time (then most bytes), as dicts."""
+        order = np.lexsort((-self.link_bytes, -self.link_busy))
+        out = []
+        for i in order[:n].tolist():
+            if self.link_bytes[i] <= 0:
+                break
+            out.append(dict(link=self.link_name(i), bytes=float(self.link_bytes[i]),
+                            busy_s=float(self.link_busy[i]),
+                            utilization=float(self.link_utilization[i]),
+                            peak_utilization=float(self.link_peak[i]),
+                            bandwidth=float(self.link_bandwidth[i])))
+        return out
+
+    def link_class(self, i: int) -> str:
+        """A link's class: the topology's ``class`` of the edge when it has one, else the
+        kinds of its ends (``gpu->switch``)."""
+        u, v = self.links[i]
+        G = getattr(self.router, "G", None)
+        if G is not None:
+            attrs = G.edges[u, v]
+            if attrs.get("class"):
+                return str(attrs["class"])
+            return f"{G.nodes[u].get('kind', '?')}->{G.nodes[v].get('kind', '?')}"
+        return "-"
+
+
 @dataclass(eq=False)
-class SimResult:
+class SimResult(LinkFigures):
     """The outcome of :func:`commsim.sim.simulate`.
 
     Times are seconds, sizes bytes, rates bytes/s. ``start``/``end`` hold each
@@ -91,41 +131,6 @@ class SimResult:
     @property
     def ntransfers(self) -> int:
         return len(self.schedule)
-
-    @property
-    def link_utilization(self) -> np.ndarray:
-        """Fraction of the run each link spent moving bytes (``link_busy / time``)."""
-        return self.link_busy / self.time if self.time > 0 else np.zeros_like(self.link_busy)
-
-    def link_name(self, i: int) -> str:
-        u, v = self.links[i]
-        return f"{u}->{v}"
-
-    def busiest_links(self, n: int = 5) -> list[dict]:
-        """The ``n`` links with the most busy time (then most bytes), as dicts."""
-        order = np.lexsort((-self.link_bytes, -self.link_busy))
-        out = []
-        for i in order[:n].tolist():
-            if self.link_bytes[i] <= 0:
-                break
-            out.append(dict(link=self.link_name(i), bytes=float(self.link_bytes[i]),
-                            busy_s=float(self.link_busy[i]),
-                            utilization=float(self.link_utilization[i]),
-                            peak_utilization=float(self.link_peak[i]),
-                            bandwidth=float(self.link_bandwidth[i])))
-        return out
-
-    def link_class(self, i: int) -> str:
-        """A link's class: the topology's ``class`` of the edge when it has one, else the
-        kinds of its ends (``gpu->switch``)."""
-        u, v = self.links[i]
-        G = getattr(self.router, "G", None)
-        if G is not None:
-            attrs = G.edges[u, v]
-            if attrs.get("class"):
-                return str(attrs["class"])
-            return f"{G.nodes[u].get('kind', '?')}->{G.nodes[v].get('kind', '?')}"
-        return "-"
 
     def bottlenecks(self, n: int = 5) -> list[dict]:
         """The links that bound the completion time, most first, as dicts.
@@ -230,7 +235,7 @@ class SimResult:
             chain.append(i)
 
     def _chain_dataflow(self) -> list[int]:
-        from commsim.sim.engine import fifo_next
+        from commsim.sim.run import fifo_next
         indptr, indices = self.schedule.dependencies()
         fifo_prev = np.full(len(self.schedule), -1, dtype=np.int64)
         nxt = fifo_next(self.schedule)

@@ -4,7 +4,12 @@ Two processes: "ranks" with one track per rank, a slice per step the rank took p
 in (from its first transfer's start to its last transfer's end, listing what it sent
 and received), and "links" with one track per link that carried bytes, a slice per
 busy interval (a link is busy while at least one flow is moving bytes over it:
-from a flow's start plus its route latency to its end). Times are microseconds.
+from a flow's start, after its message overhead, until its last byte left, its end
+less its route latency). Times are microseconds.
+
+Several jobs at once (:func:`chrome_trace_many`): a process "jobs" with one track per
+job, a slice per step of the job (from its first transfer's start to its last one's
+end), and the same "links" process for the run as a whole.
 """
 
 from __future__ import annotations
@@ -66,11 +71,16 @@ def link_intervals(result) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Busy intervals of every link: ``(link_ids, starts, ends)`` in seconds."""
     s, R = result.schedule, result.router
     rid = R.route_ids(s.src, s.dst, s.chunk, s.step)
-    t0 = result.start + R.route_latency[rid]
-    moving = result.end > t0
+    t0 = result.start + result.message_overhead
+    t1 = result.end - (R.route_latency[rid] + result.overhead)
+    moving = t1 > t0
     edges, cnt = R.route_links(rid[moving])
-    a = np.repeat(t0[moving], cnt)
-    b = np.repeat(result.end[moving], cnt)
+    return merge_intervals(edges, np.repeat(t0[moving], cnt), np.repeat(t1[moving], cnt))
+
+
+def merge_intervals(edges: np.ndarray, a: np.ndarray,
+                    b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The union of intervals ``[a, b)`` per link: ``(link_ids, starts, ends)``."""
     order = np.lexsort((a, edges))
     edges, a, b = edges[order], a[order], b[order]
     ids, starts, ends = [], [], []
@@ -150,3 +160,57 @@ def chrome_trace(result) -> dict:
 def write_chrome_trace(result, path) -> None:
     """Write :func:`chrome_trace` as JSON to ``path``."""
     Path(path).write_text(json.dumps(chrome_trace(result)))
+
+
+def chrome_trace_many(many) -> dict:
+    """The trace of a :class:`~commsim.sim.jobs.ManyResult`: a track per job and per link."""
+    us = 1e6
+    ev: list[dict] = [
+        dict(ph="M", pid=_PID_RANKS, name="process_name", args=dict(name="jobs")),
+        dict(ph="M", pid=_PID_LINKS, name="process_name", args=dict(name="links")),
+    ]
+    all_ids, all_a, all_b = [], [], []
+    tid = 0
+    for name, t0, r in zip(many.names, many.starts.tolist(), many):
+        if r.start is None:
+            raise CommsimError("trace: the run kept no per-transfer times; simulate with "
+                               "record_transfers=True")
+        s = r.schedule
+        ptr = s.step_bounds()
+        steps = [(st, float(r.start[a:b].min()) + t0, float(r.end[a:b].max()) + t0)
+                 for st, (a, b) in enumerate(zip(ptr[:-1].tolist(), ptr[1:].tolist()))
+                 if b > a]
+        lanes = (_lanes(np.array([x for _, x, _ in steps]), np.array([y for _, _, y in steps]))
+                 if steps else np.zeros(0, dtype=np.int64))
+        nlanes = int(lanes.max() + 1) if len(lanes) else 1
+        for lane in range(nlanes):
+            ev.append(dict(ph="M", pid=_PID_RANKS, tid=tid + lane, name="thread_name",
+                           args=dict(name=name if lane == 0 else f"{name} ({lane + 1})")))
+            ev.append(dict(ph="M", pid=_PID_RANKS, tid=tid + lane, name="thread_sort_index",
+                           args=dict(sort_index=tid + lane)))
+        for (st, x, y), lane in zip(steps, lanes.tolist()):
+            ev.append(dict(ph="X", pid=_PID_RANKS, tid=tid + lane, name=f"step {st}",
+                           ts=x * us, dur=max(y - x, 0.0) * us,
+                           args=dict(job=name, collective=s.collective,
+                                     algorithm=s.algorithm)))
+        tid += nlanes
+        ids, a, b = link_intervals(r)
+        all_ids.append(ids)
+        all_a.append(a + t0)
+        all_b.append(b + t0)
+    if all_ids:
+        ids, a, b = merge_intervals(np.concatenate(all_ids), np.concatenate(all_a),
+                                    np.concatenate(all_b))
+        for lid in np.unique(ids).tolist():
+            ev.append(dict(ph="M", pid=_PID_LINKS, tid=lid, name="thread_name",
+                           args=dict(name=many.link_name(lid))))
+        for lid, x, y in zip(ids.tolist(), a.tolist(), b.tolist()):
+            ev.append(dict(ph="X", pid=_PID_LINKS, tid=lid, name="busy", ts=x * us,
+                           dur=(y - x) * us))
+    return dict(traceEvents=ev, displayTimeUnit="ns",
+                otherData=dict(jobs=len(many), time_s=many.time, engine=many.engine))
+
+
+def write_chrome_trace_many(many, path) -> None:
+    """Write :func:`chrome_trace_many` as JSON to ``path``."""
+    Path(path).write_text(json.dumps(chrome_trace_many(many)))

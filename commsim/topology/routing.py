@@ -170,7 +170,8 @@ class Router:
     """
 
     def __init__(self, G: nx.DiGraph, placement: Sequence, routing: str = "ecmp",
-                 width: int = 16) -> None:
+                 width: int = 16, hash_rank: Sequence | None = None,
+                 hash_nranks: Sequence | None = None) -> None:
         if routing not in ROUTINGS:
             raise CommsimError(f"routing: {routing!r} is not one of {', '.join(ROUTINGS)}")
         self.G = G
@@ -178,6 +179,14 @@ class Router:
         self.width = int(width) if routing == "ecmp" else 1
         self.placement = list(placement)
         self.nranks = len(self.placement)
+        # the id each rank hashes as when choosing among equal-cost paths, and the rank
+        # count it hashes with: its own, or (several collectives at once) its rank and
+        # size within its collective, so that a job takes the routes it takes alone
+        self._hash_rank = (np.arange(self.nranks, dtype=np.int64) if hash_rank is None
+                           else np.asarray(hash_rank, dtype=np.int64))
+        self._hash_nranks = (np.full(self.nranks, self.nranks, dtype=np.int64)
+                             if hash_nranks is None
+                             else np.asarray(hash_nranks, dtype=np.int64))
         nodes = list(G.nodes)
         self._node_index = {n: i for i, n in enumerate(nodes)}
         self.nodes = nodes
@@ -415,7 +424,8 @@ class Router:
         """Build route ``variants[i]`` of pair ``pids[i]``; True where a hop had a choice."""
         n = len(pids)
         Ai = self._att_in.shape[1]
-        pkey = self._pair_src[pids] * self.nranks + self._pair_dst[pids]
+        psrc, pdst = self._pair_src[pids], self._pair_dst[pids]
+        pkey = (self._hash_rank[psrc] * self._hash_nranks[psrc]) + self._hash_rank[pdst]
         h0 = flow_hash(pkey, variants, 0)
         pick = (h0 % self._pair_nties[pids].astype(np.uint64)).astype(np.int64)
         combo = self._pair_ties[pids, pick]
@@ -536,7 +546,8 @@ class Router:
             if len(many):
                 ch = np.broadcast_to(np.asarray(chunk), src.shape)[many]
                 st = np.broadcast_to(np.asarray(step), src.shape)[many]
-                slot[many] += transfer_variant(src[many], dst[many], ch, st, self.width)
+                slot[many] += transfer_variant(self._hash_rank[src[many]],
+                                               self._hash_rank[dst[many]], ch, st, self.width)
         rid = self._route_of[slot]
         miss = rid < 0
         if miss.any():

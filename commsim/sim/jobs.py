@@ -1,0 +1,253 @@
+"""Several collectives at once on one topology, sharing its links.
+
+::
+
+    jobs = [Job(build("allreduce", "ring", 8), 64 << 20, gpus[:8], name="tp0"),
+            Job(build("allreduce", "ring", 8), 64 << 20, gpus[8:], name="tp1")]
+    res = simulate_many(jobs, G)
+    res[0].time, res[1].busbw      # each job's own SimResult, timed from its start
+    res.time, res.busiest_links()  # the whole run and the links' combined load
+
+The jobs are played as one run: their ranks are renumbered one after the other (a
+job's rank ``r`` is global rank ``offset + r``), their steps likewise, so no step
+mixes two jobs and every flow of every job shares links max-min fairly with all the
+others. Several jobs may place ranks on one gpu (a tensor-parallel and a
+data-parallel group of the same gpus): those ranks are independent, as two streams
+of one gpu are, and their flows share the gpu's links. Each job picks its
+equal-cost paths as it would alone (it hashes its own rank, chunk and step ids), so a
+job that shares no link with another takes exactly the time it takes alone.
+"""
+
+from __future__ import annotations
+
+import time as _time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import networkx as nx
+import numpy as np
+
+from commsim.collectives.schedule import Schedule
+from commsim.errors import CommsimError
+from commsim.sim.engine import check_options, execute
+from commsim.sim.result import LinkFigures, SimResult
+from commsim.sim.run import check_placement
+from commsim.topology.routing import Router
+
+
+@dataclass(frozen=True)
+class Job:
+    """One collective of a :func:`simulate_many` run.
+
+    ``schedule`` over ``nbytes`` (the collective's size convention, as
+    :func:`~commsim.sim.simulate`), its ranks on ``placement`` (a gpu node per rank,
+    a list or ``{rank: node}``; default the topology's first gpus), entering at
+    ``start`` seconds after the run begins. ``name`` labels it in tables and traces.
+    """
+
+    schedule: Schedule
+    nbytes: int
+    placement: Sequence | dict | None = None
+    start: float = 0.0
+    name: str = ""
+
+
+class _Merged:
+    """The jobs' schedules as one, with the schedule views the executors read.
+
+    ``chunk`` indexes the concatenated chunk sizes of all jobs; ``hash_chunk`` and
+    ``step_base`` give back each transfer's own chunk and step for route hashing.
+    """
+
+    def __init__(self, schedules: list[Schedule], chunk_counts: list[int]) -> None:
+        self.rank_off = np.cumsum([0] + [s.nranks for s in schedules])
+        self.step_off = np.cumsum([0] + [s.nsteps for s in schedules])
+        self.tid_off = np.cumsum([0] + [len(s) for s in schedules])
+        chunk_off = np.cumsum([0] + chunk_counts)
+        self.nranks = int(self.rank_off[-1])
+        self.nsteps = int(self.step_off[-1])
+        ro, so, co = self.rank_off, self.step_off, chunk_off
+
+        def cat(f):
+            parts = [f(k, s) for k, s in enumerate(schedules)]
+            return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+        self.step = cat(lambda k, s: s.step.astype(np.int64) + so[k])
+        self.src = cat(lambda k, s: s.src.astype(np.int64) + ro[k])
+        self.dst = cat(lambda k, s: s.dst.astype(np.int64) + ro[k])
+        self.chunk = cat(lambda k, s: s.chunk.astype(np.int64) + co[k])
+        self.hash_chunk = cat(lambda k, s: s.chunk.astype(np.int64))
+        self.reduce = cat(lambda k, s: s.reduce).astype(bool)
+        self.step_base = np.repeat(so[:-1], [s.nsteps for s in schedules])
+        self._schedules = schedules
+
+    def __len__(self) -> int:
+        return len(self.step)
+
+    def step_bounds(self) -> np.ndarray:
+        keys = np.arange(self.nsteps, dtype=np.int64)
+        return np.concatenate((np.searchsorted(self.step, keys, side="left"), [len(self)]))
+
+    def dependencies(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each job's own dependencies, transfer ids shifted (jobs share no data)."""
+        ptrs, idx = [np.zeros(1, dtype=np.int64)], []
+        for k, s in enumerate(self._schedules):
+            indptr, indices = s.dependencies()
+            ptrs.append(indptr[1:].astype(np.int64) + ptrs[-1][-1])
+            idx.append(indices.astype(np.int64) + self.tid_off[k])
+        return (np.concatenate(ptrs),
+                np.concatenate(idx) if idx else np.zeros(0, dtype=np.int64))
+
+
+class _JobRouter:
+    """A job's view of the run's router: its own rank numbers, the run's routes."""
+
+    def __init__(self, router: Router, offset: int) -> None:
+        self._router = router
+        self._offset = int(offset)
+
+    def route_ids(self, src, dst, chunk=0, step=0) -> np.ndarray:
+        off = self._offset
+        return self._router.route_ids(np.asarray(src, dtype=np.int64) + off,
+                                      np.asarray(dst, dtype=np.int64) + off, chunk, step)
+
+    def path(self, src: int, dst: int, chunk: int = 0, step: int = 0) -> list[tuple]:
+        return self._router.path(src + self._offset, dst + self._offset, chunk, step)
+
+    def __getattr__(self, name):
+        return getattr(self._router, name)
+
+
+class ManyResult(LinkFigures, list):
+    """What :func:`simulate_many` returns: a list with one :class:`SimResult` per job.
+
+    Each job's result is timed from its own start, with its own transfers and the
+    bytes it put on each link; its ``link_busy`` is the time its own flows moved
+    bytes on each link, and its ``link_peak`` the link's peak in the whole run. The
+    run as a whole: ``time`` (s, from 0 to the last job's end), ``starts`` (each
+    job's start, s) and the links' combined ``link_bytes``, ``link_busy`` and
+    ``link_peak`` (see :class:`SimResult`), with :meth:`busiest_links`.
+    """
+
+    def __init__(self, results: list[SimResult], jobs: list[Job], run, router: Router,
+                 engine: str, wall: float) -> None:
+        super().__init__(results)
+        self.jobs = jobs
+        self.names = [job.name or f"job {k}" for k, job in enumerate(jobs)]
+        self.starts = np.array([float(job.start) for job in jobs])
+        ends = [st + r.time for st, r in zip(self.starts.tolist(), results)]
+        self.time = float(max(ends)) if ends else 0.0
+        self.links = router.links
+        self.link_bandwidth = run.link_bw
+        self.link_bytes = run.link_bytes
+        self.link_busy = run.link_busy
+        self.link_peak = run.link_peak
+        self.router = router
+        self.engine = engine
+        self.events = run.events
+        self.wall = wall
+
+    def to_chrome_trace(self, path) -> None:
+        """Write a Chrome/Perfetto trace: one track per job and one per busy link."""
+        from commsim.sim.trace import write_chrome_trace_many
+        write_chrome_trace_many(self, path)
+
+
+def _check_job(G: nx.DiGraph, k: int, job) -> list:
+    where = f"jobs[{k}]" + (f" ({job.name})" if getattr(job, "name", "") else "")
+    if not isinstance(job, Job):
+        raise CommsimError(f"{where}: {type(job).__name__} is not a Job; build "
+                           "Job(schedule, nbytes, placement)")
+    nbytes = job.nbytes
+    if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)) or nbytes < 0:
+        raise CommsimError(f"{where}: size {nbytes!r} must be a whole number of bytes >= 0")
+    start = float(job.start)
+    if not np.isfinite(start) or start < 0:
+        raise CommsimError(f"{where}: start {job.start!r} must be a finite number of "
+                           "seconds >= 0")
+    s = job.schedule
+    if len(s) and max(int(s.src.max()), int(s.dst.max())) >= s.nranks:
+        raise CommsimError(f"{where}: a transfer names a rank >= nranks={s.nranks}")
+    try:
+        placement = check_placement(G, s.nranks, job.placement)
+    except CommsimError as exc:
+        raise CommsimError(f"{where}: {exc}") from None
+    for g in placement:
+        if g not in G or G.nodes[g].get("kind") != "gpu":
+            what = "not a node" if g not in G else f"a {G.nodes[g].get('kind')}"
+            raise CommsimError(f"{where}: placement: {g!r} is {what} of the topology; "
+                               "place ranks on gpu nodes")
+    return placement
+
+
+def simulate_many(jobs: Sequence[Job], topology: nx.DiGraph, routing: str = "ecmp",
+                  mode: str = "step", gamma: float = 0.0, *, record_transfers: bool = True,
+                  ecmp_width: int = 16, engine: str = "auto", progress=None,
+                  overhead: float = 0.0, message_overhead: float = 0.0,
+                  overlap: bool = True, sharing: str = "maxmin") -> ManyResult:
+    """Play several collectives at once over ``topology``: a :class:`ManyResult`.
+
+    The options are :func:`~commsim.sim.simulate`'s, for every job alike. Jobs that
+    share no link take exactly the time each takes alone; on shared links their flows
+    get max-min fair (or ``sharing="rtt"``) shares like any others.
+    """
+    check_options(mode, sharing, engine, gamma, overhead, message_overhead)
+    jobs = list(jobs)
+    if not jobs:
+        raise CommsimError("jobs: no job to simulate; give at least one Job")
+    wall0 = _time.perf_counter()
+    placements = [_check_job(topology, k, job) for k, job in enumerate(jobs)]
+    schedules = [job.schedule for job in jobs]
+    sizes = [s.chunk_sizes(s.logical_length(int(job.nbytes))).astype(np.float64)
+             for s, job in zip(schedules, jobs)]
+    merged = _Merged(schedules, [len(c) for c in sizes])
+    hash_rank = np.concatenate([np.arange(s.nranks) for s in schedules])
+    hash_nranks = np.repeat([s.nranks for s in schedules], [s.nranks for s in schedules])
+    router = Router(topology, [g for p in placements for g in p], routing, ecmp_width,
+                    hash_rank=hash_rank, hash_nranks=hash_nranks)
+    offsets = np.repeat([float(job.start) for job in jobs], [s.nranks for s in schedules])
+    slowdown = np.ones(merged.nranks)
+    run, used = execute(merged, router, 0, float(gamma), offsets, slowdown, mode=mode,
+                        engine=engine, record_transfers=True, progress=progress,
+                        overhead=float(overhead), message_overhead=float(message_overhead),
+                        overlap=overlap, sharing=sharing, chunk_bytes=np.concatenate(sizes))
+    wall = _time.perf_counter() - wall0
+    results = [_job_result(run, merged, router, topology, k, job, mode, used, wall)
+               for k, job in enumerate(jobs)]
+    if not record_transfers:
+        for r in results:
+            r.start = r.end = r.limit = r.limit_s = None
+    return ManyResult(results, jobs, run, router, used, wall)
+
+
+def _job_result(run, merged: _Merged, router: Router, G, k: int, job: Job, mode: str,
+                engine: str, wall: float) -> SimResult:
+    """Job ``k``'s own :class:`SimResult`, its times from its start."""
+    from commsim.sim.trace import link_intervals
+
+    a, b = int(merged.tid_off[k]), int(merged.tid_off[k + 1])
+    ra, rb = int(merged.rank_off[k]), int(merged.rank_off[k + 1])
+    t0 = float(job.start)
+    s = job.schedule
+    view = _JobRouter(router, ra)
+    nl = len(router.links)
+    res = SimResult(
+        schedule=s, topology_name=str(G.graph.get("name", "")), nbytes=int(job.nbytes),
+        time=0.0, start=run.start[a:b] - t0, end=run.end[a:b] - t0,
+        rank_end=run.rank_end[ra:rb] - t0, links=router.links,
+        link_bandwidth=run.link_bw, link_bytes=np.zeros(nl), link_busy=np.zeros(nl),
+        link_peak=np.zeros(nl), mode=mode, engine=engine, events=run.events, wall=wall,
+        gamma=run.gamma, router=view,
+        limit=None if run.limit is None else run.limit[a:b],
+        limit_s=None if run.limit_s is None else run.limit_s[a:b],
+        message_overhead=run.message_overhead, overhead=run.overhead)
+    res.time = float(res.rank_end.max()) if len(res.rank_end) else 0.0
+    if len(s):
+        rid = view.route_ids(s.src, s.dst, s.chunk, s.step)
+        edges, cnt = router.route_links(rid)
+        size = s.transfer_sizes(int(job.nbytes)).astype(np.float64)
+        res.link_bytes = np.bincount(edges, weights=np.repeat(size, cnt), minlength=nl)
+        ids, x, y = link_intervals(res)
+        res.link_busy = np.bincount(ids, weights=y - x, minlength=nl)
+        res.link_peak = np.where(res.link_bytes > 0, run.link_peak, 0.0)
+    return res

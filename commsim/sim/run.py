@@ -1,0 +1,149 @@
+"""What the simulator's executors share: checked inputs and the run's state.
+
+:class:`Run` holds a schedule's transfers with their sizes, routes and the per-link
+counters both executors fill (:mod:`commsim.sim.sweep`, :mod:`commsim.sim.events`).
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+
+from commsim.collectives.schedule import Schedule
+from commsim.errors import CommsimError
+from commsim.topology.placement import place
+from commsim.topology.routing import Router
+
+MODES = ("step", "dataflow")
+SHARINGS = ("maxmin", "rtt")
+
+
+def check_placement(G: nx.DiGraph, nranks: int, placement) -> list:
+    if placement is None:
+        return place(G, nranks)
+    if isinstance(placement, dict):
+        missing = [r for r in range(nranks) if r not in placement]
+        if missing:
+            raise CommsimError(f"placement: rank {missing[0]} has no gpu; map every rank "
+                               f"0..{nranks - 1}")
+        placement = [placement[r] for r in range(nranks)]
+    placement = list(placement)
+    if len(placement) < nranks:
+        raise CommsimError(f"placement: {len(placement)} gpus for {nranks} ranks; "
+                           "give one gpu per rank")
+    placement = placement[:nranks]
+    if len(set(placement)) != len(placement):
+        dup = next(g for g in placement if placement.count(g) > 1)
+        raise CommsimError(f"placement: gpu {dup!r} is given to two ranks; one rank a gpu")
+    return placement
+
+
+def per_rank_values(values, nranks: int, default: float, field: str) -> np.ndarray:
+    out = np.full(nranks, float(default))
+    if values is None:
+        return out
+    items = values.items() if isinstance(values, dict) else enumerate(values)
+    for r, v in items:
+        if not isinstance(r, (int, np.integer)) or not 0 <= int(r) < nranks:
+            raise CommsimError(f"{field}: rank {r!r} is out of range 0..{nranks - 1}")
+        v = float(v)
+        if not np.isfinite(v) or v < 0:
+            raise CommsimError(f"{field}: rank {r}: {v!r} must be a finite number >= 0")
+        out[int(r)] = v
+    return out
+
+
+class Run:
+    """What both executors share: the schedule, sizes, routes and link counters."""
+
+    def __init__(self, schedule: Schedule, router: Router, nbytes: int, gamma: float,
+                 offsets: np.ndarray, slowdown: np.ndarray, record: bool,
+                 overhead: float = 0.0, message_overhead: float = 0.0,
+                 overlap: bool = True, sharing: str = "maxmin",
+                 chunk_bytes: np.ndarray | None = None) -> None:
+        self.s = schedule
+        self.router = router
+        self.overhead = float(overhead)  # seconds added to every transfer's latency
+        # seconds a transfer holds its connection before its first byte moves
+        self.message_overhead = float(message_overhead)
+        self.overlap = bool(overlap)  # may a rank reduce while its connections move bytes
+        self.sharing = sharing        # "maxmin" or "rtt"
+        self.nbytes = nbytes
+        if chunk_bytes is None:
+            logical = schedule.logical_length(nbytes)  # p times the size for alltoall
+            chunk_bytes = schedule.chunk_sizes(logical)
+        self.chunk_bytes = np.asarray(chunk_bytes, dtype=np.float64)
+        # what a transfer hashes as for ECMP: its chunk and step within its own collective
+        # (several jobs at once: see commsim.sim.jobs)
+        self.hash_chunk = getattr(schedule, "hash_chunk", schedule.chunk)
+        self.step_base = getattr(schedule, "step_base", None)
+        # ranks of several jobs on one gpu: its links carry more than one rank's sends
+        self.shared_gpus = len(set(router.placement)) < len(router.placement)
+        self.gamma = float(gamma)
+        self.offsets = offsets
+        self.slow = slowdown
+        self.T = len(schedule)
+        self.P = schedule.nranks
+        self.nsteps = schedule.nsteps
+        self.step_ptr = schedule.step_bounds()
+        nl = len(router.links)
+        self.link_bw = router.link_bandwidth
+        self.link_bytes = np.zeros(nl)
+        self.link_busy = np.zeros(nl)
+        self.link_peak = np.zeros(nl)
+        self.record = record
+        self.start = np.empty(self.T) if record else None   # every entry gets written
+        self.end = np.empty(self.T) if record else None
+        # the link that set each transfer's rate longest, and for how long (s); -1: its
+        # route's narrowest (it never shared a link, or it moved no bytes)
+        self.limit = np.full(self.T, -1, dtype=np.int64) if record else None
+        self.limit_s = np.zeros(self.T) if record else None
+        self.rank_end = offsets.copy()
+        self.events = 0
+
+    def sizes(self, a: int, b: int) -> np.ndarray:
+        return self.chunk_bytes[self.s.chunk[a:b]]
+
+    def route_ids(self, src: np.ndarray, dst: np.ndarray, a: int, b: int,
+                  st: int) -> np.ndarray:
+        """The routes of transfers ``a:b`` (all of step ``st``) from ``src`` to ``dst``."""
+        step = st if self.step_base is None else st - int(self.step_base[st])
+        return self.router.route_ids(src, dst, self.hash_chunk[a:b], step)
+
+
+
+def fifo_next(s: Schedule) -> np.ndarray:
+    """The next transfer on the same connection (src, dst) in schedule order, or -1."""
+    key = s.src.astype(np.int64) * s.nranks + s.dst.astype(np.int64)
+    order = np.argsort(key, kind="stable")
+    same = key[order[1:]] == key[order[:-1]]
+    out = np.full(len(s), -1, dtype=np.int64)
+    out[order[:-1][same]] = order[1:][same]
+    return out
+
+
+def rank_spans(s: Schedule) -> tuple[np.ndarray, np.ndarray]:
+    """First and last step each rank takes part in (``nsteps`` and -1 for idle ranks).
+
+    Scans from each end only until every rank has been seen, so a schedule in which
+    every rank acts in the first and last steps (rings) costs two steps' work.
+    """
+    P, T, n = s.nranks, len(s), s.nsteps
+    first = np.full(P, n, dtype=np.int64)
+    last = np.full(P, -1, dtype=np.int64)
+    block = max(1 << 16, 4 * P)
+    for lo in range(0, T, block):
+        hi = min(T, lo + block)
+        st = s.step[lo:hi].astype(np.int64)
+        np.minimum.at(first, s.src[lo:hi].astype(np.int64), st)
+        np.minimum.at(first, s.dst[lo:hi].astype(np.int64), st)
+        if (first < n).sum() == P or hi == T:
+            break
+    for hi in range(T, 0, -block):
+        lo = max(0, hi - block)
+        st = s.step[lo:hi].astype(np.int64)
+        np.maximum.at(last, s.src[lo:hi].astype(np.int64), st)
+        np.maximum.at(last, s.dst[lo:hi].astype(np.int64), st)
+        if (last >= 0).sum() == P:
+            break
+    return first, last
