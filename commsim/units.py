@@ -136,6 +136,18 @@ def format_size(nbytes: int) -> str:
     return str(nbytes)
 
 
+def format_bytes(nbytes: float) -> str:
+    """An amount of bytes, rounded to 4 significant digits in the largest binary unit it
+    reaches: ``26214400`` -> ``25M``, ``5767168`` -> ``5.5M``, ``1e12`` -> ``931.3G``
+    (for volumes; :func:`format_size` keeps sizes exact)."""
+    n = float(nbytes)
+    for suffix in ("T", "G", "M", "K"):
+        unit = _SIZE_SUFFIX[suffix]
+        if n >= unit:
+            return f"{n / unit:.4g}{suffix}"
+    return f"{n:.4g}"
+
+
 def format_bandwidth(bytes_per_s: float) -> str:
     """``25e9`` -> ``25 GB/s`` (decimal units, like vendors' line rates)."""
     for prefix, unit in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):

@@ -23,7 +23,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME_DEPS = ("numpy", "networkx", "rich", "yaml")  # pyproject's dependencies, by module
-SOURCE = ("pyproject.toml", "README.md", "commsim", "topologies")  # what the build reads
+# what the build reads
+SOURCE = ("pyproject.toml", "README.md", "commsim", "topologies", "workloads")
 OPTIONAL_SOURCE = ("setup.py", "setup.cfg", "MANIFEST.in", "LICENSE")
 SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", "dist")
 
@@ -89,6 +90,8 @@ def test_wheel_ships_presets_and_runs_from_a_fresh_venv(tmp_path):
         names = set(zf.namelist())
     for name in presets:
         assert f"commsim/topologies/{name}.yaml" in names, f"{name}.yaml is not in the wheel"
+    for path in (ROOT / "workloads").glob("*.yaml"):
+        assert f"commsim/workloads/{path.name}" in names, f"{path.name} is not in the wheel"
     for init in (ROOT / "commsim").rglob("__init__.py"):  # no subpackage left out
         rel = init.relative_to(ROOT).as_posix()
         assert rel in names, f"{rel} is not in the wheel"
@@ -107,6 +110,8 @@ def test_wheel_ships_presets_and_runs_from_a_fresh_venv(tmp_path):
 
     _run([python, "-I", "-m", "commsim", "simulate", "--topology", "fat-tree-k8",
           "--collective", "allreduce", "--algorithm", "ring", "--size", "1M"], cwd=work)
+    _run([python, "-I", "-m", "commsim", "workload", "show", "--topology", "dgx-h100-32node",
+          "--workload", "tp8-dp32"], cwd=work)
 
     # $COMMSIM_TOPOLOGY_PATH still adds presets beside the shipped ones
     extra = tmp_path / "extra"

@@ -16,7 +16,8 @@ import sys
 from commsim import __version__
 from commsim.errors import CommsimError
 
-VERBS = ("algorithms", "predict", "topo", "simulate", "bench", "calibrate", "compare", "ddp")
+VERBS = ("algorithms", "predict", "topo", "simulate", "bench", "calibrate", "compare", "ddp",
+         "workload")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from commsim import collectives, model
+from commsim.cli import simulate_step
 from commsim.cli.common import (
     SIZE_CONVENTION,
     add_channels,
@@ -92,6 +93,7 @@ def register(sub) -> None:
     p.add_argument("--trace", metavar="FILE",
                    help="write a Chrome/Perfetto trace (one file per algorithm and size)")
     p.add_argument("--json", metavar="FILE", help="also write JSON lines, one per algorithm/size")
+    simulate_step.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -111,6 +113,8 @@ def run(args) -> int:
     coll, algos, size_list, setting, gamma = sweep(args)
     args.topology = topology_choice(args, DEFAULT_TOPOLOGY)
     G = topology.load(args.topology, ideal=args.ideal)
+    if args.workload:
+        return simulate_step.run(args, G, G.graph.get("name", args.topology), gamma)
     gamma = model_gamma(gamma, G)
     ngpus = len(topology.gpus(G))
     name = G.graph.get("name", args.topology)
