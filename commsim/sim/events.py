@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from heapq import heappop, heappush
+from math import fsum
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from commsim.sim.run import Run, fifo_next, rank_spans
 _RTOL_T = 1e-13   # events closer than this (relative) are one instant
 _INF = np.inf
 PROGRESS_EVERY = 2048  # events between progress reports
+_FULL_RTOL = 1e-9     # a link is full, a rate the most on a link, within this (relative)
 
 
 # # Most contended runs bring one or two transfers an event, where a numpy call on a tiny
@@ -504,39 +506,79 @@ class EventEngine:
         if f.t < _INF:
             heappush(self.byt_heap, (f.t, self._next_tick(), f.version, f))
 
-    def _component(self, seeds: list[int]) -> list[_Flow]:
-        """The byte-phase flows connected to ``seeds`` links through shared links."""
-        flows_on = self.flows_on
-        seen_links = set(seeds)
-        todo = list(seen_links)
-        found: set = set()
-        while todo:
-            for f in flows_on[todo.pop()]:
-                if f in found:
-                    continue
-                found.add(f)
-                for link in f.links:
-                    if link not in seen_links:
-                        seen_links.add(link)
-                        todo.append(link)
-        return sorted(found, key=lambda f: f.seq)
-
     def _maxmin(self, t: float, seeds: list[int]) -> None:
-        """Re-rate the flows connected to ``seeds`` links by progressive filling."""
-        flows = self._component(seeds)
-        if not flows:
+        """Re-rate flows after the flow sets of ``seeds`` links changed.
+
+        The max-min allocation is re-computed over a set C of flows only, the others
+        keeping their rates: C starts as the flows on the changed links and grows by
+        every flow whose rate C's new rates make unfair, until none does. Then every
+        flow has a bottleneck (a full link on which no flow gets more, relative to its
+        weight), which makes the allocation the max-min fair one (Bertsekas & Gallager,
+        Data Networks, 6.5.2): the same rates as filling the whole connected component
+        at once, to rounding (links count as full within ``_FULL_RTOL``).
+        """
+        flows_on, bw = self.flows_on, self.link_bw
+        grow: set = set()
+        for link in set(seeds):
+            grow.update(flows_on[link])
+        if not grow:
             return
-        if sum(len(f.links) for f in flows) > NUMPY_FILL:
-            rates, load, limits = fill_numpy(flows, self.run.link_bw)
-        else:
-            rates, load, limits = fill_python(flows, self.link_bw)
-        peak, bw = self.link_peak, self.link_bw
+        C: set = set()
+        while grow:
+            C |= grow
+            flows = sorted(C, key=lambda f: f.seq)
+            links = {link for f in flows for link in f.links}
+            outside = {}
+            cap = {}
+            for link in links:
+                # fsum: exact, so the order a set yields the flows in cannot matter
+                o = fsum([g.rate for g in flows_on[link] if g not in C])
+                outside[link] = o
+                cap[link] = bw[link] - o
+            if sum(len(f.links) for f in flows) > NUMPY_FILL:
+                rates, load, limits = fill_numpy(flows, cap)
+            else:
+                rates, load, limits = fill_python(flows, cap)
+            grow = self._unfair(C, flows, rates, limits, links, outside, dict(load))
+        peak = self.link_peak
         for link, value in load:
-            peak[link] = max(peak[link], value / bw[link])
+            peak[link] = max(peak[link], (outside[link] + value) / bw[link])
         for f, rate, limit in zip(flows, rates, limits):
             if rate != f.rate or limit != f.limit:
                 self._set_rate(f, rate, t, limit)
 
+    def _unfair(self, C: set, flows: list, rates: list, limits: list, links: set,
+                outside: dict, load: dict) -> set:
+        """The flows outside ``C`` whose rates ``C``'s new ``rates`` make unfair: one
+        whose bottleneck is a link of C's that is no longer full or on which a C flow now
+        gets more; one on a link that froze a C flow, getting more there than it."""
+        flows_on, bw = self.flows_on, self.link_bw
+        top: dict[int, float] = {}     # per link: the most a C flow gets (per weight)
+        froze: dict[int, float] = {}   # per link: the level at which it froze C flows
+        for f, r, limit in zip(flows, rates, limits):
+            v = r / f.weight
+            for link in f.links:
+                if v > top.get(link, 0.0):
+                    top[link] = v
+            if limit >= 0:
+                froze[limit] = max(froze.get(limit, 0.0), v)
+        out: set = set()
+        hi, lo = 1.0 + _FULL_RTOL, 1.0 - _FULL_RTOL
+        for link in links:
+            if len(flows_on[link]) == 0:
+                continue
+            full = outside[link] + load.get(link, 0.0) >= bw[link] * lo
+            best = top.get(link, 0.0)
+            level = froze.get(link)
+            for g in flows_on[link]:
+                if g in C:
+                    continue
+                v = g.rate / g.weight
+                if g.limit == link and (not full or v < best * lo):
+                    out.add(g)
+                elif level is not None and v > level * hi:
+                    out.add(g)
+        return out
 
 
 def _pop_due(heap: list, tt: float) -> list:

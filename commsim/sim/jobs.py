@@ -14,8 +14,9 @@ mixes two jobs and every flow of every job shares links max-min fairly with all 
 others. Several jobs may place ranks on one gpu (a tensor-parallel and a
 data-parallel group of the same gpus): those ranks are independent, as two streams
 of one gpu are, and their flows share the gpu's links. Each job picks its
-equal-cost paths as it would alone (it hashes its own rank, chunk and step ids), so a
-job that shares no link with another takes exactly the time it takes alone.
+equal-cost paths as it would alone (ECMP hashes the gpus of a transfer, and the chunk
+and step within its own collective), so a job that shares no link with another takes
+the time it takes alone.
 """
 
 from __future__ import annotations
@@ -201,10 +202,7 @@ def simulate_many(jobs: Sequence[Job], topology: nx.DiGraph, routing: str = "ecm
     sizes = [s.chunk_sizes(s.logical_length(int(job.nbytes))).astype(np.float64)
              for s, job in zip(schedules, jobs)]
     merged = _Merged(schedules, [len(c) for c in sizes])
-    hash_rank = np.concatenate([np.arange(s.nranks) for s in schedules])
-    hash_nranks = np.repeat([s.nranks for s in schedules], [s.nranks for s in schedules])
-    router = Router(topology, [g for p in placements for g in p], routing, ecmp_width,
-                    hash_rank=hash_rank, hash_nranks=hash_nranks)
+    router = Router(topology, [g for p in placements for g in p], routing, ecmp_width)
     offsets = np.repeat([float(job.start) for job in jobs], [s.nranks for s in schedules])
     slowdown = np.ones(merged.nranks)
     run, used = execute(merged, router, 0, float(gamma), offsets, slowdown, mode=mode,

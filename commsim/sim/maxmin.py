@@ -8,6 +8,7 @@ import numpy as np
 
 _INF = np.inf
 
+# Progressive filling: raise every flow's rate together, each in proportion to its weight
 # (all 1 under max-min), until a link is full (within 1e-12), freeze the flows on it,
 # repeat. Both versions below do the same arithmetic in the same order (rates, then each
 # link's load summed flow by flow), so they agree to the bit; numpy pays off above this
@@ -16,9 +17,11 @@ NUMPY_FILL = 128
 RTT_FLOOR = 1e-9  # s: under rtt sharing a route of no latency weighs as one of 1 ns
 
 
-def fill_python(flows: list, link_bw: list[float]) -> tuple[list, list, list]:
+def fill_python(flows: list, link_bw) -> tuple[list, list, list]:
     """Weighted max-min fair rates (B/s) of ``flows``, ``(link, load B/s)`` of their
-    links, and each flow's limit: the lowest-numbered full link that froze it."""
+    links, and each flow's limit: the lowest-numbered full link that froze it.
+    ``link_bw[link]``: the capacity the flows share on each link (B/s; a list over all
+    links, or a dict over theirs)."""
     cap: dict[int, float] = {}
     nfl: dict[int, float] = {}   # the weight of the flows still rising, per link
     rising: dict[int, int] = {}  # and how many they are
@@ -67,7 +70,10 @@ def fill_numpy(flows: list, link_bw: np.ndarray) -> tuple[list, list, list]:
     inc_l = np.fromiter(chain.from_iterable(f.links for f in flows), np.int64, sum(counts))
     inc_f = np.repeat(np.arange(len(flows)), counts)
     links, inv = np.unique(inc_l, return_inverse=True)
-    cap = link_bw[links].copy()
+    if isinstance(link_bw, dict):
+        cap = np.fromiter((link_bw[k] for k in links.tolist()), np.float64, len(links))
+    else:
+        cap = link_bw[links].copy()
     weight = np.fromiter((f.weight for f in flows), np.float64, len(flows))
     w_inc = weight[inc_f]
     nfl = np.bincount(inv, weights=w_inc, minlength=len(links))

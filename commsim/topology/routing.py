@@ -3,9 +3,11 @@
 A route is a path of directed links (edge ids: positions in ``list(G.edges)``) from a
 rank's gpu to another rank's gpu that never transits a gpu. Routes are the shortest by
 total latency (seconds), ties broken by fewer hops; all paths equal in both are the
-equal-cost set. Under ``ecmp`` each transfer picks one of them by hashing
-``(src, dst, chunk, step)`` and, along the path, one next hop per switch (like a real
-switch hashing a flow's header), so the choice is deterministic: runs repeat exactly.
+equal-cost set. Under ``ecmp`` each transfer picks one of them by hashing its source
+and destination gpus, chunk and step (the gpus, not the ranks: a switch hashes
+addresses, so a pair of gpus takes the same paths in whichever collective) and, along
+the path, one next hop per switch (like a real switch hashing a flow's header), so the
+choice is deterministic: runs repeat exactly.
 At most ``width`` distinct routes are kept per pair of ranks (the flow hash modulo
 ``width`` picks one). ``static`` routing gives every pair one fixed path.
 
@@ -170,8 +172,7 @@ class Router:
     """
 
     def __init__(self, G: nx.DiGraph, placement: Sequence, routing: str = "ecmp",
-                 width: int = 16, hash_rank: Sequence | None = None,
-                 hash_nranks: Sequence | None = None) -> None:
+                 width: int = 16) -> None:
         if routing not in ROUTINGS:
             raise CommsimError(f"routing: {routing!r} is not one of {', '.join(ROUTINGS)}")
         self.G = G
@@ -179,14 +180,6 @@ class Router:
         self.width = int(width) if routing == "ecmp" else 1
         self.placement = list(placement)
         self.nranks = len(self.placement)
-        # the id each rank hashes as when choosing among equal-cost paths, and the rank
-        # count it hashes with: its own, or (several collectives at once) its rank and
-        # size within its collective, so that a job takes the routes it takes alone
-        self._hash_rank = (np.arange(self.nranks, dtype=np.int64) if hash_rank is None
-                           else np.asarray(hash_rank, dtype=np.int64))
-        self._hash_nranks = (np.full(self.nranks, self.nranks, dtype=np.int64)
-                             if hash_nranks is None
-                             else np.asarray(hash_nranks, dtype=np.int64))
         nodes = list(G.nodes)
         self._node_index = {n: i for i, n in enumerate(nodes)}
         self.nodes = nodes
@@ -200,6 +193,7 @@ class Router:
         self.link_latency = np.fromiter(
             (float(d["latency"]) for _, _, d in G.edges(data=True)), np.float64, m)
         self._rank_node = np.array([self._node_of(g) for g in self.placement], dtype=np.int64)
+        self._nnodes = len(nodes)
         self._build_core(is_gpu, esrc, edst)
         self._build_attachments(is_gpu, esrc, edst)
         # routes (CSR, grown as pairs are met)
@@ -424,8 +418,10 @@ class Router:
         """Build route ``variants[i]`` of pair ``pids[i]``; True where a hop had a choice."""
         n = len(pids)
         Ai = self._att_in.shape[1]
-        psrc, pdst = self._pair_src[pids], self._pair_dst[pids]
-        pkey = (self._hash_rank[psrc] * self._hash_nranks[psrc]) + self._hash_rank[pdst]
+        # ECMP hashes what a switch sees, the endpoints' addresses (their gpus), not rank
+        # numbers: the same pair of gpus takes the same paths in any collective
+        pkey = (self._rank_node[self._pair_src[pids]] * self._nnodes
+                + self._rank_node[self._pair_dst[pids]])
         h0 = flow_hash(pkey, variants, 0)
         pick = (h0 % self._pair_nties[pids].astype(np.uint64)).astype(np.int64)
         combo = self._pair_ties[pids, pick]
@@ -546,8 +542,8 @@ class Router:
             if len(many):
                 ch = np.broadcast_to(np.asarray(chunk), src.shape)[many]
                 st = np.broadcast_to(np.asarray(step), src.shape)[many]
-                slot[many] += transfer_variant(self._hash_rank[src[many]],
-                                               self._hash_rank[dst[many]], ch, st, self.width)
+                slot[many] += transfer_variant(self._rank_node[src[many]],
+                                               self._rank_node[dst[many]], ch, st, self.width)
         rid = self._route_of[slot]
         miss = rid < 0
         if miss.any():
