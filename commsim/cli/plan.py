@@ -1,0 +1,247 @@
+"""``commsim plan``: capacity planning for a training job at several GPU counts.
+
+::
+
+    commsim plan --model llama3-70b --gpus 64,256,1024 --tp 8 --pp 4
+    commsim plan --topology dgx-h100-superpod --gpus 1024 --model 13B --what-if nic_bw=2x
+    commsim plan --model 70B --gpus 512 --search
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from commsim.errors import CommsimError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "plan", help="capacity planning: step time, MFU, memory and what-ifs of a training "
+        "job at several gpu counts",
+        description="Plan a training job: for each gpu count, a parallel layout, memory per "
+        "GPU, every dimension's communication from the closed-form model and (where the "
+        "topology holds the gpus) from the simulator, the pipeline bubble, exposed "
+        "communication, step time, MFU, tokens/s and scaling efficiency; what-ifs side by "
+        "side. Formulas and sources: docs/plan.md.")
+    m = p.add_argument_group("model")
+    m.add_argument("--model", metavar="NAME",
+                   help="a preset (gpt3-125m .. gpt3-175b, llama2-7b/13b/70b, llama3-8b/70b/"
+                   "405b, mixtral-8x7b, deepseek-v3) or a size (7B, 70B, 405B: Llama)")
+    m.add_argument("--params", metavar="N", help="a dense model of N parameters (175B, 1.3B)")
+    for flag in ("layers", "hidden", "heads", "kv-heads", "ffn", "vocab"):
+        m.add_argument(f"--{flag}", type=int, metavar="N",
+                       help=f"override the model's {flag.replace('-', ' ')}")
+    t = p.add_argument_group("training")
+    t.add_argument("--strategy", default="zero1",
+                   help="data parallelism: ddp, zero1 (default: Megatron's distributed "
+                   "optimizer), zero2, zero3, fsdp")
+    for dim in ("tp", "pp", "cp", "ep", "dp"):
+        t.add_argument(f"--{dim}", type=int, metavar="N",
+                       help=f"{dim.upper()} degree" + (" (default: what remains)" if dim == "dp"
+                                                      else ""))
+    t.add_argument("--interleave", type=int, default=1, metavar="V",
+                   help="interleaved 1F1B with V model chunks a GPU (bubble / V, V x the PP "
+                   "messages)")
+    t.add_argument("--micro-batch", type=int, default=1, metavar="B", help="sequences a "
+                   "micro-batch (default 1)")
+    t.add_argument("--global-batch", type=int, metavar="B",
+                   help="sequences a step (default 1024; rounded up to micro-batch x dp)")
+    t.add_argument("--seq-len", type=int, metavar="S",
+                   help="tokens a sequence (default: the preset's context)")
+    t.add_argument("--recompute", default="selective",
+                   help="activation recompute: none, selective (default), full")
+    t.add_argument("--sequence-parallel", action=argparse.BooleanOptionalAction, default=None,
+                   help="Megatron sequence parallelism (default: on when tp > 1)")
+    t.add_argument("--dtype", default="bf16", help="bf16 (default) or fp8: the compute peak")
+    t.add_argument("--no-overlap", action="store_true",
+                   help="gradient reduction after the backward pass instead of beside it")
+    h = p.add_argument_group("hardware and compute")
+    h.add_argument("--gpus", default="8,64,512", metavar="N,N,...",
+                   help="gpu counts (default 8,64,512)")
+    h.add_argument("--topology", default="dgx-h100-superpod", metavar="NAME|PATH|PROFILE",
+                   help="a topology preset, YAML file or calibrated profile (default "
+                   "dgx-h100-superpod)")
+    h.add_argument("--gpu", help="A100, H100, H200, B200 (default: from the topology's name, "
+                   "else H100)")
+    h.add_argument("--mfu", type=float, default=0.5,
+                   help="fraction of the dense peak the compute kernels reach (default 0.5); "
+                   "the reported MFU also counts communication, bubble and recompute")
+    h.add_argument("--step-compute-ms", type=float, metavar="MS",
+                   help="compute a step per GPU at the smallest --gpus count, instead of "
+                   "FLOPs / (peak x mfu); scaled by smallest/N at the other counts")
+    h.add_argument("--tokens", metavar="T", help="tokens to train (2T, 15e12): days and "
+                   "GPU-hours")
+    s = p.add_argument_group("simulation and scenarios")
+    s.add_argument("--what-if", action="append", default=[], metavar="KEY=VALUE[,...]",
+                   help="a scenario beside the baseline (repeatable): a topology builder "
+                   "parameter (nvlink_bw=2x, nic_bw=800Gb/s, oversubscription=1:1, "
+                   "gpus_per_node=4) or a layout key (tp=4, pp, cp, ep, interleave, "
+                   "micro_batch, strategy, mfu, gpu, recompute)")
+    s.add_argument("--search", action="store_true",
+                   help="rank every valid TP x PP x DP (x EP) layout that fits, top 10 per "
+                   "gpu count (model only)")
+    s.add_argument("--simulate-max", type=int, default=1024, metavar="N",
+                   help="simulate gpu counts up to N (default 1024); larger ones use the model")
+    s.add_argument("--no-simulate", action="store_true", help="the model only")
+    s.add_argument("--no-extrapolate", action="store_true",
+                   help="refuse gpu counts beyond the topology instead of growing it")
+    o = p.add_argument_group("output")
+    o.add_argument("--json", metavar="FILE", help="a JSON list, one object per (scenario, gpus)")
+    o.add_argument("--markdown", metavar="FILE", help="a Markdown report with PNG figures")
+    o.add_argument("--report", metavar="FILE", help="a self-contained HTML report")
+    p.set_defaults(func=run)
+
+
+def _gpus(text: str) -> list[int]:
+    out = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            n = int(float(part[:-1]) * 1024) if part.lower().endswith("k") else int(part)
+        except ValueError:
+            raise CommsimError(f"--gpus: {part!r} is not a gpu count; write e.g. "
+                               "8,64,512") from None
+        if n < 1:
+            raise CommsimError(f"--gpus: {part!r} must be at least 1")
+        out.append(n)
+    if not out:
+        raise CommsimError("--gpus: give at least one gpu count, e.g. 8,64,512")
+    return out
+
+
+def _tokens(text: str | None) -> float | None:
+    if text is None:
+        return None
+    from commsim.plan.models import parse_count
+
+    try:
+        return parse_count(text)
+    except CommsimError:
+        raise CommsimError(f"--tokens: {text!r} is not a token count; write e.g. 2T or "
+                           "15e12") from None
+
+
+def _model(args):
+    from commsim.plan import models
+
+    shapes = dict(layers=args.layers, hidden=args.hidden, heads=args.heads,
+                  kv_heads=args.kv_heads, ffn=args.ffn, vocab=args.vocab)
+    if args.model and args.params:
+        raise CommsimError("--model and --params exclude each other; give one")
+    if args.model:
+        return models.custom(base=models.get(args.model), **shapes)
+    if args.params:
+        if any(v is not None for v in shapes.values()):
+            raise CommsimError("--params with shape flags: give either --params N or "
+                               "--layers/--hidden/--heads")
+        return models.custom(models.parse_count(args.params))
+    if any(v is not None for v in shapes.values()):
+        return models.custom(**shapes)
+    raise CommsimError("--model: give a model (--model llama3-70b, --model 70B) or "
+                       "--params N")
+
+
+def _config(args, fabric):
+    from commsim.plan import gpus
+    from commsim.plan.planner import Config
+
+    gpu = gpus.get(args.gpu) if args.gpu else gpus.default_for(fabric.name)
+    if args.step_compute_ms is not None and not args.step_compute_ms > 0:
+        raise CommsimError("--step-compute-ms: must be a positive number of milliseconds")
+    strategy = args.strategy.strip().lower()
+    recompute = args.recompute.strip().lower()
+    dtype = args.dtype.strip().lower()
+    return Config(model=_model(args), gpu=gpu, strategy=strategy, tp=args.tp, pp=args.pp,
+                  cp=args.cp, ep=args.ep, dp=args.dp, interleave=args.interleave,
+                  micro_batch=args.micro_batch, global_batch=args.global_batch,
+                  seq_len=args.seq_len, recompute=recompute,
+                  sequence_parallel=args.sequence_parallel, dtype=dtype, mfu=args.mfu,
+                  step_compute_gpu_s=(args.step_compute_ms / 1e3
+                                      if args.step_compute_ms is not None else None),
+                  overlap=not args.no_overlap)
+
+
+def run(args) -> int:
+    from commsim.cli.common import check_output, console, make_parent
+    from commsim.plan import planner, view
+    from commsim.plan.fabric import Fabric
+    from commsim.report import html, markdown, tables
+
+    for flag in ("json", "markdown", "report"):
+        if getattr(args, flag):
+            check_output(getattr(args, flag), f"--{flag}")
+    if args.simulate_max < 0:
+        raise CommsimError("--simulate-max: must be 0 or more")
+    gpus_list = _gpus(args.gpus)
+    fabric = Fabric.load(args.topology)
+    cfg = _config(args, fabric)
+    tokens = _tokens(args.tokens)
+    err = console(stderr=True)
+    progress = None
+    bar = None
+    if err.is_terminal:
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                       console=err, transient=True)
+        task = bar.add_task("planning", total=None)
+        bar.start()
+
+        def progress(scenario, n, what):
+            bar.update(task, description=f"{what}: {scenario}, {n} gpus")
+    try:
+        result = planner.plan(cfg, fabric, gpus_list, args.what_if,
+                              simulate=not args.no_simulate, simulate_max=args.simulate_max,
+                              extrapolate=not args.no_extrapolate, tokens=tokens,
+                              progress=progress)
+        search_tables = []
+        if args.search:
+            for n in sorted(set(gpus_list)):
+                if progress:
+                    progress("search", n, "searching")
+                rows, valid = planner.search(
+                    cfg, fabric, n, top=10,
+                    compute_gpu_s=(cfg.step_compute_gpu_s * min(gpus_list)
+                                   if cfg.step_compute_gpu_s is not None else None))
+                search_tables.append(view.search_table(rows, n, valid))
+    finally:
+        if bar is not None:
+            bar.stop()
+    m = cfg.model
+    inputs = [f"model {m.name}: {m.params() / 1e9:.2f}B parameters ({m.active_params() / 1e9:.2f}B "
+              f"active), {m.layers} layers, hidden {m.hidden}, {m.heads} heads "
+              f"({m.kv_heads} kv), ffn {m.ffn}, vocab {m.vocab}; source: {m.source}",
+              f"gpu {cfg.gpu.name}: {cfg.gpu.peak(cfg.dtype) / 1e12:.0f} TFLOP/s dense "
+              f"{cfg.dtype}, {cfg.gpu.memory_gb:.0f} GB; compute at mfu {cfg.mfu:g}"
+              if cfg.step_compute_gpu_s is None else
+              f"gpu {cfg.gpu.name}; compute given: {args.step_compute_ms:g} ms a step per GPU "
+              f"at {min(gpus_list)} gpus",
+              f"topology {fabric.describe()}; simulated up to {args.simulate_max} gpus"
+              + (" (off)" if args.no_simulate else ""),
+              f"training: {cfg.strategy}, sequence {cfg.seq}, micro-batch {cfg.micro_batch}, "
+              f"global batch {cfg.batch}, recompute {cfg.recompute}, interleave "
+              f"{cfg.interleave}, overlap {'on' if cfg.overlap else 'off'}"]
+    out = console()
+    for line in inputs:
+        out.print(line, markup=False, highlight=False)
+    shown = view.tables_for(result) + search_tables
+    tables.show(shown, lines=[f"note: {n}" for n in result.notes])
+    if args.json:
+        make_parent(args.json, "--json")
+        try:
+            text = json.dumps(view.json_rows(result), indent=1, allow_nan=False)
+        except ValueError:
+            raise CommsimError("--json: a row holds inf or nan; nothing written") from None
+        with open(args.json, "w") as fh:
+            fh.write(text + "\n")
+    title = f"commsim plan: {m.name} on {fabric.name}"
+    if args.report or args.markdown:
+        doc = view.document(result, title, inputs, search_tables)
+        if args.report:
+            html.write(doc, args.report)
+        if args.markdown:
+            markdown.write(doc, args.markdown)
+    return 0

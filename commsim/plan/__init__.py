@@ -1,0 +1,12 @@
+"""Capacity planning: ``commsim plan``.
+
+- :mod:`~commsim.plan.models`: model presets and exact parameter counts;
+- :mod:`~commsim.plan.gpus`: GPU presets (dense peaks, memory);
+- :mod:`~commsim.plan.memory`: memory per GPU (ZeRO state, Korthikanti activations);
+- :mod:`~commsim.plan.compute`: FLOPs per step and compute time;
+- :mod:`~commsim.plan.fabric`: the topology's link classes, growing it, what-ifs;
+- :mod:`~commsim.plan.planner`: rows per (scenario, gpus), search, what-if comparisons;
+- :mod:`~commsim.plan.view`: tables, JSON rows, the HTML/Markdown report.
+
+Formulas and sources: docs/plan.md.
+"""
