@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from rich.table import Table
-
 from commsim import model
 from commsim.cli.common import (
     SIZE_CONVENTION,
@@ -23,6 +21,7 @@ from commsim.cli.common import (
     write_json_lines,
 )
 from commsim.errors import CommsimError
+from commsim.report import tables
 from commsim.units import format_bandwidth, format_size, format_time, parse_bandwidth, parse_time
 
 DEFAULT_TOPOLOGY = "dgx-a100-4node"
@@ -133,10 +132,10 @@ def run(args) -> int:
                  f"{format_time(hier[0])} and link {format_bandwidth(1 / hier[1])} inside")
     out.print(line)
     if len(size_list) == 1:
-        out.print(_rows_table(rows))
+        tables.show(_rows_table(rows))
     else:
-        out.print(_table(rows, algos, size_list, "time_us", "predicted time (us)"))
-        out.print(_table(rows, algos, size_list, "busbw_gbps", "busbw (GB/s)"))
+        tables.show([_table(rows, algos, size_list, "time_us", "predicted time (us)"),
+                     _table(rows, algos, size_list, "busbw_gbps", "busbw (GB/s)")])
     if on_topology:
         out.print("[dim]model on the topology: every transfer on its own route, its step's "
                   "own flows sharing links evenly; busbw = algbw x nccl-tests factor; * marks "
@@ -160,26 +159,22 @@ def _number(value: float) -> str:
     return f"{value:,.0f}" if value >= 1000 else f"{value:.4g}"
 
 
-def _rows_table(rows: list[dict]) -> Table:
+def _rows_table(rows: list[dict]) -> tables.Table:
     """One size: a row per algorithm with its chunks, time, algbw and busbw."""
-    table = Table(title=f"predicted, size {format_size(rows[0]['size'])}")
-    for name in ("algorithm", "chunks", "time (us)", "algbw (GB/s)", "busbw (GB/s)"):
-        table.add_column(name, justify="left" if name == "algorithm" else "right")
+    table = tables.Table(f"predicted, size {format_size(rows[0]['size'])}",
+                         ["algorithm", "chunks", "time (us)", "algbw (GB/s)", "busbw (GB/s)"])
     best = min(r["time_us"] for r in rows)
     for r in rows:
         mark = "*" if r["time_us"] == best and len(rows) > 1 else ""
-        table.add_row(r["algorithm"], str(r["nchunks"]), _number(r["time_us"]) + mark,
-                      _number(r["algbw_gbps"]), _number(r["busbw_gbps"]))
+        table.add([r["algorithm"], str(r["nchunks"]), _number(r["time_us"]) + mark,
+                   _number(r["algbw_gbps"]), _number(r["busbw_gbps"])])
     return table
 
 
 def _table(rows: list[dict], algos: list[str], size_list: list[int], key: str,
-           title: str) -> Table:
+           title: str) -> tables.Table:
     """One row per size, one column per algorithm; ``*`` marks the fastest per size."""
-    table = Table(title=title)
-    table.add_column("size", justify="right")
-    for algo in algos:
-        table.add_column(algo, justify="right")
+    table = tables.Table(title, ["size", *algos], align=["r"] * (len(algos) + 1))
     for size in size_list:
         mine = [r for r in rows if r["size"] == size]
         best = min(r["time_us"] for r in mine)
@@ -187,5 +182,5 @@ def _table(rows: list[dict], algos: list[str], size_list: list[int], key: str,
         for r in mine:
             mark = "*" if r["time_us"] == best and len(algos) > 1 else ""
             cells.append(_number(r[key]) + mark)
-        table.add_row(*cells)
+        table.add(cells)
     return table

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from commsim import collectives, model
 from commsim.cli import simulate_step
@@ -32,6 +31,7 @@ from commsim.cli.common import (
     write_json_lines,
 )
 from commsim.errors import CommsimError
+from commsim.report import tables
 from commsim.units import format_bandwidth, format_size, format_time, parse_time
 
 DEFAULT_TOPOLOGY = "dgx-a100-4node"
@@ -196,9 +196,7 @@ def run(args) -> int:
     bar.stop()
     check_finite(rows, "check the topology's links, --gamma and --late")
     out.print(header)   # only now: an error found during the run leaves stdout empty
-    out.print(_table(rows))
-    if args.links:
-        out.print(_links_table(link_rows))
+    tables.show([_table(rows)] + ([_links_table(link_rows)] if args.links else []))
     shares = "max-min fair" if args.sharing == "maxmin" else "rtt-weighted (TCP-like)"
     out.print(f"[dim]{shares} links; model = every transfer on its route, its step's own "
               "flows sharing links evenly (exact where none share; * = an estimate); "
@@ -310,34 +308,32 @@ def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
-def _table(rows: list[dict]) -> Table:
-    table = Table(title="simulated")
-    for name in ("algorithm", "size (B)", "chunks", "time (us)", "algbw (GB/s)",
-                 "busbw (GB/s)", "model (us)", "sim/model (x)", "bottleneck link",
-                 "held (%)", "util (%)"):
-        table.add_column(name, justify="left" if name in ("algorithm", "bottleneck link")
-                         else "right")
+def _table(rows: list[dict]) -> tables.Table:
+    table = tables.Table("simulated", ["algorithm", "size (B)", "chunks", "time (us)",
+                                       "algbw (GB/s)", "busbw (GB/s)", "model (us)",
+                                       "sim/model (x)", "bottleneck link", "held (%)",
+                                       "util (%)"],
+                         align=["l"] + ["r"] * 7 + ["l", "r", "r"])
     for r in rows:
         ratio = f"{r['time_us'] / r['t_model_us']:.3f}" if r["t_model_us"] > 0 else "-"
-        table.add_row(r["algorithm"], format_size(r["size"]), str(r["nchunks"]),
-                      _num(r["time_us"]), _num(r["algbw_gbps"]), _num(r["busbw_gbps"]),
-                      _num(r["t_model_us"]) + ("*" if r["model_estimate"] else ""), ratio,
-                      r["bottleneck"] or "-",
-                      _pct(r["bottleneck_share"]), _pct(r["bottleneck_util"]))
+        table.add([r["algorithm"], format_size(r["size"]), str(r["nchunks"]),
+                   _num(r["time_us"]), _num(r["algbw_gbps"]), _num(r["busbw_gbps"]),
+                   _num(r["t_model_us"]) + ("*" if r["model_estimate"] else ""), ratio,
+                   r["bottleneck"] or "-",
+                   _pct(r["bottleneck_share"]), _pct(r["bottleneck_util"])])
     return table
 
 
-def _links_table(link_rows: list) -> Table:
-    table = Table(title="links that held the run up (critical path)")
-    for name in ("algorithm", "size (B)", "link", "class", "rate", "held (us)", "held (%)",
-                 "bytes (MB)", "util (%)", "peak (%)"):
-        table.add_column(name, justify="left" if name in ("algorithm", "link", "class")
-                         else "right")
+def _links_table(link_rows: list) -> tables.Table:
+    table = tables.Table("links that held the run up (critical path)",
+                         ["algorithm", "size (B)", "link", "class", "rate", "held (us)",
+                          "held (%)", "bytes (MB)", "util (%)", "peak (%)"],
+                         align=["l", "r", "l", "l"] + ["r"] * 6)
     for algo, size, d in link_rows:
-        table.add_row(algo, format_size(size), d["link"], d.get("link_class", "-"),
-                      format_bandwidth(d["bandwidth"]), _num(d.get("seconds", 0.0) * 1e6),
-                      _pct(d.get("share")), _num(d["bytes"] / 1e6),
-                      _pct(d["utilization"]), _pct(d["peak_utilization"]))
+        table.add([algo, format_size(size), d["link"], d.get("link_class", "-"),
+                   format_bandwidth(d["bandwidth"]), _num(d.get("seconds", 0.0) * 1e6),
+                   _pct(d.get("share")), _num(d["bytes"] / 1e6),
+                   _pct(d["utilization"]), _pct(d["peak_utilization"])])
     return table
 
 
