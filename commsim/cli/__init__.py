@@ -17,7 +17,7 @@ from commsim import __version__
 from commsim.errors import CommsimError
 
 VERBS = ("algorithms", "predict", "topo", "simulate", "bench", "calibrate", "compare", "ddp",
-         "workload", "plan")
+         "workload", "plan", "sweep")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -186,13 +186,17 @@ class Fabric:
             if base is None:
                 raise CommsimError(f"--what-if {key}={text}: {self.name!r} has no {key} to "
                                    "scale (it is derived); give a value instead")
-            if key.endswith("_bw"):
+            if key.endswith("_bw") or key == "bandwidth":
                 return parse_bandwidth(base, key) * factor
-            if key.endswith("_latency"):
+            if key.endswith("_latency") or key == "latency":
                 return parse_time(base, key) * factor
             if isinstance(base, bool):
                 raise CommsimError(f"--what-if {key}={text}: {key} is true or false")
-            value = float(str(base).split(":")[0]) * factor
+            try:
+                value = float(str(base).split(":")[0]) * factor
+            except ValueError:
+                raise CommsimError(f"--what-if {key}={text}: {key} is {base!r}, which a "
+                                   "factor cannot scale; give a value instead") from None
             return int(round(value)) if key in ("gpus_per_node", "spines", "nodes_per_leaf",
                                                  "hosts_per_leaf") else value
         if key == "oversubscription" and ":" in text:
