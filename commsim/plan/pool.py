@@ -102,6 +102,14 @@ def serve(world: MPIWorld) -> None:
         assert executor is None
 
 
+def default_workers() -> int:
+    """The cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def _quiet_worker() -> None:
     """Pool workers leave Ctrl-C to the parent (which stops them), so that one key press
     gives one message, not a traceback per worker."""
