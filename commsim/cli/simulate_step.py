@@ -116,7 +116,7 @@ def run(args, G, name: str, gamma: float | None) -> int:
     out = console()
     out.print(f"[bold]one training step[/] of {spec.name} on [bold]{name}[/] ({ngpus} gpus, "
               f"{args.placement} placement, {args.routing} routing, {args.mode} mode): "
-              f"{layout.describe()}")
+              f"{layout.describe()}", soft_wrap=True)
     out.print(f"step {format_time(step.time_s)}: communication {format_time(step.comm_s)}, "
               f"compute {format_time(step.compute_s)}; {len(step.phases_once())} distinct "
               "phases, each simulated once with all its groups at once")
