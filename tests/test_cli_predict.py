@@ -152,3 +152,101 @@ def test_help_renders_a_single_percent_sign(capsys):
         main(["predict", "--help"])
     out = capsys.readouterr().out
     assert "75-85%" in out and "%%" not in out
+
+
+# -- parity with bench: --collective all and comma lists; hierarchical of one level --------
+
+def _predict(tmp_path, *argv):
+    path = tmp_path / "p.jsonl"
+    rc = main(["predict", "--topology", "ring-8", "--size", "1M", *argv, "--json", str(path)])
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if rc == 0 else []
+    return rc, rows
+
+
+def test_predict_collective_all_is_one_row_per_collective_and_algorithm(tmp_path, capsys):
+    from commsim import collectives
+
+    rc, rows = _predict(tmp_path, "--collective", "all")
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert [(r["collective"], r["algorithm"]) for r in rows] == collectives.available()
+    for r in rows:
+        assert r["busbw_gbps"] == pytest.approx(
+            r["algbw_gbps"] * model.busbw_factor(r["collective"], 8))
+    lines = out.splitlines()
+    header = next(line for line in lines if line.startswith("#collective"))
+    assert header.split()[:2] == ["#collective", "algorithm"]
+    for coll, algo in collectives.available():
+        assert any(line.split()[:2] == [coll, algo] for line in lines)
+    # one fastest (*) per collective, not one overall
+    cells = [line.split() for line in lines if line.startswith(" ")]   # table rows
+    starred = {c[0] for c in cells if any(x.endswith("*") for x in c)}
+    assert starred == set(collectives.COLLECTIVES)
+
+
+def test_predict_a_comma_list_over_sizes_has_a_collective_column(tmp_path, capsys):
+    path = tmp_path / "p.jsonl"
+    assert main(["predict", "--alpha", "2us", "--bandwidth", "25GB/s", "--nranks", "8",
+                 "--collective", "allreduce,allgather", "--algorithm", "ring,tree",
+                 "--size", "1K,1M", "--json", str(path)]) == 0
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    # tree is allreduce's only: used where it exists
+    assert [(r["collective"], r["algorithm"], r["size"]) for r in rows] == [
+        ("allreduce", "ring", 1024), ("allreduce", "tree", 1024),
+        ("allreduce", "ring", 2**20), ("allreduce", "tree", 2**20),
+        ("allgather", "ring", 1024), ("allgather", "ring", 2**20)]
+    out = capsys.readouterr().out
+    assert "#collective  size  ring  tree".split() == next(
+        line for line in out.splitlines() if line.startswith("#collective")).split()
+    allgather = [line.split() for line in out.splitlines() if line.startswith(" allgather")]
+    assert allgather and all(cells[-1] == "-" for cells in allgather)   # no tree there
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["--collective", "allreduce,alltoal"], "unknown collective 'alltoal'; did you mean "
+                                            "'alltoall'"),
+    (["--collective", "allreduce,alltoall", "--algorithm", "pairwize"],
+     "did you mean 'pairwise'?"),
+    (["--collective", "allgather,reduce_scatter", "--algorithm", "rhd", "--group-size", "2"],
+     "--group-size: only the hierarchical algorithm"),
+])
+def test_predict_bad_collective_lists_are_one_line_exit_2(tmp_path, capsys, argv, fragment):
+    rc, _ = _predict(tmp_path, *argv)
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == ""
+    assert fragment in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "p.jsonl").exists()
+
+
+@pytest.mark.parametrize("where,group,note", [
+    (["--topology", "ring-8"], "8",
+     "hierarchical with groups of 8 on 8 ranks is one group: the schedule is a ring"),
+    (["--topology", "ring-8"], None, "hierarchical with groups of 8 on 8 ranks is one group"),
+    (["--alpha", "5us", "--bandwidth", "25GB/s", "--nranks", "8"], "1",
+     "hierarchical with groups of 1 on 8 ranks has one rank a group: the schedule is a ring"),
+    (["--alpha", "5us", "--bandwidth", "25GB/s", "--nranks", "8"], "4", None),
+    (["--topology", "dgx-a100-4node"], None, None),     # groups of 8 (a node) on 32 ranks
+])
+def test_predict_hierarchical_that_is_one_level_says_so(tmp_path, capsys, where, group, note):
+    path = tmp_path / "p.jsonl"
+    assert main(["predict", *where, "--algorithm", "ring,hierarchical", "--size", "1M",
+                 *(["--group-size", group] if group else []), "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    if note is None:
+        assert "hierarchical with groups" not in out
+        return
+    assert f"note: {note}" in out
+    ring, hier = (json.loads(line) for line in path.read_text().splitlines())
+    assert hier["time_us"] == pytest.approx(ring["time_us"], rel=1e-9)
+
+
+def test_predict_the_note_for_alltoall_says_pairwise(tmp_path, capsys):
+    rc, rows = _predict(tmp_path, "--collective", "alltoall,allreduce", "--algorithm",
+                        "hierarchical,pairwise,ring")
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert ("note: alltoall hierarchical with groups of 8 on 8 ranks is one group: the "
+            "schedule is pairwise") in out
+    assert "note: allreduce hierarchical with groups of 8 on 8 ranks is one group" in out
+    times = {(r["collective"], r["algorithm"]): r["time_us"] for r in rows}
+    assert times["alltoall", "hierarchical"] == pytest.approx(times["alltoall", "pairwise"])

@@ -262,3 +262,136 @@ def test_group_size_reaches_the_hierarchical_schedule(tmp_path, capsys):
     assert cli_main(["simulate", "--topology", "dgx-a100-4node", "--algorithm",
                      "hierarchical", "--group-size", "3"]) == 2
     assert "--group-size: 3 does not divide 32" in capsys.readouterr().err
+
+
+# -- parity with bench: --collective all and comma lists; hierarchical of one level --------
+
+def _json_run(tmp_path, *argv):
+    path = tmp_path / "r.jsonl"
+    rc = main(["simulate", "--topology", "ring-8", "--size", "64K", *argv, "--json", str(path)])
+    return rc, (_rows(path) if rc == 0 else [])
+
+
+def test_collective_all_is_one_row_per_collective_and_algorithm(tmp_path, capsys):
+    from commsim import collectives
+
+    rc, rows = _json_run(tmp_path, "--collective", "all")
+    text = capsys.readouterr().out
+    assert rc == 0
+    assert [(r["collective"], r["algorithm"]) for r in rows] == collectives.available()
+    assert {r["collective"] for r in rows} == set(collectives.COLLECTIVES)
+    header = next(line for line in text.splitlines() if line.startswith("#collective"))
+    assert header.split()[:2] == ["#collective", "algorithm"]
+    for r in rows:
+        assert r["time_us"] > 0 and r["size"] == 64 * 1024
+        line = next(line for line in text.splitlines()
+                    if line.split()[:2] == [r["collective"], r["algorithm"]])
+        assert line
+
+
+def test_a_comma_list_of_collectives_and_names_some_of_them_lack(tmp_path, capsys):
+    rc, rows = _json_run(tmp_path, "--collective", "allreduce,all-gather,allreduce",
+                         "--algorithm", "ring,rhd")
+    assert rc == 0
+    assert [(r["collective"], r["algorithm"]) for r in rows] == [
+        ("allreduce", "ring"), ("allreduce", "rhd"), ("allgather", "ring"),
+        ("allgather", "rhd")]
+    capsys.readouterr()
+    # chain is broadcast's and reduce's only, ring theirs not: each where it exists
+    rc, rows = _json_run(tmp_path, "--collective", "allreduce,broadcast",
+                         "--algorithm", "ring,chain", "--root", "3")
+    assert rc == 0
+    assert [(r["collective"], r["algorithm"]) for r in rows] == [
+        ("allreduce", "ring"), ("broadcast", "chain")]
+    # a listed collective that has none of the names gives no rows, and a note says so
+    rc, rows = _json_run(tmp_path, "--collective", "allreduce,broadcast", "--algorithm", "ring")
+    assert rc == 0 and [r["collective"] for r in rows] == ["allreduce"]
+    assert "note: broadcast: none of the algorithms asked for (ring)" in capsys.readouterr().out
+
+
+def test_one_collective_keeps_its_table_without_a_collective_column(tmp_path, capsys):
+    rc, rows = _json_run(tmp_path, "--collective", "allgather", "--algorithm", "ring")
+    text = capsys.readouterr().out
+    assert rc == 0 and rows[0]["collective"] == "allgather"
+    assert "#algorithm" in text and "#collective" not in text
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["--collective", "allreduce,allgathr"], "unknown collective 'allgathr'; did you mean "
+                                             "'allgather'"),
+    (["--collective", "al"], "did you mean 'all'"),
+    (["--collective", "allreduce,allgather", "--algorithm", "rign"],
+     "unknown allreduce/allgather algorithm 'rign'; did you mean 'ring'?"),
+    (["--collective", "all", "--algorithm", "pairwize"],
+     "unknown algorithm 'pairwize'; did you mean 'pairwise'?"),
+    (["--collective", ","], "--collective: give at least one name"),
+    (["--collective", "allreduce,allgather", "--root", "1"],
+     "--root: allreduce, allgather have no root"),
+    (["--collective", "all", "--algorithm", "ring", "--group-size", "4"],
+     "--group-size: only the hierarchical algorithm"),
+])
+def test_bad_collective_lists_are_one_line_exit_2_before_any_output(capsys, argv, fragment):
+    assert main(["simulate", "--topology", "ring-8", "--size", "1K", *argv]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and fragment in err and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+
+
+def test_traces_are_named_per_collective_when_there_are_several(tmp_path, capsys):
+    tr = tmp_path / "t.json"
+    assert main(["simulate", "--topology", "ring-8", "--collective", "allreduce,alltoall",
+                 "--algorithm", "ring,pairwise", "--size", "1K", "--trace", str(tr)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "t-allreduce-ring-1K.json", "t-alltoall-pairwise-1K.json"]
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    assert "FILE-COLLECTIVE-ALGORITHM-SIZE.json" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("p", [8, 6])
+@pytest.mark.parametrize("group", ["p", 1])
+def test_hierarchical_of_one_level_is_the_one_level_schedule(p, group):
+    """What the note says: groups of 1 or of every rank build ring's (allreduce) and
+    pairwise's (alltoall) transfers exactly."""
+    from commsim import collectives
+
+    def transfers(s):
+        return sorted(zip(s.step.tolist(), s.src.tolist(), s.dst.tolist(), s.chunk.tolist(),
+                          s.reduce.tolist()))
+
+    g = p if group == "p" else group
+    for coll, flat in (("allreduce", "ring"), ("alltoall", "pairwise")):
+        hier = collectives.build(coll, "hierarchical", p, group_size=g)
+        assert transfers(hier) == transfers(collectives.build(coll, flat, p))
+
+
+@pytest.mark.parametrize("group,note", [
+    ("8", "hierarchical with groups of 8 on 8 ranks is one group: the schedule is a ring"),
+    ("1", "hierarchical with groups of 1 on 8 ranks has one rank a group: the schedule is "
+          "a ring"),
+    (None, "hierarchical with groups of 8 on 8 ranks is one group"),   # the default: gcd(8, 8)
+    ("4", None),
+])
+def test_hierarchical_that_is_one_level_says_so(tmp_path, capsys, group, note):
+    argv = ["--algorithm", "ring,hierarchical"] + (["--group-size", group] if group else [])
+    rc, rows = _json_run(tmp_path, *argv)
+    out = capsys.readouterr().out
+    assert rc == 0
+    if note is None:
+        assert "hierarchical with groups" not in out
+        return
+    assert f"note: {note}" in out
+    ring, hier = rows
+    # the same transfers on the same routes: the same time, to rounding
+    assert hier["time_us"] == pytest.approx(ring["time_us"], rel=1e-9)
+
+
+def test_the_note_names_the_collective_when_there_are_several(tmp_path, capsys):
+    rc, _ = _json_run(tmp_path, "--collective", "allreduce,alltoall", "--algorithm",
+                      "hierarchical", "--group-size", "8")
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert ("note: allreduce hierarchical with groups of 8 on 8 ranks is one group: the "
+            "schedule is a ring") in out
+    assert ("note: alltoall hierarchical with groups of 8 on 8 ranks is one group: the "
+            "schedule is pairwise") in out

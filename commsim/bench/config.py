@@ -118,30 +118,12 @@ class BenchConfig:
 def algorithm_names(cfg: BenchConfig) -> list[tuple[str, list[str]]]:
     """``[(collective, [algorithm, ...]), ...]``: canonical names; ``native`` kept as is;
     ``all`` is native and every registered algorithm of the collective. With several
-    collectives a name applies to those that have it, and must exist for one of them."""
-    from commsim import collectives
+    collectives a name applies to those that have it, and must exist for one of them.
+    The parsing is the one ``simulate`` and ``predict`` use
+    (:func:`commsim.collectives.select.collective_algorithms`)."""
+    from commsim.collectives.select import collective_algorithms
 
-    names = [c.strip().lower() for c in cfg.collectives]
-    wanted = list(collectives.COLLECTIVES) if names == ["all"] else \
-        list(dict.fromkeys(collectives.resolve_collective(c) for c in cfg.collectives))
-    chosen: dict[str, list[str]] = {c: [] for c in wanted}
-    for text in cfg.algorithms:
-        key = text.strip().lower()
-        errors = []
-        for collective in wanted:
-            if key == "all":
-                chosen[collective] += ["native"] + [a.name for a in
-                                                    collectives.algorithms(collective)]
-            elif key == "native":
-                chosen[collective].append("native")
-            else:
-                try:
-                    chosen[collective].append(collectives.resolve(collective, text).name)
-                except CommsimError as exc:
-                    errors.append(exc)
-        if len(errors) == len(wanted):
-            raise errors[0]
-    return [(c, list(dict.fromkeys(chosen[c]))) for c in wanted]
+    return collective_algorithms(cfg.collectives, cfg.algorithms, extra=("native",))
 
 
 def sizes(cfg: BenchConfig) -> list[int]:

@@ -10,7 +10,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from commsim import collectives, topology
+from commsim import topology
+from commsim.collectives.select import (  # noqa: F401  (the verbs import them from here)
+    collective_algorithms,
+    collective_list,
+    names,
+)
 from commsim.errors import CommsimError
 from commsim.model.setup import (  # noqa: F401  (the verbs import them from here too)
     BUILD_OPTIONS,
@@ -32,15 +37,9 @@ SIZE_CONVENTION = (
 
 
 def algorithm_list(collective: str, text: str) -> list[str]:
-    """Canonical algorithm names from ``ring,tree`` or ``all`` (every one of the collective)."""
-    collective = collectives.resolve_collective(collective)
-    if text.strip().lower() == "all":
-        return [a.name for a in collectives.algorithms(collective)]
-    names = [collectives.resolve(collective, part.strip()).name
-             for part in text.split(",") if part.strip()]
-    if not names:
-        raise CommsimError("--algorithm: give at least one name, e.g. ring,tree, or all")
-    return list(dict.fromkeys(names))
+    """Canonical algorithm names of one collective from ``ring,tree`` or ``all`` (every
+    one of the collective)."""
+    return collective_algorithms(collective, text)[0][1]
 
 
 def sizes(text: str, field: str = "--size") -> list[int]:
@@ -61,15 +60,28 @@ def chunks(text: str | None) -> int | str | None:
     return value
 
 
-def sweep(args) -> tuple[str, list[str], list[int], int | str | None, float]:
-    """``(collective, algorithms, sizes, chunks, gamma)`` from the flags that ``predict``
-    and ``simulate`` share (``--collective --algorithm --size --chunks --gamma``)."""
-    coll = collectives.resolve_collective(args.collective)
+def sweep(args) -> tuple[list[tuple[str, list[str]]], list[int], int | str | None, float]:
+    """``(runs, sizes, chunks, gamma)`` from the flags that ``predict`` and ``simulate``
+    share (``--collective --algorithm --size --chunks --gamma``). ``runs`` is
+    ``[(collective, [algorithm, ...]), ...]`` (:func:`collective_algorithms`), without
+    the collectives that have none of the algorithms asked for."""
+    runs = [(c, algos) for c, algos in collective_algorithms(args.collective, args.algorithm)
+            if algos]
     # a unit is required: a bare 0.01 would be 0.01 s a byte (0 needs none)
     gamma = None if args.gamma is None else parse_time(args.gamma, "--gamma", require_unit=True,
                                                        units=("ns", "us"))
-    return (coll, algorithm_list(coll, args.algorithm), sizes(args.size),
-            chunks(args.chunks), gamma)
+    return runs, sizes(args.size), chunks(args.chunks), gamma
+
+
+def skipped(args, runs: list[tuple[str, list[str]]]) -> str | None:
+    """A note naming the collectives ``--collective`` asked for that have none of the
+    ``--algorithm`` names (they give no rows), or None."""
+    shown = {c for c, _ in runs}
+    missing = [c for c in collective_list(args.collective) if c not in shown]
+    if not missing:
+        return None
+    return (f"{', '.join(missing)}: none of the algorithms asked for "
+            f"({', '.join(names(args.algorithm))}); no rows")
 
 
 def add_profile(parser) -> None:
@@ -237,15 +249,35 @@ def write_json_lines(path: str, rows: list[dict], flag: str = "--json") -> None:
             from None
 
 
-def check_group_size(group: int | None, algos: list[str], p: int) -> None:
-    """``--group-size`` only where it is honoured: hierarchical, dividing the ranks."""
+def check_group_size(group: int | None, runs, p: int) -> None:
+    """``--group-size`` only where it is honoured: hierarchical (of allreduce or alltoall),
+    dividing the ranks. ``runs``: algorithm names, or ``[(collective, [algorithm, ...])]``."""
     if group is None:
         return
+    algos = [a for item in runs for a in ([item] if isinstance(item, str) else item[1])]
     if "hierarchical" not in algos:
-        raise CommsimError("--group-size: only the hierarchical algorithm has groups; add "
-                           "hierarchical to --algorithm or drop --group-size")
+        raise CommsimError("--group-size: only the hierarchical algorithm (of allreduce and "
+                           "alltoall) has groups; add hierarchical to --algorithm or drop "
+                           "--group-size")
     if group < 1 or p % group:
         divisors = [d for d in range(1, p + 1) if p % d == 0]
         shown = ", ".join(map(str, divisors[:12])) + (", ..." if len(divisors) > 12 else "")
         raise CommsimError(f"--group-size: {group} does not divide {p} ranks; give a "
                            f"divisor of {p} ({shown})")
+
+
+# what a two-level algorithm is when its groups hold one rank or every rank: the same
+# transfers, step for step (tests/test_cli_simulate.py checks the schedules)
+ONE_LEVEL = {"allreduce": "a ring (one channel)", "alltoall": "pairwise"}
+
+
+def one_level_note(collective: str, group: int, p: int, name: bool = False) -> str | None:
+    """The note for ``hierarchical`` whose groups of ``group`` (the group size its
+    schedule and model use) leave one level on ``p`` ranks, else None. ``name``: say
+    which collective (when several are shown)."""
+    if collective not in ONE_LEVEL or group not in (1, p):
+        return None
+    shape = "is one group" if group == p else "has one rank a group"
+    who = f"{collective} " if name else ""
+    return (f"{who}hierarchical with groups of {group} on {p} ranks {shape}: the schedule is "
+            f"{ONE_LEVEL[collective]}, transfer for transfer")

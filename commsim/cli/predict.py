@@ -14,12 +14,15 @@ from commsim.cli.common import (
     console,
     layout_options,
     model_gamma,
+    one_level_note,
+    skipped,
     sweep,
     topology_choice,
     topology_model,
     topology_params,
     write_json_lines,
 )
+from commsim.collectives.hierarchical import default_group_size
 from commsim.errors import CommsimError
 from commsim.report import tables
 from commsim.units import format_bandwidth, format_size, format_time, parse_bandwidth, parse_time
@@ -32,8 +35,13 @@ def register(sub) -> None:
         "predict", help="closed-form alpha-beta predictions",
         description="Predict collective time with the alpha-beta-gamma model. "
         + SIZE_CONVENTION)
-    p.add_argument("--collective", default="allreduce")
-    p.add_argument("--algorithm", default="all", help="comma-separated names, or all")
+    p.add_argument("--collective", default="allreduce",
+                   help="allreduce, reduce_scatter, allgather, broadcast, reduce, alltoall; "
+                   "comma-separated for several, or all (default allreduce)")
+    p.add_argument("--algorithm", default="all",
+                   help="comma-separated names, or all (default: every algorithm of each "
+                   "collective); with several collectives a name applies to those that have "
+                   "it")
     p.add_argument("--size", "--sizes", dest="size", default="1K:1G",
                    help="bytes: 256M, or a doubling range 1K:1G, or a list 1K,1M")
     p.add_argument("--nranks", type=int, help="ranks, 2 or more (default: every gpu of the "
@@ -55,8 +63,12 @@ def register(sub) -> None:
                    "auto (best per size; default)")
     add_channels(p)
     p.add_argument("--group-size", type=int,
-                   help="hierarchical: ranks per group, a divisor of --nranks")
-    p.add_argument("--json", metavar="FILE", help="also write JSON lines, one per algorithm/size")
+                   help="hierarchical (allreduce, alltoall): ranks per group, a divisor of "
+                   "--nranks (default: the topology's gpus per node, else gcd(ranks, 8)); "
+                   "groups of 1 or of every rank are one level (a ring, pairwise), and a "
+                   "note says so")
+    p.add_argument("--json", metavar="FILE", help="also write JSON lines, one per "
+                   "collective/algorithm/size")
     p.set_defaults(func=run)
 
 
@@ -92,19 +104,20 @@ def _algorithm_params(prm: dict, algo: str, group_size: int | None) -> tuple:
 
 
 def run(args) -> int:
-    coll, algos, size_list, nchunks, gamma = sweep(args)
+    runs, size_list, nchunks, gamma = sweep(args)
     prm = _parameters(args)
     gamma = model_gamma(gamma, prm["graph"])
     p = prm["nranks"]
     check_nranks(p, args.nranks is not None, prm["where"], prm["gpus"])
-    check_group_size(args.group_size, algos, p)
+    check_group_size(args.group_size, runs, p)
     if args.json:
         check_output(args.json, "--json")
     rows = []
+    algos = list(dict.fromkeys(a for _, names in runs for a in names))
     params = {algo: _algorithm_params(prm, algo, args.group_size) for algo in algos}
     on_topology = topology_model(prm["graph"], p)
-    for size in size_list:
-        for algo in algos:
+    for coll, names in runs:
+        for size, algo in ((size, algo) for size in size_list for algo in names):
             a, b, opts = params[algo]
             k = model.nchunks_for(nchunks, coll, algo, p, size, a, b, gamma, **opts)
             k = k or model.default_nchunks(coll, algo, p)
@@ -123,31 +136,41 @@ def run(args) -> int:
     check_finite(rows, "give realistic --alpha, --bandwidth and --gamma (with units)"
                  if prm["graph"] is None else "check the topology's links and --gamma")
     out = console()
+    colls = [c for c, _ in runs]
     flat_a, flat_b, _ = _algorithm_params(prm, "ring", None)
-    line = (f"[bold]{coll}[/] on {p} ranks, {prm['where']}: alpha {format_time(flat_a)}, "
-            f"link {format_bandwidth(1 / flat_b)}")
+    line = (f"[bold]{', '.join(colls)}[/] on {p} ranks, {prm['where']}: alpha "
+            f"{format_time(flat_a)}, link {format_bandwidth(1 / flat_b)}")
     hier = params.get("hierarchical")
     if hier and "alpha_inter" in hier[2]:
         line += (f"; hierarchical: groups of {hier[2]['group_size']}, alpha "
                  f"{format_time(hier[0])} and link {format_bandwidth(1 / hier[1])} inside")
     out.print(line)
+    several = len(colls) > 1
     if len(size_list) == 1:
-        tables.show(_rows_table(rows))
+        tables.show(_rows_table(rows, several))
     else:
-        tables.show([_table(rows, algos, size_list, "time_us", "predicted time (us)"),
-                     _table(rows, algos, size_list, "busbw_gbps", "busbw (GB/s)")])
+        tables.show([_table(rows, runs, size_list, "time_us", "predicted time (us)"),
+                     _table(rows, runs, size_list, "busbw_gbps", "busbw (GB/s)")])
+    group = hier[2].get("group_size") if hier else None   # None: the builder's default
+    for note in [skipped(args, runs)] + [
+            one_level_note(c, group or default_group_size(p), p, several)
+            for c, names in runs if "hierarchical" in names]:
+        if note:
+            out.print(f"note: {note}")
     if on_topology:
         out.print("[dim]model on the topology: every transfer on its own route, its step's "
                   "own flows sharing links evenly; busbw = algbw x nccl-tests factor; * marks "
-                  "the fastest algorithm per size[/]")
-        rough = sorted({r["algorithm"] for r in rows if r["estimate"]})
+                  f"the fastest algorithm per {'collective and ' if several else ''}size[/]")
+        rough = sorted({(f"{r['collective']} " if several else "") + r["algorithm"]
+                         for r in rows if r["estimate"]})
         if rough:
             out.print(f"[yellow]estimate[/] for {', '.join(rough)}: flows of one step share "
                       "links here (or the schedule is too large to price: the flat formula); "
                       "`commsim simulate` is the reference")
     else:
         out.print("[dim]alpha-beta model (no protocol efficiency); busbw = algbw x "
-                  "nccl-tests factor; * marks the fastest algorithm per size[/]")
+                  "nccl-tests factor; * marks the fastest algorithm per "
+                  f"{'collective and ' if several else ''}size[/]")
     if args.json:
         write_json_lines(args.json, rows)
         out.print(f"wrote {args.json}")
@@ -159,28 +182,42 @@ def _number(value: float) -> str:
     return f"{value:,.0f}" if value >= 1000 else f"{value:.4g}"
 
 
-def _rows_table(rows: list[dict]) -> tables.Table:
-    """One size: a row per algorithm with its chunks, time, algbw and busbw."""
+def _rows_table(rows: list[dict], several: bool = False) -> tables.Table:
+    """One size: a row per (collective,) algorithm with its chunks, time, algbw and busbw;
+    ``*`` marks the fastest of each collective."""
+    first = ["collective"] if several else []
     table = tables.Table(f"predicted, size {format_size(rows[0]['size'])}",
-                         ["algorithm", "chunks", "time (us)", "algbw (GB/s)", "busbw (GB/s)"])
-    best = min(r["time_us"] for r in rows)
+                         [*first, "algorithm", "chunks", "time (us)", "algbw (GB/s)",
+                          "busbw (GB/s)"], align=["l"] * (len(first) + 1) + ["r"] * 4)
     for r in rows:
-        mark = "*" if r["time_us"] == best and len(rows) > 1 else ""
-        table.add([r["algorithm"], str(r["nchunks"]), _number(r["time_us"]) + mark,
-                   _number(r["algbw_gbps"]), _number(r["busbw_gbps"])])
+        mine = [x["time_us"] for x in rows if x["collective"] == r["collective"]]
+        mark = "*" if r["time_us"] == min(mine) and len(mine) > 1 else ""
+        table.add([*([r["collective"]] if several else []), r["algorithm"], str(r["nchunks"]),
+                   _number(r["time_us"]) + mark, _number(r["algbw_gbps"]),
+                   _number(r["busbw_gbps"])])
     return table
 
 
-def _table(rows: list[dict], algos: list[str], size_list: list[int], key: str,
-           title: str) -> tables.Table:
-    """One row per size, one column per algorithm; ``*`` marks the fastest per size."""
-    table = tables.Table(title, ["size", *algos], align=["r"] * (len(algos) + 1))
-    for size in size_list:
-        mine = [r for r in rows if r["size"] == size]
-        best = min(r["time_us"] for r in mine)
-        cells = [format_size(size)]
-        for r in mine:
-            mark = "*" if r["time_us"] == best and len(algos) > 1 else ""
-            cells.append(_number(r[key]) + mark)
-        table.add(cells)
+def _table(rows: list[dict], runs: list[tuple[str, list[str]]], size_list: list[int],
+           key: str, title: str) -> tables.Table:
+    """One row per (collective,) size, one column per algorithm (``-`` where the row's
+    collective has none of that name); ``*`` marks the fastest of a row."""
+    several = len(runs) > 1
+    algos = list(dict.fromkeys(a for _, names in runs for a in names))
+    first = ["collective"] if several else []
+    table = tables.Table(title, [*first, "size", *algos],
+                         align=["l"] * len(first) + ["r"] * (len(algos) + 1))
+    cell = {(r["collective"], r["algorithm"], r["size"]): r for r in rows}
+    for coll, names in runs:
+        for size in size_list:
+            best = min(cell[(coll, a, size)]["time_us"] for a in names)
+            cells = [*([coll] if several else []), format_size(size)]
+            for algo in algos:
+                r = cell.get((coll, algo, size))
+                if r is None:
+                    cells.append("-")
+                    continue
+                mark = "*" if r["time_us"] == best and len(names) > 1 else ""
+                cells.append(_number(r[key]) + mark)
+            table.add(cells)
     return table

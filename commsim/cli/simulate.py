@@ -23,7 +23,9 @@ from commsim.cli.common import (
     console,
     make_parent,
     model_gamma,
+    one_level_note,
     per_rank,
+    skipped,
     sweep,
     topology_choice,
     topology_model,
@@ -46,10 +48,13 @@ def register(sub) -> None:
         + SIZE_CONVENTION)
     p.add_argument("--topology",
                    help=f"a preset name or a YAML file (default {DEFAULT_TOPOLOGY})")
-    p.add_argument("--collective", default="allreduce")
+    p.add_argument("--collective", default="allreduce",
+                   help="allreduce, reduce_scatter, allgather, broadcast, reduce, alltoall; "
+                   "comma-separated for several, or all (default allreduce)")
     p.add_argument("--algorithm", default="all",
-                   help="comma-separated names, or all (default: every algorithm of the "
-                   "collective)")
+                   help="comma-separated names, or all (default: every algorithm of each "
+                   "collective); with several collectives a name applies to those that have "
+                   "it")
     p.add_argument("--size", "--sizes", dest="size", default="256M",
                    help="bytes: 256M, or a doubling range 1K:1G, or a list 1K,1M")
     p.add_argument("--nranks", type=int,
@@ -61,11 +66,13 @@ def register(sub) -> None:
                    help="step: ranks go step by step (the executors' semantics); dataflow: "
                         "a transfer waits only for its data (a what-if)")
     p.add_argument("--group-size", type=int,
-                   help="hierarchical: ranks per group, a divisor of --nranks (default: the "
-                   "topology's gpus per node)")
+                   help="hierarchical (allreduce, alltoall): ranks per group, a divisor of "
+                   "--nranks (default: the topology's gpus per node, else gcd(ranks, 8)); "
+                   "groups of 1 or of every rank are one level (a ring, pairwise), and a "
+                   "note says so")
     p.add_argument("--root", type=int,
                    help="root rank of broadcast and reduce (default 0); other collectives "
-                   "have none")
+                   "have none and ignore it")
     p.add_argument("--placement", default="linear",
                    help="which gpu each rank gets: linear (the topology's order; default), "
                         "spread (consecutive ranks on different switches) or random[:SEED]")
@@ -91,17 +98,25 @@ def register(sub) -> None:
     p.add_argument("--links", action="store_true",
                    help="also list the links that held the run up (on its critical path)")
     p.add_argument("--trace", metavar="FILE",
-                   help="write a Chrome/Perfetto trace (one file per algorithm and size)")
-    p.add_argument("--json", metavar="FILE", help="also write JSON lines, one per algorithm/size")
+                   help="write a Chrome/Perfetto trace; with several runs one file each: "
+                   "FILE-ALGORITHM-SIZE.json (a.json -> a-ring-1M.json), or "
+                   "FILE-COLLECTIVE-ALGORITHM-SIZE.json with several collectives "
+                   "(a-allreduce-ring-1M.json)")
+    p.add_argument("--json", metavar="FILE", help="also write JSON lines, one per "
+                   "collective/algorithm/size")
     simulate_step.add_arguments(p)
     p.set_defaults(func=run)
 
 
-def _trace_path(base: str, algo: str, size: int, many: bool) -> Path:
+def _trace_path(base: str, job: tuple[str, str, int], jobs: list) -> Path:
+    """``--trace`` FILE itself for one run; else FILE-ALGORITHM-SIZE.json, with the
+    collective before the algorithm when the runs have several."""
     path = Path(base)
-    if not many:
+    if len(jobs) == 1:
         return path
-    return path.with_name(f"{path.stem}-{algo}-{format_size(size)}{path.suffix or '.json'}")
+    coll, algo, size = job
+    who = f"{coll}-{algo}" if len({c for c, _, _ in jobs}) > 1 else algo
+    return path.with_name(f"{path.stem}-{who}-{format_size(size)}{path.suffix or '.json'}")
 
 
 def run(args) -> int:
@@ -110,7 +125,7 @@ def run(args) -> int:
     from commsim.topology.placement import place
 
     # every check comes before the first line of output and before any work
-    coll, algos, size_list, setting, gamma = sweep(args)
+    runs, size_list, setting, gamma = sweep(args)
     args.topology = topology_choice(args, DEFAULT_TOPOLOGY)
     G = topology.load(args.topology, ideal=args.ideal)
     if args.workload:
@@ -120,18 +135,19 @@ def run(args) -> int:
     name = G.graph.get("name", args.topology)
     p = args.nranks if args.nranks is not None else ngpus
     check_nranks(p, args.nranks is not None, name, ngpus)
-    root = _root(args.root, coll, p)
-    check_group_size(args.group_size, algos, p)
+    colls = [c for c, _ in runs]
+    root = _root(args.root, colls, p)
+    check_group_size(args.group_size, runs, p)
     gpus_of_ranks = place(G, p, args.placement)
     late = _per_rank(args.late, "--late", lambda v: parse_time(v, "--late", require_unit=True),
                      p)
     slow = _per_rank(args.slow_reduce, "--slow-reduce",
                      lambda v: _factor(v, "--slow-reduce"), p)
-    jobs = [(algo, size) for algo in algos for size in size_list]
+    jobs = [(coll, algo, size) for coll, algos in runs for algo in algos for size in size_list]
     _check_outputs(args, jobs)
     out = console()
     err = console(stderr=True)
-    header = (f"[bold]{coll}[/] on {p} ranks of [bold]{name}[/] ({ngpus} gpus), "
+    header = (f"[bold]{', '.join(colls)}[/] on {p} ranks of [bold]{name}[/] ({ngpus} gpus), "
               f"{args.placement} placement, {args.mode} mode, {args.routing} routing, "
               f"{args.sharing} sharing"
               + (f", gamma {format_time(gamma)}/byte" if gamma else "")
@@ -141,7 +157,8 @@ def run(args) -> int:
     bar = _Bar(err, len(jobs))
     routers: dict = {}
     models: dict = {}
-    for n, (algo, size) in enumerate(jobs):
+    notes: dict = {}
+    for n, (coll, algo, size) in enumerate(jobs):
         bar.job(n)
         a, b, opts = topology_params(G, p, algo, args.group_size, args.channels,
                                      linear=args.placement == "linear")
@@ -156,11 +173,14 @@ def run(args) -> int:
                        mode=args.mode, gamma=gamma, start_offsets=late, reduce_slowdown=slow,
                        overhead=float(topology.model_parameter(G, "step_overhead", 0.0)),
                        message_overhead=opts.get("message_overhead", 0.0),
-                       router=routers.get(algo), progress=bar.within)
-        routers[algo] = res.router      # routes depend on the pairs, not on the size
-        if algo not in models:   # the simulator's routes depend on the pairs, not the size
-            models[algo] = topology_model(G, p, res.router)
-        est = models[algo](coll, algo, p, s.nchunks, opts, size, gamma, args.mode, s)
+                       router=routers.get((coll, algo)), progress=bar.within)
+        # the simulator's routes depend on the pairs, not on the size
+        routers[(coll, algo)] = res.router
+        if (coll, algo) not in models:
+            models[(coll, algo)] = topology_model(G, p, res.router)
+        if algo == "hierarchical":
+            notes[coll] = one_level_note(coll, s.options["group_size"], p, len(colls) > 1)
+        est = models[(coll, algo)](coll, algo, p, s.nchunks, opts, size, gamma, args.mode, s)
         if est is not None:
             t_model, estimate = est.time, est.shared
         else:
@@ -182,10 +202,10 @@ def run(args) -> int:
         if args.links:
             bound = res.bottlenecks(5)
             row["links"] = bound
-            link_rows.extend((algo, size, d) for d in bound)
+            link_rows.extend((coll, algo, size, d) for d in bound)
         rows.append(row)
         if args.trace:
-            path = _trace_path(args.trace, algo, size, len(jobs) > 1)
+            path = _trace_path(args.trace, (coll, algo, size), jobs)
             make_parent(path, "--trace")
             try:
                 res.to_chrome_trace(path)
@@ -196,7 +216,12 @@ def run(args) -> int:
     bar.stop()
     check_finite(rows, "check the topology's links, --gamma and --late")
     out.print(header)   # only now: an error found during the run leaves stdout empty
-    tables.show([_table(rows)] + ([_links_table(link_rows)] if args.links else []))
+    several = len(colls) > 1
+    tables.show([_table(rows, several)]
+                + ([_links_table(link_rows, several)] if args.links else []))
+    for note in [skipped(args, runs), *notes.values()]:
+        if note:
+            out.print(f"note: {note}")
     shares = "max-min fair" if args.sharing == "maxmin" else "rtt-weighted (TCP-like)"
     out.print(f"[dim]{shares} links; model = every transfer on its route, its step's own "
               "flows sharing links evenly (exact where none share; * = an estimate); "
@@ -212,13 +237,14 @@ def run(args) -> int:
     return 0
 
 
-def _root(root: int | None, coll: str, p: int) -> int:
-    """``--root``: a rank of the run, and only for the collectives that have a root."""
+def _root(root: int | None, colls: list[str], p: int) -> int:
+    """``--root``: a rank of the run, for broadcast and reduce (the other collectives have
+    no root and ignore it); refused when no collective of the run has one."""
     if root is None:
         return 0
-    if coll not in ("broadcast", "reduce"):
-        raise CommsimError(f"--root: {coll} has no root; --root is for broadcast and reduce "
-                           "(drop it)")
+    if not {"broadcast", "reduce"} & set(colls):
+        raise CommsimError(f"--root: {', '.join(colls)} {'has' if len(colls) == 1 else 'have'} "
+                           "no root; --root is for broadcast and reduce (drop it)")
     if not 0 <= root < p:
         raise CommsimError(f"--root: rank {root} does not exist on {p} ranks; give 0 to "
                            f"{p - 1}")
@@ -244,8 +270,7 @@ def _check_outputs(args, jobs: list) -> None:
     """``--json`` and every ``--trace`` file are writable, and distinct, before the run."""
     paths = []
     if args.trace:
-        paths = [(_trace_path(args.trace, algo, size, len(jobs) > 1), "--trace")
-                 for algo, size in jobs]
+        paths = [(_trace_path(args.trace, job, jobs), "--trace") for job in jobs]
     if args.json:
         paths.append((Path(args.json), "--json"))
     seen: dict[str, str] = {}
@@ -308,15 +333,18 @@ def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
-def _table(rows: list[dict]) -> tables.Table:
-    table = tables.Table("simulated", ["algorithm", "size (B)", "chunks", "time (us)",
+def _table(rows: list[dict], several: bool = False) -> tables.Table:
+    """One row per run; a collective column first when the runs have several."""
+    first = ["collective"] if several else []
+    table = tables.Table("simulated", [*first, "algorithm", "size (B)", "chunks", "time (us)",
                                        "algbw (GB/s)", "busbw (GB/s)", "model (us)",
                                        "sim/model (x)", "bottleneck link", "held (%)",
                                        "util (%)"],
-                         align=["l"] + ["r"] * 7 + ["l", "r", "r"])
+                         align=["l"] * len(first) + ["l"] + ["r"] * 7 + ["l", "r", "r"])
     for r in rows:
         ratio = f"{r['time_us'] / r['t_model_us']:.3f}" if r["t_model_us"] > 0 else "-"
-        table.add([r["algorithm"], format_size(r["size"]), str(r["nchunks"]),
+        table.add([*([r["collective"]] if several else []),
+                   r["algorithm"], format_size(r["size"]), str(r["nchunks"]),
                    _num(r["time_us"]), _num(r["algbw_gbps"]), _num(r["busbw_gbps"]),
                    _num(r["t_model_us"]) + ("*" if r["model_estimate"] else ""), ratio,
                    r["bottleneck"] or "-",
@@ -324,13 +352,15 @@ def _table(rows: list[dict]) -> tables.Table:
     return table
 
 
-def _links_table(link_rows: list) -> tables.Table:
+def _links_table(link_rows: list, several: bool = False) -> tables.Table:
+    first = ["collective"] if several else []
     table = tables.Table("links that held the run up (critical path)",
-                         ["algorithm", "size (B)", "link", "class", "rate", "held (us)",
-                          "held (%)", "bytes (MB)", "util (%)", "peak (%)"],
-                         align=["l", "r", "l", "l"] + ["r"] * 6)
-    for algo, size, d in link_rows:
-        table.add([algo, format_size(size), d["link"], d.get("link_class", "-"),
+                         [*first, "algorithm", "size (B)", "link", "class", "rate",
+                          "held (us)", "held (%)", "bytes (MB)", "util (%)", "peak (%)"],
+                         align=["l"] * len(first) + ["l", "r", "l", "l"] + ["r"] * 6)
+    for coll, algo, size, d in link_rows:
+        table.add([*([coll] if several else []),
+                   algo, format_size(size), d["link"], d.get("link_class", "-"),
                    format_bandwidth(d["bandwidth"]), _num(d.get("seconds", 0.0) * 1e6),
                    _pct(d.get("share")), _num(d["bytes"] / 1e6),
                    _pct(d["utilization"]), _pct(d["peak_utilization"])])
