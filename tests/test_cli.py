@@ -42,3 +42,23 @@ def test_algorithms_piped_is_one_line_an_algorithm(capsys):
     assert len(rows) == len(collectives.available())  # no formula folded onto a second line
     assert {len(r) for r in rows} == {6}
     assert ["allreduce", "ring"] in [r[:2] for r in rows]
+
+
+def test_out_of_memory_is_one_line_and_exit_2(tmp_path):
+    """A simulation too big for the memory it is given (an address-space limit of 1.5 GB;
+    ring allreduce on 8 ranks in 2,000,000 chunks: 224 million transfers, about 4 GB of
+    schedule) fails with one line, not an allocator traceback."""
+    import resource
+    import subprocess
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (1536 << 20, 1536 << 20))
+
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    p = subprocess.run([sys.executable, "-m", "commsim", "simulate", "--topology",
+                        "ring-8", "--algorithm", "ring", "--size", "1M", "--chunks", "2000000"],
+                       capture_output=True, text=True, preexec_fn=limit, env=env, timeout=300,
+                       cwd=tmp_path)
+    assert p.returncode == 2, p.stderr
+    assert "out of memory" in p.stderr and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1

@@ -51,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     except CommsimError as exc:
         print(f"commsim {args.verb}: error: {exc}", file=sys.stderr)
         return 2
+    except MemoryError:
+        # numpy's allocation failures are MemoryErrors: one line, not an allocator traceback
+        print(f"commsim {args.verb}: error: out of memory: the run needs more memory than "
+              "this machine gives it; use fewer ranks, chunks or a smaller size",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: no second traceback
         print(f"commsim {args.verb}: interrupted", file=sys.stderr)
