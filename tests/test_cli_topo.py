@@ -54,7 +54,8 @@ def test_show_a_yaml_file(capsys, tmp_path):
     (["show", "fat-tree-k9"], "did you mean 'fat-tree-k8'"),
     (["show", "missing/topo.yaml"], "no such file"),
     (["export", "ring-9", "--format", "simgrid"], "unknown topology"),
-    (["draw", "dgx-h100-superpod", "-o", "x.png"], "too many to draw"),
+    (["draw", "dgx-h100-superpod", "--summarize-above", "5000", "-o", "x.png"],
+     "too many to draw"),
 ])
 def test_bad_input_exits_2_with_one_line(capsys, argv, piece):
     code, _out, err = run(capsys, *argv)
@@ -71,13 +72,32 @@ def test_bad_file_exits_2(capsys, tmp_path):
     assert code == 2 and "links[0].bandwidth" in err and err.count("\n") == 1
 
 
-def test_draw_writes_a_png(capsys, tmp_path):
+DRAWN_AS = {"dgx-a100-4node": "dgx layout", "dgx-h100-32node": "dgx layout, summarized",
+            "dgx-h100-superpod": "dgx layout, summarized", "dragonfly-small": "dragonfly layout",
+            "fat-tree-k8": "fat-tree layout, summarized", "leaf-spine-2to1": "leaf-spine layout",
+            "localhost": "star layout", "ring-8": "ring layout", "torus-4x4": "torus layout"}
+
+
+@pytest.mark.parametrize("name", topology.presets())
+def test_every_preset_draws_to_a_png_in_its_family_layout(capsys, tmp_path, name):
     pytest.importorskip("matplotlib")
-    for name in ("leaf-spine-2to1", "torus-4x4"):
-        out_file = tmp_path / f"{name}.png"
-        code, out, _ = run(capsys, "draw", name, "-o", str(out_file))
-        assert code == 0 and "wrote" in out
-        assert out_file.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out_file = tmp_path / f"{name}.png"
+    code, out, err = run(capsys, "draw", name, "-o", str(out_file), "--dpi", "30")
+    assert code == 0 and err == "" and out.startswith(f"wrote {out_file}")
+    if name in DRAWN_AS:
+        assert f"; {DRAWN_AS[name]})" in out
+    assert out_file.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_draw_summarize_above_sets_the_threshold(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "a.png"
+    code, out, _ = run(capsys, "draw", "dgx-a100-4node", "-o", str(png), "--dpi", "30",
+                       "--summarize-above", "0")
+    assert code == 0 and "dgx layout, summarized" in out
+    code, out, _ = run(capsys, "draw", "fat-tree-k8", "-o", str(png), "--dpi", "30",
+                       "--summarize-above", "128")
+    assert code == 0 and out.rstrip().endswith("; fat-tree layout)")
 
 
 def test_draw_without_matplotlib_says_install_plot_extra(capsys, tmp_path, monkeypatch):
@@ -140,6 +160,9 @@ def test_bad_output_paths_are_refused_before_the_work(capsys, tmp_path, verb, ki
     (["draw", "ring-8", "-o", "ring"], "--output: 'ring' needs an image suffix"),
     (["draw", "ring-8", "-o", "ring.xyz"], "--output: 'ring.xyz' needs an image suffix"),
     (["export", "ring-8", "--format", "simgrid", "--builder-form"], "--builder-form"),
+    (["draw", "ring-8", "-o", "ring.png", "--dpi", "0"], "--dpi: 0 must be at least 10"),
+    (["draw", "ring-8", "-o", "ring.png", "--max-nodes", "0"], "--max-nodes"),
+    (["draw", "ring-8", "-o", "ring.png", "--summarize-above", "-1"], "--summarize-above"),
 ])
 def test_values_a_verb_cannot_honour_are_refused(capsys, tmp_path, monkeypatch, argv, piece):
     if argv[0] == "draw":

@@ -21,8 +21,9 @@ from commsim import topology
 from commsim.cli.common import check_output, make_parent
 from commsim.errors import CommsimError
 from commsim.report import tables
+from commsim.report.topology_figure import SUMMARIZE_ABOVE
 
-DRAW_LIMIT = 600  # nodes; a larger drawing is an unreadable hairball
+DRAW_LIMIT = 600  # nodes drawn; a larger drawing is an unreadable hairball
 
 
 def register(subparsers) -> None:
@@ -46,13 +47,25 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON (SI units)")
     p.set_defaults(func=_show)
 
-    p = sub.add_parser("draw", help="draw the topology to an image (needs the plot extra)")
+    p = sub.add_parser("draw", help="draw the topology to an image, laid out as its family "
+                       "is drawn (needs the plot extra)",
+                       description="Draw a topology as people draw its family: a ring as a "
+                       "circle, a torus as a grid, fat-trees and leaf-spines in layers (link "
+                       "speeds and oversubscription labelled), DGX nodes as boxes with their "
+                       "rails, dragonfly groups around a circle; anything else in a spring "
+                       "layout. Large fabrics are summarized: one node, pod, leaf or group in "
+                       "full, the rest as boxes with counts.")
     p.add_argument("topology", metavar="NAME|PATH")
     p.add_argument("-o", "--output", required=True,
                    help="image file, e.g. topo.png or topo.svg (the suffix picks the format; "
                    "missing folders are created)")
+    p.add_argument("--summarize-above", type=int, default=SUMMARIZE_ABOVE, metavar="GPUS",
+                   help="summarize a fat-tree, leaf-spine, star, DGX cluster or dragonfly of "
+                   f"more gpus than this (default {SUMMARIZE_ABOVE}; 0: always)")
     p.add_argument("--max-nodes", type=int, default=DRAW_LIMIT,
-                   help=f"refuse graphs larger than this (default {DRAW_LIMIT})")
+                   help="refuse a picture of more nodes than this, after summarizing "
+                   f"(default {DRAW_LIMIT})")
+    p.add_argument("--dpi", type=int, default=150, help="resolution of a PNG (default 150)")
     p.set_defaults(func=_draw)
 
     p = sub.add_parser("export", help="write the topology as a SimGrid platform or YAML")
@@ -149,84 +162,47 @@ def _rates_table(s: dict) -> tables.Table:
     return table
 
 
-def _layout(G):
-    """Layers by kind and switch level for trees; a seeded spring layout otherwise."""
-    import networkx as nx
-    kinds = dict(G.nodes(data="kind"))
-    switches = [n for n in G if kinds[n] == "switch"]
-    levels = dict(G.nodes(data="level"))
-    tree = switches and all(levels.get(n) is not None for n in switches) and not any(
-        kinds[u] == kinds[v] == "switch" and levels[u] == levels[v] for u, v in G.edges)
-    if tree:
-        rank = {"gpu": 0, "host": 0, "nic": 1}
-        layers: dict[int, list] = {}
-        for n in G:  # lists keep insertion order, so gpu i sits under nic i
-            if kinds[n] == "switch" and all(kinds[v] == "gpu" for v in G.successors(n)):
-                layer = 1  # a gpu-only switch (NVSwitch) sits beside the nics, under the fabric
-            else:
-                layer = rank.get(kinds[n], 2 + (levels.get(n) or 0))
-            layers.setdefault(layer, []).append(n)
-        # order the nic layer by the mean position of the gpus below, so each NVSwitch
-        # sits in the middle of its node's nics
-        below = {g: i for i, g in enumerate(layers.get(0, []))}
-
-        def barycenter(n):
-            xs = [below[v] for v in G.successors(n) if v in below]
-            return sum(xs) / len(xs) if xs else float("inf")
-        if 1 in layers:
-            layers[1].sort(key=barycenter)
-        return nx.multipartite_layout(G, subset_key=layers, align="horizontal")
-    return nx.spring_layout(G.to_undirected(as_view=True), seed=1)
-
-
 def _draw(args) -> int:
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib  # noqa: F401  (only to say what to install)
     except ImportError:
         raise CommsimError("topo draw needs matplotlib; install the plot extra: "
                            "pip install 'commsim[plot]'") from None
-    import networkx as nx
     from matplotlib.backend_bases import FigureCanvasBase
+
+    from commsim.report import topology_figure
     formats = sorted(FigureCanvasBase.get_supported_filetypes())
-    if Path(args.output).suffix.lower().lstrip(".") not in formats:
+    fmt = Path(args.output).suffix.lower().lstrip(".")
+    if fmt not in formats:
         # matplotlib would add .png to a bare name, or fail only after drawing
         raise CommsimError(f"--output: {args.output!r} needs an image suffix that names the "
                            f"format, e.g. .png or .svg (one of {', '.join(formats)})")
+    for flag, value, least in (("--max-nodes", args.max_nodes, 1),
+                               ("--summarize-above", args.summarize_above, 0),
+                               ("--dpi", args.dpi, 10)):
+        if value < least:
+            raise CommsimError(f"{flag}: {value} must be at least {least}")
     check_output(args.output, "--output")
     G = topology.load(args.topology)
-    if G.number_of_nodes() > args.max_nodes:
-        raise CommsimError(f"topology {G.graph['name']!r} has {G.number_of_nodes()} nodes, "
-                           f"too many to draw legibly (--max-nodes {args.max_nodes}); draw a "
-                           "smaller variant or raise --max-nodes")
-    make_parent(args.output, "--output")
-    pos = _layout(G)
-    colors = {"gpu": "#76b900", "nic": "#f0a30a", "switch": "#1f77b4", "host": "#9467bd"}
-    small = G.number_of_nodes() <= 64
-    fig, ax = plt.subplots(figsize=(12, 8))
-    undirected = G.to_undirected(as_view=True)
-    nx.draw_networkx_edges(undirected, pos, ax=ax, alpha=0.3, width=0.6)
-    for kind, color in colors.items():
-        nodes = [n for n, k in G.nodes(data="kind") if k == kind]
-        if nodes:
-            nx.draw_networkx_nodes(G, pos, nodelist=nodes, node_color=color, ax=ax,
-                                   node_size=120 if small else 20, label=f"{kind} ({len(nodes)})")
-    if small:
-        nx.draw_networkx_labels(G, pos, ax=ax, font_size=6)
-    s = topology.summary(G)
-    ax.set_title(f"{G.graph['name']}: {s['gpus']} gpus, {s['switches']} switches, "
-                 f"{s['links'] // 2} cables")
-    ax.legend(loc="best", fontsize=8)
-    ax.axis("off")
-    fig.tight_layout()
     try:
-        fig.savefig(args.output, dpi=150)
-    except (OSError, ValueError) as exc:
-        raise CommsimError(f"--output: cannot write {args.output!r}: {exc}") from None
-    finally:
-        plt.close(fig)
-    print(f"wrote {args.output} ({s['gpus']} gpus, {G.number_of_nodes()} nodes)")
+        scene = topology_figure.scene(G, summarize_above=args.summarize_above,
+                                      max_nodes=args.max_nodes)
+    except topology_figure.TooLarge as exc:
+        raise CommsimError(f"topology {G.graph['name']!r}: a picture of {exc.nodes} nodes is "
+                           f"too many to draw legibly (--max-nodes {args.max_nodes}); lower "
+                           "--summarize-above, draw a smaller variant or raise --max-nodes"
+                           ) from None
+    data = topology_figure.render(scene, fmt=fmt, dpi=args.dpi)
+    make_parent(args.output, "--output")
+    try:
+        Path(args.output).write_bytes(data)
+    except OSError as exc:
+        raise CommsimError(f"--output: cannot write {args.output!r}: "
+                           f"{exc.strerror or exc}") from None
+    how = scene.family.replace("_", "-") + " layout" + (", summarized" if scene.summarized
+                                                        else "")
+    print(f"wrote {args.output} ({len(topology.gpus(G))} gpus, {G.number_of_nodes()} nodes; "
+          f"{how})")
     return 0
 
 

@@ -6,6 +6,8 @@ Used by the verbs; imports none of their packages (only :mod:`commsim.units` and
 - :mod:`~commsim.report.tables`: a :class:`~commsim.report.tables.Table` shown as a rich
   table on a terminal, as plain nccl-tests-style columns elsewhere.
 - :mod:`~commsim.report.figures`: matplotlib figures (imported lazily) as PNG bytes.
+- :mod:`~commsim.report.topology_figure`: ``commsim topo draw``'s pictures, each family
+  laid out as people draw it (layers, grids, DGX boxes with rails, summaries).
 - :mod:`~commsim.report.document`: a report as blocks; :mod:`~commsim.report.html` and
   :mod:`~commsim.report.markdown` write it (one self-contained page; Markdown + PNGs).
 
