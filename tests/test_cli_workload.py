@@ -103,3 +103,23 @@ def test_missing_topology_is_a_usage_error(capsys):
         main(["workload", "show", "--workload", "tp8-dp32"])
     assert exc.value.code == 2
     assert "--topology" in capsys.readouterr().err
+
+
+def test_groups_lists_every_group_with_its_links(capsys):
+    """TP 8 x PP 2 x DP 2 on dgx-a100-4node: 4 TP groups (one a node, NVLink only), 16 PP
+    pairs and 16 DP pairs (PP and DP pairs cross nodes: PCIe and NIC), every rank in one group
+    of each."""
+    code, out, _ = run(capsys, "show", "--topology", "dgx-a100-4node", "--workload",
+                       "gpt3-175b-tp8-pp4", "--pp", "2", "--groups", "--json")
+    assert code == 0
+    data = json.loads(out)
+    by_dim: dict = {}
+    for g in data["groups"]:
+        by_dim.setdefault(g["dim"], []).append(g)
+    assert {d: len(v) for d, v in by_dim.items() if d in ("tp", "pp", "dp")} == \
+        {"tp": 4, "pp": 16, "dp": 16}
+    for dim in ("tp", "pp", "dp"):
+        ranks = sorted(m["rank"] for g in by_dim[dim] for m in g["members"])
+        assert ranks == list(range(32))
+    assert all(set(g["link_classes"]) == {"nvlink"} for g in by_dim["tp"])
+    assert all("nic" in g["link_classes"] for g in by_dim["pp"])

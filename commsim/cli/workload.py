@@ -50,6 +50,9 @@ def register(subparsers) -> None:
                    help="which gpu each rank gets: linear (default), spread or random[:SEED]")
     p.add_argument("--routing", choices=("ecmp", "static"), default="ecmp",
                    help="routes used to find the link classes a group's traffic crosses")
+    p.add_argument("--groups", action="store_true",
+                   help="also list every group of every dimension: its members (rank:gpu) "
+                        "and the link classes its own traffic crosses")
     p.add_argument("--json", action="store_true", help="print the same as JSON (bytes)")
     p.set_defaults(func=_show)
 
@@ -112,6 +115,16 @@ def _show(args) -> int:
                      "first_groups": [[{"rank": r, "gpu": str(placement[r])} for r in g]
                                       for g in groups[:2]],
                      "link_classes": links})
+    every = []
+    if args.groups:
+        for d in dims:
+            if d["size"] == 1:
+                continue
+            for i, g in enumerate(layout.groups(d["dim"])):
+                links = group_links(G, placement, [g], router=router, ring=d["dim"] != "pp")
+                every.append({"dim": d["dim"], "index": i,
+                              "members": [{"rank": r, "gpu": str(placement[r])} for r in g],
+                              "link_classes": links})
     traffic = traffic_per_gpu(ops)
     name = G.graph.get("name", args.topology)
     if args.json:
@@ -122,7 +135,8 @@ def _show(args) -> int:
             "ops": [{"dim": op.dim, "collective": op.collective, "phase": op.phase,
                      "nbytes": op.nbytes, "count": op.count, "ranks": op.ranks,
                      "traffic_per_gpu": op.traffic, "label": op.label} for op in ops],
-            "traffic_per_gpu": traffic}, indent=2))
+            "traffic_per_gpu": traffic}
+            | ({"groups": every} if args.groups else {}), indent=2))
         return 0
     print(f"workload {spec.name} on {name} ({ngpus} gpus, {args.placement} placement): "
           f"{layout.describe()}")
@@ -157,5 +171,15 @@ def _show(args) -> int:
     for dim, nbytes in traffic.items():
         total.add([dim, format_bytes(nbytes), f"{nbytes / everything:.1%}" if everything else "-"])
     total.add(["all", format_bytes(everything), "100.0%" if everything else "-"])
-    tables.show([groups, step, total])
+    shown = [groups, step, total]
+    if args.groups:
+        listing = tables.Table("every group (rank:gpu; links: classes its own traffic crosses)",
+                               ["dim", "group", "members", "links"],
+                               align=["l", "r", "l", "l"])
+        for g in every:
+            listing.add([g["dim"], str(g["index"]),
+                         ",".join(f"{m['rank']}:{m['gpu']}" for m in g["members"]),
+                         ",".join(g["link_classes"]) or "-"])
+        shown.append(listing)
+    tables.show(shown)
     return 0
