@@ -5,6 +5,7 @@
     commsim plan --model llama3-70b --gpus 64,256,1024 --tp 8 --pp 4
     commsim plan --topology dgx-h100-superpod --gpus 1024 --model 13B --what-if nic_bw=2x
     commsim plan --model 70B --gpus 512 --search
+    commsim plan --model 8B --gpus 64 --from-ddp ddp.jsonl   # compute rate of a ddp run
 """
 
 from __future__ import annotations
@@ -64,12 +65,16 @@ def register(subparsers) -> None:
                    "dgx-h100-superpod)")
     h.add_argument("--gpu", help="A100, H100, H200, B200 (default: from the topology's name, "
                    "else H100)")
-    h.add_argument("--mfu", type=float, default=0.5,
+    h.add_argument("--mfu", type=float, default=None,
                    help="fraction of the dense peak the compute kernels reach (default 0.5); "
                    "the reported MFU also counts communication, bubble and recompute")
     h.add_argument("--step-compute-ms", type=float, metavar="MS",
                    help="compute a step per GPU at the smallest --gpus count, instead of "
                    "FLOPs / (peak x mfu); scaled by smallest/N at the other counts")
+    h.add_argument("--from-ddp", metavar="FILE",
+                   help="a commsim ddp --json file: each GPU computes at the FLOP/s that "
+                   "run measured (its model's forward+backward FLOPs over the median "
+                   "compute-only forward+backward time) instead of peak x mfu")
     h.add_argument("--tokens", metavar="T", help="tokens to train (2T, 15e12): days and "
                    "GPU-hours")
     s = p.add_argument_group("simulation and scenarios")
@@ -144,13 +149,26 @@ def _model(args):
                        "--params N")
 
 
-def _config(args, fabric):
+def _check_compute_flags(args) -> None:
+    """``--from-ddp`` measures the compute: it excludes the flags that give it."""
+    if args.from_ddp is None:
+        return
+    if args.step_compute_ms is not None:
+        raise CommsimError("--from-ddp and --step-compute-ms exclude each other: the file "
+                           "measures the compute, --step-compute-ms gives it; drop one")
+    if args.mfu is not None:
+        raise CommsimError("--from-ddp and --mfu exclude each other: the compute rate is "
+                           "the one the file measured, not peak x mfu; drop --mfu")
+
+
+def _config(args, fabric, measured=None):
     from commsim.plan import gpus
     from commsim.plan.planner import Config
 
     gpu = gpus.get(args.gpu) if args.gpu else gpus.default_for(fabric.name)
     if args.step_compute_ms is not None and not args.step_compute_ms > 0:
         raise CommsimError("--step-compute-ms: must be a positive number of milliseconds")
+    rate = measured.rate if measured is not None else None
     strategy = args.strategy.strip().lower()
     recompute = args.recompute.strip().lower()
     dtype = args.dtype.strip().lower()
@@ -158,7 +176,8 @@ def _config(args, fabric):
                   cp=args.cp, ep=args.ep, dp=args.dp, interleave=args.interleave,
                   micro_batch=args.micro_batch, global_batch=args.global_batch,
                   seq_len=args.seq_len, recompute=recompute,
-                  sequence_parallel=args.sequence_parallel, dtype=dtype, mfu=args.mfu,
+                  sequence_parallel=args.sequence_parallel, dtype=dtype,
+                  mfu=args.mfu if args.mfu is not None else 0.5, compute_rate=rate,
                   step_compute_gpu_s=(args.step_compute_ms / 1e3
                                       if args.step_compute_ms is not None else None),
                   overlap=not args.no_overlap)
@@ -175,9 +194,15 @@ def run(args) -> int:
             check_output(getattr(args, flag), f"--{flag}")
     if args.simulate_max < 0:
         raise CommsimError("--simulate-max: must be 0 or more")
+    _check_compute_flags(args)
     gpus_list = _gpus(args.gpus)
+    measured = None
+    if args.from_ddp is not None:
+        from commsim.plan import from_ddp
+
+        measured = from_ddp.load(args.from_ddp)
     fabric = Fabric.load(args.topology)
-    cfg = _config(args, fabric)
+    cfg = _config(args, fabric, measured)
     tokens = _tokens(args.tokens)
     err = console(stderr=True)
     progress = None
@@ -211,14 +236,19 @@ def run(args) -> int:
         if bar is not None:
             bar.stop()
     m = cfg.model
+    gpu_line = (f"gpu {cfg.gpu.name}: {cfg.gpu.peak(cfg.dtype) / 1e12:.0f} TFLOP/s dense "
+                f"{cfg.dtype}, {cfg.gpu.memory_gb:.0f} GB")
+    if measured is not None:
+        gpu_line += "; its peak is only MFU's denominator"
+    elif cfg.step_compute_gpu_s is None:
+        gpu_line += f"; compute at mfu {cfg.mfu:g}"
+    else:
+        gpu_line = (f"gpu {cfg.gpu.name}; compute given: {args.step_compute_ms:g} ms a step "
+                    f"per GPU at {min(gpus_list)} gpus")
     inputs = [f"model {m.name}: {m.params() / 1e9:.2f}B parameters ({m.active_params() / 1e9:.2f}B "
               f"active), {m.layers} layers, hidden {m.hidden}, {m.heads} heads "
               f"({m.kv_heads} kv), ffn {m.ffn}, vocab {m.vocab}; source: {m.source}",
-              f"gpu {cfg.gpu.name}: {cfg.gpu.peak(cfg.dtype) / 1e12:.0f} TFLOP/s dense "
-              f"{cfg.dtype}, {cfg.gpu.memory_gb:.0f} GB; compute at mfu {cfg.mfu:g}"
-              if cfg.step_compute_gpu_s is None else
-              f"gpu {cfg.gpu.name}; compute given: {args.step_compute_ms:g} ms a step per GPU "
-              f"at {min(gpus_list)} gpus",
+              gpu_line] + ([measured.describe()] if measured is not None else []) + [
               f"topology {fabric.describe()}; simulated up to {args.simulate_max} gpus"
               + (" (off)" if args.no_simulate else ""),
               f"training: {cfg.strategy}, sequence {cfg.seq}, micro-batch {cfg.micro_batch}, "

@@ -15,7 +15,8 @@ of every layer (Megatron's ``96 B s L h^2 (1 + s / (6h) + V / (16 L h))`` per st
 :func:`megatron_flops`), ``selective`` the attention scores again (``4 s h`` a layer).
 MFU divides model FLOPs by time x GPUs x dense peak (PaLM's definition, Chowdhery et
 al. 2022); the compute time divides hardware FLOPs by GPUs x peak x ``mfu``, where
-``mfu`` is the fraction of peak the compute kernels reach.
+``mfu`` is the fraction of peak the compute kernels reach; or, with a rate measured by
+``commsim ddp`` (:mod:`commsim.plan.from_ddp`), hardware FLOPs over ``gpus x rate``.
 """
 
 from __future__ import annotations
@@ -70,6 +71,14 @@ def compute_time(flops: Flops, gpus: int, peak: float, mfu: float) -> float:
     if not 0 < mfu <= 1:
         raise CommsimError(f"--mfu: {mfu!r} must be in (0, 1], e.g. 0.5")
     return flops.hardware / (gpus * peak * mfu)
+
+
+def measured_compute_time(flops: Flops, gpus: int, rate: float) -> float:
+    """Seconds of compute a GPU spends per step at a measured ``rate`` (FLOP/s a GPU,
+    :mod:`commsim.plan.from_ddp`): hardware FLOPs over ``gpus x rate``."""
+    if not rate > 0:
+        raise CommsimError(f"compute rate: {rate!r} FLOP/s must be positive")
+    return flops.hardware / (gpus * rate)
 
 
 def per_layer_compute(step_compute_s: float, flops: Flops, stage_layers: int,

@@ -98,6 +98,7 @@ class Config:
     dtype: str = "bf16"
     mfu: float = 0.5
     step_compute_gpu_s: float | None = None   # GPU-seconds of compute a step (given)
+    compute_rate: float | None = None   # FLOP/s a GPU measured by commsim ddp (--from-ddp)
     overlap: bool = True
 
     def __post_init__(self) -> None:
@@ -108,6 +109,13 @@ class Config:
         gpu_mod.check_dtype(self.dtype)
         if not 0 < self.mfu <= 1:
             raise CommsimError(f"--mfu: {self.mfu!r} must be in (0, 1], e.g. 0.5")
+        if self.compute_rate is not None:
+            if self.step_compute_gpu_s is not None:
+                raise CommsimError("--from-ddp and --step-compute-ms exclude each other; "
+                                   "give one")
+            if not self.compute_rate > 0 or not math.isfinite(self.compute_rate):
+                raise CommsimError(f"compute rate: {self.compute_rate!r} FLOP/s must be "
+                                   "positive")
         for name in ("tp", "pp", "cp", "ep", "dp", "interleave", "micro_batch",
                      "global_batch", "seq_len"):
             v = getattr(self, name)
@@ -445,6 +453,8 @@ def evaluate(cfg: Config, fabric: Fabric, gpus: int, layout: Layout, *, scenario
     fl = flops_mod.step_flops(m, batch * cfg.seq, cfg.seq, cfg.recompute)
     if compute_gpu_s is not None:
         compute_s = compute_gpu_s / gpus
+    elif cfg.compute_rate is not None:
+        compute_s = flops_mod.measured_compute_time(fl, gpus, cfg.compute_rate)
     else:
         compute_s = flops_mod.compute_time(fl, gpus, peak, cfg.mfu)
     ls = m.layers // layout.pp
@@ -679,6 +689,11 @@ def plan(cfg: Config, fabric: Fabric, gpus_list: list[int], what_ifs: list[str] 
     scenarios = [Scenario("baseline", cfg, fabric)]
     for text in what_ifs:
         changes = parse_what_if(text, fabric)
+        if "mfu" in changes and (cfg.compute_rate is not None
+                                 or cfg.step_compute_gpu_s is not None):
+            given = "--from-ddp" if cfg.compute_rate is not None else "--step-compute-ms"
+            raise CommsimError(f"--what-if {text}: the compute comes from {given}, not "
+                               "peak x mfu, so mfu changes nothing; drop mfu")
         fab_changes = {k: v for k, v in changes.items() if k not in LAYOUT_KEYS}
         fab = fabric.with_changes(fab_changes) if fab_changes else fabric
         scenarios.append(Scenario(text, apply_config(cfg, changes), fab, changes))

@@ -20,6 +20,11 @@ JSON_KEYS = ("scenario", "gpus", "tp", "pp", "dp", "ep", "cp", "step_time_s", "c
              "memory_gb_per_gpu", "fits", "bottleneck", "source")
 
 
+def _tflops(x: float) -> str:
+    """Whole TFLOP/s, three significant digits below 10 (a rate measured on a CPU)."""
+    return f"{x:.0f}" if x >= 10 or x == 0 else f"{x:.3g}"
+
+
 def json_rows(p: Plan) -> list[dict]:
     """One dict per (scenario, gpus): :data:`JSON_KEYS` first, then the details."""
     out = []
@@ -53,7 +58,7 @@ def rows_table(p: Plan, title: str | None = None) -> Table:
         t.add([r.scenario, str(r.gpus), str(r.tp), str(r.pp), str(r.dp), str(r.ep), str(r.cp),
                format_time(r.step_time_s), format_time(r.compute_s),
                format_time(r.comm_exposed_s), format_time(r.bubble_s), f"{r.mfu:.1%}",
-               f"{r.tflops_per_gpu:.0f}", _tokens(r.tokens_per_s),
+               _tflops(r.tflops_per_gpu), _tokens(r.tokens_per_s),
                f"{r.scaling_efficiency:.1%}", _gb(r.memory_gb_per_gpu), fits, r.bottleneck,
                r.bound_link, r.source],
               [None] * 16 + [None if r.fits else "bad", None, None,
