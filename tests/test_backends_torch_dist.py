@@ -90,3 +90,62 @@ print(f"checked {checked}")
 def test_every_algorithm_matches_the_reference_on_gloo(nranks, tmp_path):
     out = assert_all_ok(run_torch_ranks(WORKER, nranks, tmp_path, timeout=140))
     assert out.count("checked ") == nranks
+
+
+# 8-bit types on 2 ranks: int8 and uint8 inputs across their whole range, so the sums wrap
+# modulo 2^8 (compared with the reference executor on numpy arrays of the same type, and
+# with gloo's own all_reduce); float8 inputs small enough to add exactly, which the
+# executor adds in float32 (torch has no float8 add; gloo moves its bytes point to point)
+EIGHT_BITS = """
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from commsim import collectives
+from commsim.backends import reference, torch_dist
+
+dist.init_process_group("gloo")
+rank, p = dist.get_rank(), dist.get_world_size()
+checked = 0
+for name, low, high in (("int8", -128, 128), ("uint8", 0, 256)):
+    rng = np.random.default_rng(7)
+    inputs = [rng.integers(low, high, size=37).astype(name) for _ in range(p)]
+    total = reference.expected("allreduce", inputs)[rank]
+    assert total.dtype == np.dtype(name)
+    wide = sum(x.astype(np.int64) for x in inputs)
+    assert (wide != total).any() and np.array_equal(wide.astype(name), total)  # it wraps
+    native = torch.from_numpy(inputs[rank].copy())
+    dist.all_reduce(native)
+    assert np.array_equal(native.numpy(), total), (name, native)
+    for collective in ("allreduce", "reduce_scatter", "reduce"):
+        for algorithm in [a for c, a in collectives.available() if c == collective]:
+            schedule = collectives.build(collective, algorithm, p)
+            want = reference.run(schedule, inputs)[rank]
+            for mode in ("step", "dataflow"):
+                buf = torch_dist.logical_buffer(schedule, torch.from_numpy(inputs[rank]))
+                torch_dist.run(schedule, buf, mode=mode)
+                got = torch_dist.result_view(schedule, buf).numpy()
+                if collective != "reduce" or rank == 0:
+                    assert np.array_equal(got, want), (name, collective, algorithm, mode)
+                checked += 1
+for dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
+    values = [np.arange(29) % 4 + r for r in range(p)]  # sums <= 7: exact in both
+    want = np.sum(values, axis=0).astype(np.float64)
+    for algorithm in [a for c, a in collectives.available() if c == "allreduce"]:
+        schedule = collectives.build("allreduce", algorithm, p)
+        for mode in ("step", "dataflow"):
+            buf = torch.from_numpy(values[rank].astype(np.float64)).to(dtype)
+            torch_dist.run(schedule, buf, mode=mode)
+            assert buf.dtype == dtype
+            assert np.array_equal(buf.to(torch.float64).numpy(), want), (dtype, algorithm, mode)
+            checked += 1
+dist.destroy_process_group()
+print(f"checked {checked}")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_8_bit_types_wrap_or_add_exactly_like_the_reference_on_gloo(tmp_path):
+    out = assert_all_ok(run_torch_ranks(EIGHT_BITS, 2, tmp_path, timeout=80))
+    assert out.count("checked ") == 2

@@ -50,6 +50,12 @@ def test_count_and_size(collective, p, size, count, measured):
 
 def test_dtype_and_average_names():
     assert config.resolve_dtype("half").name == "float16"
+    assert [config.resolve_dtype(n).name for n in ("i8", "u8", "f8e4m3", "e5m2")] == [
+        "int8", "uint8", "float8_e4m3fn", "float8_e5m2"]
+    assert config.resolve_dtype("uint8").size == config.resolve_dtype("float8_e5m2").size == 1
+    cfg = _cfg("--backend", "nccl", "-d", "fp8_e4m3")  # NCCL reduces float8 (2.24 on)
+    assert config.check_dtype(cfg.dtype, cfg.backend).name == "float8_e4m3fn"
+    assert _cfg("--backend", "mpi", "-d", "uint8").dtype == "uint8"
     assert config.resolve_dtype("bf16").size == 2
     assert config.resolve_average("1") == "mean" and config.resolve_average("3") == "max"
     assert config.resolve_average("rank0") == "rank0"
@@ -64,7 +70,46 @@ def test_dtype_and_average_names():
 @given(st.sampled_from(list(config.DTYPES.values())), st.integers(1, 300))
 def test_check_data_sums_exactly(dtype, p):
     m = data.modulus(dtype, p)
-    assert (m - 1) * p <= dtype.exact
+    if dtype.wraps:  # exact modulo 2^8
+        assert m == 16
+    else:
+        assert (m - 1) * p <= dtype.exact
+
+
+@pytest.mark.parametrize("name", ["int8", "uint8"])
+@pytest.mark.parametrize("collective,algorithm", [("allreduce", "ring"), ("allreduce", "rhd"),
+                                                  ("reduce_scatter", "ring"),
+                                                  ("reduce", "binomial")])
+def test_8_bit_sums_wrap_alike_in_the_check_and_the_reference(name, collective, algorithm):
+    dtype, p, count = config.DTYPES[name], 40, 50  # 40 ranks: sums about 300, past 255
+    m = data.modulus(dtype, p)
+    inputs = []
+    for r in range(p):
+        base, length = data.input_of(collective, r, p, count, m)
+        inputs.append(data.typed(np.resize(base, length), dtype))
+    assert inputs[0].dtype == np.dtype(name)
+    results = reference.run(collectives.build(collective, algorithm, p), inputs)
+    wrapped = False
+    for r in (0, 7):
+        expect = data.expectation(collective, r, p, count, m)
+        if not expect:
+            continue
+        wrapped |= any((base > dtype.exact).any() for _, _, base in expect)
+        convert = lambda b: data.typed(b, dtype)  # noqa: E731
+        assert data.count_wrong(results[r], expect, convert) == 0
+        assert data.count_wrong(reference.expected(collective, inputs)[r], expect, convert) == 0
+        bad = results[r].copy()
+        bad[3] += 1
+        assert data.count_wrong(bad, expect, convert) == 1
+    assert wrapped  # the sums did pass the type's range
+
+
+def test_typed_wraps_integers_and_keeps_floats():
+    assert data.typed(np.array([300.0, 127, 128]), config.DTYPES["int8"]).tolist() == \
+        [44, 127, -128]
+    assert data.typed(np.array([300.0, 255]), config.DTYPES["uint8"]).tolist() == [44, 255]
+    floats = np.array([1.0, 2.0])
+    assert data.typed(floats, config.DTYPES["float8_e4m3fn"]) is floats
 
 
 @given(st.sampled_from(collectives.COLLECTIVES), st.integers(1, 6), st.integers(1, 40),
@@ -151,6 +196,10 @@ def test_nccl_tests_flags_and_long_names():
     (["--algorithm", "native,rnig"], "ring"),
     (["--collective", "alltoal"], "collective"),
     (["--backend", "mpi", "-d", "bf16"], "bfloat16"),
+    (["-d", "float8_e4m3fn"], r"^dtype \(-d\) float8_e4m3fn: --backend gloo does not support it "
+                              r"\(torch's gloo has no float8 collectives\); it supports "
+                              r"float32, .*int8, uint8, int32, int64$"),
+    (["--backend", "mpi", "-d", "f8e5m2"], r"float8_e5m2: --backend mpi .* numpy .*uint8"),
     (["-n", "0"], "iters"),
     (["--chunks", "0"], "chunks"),
 ])
@@ -168,6 +217,34 @@ def test_summary_fails_on_wrong_elements_and_min_busbw():
     assert len(s["failures"]) == 1 and "ring" in s["failures"][0]
     rows[2]["wrong"] = 3
     assert "3 wrong" in summarize(rows, None)["failures"][0]
+
+
+def test_unchecked_rows_count_no_wrong_elements():
+    rows = [{"collective": "allreduce", "algorithm": "ring", "status": "ok", "busbw_gbps": 1.0,
+             "wrong": None}]
+    s = summarize(rows, None)
+    assert s["ok"] and s["wrong"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_check_off_prints_n_a_and_writes_null(tmp_path):
+    out = tmp_path / "run.jsonl"
+    results = run_torch_ranks(BENCH.format(plant=""), 2, tmp_path, timeout=50,
+                              args=("-c", "0", "-b", "1K", "-e", "1K", "-n", "2", "-w", "0",
+                                    "--json", str(out), "--csv", str(tmp_path / "run.csv")))
+    text = assert_all_ok(results)
+    _, rows = _records(out)
+    assert {r["algorithm"] for r in rows} == {"native", "ring"}
+    assert all(r["wrong"] is None for r in rows)
+    names = [line for line in text.splitlines() if line.startswith("#") and "#wrong" in line]
+    column = names[0].lstrip("#").split().index("#wrong")
+    cells = [line.split()[column] for line in text.splitlines()
+             if line.split()[:1] == ["allreduce"]]
+    assert cells == ["N/A", "N/A"], text
+    assert "Out of bounds values : N/A" in text and " OK" not in text
+    with open(tmp_path / "run.csv", newline="") as f:
+        assert {r["wrong"] for r in csv.DictReader(f)} == {""}
 
 
 def test_aggregate_across_ranks():
@@ -299,6 +376,34 @@ def test_mpi_bench_checks_rows_and_min_busbw_fails_it(tmp_path):
     _check_rows(rows, p, "mpi")
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("backend,dtype", [("gloo", "int8"), ("mpi", "uint8")])
+def test_8_bit_integers_run_checked_on_two_ranks(backend, dtype, tmp_path):
+    out = tmp_path / "run.jsonl"
+    args = ("-d", dtype, "--collective", "allreduce,reduce_scatter,allgather,reduce",
+            "--algorithm", "native,ring,binomial", "-b", "1K", "-e", "64K", "-f", "64",
+            "-n", "2", "-w", "1", "--json", str(out))
+    if backend == "mpi":
+        pytest.importorskip("mpi4py")
+        rc, text = run_mpi_ranks(BENCH.format(plant=""), 2, tmp_path, timeout=80,
+                                 args=("--backend", "mpi", *args))
+        assert rc == 0, text
+    else:
+        text = assert_all_ok(run_torch_ranks(BENCH.format(plant=""), 2, tmp_path,
+                                             timeout=80, args=args))
+    assert "Out of bounds values : 0 OK" in text
+    cfg, rows = _records(out)
+    assert cfg["config"]["dtype"] == dtype
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert {r["collective"] for r in ok} == {"allreduce", "reduce_scatter", "allgather",
+                                             "reduce"}
+    assert {r["algorithm"] for r in ok} == {"native", "ring", "binomial"}
+    for r in ok:
+        per = 1 if r["collective"] in ("allreduce", "reduce") else 2  # 1 byte an element
+        assert r["dtype"] == dtype and r["wrong"] == 0 and r["size"] == r["count"] * per
+
+
 def test_a_sweep_that_cannot_fit_in_memory_is_refused_up_front():
     from commsim.bench.harness import check_memory
 
@@ -361,9 +466,76 @@ def test_header_and_footer_speak_like_nccl_tests():
     text = buf.getvalue()
     assert "dtype float16" in text and "average max" in text  # canonical names
     assert "Out of bounds values : N/A" in text and "0 OK" not in text
-    assert "oversubscribed: host h runs 4 ranks on 2 cores" in text
+    assert "# oversubscribed: 4 ranks on 2 cores of h: latencies are the scheduler's, not " \
+        "the network's" in text
     assert oversubscribed([dict(r, cores=8) for r in ranks]) == []
     rep.close()
+
+
+def test_oversubscription_is_said_per_host_and_recorded_in_the_config_line(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from commsim.bench.output import Reporter, oversubscription
+    from commsim.bench.predictions import Predictor
+
+    def rank(r, host, cores, device="cpu"):
+        return {"rank": r, "host": host, "device": device, "local_rank": r,
+                "launcher": "torchrun", "cores": cores}
+
+    # a: 3 ranks on 2 cores; b: 2 ranks on 2 cores (not oversubscribed)
+    ranks = [rank(0, "a", 2), rank(1, "a", 2), rank(2, "a", 2), rank(3, "b", 2),
+             rank(4, "b", 2)]
+    assert oversubscription(ranks) == {"oversubscribed": True, "cores": {"a": 2, "b": 2}}
+    assert oversubscription(ranks[3:]) == {"oversubscribed": False, "cores": {"b": 2}}
+    gpus = [rank(r, "g", 2, device=f"cuda:{r} (H100)") for r in range(4)]
+    assert not oversubscription(gpus)["oversubscribed"]  # GPU ranks wait on the GPU
+    out = tmp_path / "run.jsonl"
+    buf = io.StringIO()
+    rep = Reporter(_cfg("--json", str(out)), {"torch": "x"}, ranks, Predictor("localhost", 5),
+                   5, console=Console(file=buf, force_terminal=False, width=300))
+    rep.start()
+    rep.close()
+    lines = [line for line in buf.getvalue().splitlines() if "oversubscribed" in line]
+    assert lines == ["# oversubscribed: 3 ranks on 2 cores of a: latencies are the "
+                     "scheduler's, not the network's"]
+    record = json.loads(out.read_text().splitlines()[0])
+    assert record["oversubscribed"] is True and record["cores"] == {"a": 2, "b": 2}
+
+
+# every rank pinned to one core: two ranks share it
+ONE_CORE = """
+import os
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_two_ranks_pinned_to_one_core_say_they_are_oversubscribed(tmp_path):
+    if not hasattr(__import__("os"), "sched_setaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    out = tmp_path / "run.jsonl"
+    results = run_torch_ranks(BENCH.format(plant=ONE_CORE), 2, tmp_path, timeout=50,
+                              args=("-b", "1K", "-e", "1K", "-n", "2", "-w", "0",
+                                    "--algorithm", "native", "--json", str(out)))
+    text = assert_all_ok(results)
+    assert "# oversubscribed: 2 ranks on 1 core of " in text
+    assert "latencies are the scheduler's, not the network's" in text
+    cfg, _ = _records(out)
+    assert cfg["oversubscribed"] is True and list(cfg["cores"].values()) == [1]
+    assert [r["cores"] for r in cfg["ranks"]] == [1, 1]
+
+
+def test_usable_cores_is_the_affinity_else_the_core_count(monkeypatch):
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    assert env.usable_cores() == 3
+    monkeypatch.delattr(os, "sched_getaffinity")
+    monkeypatch.setattr(os, "cpu_count", lambda: 7)
+    assert env.usable_cores() == 7
 
 
 def test_rings_take_the_prediction_topology_s_layout_when_ranks_fill_its_nodes():

@@ -3,7 +3,8 @@
 It is the oracle every other executor and every algorithm is checked against. It
 follows the step semantics of :mod:`commsim.collectives.schedule` literally: in each
 step every send reads its chunk as it was before the step, then copies land, then
-reductions are added.
+reductions are added, in the buffers' dtype: integer sums wrap modulo 2^bits (two's
+complement), like NCCL's int8 sum and every other executor's.
 """
 
 from __future__ import annotations
@@ -14,21 +15,29 @@ from commsim.collectives.schedule import Schedule
 from commsim.errors import CommsimError
 
 
+def _sum(inputs: list[np.ndarray]) -> np.ndarray:
+    """The element-wise sum in the inputs' dtype, as the executors add: integer sums wrap
+    modulo 2^bits (two's complement), like NCCL's int8 sum (numpy would otherwise widen
+    small integers to int64 and not wrap)."""
+    return np.sum(inputs, axis=0, dtype=np.result_type(*inputs))
+
+
 def expected(collective: str, inputs: list[np.ndarray], root: int = 0) -> list[np.ndarray]:
-    """What each rank must end with, computed directly from the inputs."""
+    """What each rank must end with, computed directly from the inputs. Sums are in the
+    inputs' dtype: integer sums wrap modulo 2^bits, as every executor's do."""
     p = len(inputs)
     if collective == "allreduce":
-        total = np.sum(inputs, axis=0)
+        total = _sum(inputs)
         return [total.copy() for _ in range(p)]
     if collective == "reduce_scatter":
-        return [part.copy() for part in np.array_split(np.sum(inputs, axis=0), p)]
+        return [part.copy() for part in np.array_split(_sum(inputs), p)]
     if collective == "allgather":
         gathered = np.concatenate(inputs)
         return [gathered.copy() for _ in range(p)]
     if collective == "broadcast":
         return [np.array(inputs[root]) for _ in range(p)]
     if collective == "reduce":
-        return [np.sum(inputs, axis=0) if r == root else np.array(inputs[r]) for r in range(p)]
+        return [_sum(inputs) if r == root else np.array(inputs[r]) for r in range(p)]
     if collective == "alltoall":
         blocks = [np.array_split(x, p) for x in inputs]
         return [np.concatenate([blocks[i][j] for i in range(p)]) for j in range(p)]

@@ -13,7 +13,9 @@ receive as it lands. ``step``: a step's sends and receives go out together in on
 buffer's slices, reducing receives in scratch, added after the step's waits. CUDA tensors
 run step by step in both modes. Scratch is cached per plan, dtype and device. Messages
 between a pair match by their order in the schedule; chunks of zero elements (fewer
-elements than chunks) are skipped on both ends. torch is imported lazily.
+elements than chunks) are skipped on both ends. Reductions are ``add_`` in the buffer's
+dtype (integer sums wrap modulo 2^bits, as NCCL's do); float8, which torch cannot add, is
+added in float32 and rounded back once per reduction. torch is imported lazily.
 """
 
 from __future__ import annotations
@@ -135,6 +137,7 @@ def run(schedule: Schedule, tensor, group=None, mode: str = DEFAULT_MODE):
     if not plan.steps:
         return tensor
     scratch = scratch_for(plan, (flat.dtype, flat.device), flat.new_empty)
+    add = adder(flat.dtype)
     P2POp, isend, irecv = dist.P2POp, dist.isend, dist.irecv
     for step in plan.steps:
         ops = [P2POp(isend, flat[lo:hi], peers[peer], group) for peer, lo, hi in step.sends]
@@ -149,12 +152,13 @@ def run(schedule: Schedule, tensor, group=None, mode: str = DEFAULT_MODE):
         for work in dist.batch_isend_irecv(ops):
             work.wait()
         for lo, hi, into in reduces:
-            flat[lo:hi].add_(into)
+            add(flat[lo:hi], into)
     return tensor
 
 
 def _run_dataflow(dist, plan, flat, peers, group) -> None:
     scratch = scratch_for(plan, (flat.dtype, flat.device), flat.new_empty)
+    add = adder(flat.dtype)
     sends, recvs = plan.sends, plan.recvs
 
     def isend(i):
@@ -169,11 +173,34 @@ def _run_dataflow(dist, plan, flat, peers, group) -> None:
     def apply(j):
         _, lo, hi, off, red = recvs[j]
         if red:
-            flat[lo:hi].add_(scratch[off:off + hi - lo])
+            add(flat[lo:hi], scratch[off:off + hi - lo])
         else:
             flat[lo:hi].copy_(scratch[off:off + hi - lo])
 
     execute(plan, isend, irecv, _wait, _done, apply)
+
+
+def _add(into, other) -> None:
+    into.add_(other)
+
+
+def _add_float8(into, other) -> None:
+    into.copy_(into.float().add_(other.float()))
+
+
+def adder(dtype):
+    """How the executor reduces ``into += other`` for tensors of ``dtype``: ``add_``,
+    except for float8 types, which torch cannot add: added in float32 and rounded back
+    to float8 once per reduction (as NCCL's float8 sum rounds each partial sum). Integer
+    sums wrap modulo 2^bits, as NCCL's, gloo's and numpy's do."""
+    if dtype.is_floating_point and dtype.itemsize == 1:
+        return _add_float8
+    return _add
+
+
+def add_into(into, other) -> None:
+    """``into += other`` in place, as :func:`run` reduces (see :func:`adder`)."""
+    adder(into.dtype)(into, other)
 
 
 def _wait(work):

@@ -20,10 +20,14 @@ from importlib import metadata
 import numpy as np
 
 from commsim.backends import native
+from commsim.bench.config import check_dtype, resolve_dtype
+from commsim.bench.data import typed
 from commsim.bench.env import RankInfo
 from commsim.errors import CommsimError
 
-SENTINEL = -1  # outputs are filled with it before a check, so an op that writes nothing fails
+# outputs are filled with it before a check, so an op that writes nothing fails (all bits
+# set in unsigned types: 255 in uint8)
+SENTINEL = -1
 
 
 @dataclass
@@ -154,14 +158,19 @@ class TorchComm:
         return (t.repeat(reps)[:length] if reps > 1 else t[:length]).contiguous()
 
     def convert(self, base: np.ndarray, dtype: str):
-        return self.torch.from_numpy(base).to(device=self.device, dtype=self._dtype(dtype))
+        """Whole numbers ``base`` (float64) as a tensor of ``dtype``; integer types wrap
+        modulo 2^bits (:func:`commsim.bench.data.typed`)."""
+        values = typed(base, resolve_dtype(dtype))
+        return self.torch.from_numpy(values).to(device=self.device, dtype=self._dtype(dtype))
 
     def empty(self, length: int, dtype: str):
         return self.torch.empty(length, dtype=self._dtype(dtype), device=self.device)
 
     def add(self, into, other) -> None:
-        """``into += other`` in place, as the executor reduces."""
-        into.add_(other)
+        """``into += other`` in place, as the executor reduces (float8 through float32)."""
+        from commsim.backends.torch_dist import add_into
+
+        add_into(into, other)
 
     def exchange(self, sends, recvs) -> None:
         """Post every ``(tensor, peer)`` send and receive at once; return when all are done."""
@@ -239,16 +248,15 @@ class MpiComm:
         return CpuClock()
 
     def _dtype(self, name: str) -> np.dtype:
-        if name == "bfloat16":
-            raise CommsimError("dtype bfloat16 has no numpy type; with --backend mpi use "
-                               "float16, float32, float64, int32 or int64")
-        return np.dtype(name)
+        return np.dtype(check_dtype(name, "mpi").name)
 
     def array(self, base: np.ndarray, length: int, dtype: str) -> np.ndarray:
-        return np.resize(base.astype(self._dtype(dtype)), length)
+        return np.resize(self.convert(base, dtype), length)
 
     def convert(self, base: np.ndarray, dtype: str) -> np.ndarray:
-        return base.astype(self._dtype(dtype))
+        """Whole numbers ``base`` (float64) as ``dtype``; integer types wrap modulo 2^bits
+        (:func:`commsim.bench.data.typed`)."""
+        return typed(base, resolve_dtype(dtype)).astype(self._dtype(dtype))
 
     def add(self, into: np.ndarray, other: np.ndarray) -> None:
         """``into += other`` in place, as the executor reduces."""
@@ -279,7 +287,7 @@ class MpiComm:
         recv = np.empty(native.recv_length(collective, count, self.size, self.rank),
                         dtype=local.dtype)
         return Op(lambda: native.mpi_native(collective, local, recv, comm, root),
-                  lambda: recv.fill(SENTINEL), lambda: recv)
+                  lambda: recv.fill(np.array(SENTINEL).astype(recv.dtype)), lambda: recv)
 
     def close(self) -> None:
         pass

@@ -21,23 +21,57 @@ AVERAGES = ("rank0", "mean", "min", "max")  # nccl-tests' -a 0/1/2/3
 @dataclass(frozen=True)
 class DType:
     """An element type: its canonical name, bytes per element and the largest integer it
-    holds exactly (so that exactly-reducing check data can be chosen)."""
+    holds exactly (so that exactly-reducing check data can be chosen). ``wraps``: an
+    integer type whose sum wraps modulo 2^bits (two's complement for signed types), as
+    NCCL's, gloo's and MPI's integer sums do, so every sum is exact modulo 2^bits.
+    ``numpy``: numpy has the type (the MPI backend runs on numpy arrays)."""
 
     name: str
     size: int
     exact: int
     integer: bool = False
+    wraps: bool = False
+    numpy: bool = True
 
 
 DTYPES = {d.name: d for d in (
-    DType("float32", 4, 2**24), DType("float16", 2, 2**11), DType("bfloat16", 2, 2**8),
-    DType("float64", 8, 2**53), DType("int32", 4, 2**31 - 1, True),
-    DType("int64", 8, 2**63 - 1, True),
+    DType("float32", 4, 2**24), DType("float16", 2, 2**11),
+    DType("bfloat16", 2, 2**8, numpy=False), DType("float64", 8, 2**53),
+    DType("int8", 1, 2**7 - 1, True, wraps=True), DType("uint8", 1, 2**8 - 1, True, wraps=True),
+    DType("int32", 4, 2**31 - 1, True), DType("int64", 8, 2**63 - 1, True),
+    # 3 and 2 mantissa bits: every integer up to 16 and 8 is exact
+    DType("float8_e4m3fn", 1, 2**4, numpy=False), DType("float8_e5m2", 1, 2**3, numpy=False),
 )}
 _DTYPE_ALIASES = {"float": "float32", "fp32": "float32", "f32": "float32", "half": "float16",
                   "fp16": "float16", "f16": "float16", "bf16": "bfloat16", "double": "float64",
                   "fp64": "float64", "int": "int32", "i32": "int32", "i64": "int64",
-                  "long": "int64"}
+                  "long": "int64", "i8": "int8", "char": "int8", "u8": "uint8",
+                  "byte": "uint8", "float8_e4m3": "float8_e4m3fn", "fp8_e4m3": "float8_e4m3fn",
+                  "f8e4m3": "float8_e4m3fn", "e4m3": "float8_e4m3fn",
+                  "fp8_e5m2": "float8_e5m2", "f8e5m2": "float8_e5m2", "e5m2": "float8_e5m2"}
+
+#: what each backend reduces (``None``: every type). torch's gloo raises "Invalid scalar
+#: type" on float8 in every collective; numpy (the MPI backend's arrays) has neither
+#: bfloat16 nor float8. NCCL reduces float8 from 2.24 on (sm_90 GPUs and later).
+BACKEND_DTYPES = {
+    "gloo": tuple(n for n in DTYPES if not n.startswith("float8")),
+    "mpi": tuple(n for n, d in DTYPES.items() if d.numpy),
+    "nccl": tuple(DTYPES),
+}
+_WHY_NOT = {"gloo": "torch's gloo has no float8 collectives",
+            "mpi": "numpy has no such type, and the MPI backend runs on numpy arrays"}
+
+
+def check_dtype(dtype: str, backend: str) -> DType:
+    """The :class:`DType` of ``dtype`` if ``backend`` supports it, else a one-line
+    CommsimError naming the backend and the types it supports."""
+    d = resolve_dtype(dtype)
+    supported = BACKEND_DTYPES.get(backend, tuple(DTYPES))
+    if d.name not in supported:
+        raise CommsimError(f"dtype (-d) {d.name}: --backend {backend} does not support it "
+                           f"({_WHY_NOT.get(backend, 'unsupported')}); it supports "
+                           f"{', '.join(supported)}")
+    return d
 
 
 def resolve_dtype(name: str) -> DType:
@@ -99,9 +133,7 @@ class BenchConfig:
                                f"{self.iters} and {self.warmup}")
         if self.root < 0:
             raise CommsimError(f"root (-r): {self.root} must be >= 0")
-        if resolve_dtype(self.dtype).name == "bfloat16" and self.backend == "mpi":
-            raise CommsimError("dtype bfloat16 has no numpy type; with --backend mpi use "
-                               "float16, float32, float64, int32 or int64")
+        check_dtype(self.dtype, self.backend)
         resolve_average(self.average)
         if not self.collectives or not self.algorithms:
             raise CommsimError("give at least one --collective and one --algorithm")

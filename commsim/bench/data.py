@@ -2,7 +2,8 @@
 
 Rank ``r``'s element ``i`` is ``((i mod 1021) + 3 (i mod 1019) + 5 r) mod m``: small
 integers, so sums over ``p`` ranks are exact in every dtype (``m`` is chosen so that
-``(m - 1) p`` fits the dtype's exact integers), different on every rank (a misplaced
+``(m - 1) p`` fits the dtype's exact integers; int8 and uint8 take ``m = 16`` and their
+sums wrap modulo 2^8, exactly, see :func:`typed`), different on every rank (a misplaced
 or missing contribution shows), and periodic with period ``1021 * 1019`` so large
 buffers are built and checked by tiling one period instead of holding ``p`` inputs.
 
@@ -20,8 +21,22 @@ PERIOD = 1021 * 1019
 
 
 def modulus(dtype: DType, nranks: int) -> int:
-    """Values are ``0 .. m-1`` with ``(m-1) * nranks`` exact in ``dtype`` (at most 16)."""
+    """Values are ``0 .. m-1`` with ``(m-1) * nranks`` exact in ``dtype`` (at most 16).
+    8-bit integers take ``m = 16`` on any rank count: their sums wrap modulo 2^8 (as
+    NCCL's do), which is exact too, so a large run checks the wrapping."""
+    if dtype.wraps:
+        return 16
     return max(1, min(16, dtype.exact // max(1, nranks) + 1))
+
+
+def typed(base: np.ndarray, dtype: DType) -> np.ndarray:
+    """``base`` (whole numbers, float64) as ``dtype`` holds them: integer types wrap
+    modulo 2^bits (two's complement for signed ones), as their sums do, through int64
+    (a float-to-int8 cast of 300 is undefined, an int64-to-int8 one wraps); numpy
+    arrays of other types are returned as they are (float64), converted by the caller."""
+    if dtype.integer:
+        return base.astype(np.int64).astype(dtype.name)
+    return base
 
 
 def pattern(rank: int, length: int, m: int) -> np.ndarray:

@@ -64,3 +64,13 @@ def detect(env: Mapping[str, str] | None = None) -> RankInfo:
                 raise CommsimError(f"{rank_var}={rank} is out of range for {size_var}={size}")
             return RankInfo(rank, size, local, local_size, launcher, host)
     return RankInfo(0, 1, 0, 1, "none", host)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (``taskset``, cgroup cpusets,
+    a batch scheduler's binding) where the platform tells it, else every core the host
+    has."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1

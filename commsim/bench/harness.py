@@ -10,8 +10,6 @@ adds the model's and the simulator's predictions and writes the row.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from commsim import model
@@ -26,7 +24,7 @@ from commsim.bench.config import (
     resolve_dtype,
     sizes,
 )
-from commsim.bench.env import detect
+from commsim.bench.env import detect, usable_cores
 from commsim.bench.output import Reporter
 from commsim.bench.predictions import Predictor, build_schedule
 from commsim.errors import CommsimError
@@ -123,11 +121,7 @@ def cores_to_spare(comm) -> bool:
     """Can the ranks' reductions overlap their transfers? Only with two cores a rank on
     every host (one reduces while the other moves bytes: gloo's thread, MPI's copy by the
     peer); decided alike on every rank."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        cores = os.cpu_count() or 1
-    mine = cores >= 2 * max(1, comm.info.local_world_size)
+    mine = usable_cores() >= 2 * max(1, comm.info.local_world_size)
     return bool(comm.allgather_floats([float(mine)]).min() > 0)
 
 
@@ -222,7 +216,7 @@ def _run(cfg: BenchConfig, comm) -> int:
                                     "device": comm.device_name(),
                                     "local_rank": comm.info.local_rank,
                                     "launcher": comm.info.launcher,
-                                    "cores": os.cpu_count() or 1})
+                                    "cores": usable_cores()})
     versions = comm.versions()
     nnodes = len({r["host"] for r in ranks})
     reporter = Reporter(cfg, versions, ranks, predictor, p) if lead else None
@@ -309,9 +303,12 @@ def _measure(cfg, comm, how, collective, algorithm, schedule, local, expect, cou
     except Unsupported as exc:  # raised alike on every rank, before any message
         unsupported, t, laps, wrong = str(exc), 0.0, np.zeros(cfg.iters), 0
     stats = comm.allgather_floats([unsupported is not None, wrong, t, *laps])
+    # -c 0 checked nothing: wrong is unknown (null, N/A), never a reassuring 0
+    total_wrong = int(stats[:, 1].sum()) if cfg.check else None
     if stats[:, 0].any():
         row.update(status="unsupported", note=unsupported or "unsupported on another rank",
-                   time_us=None, algbw_gbps=None, busbw_gbps=None, wrong=0)
+                   time_us=None, algbw_gbps=None, busbw_gbps=None,
+                   wrong=0 if cfg.check else None)
         for key in ("iter_min_us", "iter_p50_us", "iter_p99_us", "iter_max_us"):
             row[key] = None
         return row
@@ -320,7 +317,7 @@ def _measure(cfg, comm, how, collective, algorithm, schedule, local, expect, cou
     algbw = nbytes / seconds / 1e9 if seconds > 0 else None  # no clock ticks: no rate
     row.update(time_us=seconds * 1e6, algbw_gbps=algbw,
                busbw_gbps=None if algbw is None else algbw * row["busbw_factor"],
-               wrong=int(stats[:, 1].sum()), iter_min_us=float(per_iter.min()),
+               wrong=total_wrong, iter_min_us=float(per_iter.min()),
                iter_p50_us=float(np.percentile(per_iter, 50)),
                iter_p99_us=float(np.percentile(per_iter, 99)),
                iter_max_us=float(per_iter.max()))
@@ -328,8 +325,9 @@ def _measure(cfg, comm, how, collective, algorithm, schedule, local, expect, cou
 
 
 def summarize(rows: list[dict], min_busbw: float | None) -> dict:
-    """Total wrong elements, average busbw per (collective, algorithm), failures, ok."""
-    wrong = sum(r["wrong"] for r in rows)
+    """Total wrong elements, average busbw per (collective, algorithm), failures, ok.
+    Rows that were not checked (``wrong`` null, ``-c 0``) count no wrong elements."""
+    wrong = sum(r["wrong"] or 0 for r in rows)
     averages: dict[tuple[str, str], float] = {}
     for key in dict.fromkeys((r["collective"], r["algorithm"]) for r in rows):
         measured = [r["busbw_gbps"] for r in rows if (r["collective"], r["algorithm"]) == key

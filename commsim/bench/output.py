@@ -84,7 +84,7 @@ class Reporter:
     def config_record(self) -> dict:
         return {"type": "config", "commsim": __version__,
                 "python": platform.python_version(), **self.versions,
-                "nranks": self.nranks,
+                "nranks": self.nranks, **oversubscription(self.ranks),
                 "topology": self.predictor.topology_name,
                 "prediction_notes": list(self.predictor.notes),
                 "prediction": self.predictor.parameters(),
@@ -188,7 +188,7 @@ class Reporter:
         if r["status"] != "ok":
             return head + [r["status"], "-", "-", "-", "-", "-", "-"]
         return head + [_num(r["time_us"], 1), _num(r["algbw_gbps"]), _num(r["busbw_gbps"]),
-                       str(r["wrong"]), _num(r["t_model_us"], 1), _num(r["t_sim_us"], 1),
+                       _wrong(r["wrong"]), _num(r["t_model_us"], 1), _num(r["t_sim_us"], 1),
                        _num(r["eff_pct"], 0)]
 
     def stop(self) -> None:
@@ -222,6 +222,11 @@ class Reporter:
                 f.close()
 
 
+def _wrong(value) -> str:
+    """The #wrong cell: ``N/A`` when nothing was checked (``-c 0``), as nccl-tests prints."""
+    return "N/A" if value is None else str(value)
+
+
 def _native_cell(r: dict) -> str:
     """What a native row ran: the backend's algorithm, and the commsim schedule predicting
     it (``~`` when that is only a stand-in)."""
@@ -234,15 +239,31 @@ def _native_cell(r: dict) -> str:
         f"{r['native_as']} ~ {model}"
 
 
-def oversubscribed(ranks: list[dict]) -> list[str]:
-    """A warning per host that runs more ranks than it has cores (CPU backends): there the
-    times are the scheduler's, not the network's."""
+def host_load(ranks: list[dict]) -> list[tuple[str, int, int | None, bool]]:
+    """Per host, in rank order: ``(host, ranks on it, its usable cores, oversubscribed)``.
+    A host is oversubscribed when it runs more CPU ranks than it has cores (the ranks'
+    ``cores``: their CPU affinity); ranks that drive a GPU do not count."""
     out = []
     for host in dict.fromkeys(r["host"] for r in ranks):
         mine = [r for r in ranks if r["host"] == host]
         cores = mine[0].get("cores")
-        if cores and len(mine) > cores and not str(mine[0]["device"]).startswith("cuda"):
-            out.append(f"oversubscribed: host {host} runs {len(mine)} ranks on {cores} cores; "
-                       "times measured so include waiting for a core (the scheduler's, not "
-                       "the network's)")
+        cpu = [r for r in mine if not str(r.get("device", "")).startswith("cuda")]
+        out.append((host, len(mine), cores, bool(cores) and len(cpu) > cores))
     return out
+
+
+def oversubscription(ranks: list[dict]) -> dict:
+    """The config line's record of it: ``oversubscribed`` (some host runs more CPU ranks
+    than it has cores) and ``cores`` (``{host: usable cores}``)."""
+    load = host_load(ranks)
+    return {"oversubscribed": any(over for *_, over in load),
+            "cores": {host: cores for host, _, cores, _ in load}}
+
+
+def oversubscribed(ranks: list[dict]) -> list[str]:
+    """A warning per host that runs more ranks than it has cores (CPU backends): there the
+    times are the scheduler's, not the network's."""
+    return [f"oversubscribed: {n} ranks on {cores} core{'s' if cores > 1 else ''} of {host}: "
+            "latencies are the "
+            "scheduler's, not the network's"
+            for host, n, cores, over in host_load(ranks) if over]

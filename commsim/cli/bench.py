@@ -58,8 +58,9 @@ def register(sub) -> None:
     p.add_argument("-c", "--check", type=_flag01, default=True, metavar="0|1",
                    help="check every result on exactly-reducing data (default 1)")
     p.add_argument("-d", "--dtype", "--datatype", default="float32",
-                   help="float32 (float), float16 (half), bfloat16, float64 (double), int32, "
-                   "int64 (default float32)")
+                   help="float32 (float), float16 (half), bfloat16 (not with mpi), float64 "
+                   "(double), int8, uint8 (sums wrap modulo 2^8), int32, int64, float8_e4m3fn, "
+                   "float8_e5m2 (nccl only) (default float32)")
     p.add_argument("-a", "--average", default="mean",
                    help="across ranks: 0/rank0, 1/mean, 2/min, 3/max (default mean)")
     p.add_argument("-r", "--root", type=int, default=0,
