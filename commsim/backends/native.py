@@ -28,8 +28,11 @@ import warnings
 from commsim.errors import CommsimError
 
 IN_PLACE = ("allreduce", "broadcast", "reduce")
+# torch's own messages, spelling included ("Float8 dtypes are not currenlty supported for
+# NCCL reductions", NCCL before 2.24)
 _UNSUPPORTED_WORDS = ("not supported", "unsupported", "does not support", "not implemented",
-                      "no support", "datatype")
+                      "no support", "datatype", "not currenlty supported",
+                      "not currently supported")
 
 
 class Unsupported(CommsimError):

@@ -11,8 +11,6 @@ Times in the rows are microseconds, rates GB/s (1e9 bytes/s), sizes bytes.
 
 from __future__ import annotations
 
-import os
-
 from commsim import __version__
 from commsim.ddp import metrics
 from commsim.ddp.config import DdpConfig
@@ -92,6 +90,7 @@ def run(cfg: DdpConfig) -> int:
 
 
 def _run(cfg: DdpConfig, comm, backend: str) -> int:
+    from commsim.bench.env import usable_cores
     from commsim.ddp import output
     from commsim.ddp.train import train
 
@@ -101,7 +100,7 @@ def _run(cfg: DdpConfig, comm, backend: str) -> int:
     ranks = comm.allgather_objects({"rank": comm.rank, "host": comm.info.host,
                                     "device": comm.device_name(),
                                     "local_rank": comm.info.local_rank,
-                                    "cores": os.cpu_count() or 1})
+                                    "cores": usable_cores()})
     versions = comm.versions()
     trained = train(cfg, comm, schedule, MODE)
     gathered = comm.allgather_objects({"steps": trained.steps, "baseline": trained.baseline,
