@@ -440,6 +440,10 @@ def test_rows_stream_as_plain_columns_when_not_on_a_terminal():
     assert len(header) == 1 and header[0].split()[1:3] == ["collective", "algorithm"]
     assert lines[-1].split()[:3] == ["allreduce", "native", "1024"]
     assert lines[-1].split()[-1] == "ring=ring" and "┃" not in buf.getvalue()
+    # a name with spaces keeps them as _ (one field), not glued together
+    rep.add(dict(row, native_as="ring reduce-scatter+gather", native_model="chain",
+                 native_exact=False))
+    assert buf.getvalue().splitlines()[-1].split()[-1] == "ring_reduce-scatter+gather~chain"
     rep.add(dict(row, algorithm="ring", native_as=None))
     assert buf.getvalue().count("collective") == 1  # one header for the whole run
     assert buf.getvalue().splitlines()[-1].split()[:2] == ["allreduce", "ring"]

@@ -158,7 +158,7 @@ class Reporter:
         interrupted run keeps what it printed. ``as``: what a native row ran."""
         names = ("collective", "algorithm") + COLUMNS + ("as",)
         cells = [row["collective"], row["algorithm"], *self._cells(row),
-                 _native_cell(row).replace(" ", "") if row["algorithm"] == "native" else "-"]
+                 _plain_cell(_native_cell(row)) if row["algorithm"] == "native" else "-"]
         widths = [max(len(n), _PLAIN_WIDTH.get(n, 8)) for n in names]
         out = self.console.print
         if not self._streamed:
@@ -225,6 +225,12 @@ class Reporter:
 def _wrong(value) -> str:
     """The #wrong cell: ``N/A`` when nothing was checked (``-c 0``), as nccl-tests prints."""
     return "N/A" if value is None else str(value)
+
+
+def _plain_cell(text: str) -> str:
+    """One whitespace-free field: ``ring = ring`` -> ``ring=ring``, ``rabenseifner ~ rhd``
+    -> ``rabenseifner~rhd``, and spaces inside a name become ``_`` (as plain tables do)."""
+    return "_".join(text.replace(" = ", "=").replace(" ~ ", "~").split())
 
 
 def _native_cell(r: dict) -> str:
