@@ -127,6 +127,26 @@ def parse_time(text: str | float, field: str = "time", *, require_unit: bool = F
     return value + 0.0  # -0.0 -> 0.0
 
 
+def parse_pairs(text: str | None, field: str, example: str = "",
+                check=None) -> dict[str, str]:
+    """``KEY=VALUE[,KEY=VALUE]`` -> ``{key: value}`` (stripped; empty items skipped), or
+    one error line naming ``field`` and the item, with ``example`` appended.
+    ``check(key)``, if given, vets each key in turn (it raises on a bad one)."""
+    out: dict[str, str] = {}
+    for item in str(text or "").split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            raise CommsimError(f"{field}: {item!r} is not KEY=VALUE"
+                               + (f", e.g. {example}" if example else ""))
+        if check is not None:
+            check(key)
+        out[key] = value
+    return out
+
+
 def format_size(nbytes: int) -> str:
     """``65536`` -> ``64K``; exact binary multiples get a suffix, others stay in bytes."""
     for suffix in ("T", "G", "M", "K"):

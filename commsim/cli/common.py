@@ -84,6 +84,18 @@ def skipped(args, runs: list[tuple[str, list[str]]]) -> str | None:
             f"({', '.join(names(args.algorithm))}); no rows")
 
 
+def add_collectives(p) -> None:
+    """``--collective`` and ``--algorithm`` as ``simulate`` and ``predict`` take them
+    (parsed by :func:`commsim.collectives.select.collective_algorithms`)."""
+    p.add_argument("--collective", default="allreduce",
+                   help="allreduce, reduce_scatter, allgather, broadcast, reduce, alltoall; "
+                   "comma-separated for several, or all (default allreduce)")
+    p.add_argument("--algorithm", default="all",
+                   help="comma-separated names, or all (default: every algorithm of each "
+                   "collective); with several collectives a name applies to those that have "
+                   "it")
+
+
 def add_profile(parser) -> None:
     """``--profile PATH``: a network profile from ``commsim calibrate``."""
     parser.add_argument("--profile", metavar="PATH",

@@ -6,6 +6,7 @@ from commsim import model
 from commsim.cli.common import (
     SIZE_CONVENTION,
     add_channels,
+    add_collectives,
     add_profile,
     check_finite,
     check_group_size,
@@ -35,13 +36,7 @@ def register(sub) -> None:
         "predict", help="closed-form alpha-beta predictions",
         description="Predict collective time with the alpha-beta-gamma model. "
         + SIZE_CONVENTION)
-    p.add_argument("--collective", default="allreduce",
-                   help="allreduce, reduce_scatter, allgather, broadcast, reduce, alltoall; "
-                   "comma-separated for several, or all (default allreduce)")
-    p.add_argument("--algorithm", default="all",
-                   help="comma-separated names, or all (default: every algorithm of each "
-                   "collective); with several collectives a name applies to those that have "
-                   "it")
+    add_collectives(p)
     p.add_argument("--size", "--sizes", dest="size", default="1K:1G",
                    help="bytes: 256M, or a doubling range 1K:1G, or a list 1K,1M")
     p.add_argument("--nranks", type=int, help="ranks, 2 or more (default: every gpu of the "

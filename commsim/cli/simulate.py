@@ -14,6 +14,7 @@ from commsim.cli import simulate_step
 from commsim.cli.common import (
     SIZE_CONVENTION,
     add_channels,
+    add_collectives,
     add_profile,
     build_options,
     check_finite,
@@ -48,13 +49,7 @@ def register(sub) -> None:
         + SIZE_CONVENTION)
     p.add_argument("--topology",
                    help=f"a preset name or a YAML file (default {DEFAULT_TOPOLOGY})")
-    p.add_argument("--collective", default="allreduce",
-                   help="allreduce, reduce_scatter, allgather, broadcast, reduce, alltoall; "
-                   "comma-separated for several, or all (default allreduce)")
-    p.add_argument("--algorithm", default="all",
-                   help="comma-separated names, or all (default: every algorithm of each "
-                   "collective); with several collectives a name applies to those that have "
-                   "it")
+    add_collectives(p)
     p.add_argument("--size", "--sizes", dest="size", default="256M",
                    help="bytes: 256M, or a doubling range 1K:1G, or a list 1K,1M")
     p.add_argument("--nranks", type=int,

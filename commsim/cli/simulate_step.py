@@ -13,7 +13,7 @@ import json
 
 from commsim.cli.common import check_output, make_parent, model_gamma, write_json_lines
 from commsim.errors import CommsimError, unknown
-from commsim.units import format_bandwidth, format_bytes, format_time, parse_time
+from commsim.units import format_bandwidth, format_bytes, format_time, parse_pairs, parse_time
 
 DIMS = ("tp", "cp", "pp", "dp", "ep")
 COMPUTE_KEYS = ("forward", "backward", "optimizer")
@@ -39,21 +39,9 @@ def add_arguments(p) -> None:
                    "pairwise; PP sends chain)")
 
 
-def _pairs(text: str | None, flag: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in (text or "").split(","):
-        if not item.strip():
-            continue
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise CommsimError(f"{flag}: {item!r} is not KEY=VALUE")
-        out[key.strip()] = value.strip()
-    return out
-
-
 def _compute(text: str | None) -> dict[str, float]:
     out = {}
-    for key, value in _pairs(text, "--compute").items():
+    for key, value in parse_pairs(text, "--compute").items():
         if key not in COMPUTE_KEYS:
             raise unknown("--compute key", key, COMPUTE_KEYS)
         out[key] = parse_time(value, f"--compute {key}", require_unit=True)
@@ -64,7 +52,7 @@ def _algorithms(text: str | None) -> dict[str, str]:
     from commsim.workload import DEFAULT_ALGORITHMS
     from commsim.workload.simulate import algorithm_for
 
-    algos = _pairs(text, "--algorithms")
+    algos = parse_pairs(text, "--algorithms")
     for key, name in algos.items():
         dim, _, coll = key.rpartition(":")
         if coll not in DEFAULT_ALGORITHMS:

@@ -37,6 +37,7 @@ from commsim.plan import gpus as gpu_mod
 from commsim.plan.fabric import Fabric, check_what_if_key, param_class
 from commsim.plan.memory import RECOMPUTE, memory
 from commsim.plan.models import ModelSpec
+from commsim.units import parse_pairs
 from commsim.workload import STRATEGIES, Layout, Shape, step_timeline
 from commsim.workload.step import Phase
 
@@ -612,16 +613,8 @@ def search(cfg: Config, fabric: Fabric, gpus: int, top: int = 10, **kw) -> tuple
 def parse_what_if(text: str, fabric: Fabric) -> dict[str, str]:
     """``KEY=VALUE[,KEY=VALUE]`` -> ``{key: value}``, keys checked against the layout keys
     and the topology builder's parameters."""
-    out: dict[str, str] = {}
-    for item in str(text).split(","):
-        if not item.strip():
-            continue
-        key, sep, value = item.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not key or not value:
-            raise CommsimError(f"--what-if: {item!r} is not KEY=VALUE, e.g. nvlink_bw=2x")
-        check_what_if_key(fabric, key, LAYOUT_KEYS)
-        out[key] = value
+    out = parse_pairs(text, "--what-if", "nvlink_bw=2x",
+                      check=lambda key: check_what_if_key(fabric, key, LAYOUT_KEYS))
     if not out:
         raise CommsimError("--what-if: give KEY=VALUE, e.g. nic_bw=800Gb/s")
     return out

@@ -100,6 +100,18 @@ def merge_intervals(edges: np.ndarray, a: np.ndarray,
     return np.array(ids, dtype=np.int64), np.array(starts), np.array(ends)
 
 
+def link_events(ids: np.ndarray, starts: np.ndarray, ends: np.ndarray, name_of,
+                pid: int = _PID_LINKS) -> list[dict]:
+    """Trace events of links' busy intervals (s): a named track per link, a "busy" slice
+    per interval (microseconds). ``name_of(link)`` names a link's track."""
+    us = 1e6
+    ev = [dict(ph="M", pid=pid, tid=lid, name="thread_name", args=dict(name=name_of(lid)))
+          for lid in np.unique(ids).tolist()]
+    ev += [dict(ph="X", pid=pid, tid=lid, name="busy", ts=x * us, dur=(y - x) * us)
+           for lid, x, y in zip(ids.tolist(), starts.tolist(), ends.tolist())]
+    return ev
+
+
 def _runs(sorted_keys: np.ndarray):
     if not len(sorted_keys):
         return []
@@ -144,13 +156,7 @@ def chrome_trace(result) -> dict:
                            dur=max(d["end"] - d["start"], 0.0) * us,
                            args=dict(sends=" ".join(d["sends"]) or "-",
                                      recvs=" ".join(d["recvs"]) or "-")))
-    ids, a, b = link_intervals(result)
-    for lid in np.unique(ids).tolist():
-        ev.append(dict(ph="M", pid=_PID_LINKS, tid=lid, name="thread_name",
-                       args=dict(name=result.link_name(lid))))
-    for lid, x, y in zip(ids.tolist(), a.tolist(), b.tolist()):
-        ev.append(dict(ph="X", pid=_PID_LINKS, tid=lid, name="busy", ts=x * us,
-                       dur=(y - x) * us))
+    ev += link_events(*link_intervals(result), result.link_name)
     meta = result.summary()
     return dict(traceEvents=ev, displayTimeUnit="ns",
                 otherData={k: (v if isinstance(v, (str, int, float)) or v is None else str(v))
@@ -199,14 +205,8 @@ def chrome_trace_many(many) -> dict:
         all_a.append(a + t0)
         all_b.append(b + t0)
     if all_ids:
-        ids, a, b = merge_intervals(np.concatenate(all_ids), np.concatenate(all_a),
-                                    np.concatenate(all_b))
-        for lid in np.unique(ids).tolist():
-            ev.append(dict(ph="M", pid=_PID_LINKS, tid=lid, name="thread_name",
-                           args=dict(name=many.link_name(lid))))
-        for lid, x, y in zip(ids.tolist(), a.tolist(), b.tolist()):
-            ev.append(dict(ph="X", pid=_PID_LINKS, tid=lid, name="busy", ts=x * us,
-                           dur=(y - x) * us))
+        ev += link_events(*merge_intervals(np.concatenate(all_ids), np.concatenate(all_a),
+                                           np.concatenate(all_b)), many.link_name)
     return dict(traceEvents=ev, displayTimeUnit="ns",
                 otherData=dict(jobs=len(many), time_s=many.time, engine=many.engine))
 

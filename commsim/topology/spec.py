@@ -62,22 +62,24 @@ def find_preset(name: str) -> Path | None:
     return None
 
 
-def load(name_or_path, ideal: bool = False) -> nx.DiGraph:
-    """A validated topology from a preset name or a YAML file path; ``ideal=True`` puts
-    every link at line rate (efficiencies are checked, then ignored)."""
-    text = str(name_or_path)
-    looks_like_path = isinstance(name_or_path, Path) or "/" in text or "\\" in text \
+def read_named_yaml(source, kind: str, find, names) -> tuple[object, Path]:
+    """``(data, path)`` of a YAML file given by path or by a shipped name: ``find(name)``
+    is the named file or None, ``names()`` the names for a close-match suggestion.
+    ``kind`` (``topology``, ``workload``) names what was asked for in the errors. Read
+    with ``yaml.safe_load``; every failure is one :class:`CommsimError` line."""
+    text = str(source)
+    looks_like_path = isinstance(source, Path) or "/" in text or "\\" in text \
         or text.endswith((".yaml", ".yml"))
-    path = None if looks_like_path else find_preset(text)
+    path = None if looks_like_path else find(text)
     if path is None:
         candidate = Path(text)
         if candidate.is_file():
             path = candidate
         elif looks_like_path:
-            raise CommsimError(f"topology: no such file {text!r}")
+            raise CommsimError(f"{kind}: no such file {text!r}")
         else:
-            err = unknown("topology", text, presets())
-            raise CommsimError(f"{err}; or give the path of a YAML topology file")
+            err = unknown(kind, text, names())
+            raise CommsimError(f"{err}; or give the path of a YAML {kind} file")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
@@ -87,6 +89,13 @@ def load(name_or_path, ideal: bool = False) -> nx.DiGraph:
                            f"{getattr(exc, 'problem', None) or exc}") from None
     except OSError as exc:
         raise CommsimError(f"{path}: cannot read: {exc.strerror}") from None
+    return data, path
+
+
+def load(name_or_path, ideal: bool = False) -> nx.DiGraph:
+    """A validated topology from a preset name or a YAML file path; ``ideal=True`` puts
+    every link at line rate (efficiencies are checked, then ignored)."""
+    data, path = read_named_yaml(name_or_path, "topology", find_preset, presets)
     return parse(data, source=str(path), default_name=path.stem, ideal=ideal)
 
 

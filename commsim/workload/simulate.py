@@ -295,7 +295,7 @@ def step_chrome_trace(step: StepResult) -> dict:
     each (a phase run ``count`` times is named with its count), a track per group (every
     phase a group takes part in lands on its track, a slice per collective) and a track
     per link that carried bytes. Times are microseconds."""
-    from commsim.sim.trace import link_intervals, merge_intervals
+    from commsim.sim.trace import link_events, link_intervals, merge_intervals
 
     us = 1e6
     ev: list[dict] = [dict(ph="M", pid=1, name="process_name", args=dict(name="groups")),
@@ -327,12 +327,7 @@ def step_chrome_trace(step: StepResult) -> dict:
                     ys.append(y + t)
         t += p.time_s
     if ids:
-        a, x, y = merge_intervals(np.concatenate(ids), np.concatenate(xs), np.concatenate(ys))
-        for lid in np.unique(a).tolist():
-            ev.append(dict(ph="M", pid=2, tid=lid, name="thread_name",
-                           args=dict(name=names.link_name(lid))))
-        for lid, x0, y0 in zip(a.tolist(), x.tolist(), y.tolist()):
-            ev.append(dict(ph="X", pid=2, tid=lid, name="busy", ts=x0 * us,
-                           dur=(y0 - x0) * us))
+        ev += link_events(*merge_intervals(np.concatenate(ids), np.concatenate(xs),
+                                           np.concatenate(ys)), names.link_name, pid=2)
     return dict(traceEvents=ev, displayTimeUnit="ns",
                 otherData=dict(step_s=step.time_s, comm_s=step.comm_s))

@@ -22,8 +22,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from commsim.errors import CommsimError, unknown
 from commsim.units import parse_size
 from commsim.workload.layout import Layout, parse_order
@@ -91,27 +89,9 @@ def _read(source) -> tuple[dict, str, str]:
     """``(data, where, default name)`` from a mapping, a path or a shipped name."""
     if isinstance(source, dict):
         return source, "workload", "workload"
-    text = str(source)
-    looks_like_path = isinstance(source, Path) or "/" in text or "\\" in text \
-        or text.endswith((".yaml", ".yml"))
-    path = None if looks_like_path else find_workload(text)
-    if path is None:
-        if Path(text).is_file():
-            path = Path(text)
-        elif looks_like_path:
-            raise CommsimError(f"workload: no such file {text!r}")
-        else:
-            err = unknown("workload", text, workload_names())
-            raise CommsimError(f"{err}; or give the path of a YAML workload file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise CommsimError(f"{path}: not valid YAML{where}: "
-                           f"{getattr(exc, 'problem', None) or exc}") from None
-    except OSError as exc:
-        raise CommsimError(f"{path}: cannot read: {exc.strerror}") from None
+    from commsim.topology.spec import read_named_yaml
+
+    data, path = read_named_yaml(source, "workload", find_workload, workload_names)
     return data, str(path), path.stem
 
 
