@@ -200,3 +200,27 @@ def test_robust_linear_rejects_bad_arguments():
         robust_linear(X, y, ["a", "b"], loss="cauchy")
     with pytest.raises(CommsimError, match="nonnegative"):
         robust_linear(X, y, ["a", "b"], nonnegative=["c"])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.floats(2e-6, 20e-6), st.floats(0.0, 20e-6), st.floats(20e-6, 2e-3),
+       st.floats(2e-6, 20e-6), seeds)
+def test_fit_overhead_tells_exchange_steps_from_one_way_ones(alpha, per_step, per_exchange,
+                                                             per_message, seed):
+    """Rings (every step an exchange) at 1, 2 and 4 pieces and trees (one-way steps): the
+    fit recovers the cost of each kind of step and of a message: each to within 15% of
+    a one-way step's cost plus 5% of an exchange's (a costly exchange's 3% noise hides
+    that much of the small costs)."""
+    cases = [(6, 6, 6), (6, 6, 12), (6, 6, 24), (4, 4, 4), (4, 4, 8), (4, 0, 2), (6, 2, 4)]
+    steps, exchanges, messages = (np.array(c, dtype=float) for c in zip(*cases))
+    rng = np.random.default_rng(seed)
+    t = (steps * alpha + (steps - exchanges) * per_step + exchanges * per_exchange
+         + messages * per_message) * rng.lognormal(0, NOISE, steps.size)
+    fit = fit_overhead(steps, messages, t, alpha, exchanges)
+    assert fit.names == ("per_step", "per_exchange", "per_message")
+    tol = 0.15 * (alpha + per_step + per_message) + 0.05 * per_exchange
+    assert abs(fit["per_step"] - per_step) <= tol, (fit["per_step"], per_step)
+    assert abs(fit["per_exchange"] - per_exchange) <= 0.15 * per_exchange + tol
+    assert abs(fit["per_message"] - per_message) <= tol, (fit["per_message"], per_message)
+    with pytest.raises(CommsimError, match="exchanges"):
+        fit_overhead(steps, messages, t, alpha, steps + 1)

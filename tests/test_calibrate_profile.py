@@ -16,7 +16,7 @@ INTRA = (20e-6, 1 / 8e9)    # alpha (s), beta (s/byte)
 INTER = (60e-6, 1 / 2e9)
 CONTENTION = 1.5
 GAMMA = 1 / 5e9
-PER_STEP, PER_MESSAGE = 4e-6, 9e-6
+PER_STEP, PER_EXCHANGE, PER_MESSAGE = 4e-6, 30e-6, 9e-6
 
 
 def _series(alpha, beta, sizes, noise, rng):
@@ -35,15 +35,19 @@ def synthetic(hosts, noise=0.02, seed=0) -> Measurements:
     slowest = max(params[name][1] for name in classes)
     ring = _series(80e-6, slowest * CONTENTION, measure.SIZES, noise, rng)
     reduction = _series(2e-6, GAMMA, measure.REDUCE_SIZES, noise, rng)
-    steps, messages, seconds = [], [], []
-    for st, msgs in ((6, 12), (6, 24), (6, 48), (4, 8), (4, 16)):
+    steps, exchanges, messages, seconds = [], [], [], []
+    # rings and rhd (every step an exchange) and trees (one-way steps, some exchanges)
+    for st, ex, msgs in ((6, 6, 12), (6, 6, 24), (6, 6, 48), (4, 4, 8), (4, 4, 16),
+                         (4, 0, 3), (6, 2, 6)):
         alpha = min(params[name][0] for name in classes)
         steps.append(st)
+        exchanges.append(ex)
         messages.append(msgs)
-        seconds.append((st * (alpha + PER_STEP) + msgs * PER_MESSAGE) * rng.lognormal(0, noise))
+        t = st * alpha + (st - ex) * PER_STEP + ex * PER_EXCHANGE + msgs * PER_MESSAGE
+        seconds.append(t * rng.lognormal(0, noise))
     return Measurements(hosts, pairs, classes, ring, reduction,
-                        {"steps": steps, "messages": messages, "seconds": seconds,
-                         "cases": ["x"] * len(steps)})
+                        {"steps": steps, "exchanges": exchanges, "messages": messages,
+                         "seconds": seconds, "cases": ["x"] * len(steps)})
 
 
 def _write(tmp_path, hosts, **kwargs):
@@ -67,7 +71,10 @@ def test_a_profile_loads_as_the_measured_topology(tmp_path):
     assert params["gamma"] == pytest.approx(GAMMA, rel=0.1)
     assert params["contention"] == pytest.approx(CONTENTION, rel=0.15)
     assert params["step_overhead"] == pytest.approx(PER_STEP, rel=0.3)
+    assert params["exchange_overhead"] == pytest.approx(PER_EXCHANGE, rel=0.3)
     assert params["message_overhead"] == pytest.approx(PER_MESSAGE, rel=0.3)
+    # an exchange of every rank at once adds the ring shift's latency over a pair's
+    assert params["exchange_latency"] == pytest.approx(80e-6 - INTRA[0], rel=0.3)
     # ranks on one host: the intra class; across hosts: the inter class, as one pair alone
     a_in, b_in = model.alpha_beta(G, 2)
     assert a_in == pytest.approx(INTRA[0], rel=0.25)
@@ -164,7 +171,8 @@ def test_predict_and_simulate_use_the_profile(tmp_path, capsys):
     params = G.graph["model"]
     want = predict_on(collectives.build("allreduce", "ring", 4, row["nchunks"]), G, 64 << 20,
                       gamma=params["gamma"], overhead=params["step_overhead"],
-                      message_overhead=params["message_overhead"])
+                      message_overhead=params["message_overhead"],
+                      exchange_overhead=params["exchange_overhead"])
     assert row["time_us"] == pytest.approx(want.time * 1e6)
     assert row["model"] == "topology"
     assert row["alpha_us"] == pytest.approx(alpha * 1e6)

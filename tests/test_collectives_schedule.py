@@ -136,3 +136,29 @@ def test_dependencies_point_backwards_at_writes_of_the_read_chunk(p, algo):
     for i, tr in enumerate(s):
         want = sorted(j for st_, j in writes.get((tr.src, tr.chunk), []) if st_ < tr.step)
         assert sorted(indices[indptr[i]:indptr[i + 1]].tolist()) == want
+
+
+def test_both_ways_marks_transfers_of_ranks_that_send_and_receive_in_a_step():
+    # step 0: 0 -> 1 and 1 -> 2 (rank 1 does both); step 1: 2 -> 0 alone
+    s = Schedule.from_transfers("allgather", "hand", 3, 3, [
+        Transfer(0, 0, 1, 0, False), Transfer(0, 1, 2, 1, False), Transfer(1, 2, 0, 2, False)])
+    assert s.both_ways().tolist() == [True, True, False]
+    assert collectives.build("allreduce", "ring", 4).both_ways().all()
+    assert not collectives.build("allreduce", "tree", 2).both_ways().any()
+
+
+@given(st.integers(2, 12), st.sampled_from(["ring", "tree", "rhd", "dbt"]))
+def test_both_ways_agrees_with_rank_steps(p, algorithm):
+    s = collectives.build("allreduce", algorithm, p)
+    both = s.both_ways()
+    for r in range(p):
+        for step, sends, recvs in s.rank_steps(r):
+            if sends and recvs:   # rank r does both here: all its transfers are marked
+                idx = [i for i, t in enumerate(s) if t.step == step and r in (t.src, t.dst)]
+                assert both[idx].all()
+    for i, t in enumerate(s):
+        if both[i]:
+            busy = [r for r in (t.src, t.dst)
+                    if any(x.step == t.step and x.src == r for x in s)
+                    and any(x.step == t.step and x.dst == r for x in s)]
+            assert busy

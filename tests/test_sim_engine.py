@@ -500,3 +500,51 @@ def test_rtt_sharing_splits_a_link_inversely_to_route_latency():
     np.testing.assert_allclose(m.end, [S / 5e9 + 1e-6, S / 5e9 + 3e-6], rtol=1e-9)
     with pytest.raises(CommsimError, match="sharing"):
         simulate(s, G, 2 * S, sharing="tcp")
+
+
+@pytest.mark.parametrize("mode", ["step", "dataflow"])
+def test_exchange_overhead_is_charged_to_exchange_steps_only(mode):
+    """A profile's ``exchange_overhead`` replaces ``overhead`` on transfers one of whose
+    ranks both sends and receives in their step: every transfer of a ring, none of a
+    two-rank tree's. Ring: as if alpha grew by the exchange overhead; tree: as with the
+    one-way overhead alone. Both engines, and the model on the topology, agree."""
+    from commsim import model
+    from commsim.model.on_topology import predict_on
+    from commsim.topology import builders
+
+    p, S, one_way, exchange = 2, 3 * 2**20, 7e-6, 41e-6
+    G = builders.star(p, bandwidth=4e9, latency=10e-6)
+    a, b = model.alpha_beta(G, p)
+    for algorithm, extra in (("ring", exchange), ("tree", one_way)):
+        s = collectives.build("allreduce", algorithm, p)
+        want = model.predict("allreduce", algorithm, p, S, a + extra, b, mode=mode)
+        engines = ("auto", "events") if mode == "step" else ("events",)
+        for engine in engines:
+            got = simulate(s, G, S, mode=mode, overhead=one_way, exchange_overhead=exchange,
+                           engine=engine).time
+            assert got == pytest.approx(want, rel=1e-9), (algorithm, engine)
+        est = predict_on(s, G, S, mode=mode, overhead=one_way, exchange_overhead=exchange)
+        assert est.time == pytest.approx(want, rel=1e-9), algorithm
+    with pytest.raises(CommsimError, match="exchange_overhead"):
+        simulate(s, G, S, exchange_overhead=-1.0)
+
+
+def test_exchange_overhead_on_a_mixed_schedule_matches_the_model():
+    """A pipelined 4-rank tree mixes one-way and exchange steps: the simulator (both
+    engines) and the model charge each transfer its own overhead and agree; equal
+    overheads give the run without the distinction."""
+    from commsim.model.on_topology import predict_on
+    from commsim.topology import builders
+
+    p, S = 4, 2**20
+    G = builders.star(p, bandwidth=4e9, latency=10e-6)
+    s = collectives.build("allreduce", "tree", p, 2)
+    both = s.both_ways()
+    assert both.any() and not both.all()
+    kw = dict(overhead=5e-6, exchange_overhead=60e-6)
+    times = {e: simulate(s, G, S, engine=e, **kw).time for e in ("auto", "events")}
+    assert times["auto"] == pytest.approx(times["events"], rel=1e-12)
+    assert predict_on(s, G, S, **kw).time == pytest.approx(times["events"], rel=1e-9)
+    plain = simulate(s, G, S, overhead=5e-6).time
+    assert simulate(s, G, S, overhead=5e-6, exchange_overhead=5e-6).time == plain
+    assert times["events"] > plain

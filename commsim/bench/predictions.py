@@ -43,6 +43,8 @@ class Predictor:
         self._models: dict = {}  # native? -> the model on the topology
         self.step_overhead = 0.0  # a profile's: commsim's executor, seconds a step
         self.message_overhead = 0.0  # and seconds a message
+        self.exchange_overhead = None  # a step where ranks send and receive (None: a step's)
+        self.exchange_latency = None  # the host's, paid by native collectives too
         self.first_touch = 0.0  # a profile's: seconds a byte of fresh memory's first write
         G = topo.load(topology)  # a bad name or file is the user's to fix: it raises
         self.topology_name = G.graph.get("name", topology)
@@ -59,25 +61,33 @@ class Predictor:
         self.graph = G
         self.step_overhead = float(topo.model_parameter(G, "step_overhead", 0.0))
         self.message_overhead = float(topo.model_parameter(G, "message_overhead", 0.0))
+        self.exchange_overhead = topo.model_parameter(G, "exchange_overhead")
+        self.exchange_latency = topo.model_parameter(G, "exchange_latency")
         self.contention = float(topo.model_parameter(G, "contention", 1.0))
         self.first_touch = float(topo.model_parameter(G, "first_touch", 0.0))
         try:
             alpha, beta = closed_form.alpha_beta(G, nranks)
-            # a profile's measured executor overhead: every step of commsim's pays it
-            self.alpha_beta = (alpha + self.step_overhead, beta)
+            # a profile's measured executor overhead: every step of commsim's pays it (the
+            # larger of a one-way step's and an exchange's: this alpha picks pipeline
+            # depths, where a step too cheap would cut messages too fine)
+            self.alpha_beta = (alpha + max(self.step_overhead, self.exchange_overhead or 0.0),
+                               beta)
         except CommsimError as exc:
             self.notes.append(f"no model predictions: {exc}")
 
     def parameters(self) -> dict:
         """What the predictions assumed, for the config line: ``alpha`` (s, the profile's
         step overhead included), ``beta`` (s/byte, one pair alone) and ``gamma`` (s/byte;
-        null when unknown), ``contention``, ``step_overhead`` and ``message_overhead`` (s,
-        commsim's executor: not charged to ``native`` rows), ``gamma_source``, ``mode``
-        and ``overlap``."""
+        null when unknown), ``contention``, ``step_overhead``, ``exchange_overhead`` and
+        ``message_overhead`` (s, commsim's executor: not charged to ``native`` rows),
+        ``exchange_latency`` (s, the host's: every exchange step pays it),
+        ``gamma_source``, ``mode`` and ``overlap``."""
         alpha, beta = self.alpha_beta or (None, None)
         return {"alpha": alpha, "beta": beta, "gamma": self.gamma or None,
                 "contention": self.contention, "step_overhead": self.step_overhead,
                 "message_overhead": self.message_overhead,
+                "exchange_overhead": self.exchange_overhead,
+                "exchange_latency": self.exchange_latency,
                 "gamma_source": self.gamma_source, "mode": self.mode, "overlap": self.overlap}
 
     def native(self, backend: str, collective: str, nbytes: int, dtype_size: int,
@@ -127,8 +137,7 @@ class Predictor:
                 from commsim.model.on_topology import TopologyModel
 
                 tm = self._models[native] = TopologyModel(
-                    self.graph, self.nranks, overhead=0.0 if native else self.step_overhead,
-                    message_overhead=0.0 if native else self.message_overhead)
+                    self.graph, self.nranks, **topo.executor_overheads(self.graph, native))
             return float(tm.estimate(schedule, nbytes, self.gamma, self.mode,
                                      self.overlap).time)
         except Exception as exc:  # noqa: BLE001 - a prediction never stops a measurement
@@ -146,9 +155,7 @@ class Predictor:
 
             return float(simulate(
                 schedule, self.graph, nbytes, mode=self.mode, gamma=self.gamma,
-                overhead=0.0 if native else self.step_overhead,
-                message_overhead=0.0 if native else self.message_overhead,
-                overlap=self.overlap).time)
+                overlap=self.overlap, **topo.executor_overheads(self.graph, native)).time)
         except Exception as exc:  # noqa: BLE001 - a prediction never stops a measurement
             self._once(("sim", schedule.algorithm),
                        f"no simulator prediction for {schedule.algorithm}: {exc}")

@@ -9,7 +9,7 @@ weights are relative residuals. Pure numpy; bad input raises :class:`CommsimErro
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -216,30 +216,52 @@ def fit_rate(sizes, seconds, what: str = "reduction") -> Fit:
     return _line(sizes, seconds, what, ("overhead", "gamma"))
 
 
-def fit_overhead(steps, messages, seconds, alpha: float) -> Fit:
+def fit_overhead(steps, messages, seconds, alpha: float, exchanges=None) -> Fit:
     """The executor's fixed costs from tiny operations, ``alpha`` (seconds) known:
-    ``t = steps * (alpha + per_step) + messages * per_message``, both costs in seconds, >= 0.
-    Residuals are relative to the measured times."""
+    ``t = steps * alpha + (steps - exchanges) * per_step + exchanges * per_exchange
+    + messages * per_message``, every cost in seconds and >= 0. ``exchanges`` counts the
+    steps in which a rank both sends and receives (None: no such distinction, and the
+    fit has no ``per_exchange``). Each kind of step's whole time is fitted and alpha
+    then taken off (0 where a step took less than alpha). Residuals are relative to the
+    measured times."""
     st, ms = np.asarray(steps, dtype=float).ravel(), np.asarray(messages, dtype=float).ravel()
     t = np.asarray(seconds, dtype=float).ravel()
-    if not st.size == ms.size == t.size:
-        raise CommsimError(f"overhead seconds: {st.size} steps, {ms.size} messages and "
-                           f"{t.size} times; give one of each per operation")
+    ex = np.zeros_like(st) if exchanges is None else np.asarray(exchanges, dtype=float).ravel()
+    if not st.size == ms.size == t.size == ex.size:
+        raise CommsimError(f"overhead seconds: {st.size} steps, {ex.size} exchanges, "
+                           f"{ms.size} messages and {t.size} times; give one of each per "
+                           "operation")
     if t.size < 3:
         raise CommsimError(f"overhead seconds: {t.size} timings; time at least 3 operations")
-    if not (np.all(np.isfinite(st) & (st >= 0)) and np.all(np.isfinite(ms) & (ms >= 0))):
-        raise CommsimError("overhead steps: steps and messages must be finite counts >= 0")
+    if not (np.all(np.isfinite(st) & (st >= 0)) and np.all(np.isfinite(ms) & (ms >= 0))
+            and np.all(np.isfinite(ex) & (ex >= 0) & (ex <= st))):
+        raise CommsimError("overhead steps: steps, exchanges and messages must be finite "
+                           "counts >= 0, with no more exchanges than steps")
     if not np.all(np.isfinite(t) & (t > 0)):
         raise CommsimError("overhead seconds: every time must be a finite positive number "
                            "of seconds (drop failed runs)")
     if not (np.isfinite(alpha) and alpha >= 0):
         raise CommsimError(f"alpha: {alpha} must be a finite number of seconds >= 0")
-    X = np.column_stack([st, ms])
-    if _rank(X) < 2:
-        raise CommsimError("overhead messages: steps and messages are collinear (same messages "
-                           "per step everywhere); vary the messages per step")
-    return robust_linear(X, t - st * alpha, ("per_step", "per_message"), scale=t,
-                         nonnegative=("per_step", "per_message"))
+    if exchanges is None:
+        X, names = np.column_stack([st, ms]), ("per_step", "per_message")
+    else:
+        X = np.column_stack([st - ex, ex, ms])
+        names = ("per_step", "per_exchange", "per_message")
+    if _rank(X) < X.shape[1]:
+        what = "steps and messages are collinear (same messages per step everywhere); " \
+               "vary the messages per step" if exchanges is None else \
+               "one-way steps, exchange steps and messages are collinear; time operations " \
+               "with one-way steps (a tree) and with exchanges (a ring) at several message " \
+               "counts"
+        raise CommsimError(f"overhead messages: {what}")
+    # fit each step's whole latency, then take alpha off: the pair's alpha is another
+    # measurement, and on a loaded host it can exceed a step's time here; subtracting it
+    # first would push the message cost to 0 with the step's, and with it every
+    # pipeline depth chosen from the profile
+    fit = robust_linear(X, t, names, scale=t, nonnegative=names)
+    steps_cost = [max(0.0, c - alpha) if n != "per_message" else c
+                  for n, c in zip(fit.names, fit.coef)]
+    return replace(fit, coef=tuple(steps_cost))
 
 
 def contention(beta_alone: float, beta_together: float) -> float:

@@ -13,11 +13,15 @@
 - ``first_touch``: writing every page of freshly allocated memory (48 to 96 MiB, above
   the C library's mmap threshold), for backends that allocate a scratch buffer a call;
 - ``overhead``: commsim's executor on tiny buffers (ring and rhd allreduce, messages cut
-  into 1, 2 and 4 pieces), for its fixed cost per step and per message sent (posting
-  it and the receive for it).
+  into 1, 2 and 4 pieces, whose every step is an exchange: each rank sends and receives;
+  and tree allreduce, whose steps at two ranks are one-way), for its fixed cost per
+  one-way step, per exchange step and per message sent (posting it and the receive for
+  it). These are means over iterations, not medians: what they predict is
+  ``bench``'s mean time, and on a host with fewer cores than busy threads an exchange
+  now and then waits a scheduler tick for its receiver to run.
 
-Every time is the median over iterations (rank 0's clock for ping-pongs; the slowest
-rank's for the others, since a collective ends when its last rank does). Buffers are
+Every other time is the median over iterations (rank 0's clock for ping-pongs; the
+slowest rank's for the others, since a collective ends when its last rank does). Buffers are
 float32 and sizes whole multiples of 4 bytes.
 """
 
@@ -31,7 +35,9 @@ from commsim import collectives
 
 SIZES = tuple(8 * 4**i for i in range(12)) + (64 << 20,)  # 8 B .. 32 MiB x4, then 64 MiB
 REDUCE_SIZES = tuple(64 << 10 << 2 * i for i in range(6))  # 64 KiB .. 64 MiB
-OVERHEAD_CASES = (("ring", 1), ("ring", 2), ("ring", 4), ("rhd", 1), ("rhd", 2))
+OVERHEAD_CASES = (("ring", 1), ("ring", 2), ("ring", 4), ("rhd", 1), ("rhd", 2),
+                  ("tree", 1), ("tree", 2))
+OVERHEAD_ITERS = 60
 WORK_BYTES = 256 << 20  # the bytes each size's iterations move, roughly
 ARENA_BYTES = 64 << 20  # the reduction's buffers cycle through this much, past the caches
 FIRST_TOUCH_SIZES = (48 << 20, 64 << 20, 96 << 20)  # above glibc's largest mmap threshold
@@ -52,7 +58,8 @@ class Measurements:
     pair_ranks: dict[str, tuple[int, int]]
     ring: Series
     reduction: Series
-    overhead: dict[str, list] = field(default_factory=dict)  # steps, messages, seconds
+    # steps, exchanges (steps where a rank sends and receives), messages, seconds, cases
+    overhead: dict[str, list] = field(default_factory=dict)
     first_touch: Series = field(default_factory=Series)   # fresh memory's first writes
 
 
@@ -184,13 +191,15 @@ def _first_touch(comm, size: int) -> float:
 
 
 def _overhead(comm, mode: str) -> dict[str, list]:
-    """Tiny allreduces through commsim's executor: rank 0's steps and the messages it
-    sends per call."""
+    """Tiny allreduces through commsim's executor: the schedule's steps, those of them
+    that are exchanges (:meth:`Schedule.both_ways`), the messages rank 0 sends per call,
+    and the mean seconds a call (the slowest rank's, per iteration)."""
     from commsim.backends.dataflow import flow_plan
     from commsim.backends.plan import rank_plan
 
     p = comm.size
-    out: dict[str, list] = {"steps": [], "messages": [], "seconds": [], "cases": []}
+    out: dict[str, list] = {"steps": [], "exchanges": [], "messages": [], "seconds": [],
+                            "cases": []}
     for algorithm, pieces in OVERHEAD_CASES:
         k = pieces * collectives.chunk_unit("allreduce", algorithm, p)
         schedule = collectives.build("allreduce", algorithm, p, k)
@@ -199,7 +208,7 @@ def _overhead(comm, mode: str) -> dict[str, list]:
         op = comm.make_op("allreduce", schedule, local, k, 0, mode)
         laps = []
         comm.barrier()
-        for _ in range(31):
+        for _ in range(OVERHEAD_ITERS + 1):
             clock = comm.clock()
             clock.mark()
             op.call()
@@ -207,7 +216,8 @@ def _overhead(comm, mode: str) -> dict[str, list]:
             clock.mark()
             laps.append(float(clock.seconds()[-1]))
         out["steps"].append(schedule.nsteps)
+        out["exchanges"].append(int(np.unique(schedule.step[schedule.both_ways()]).size))
         out["messages"].append(plan.messages_sent)
-        out["seconds"].append(_slowest_median(comm, laps[1:]))
+        out["seconds"].append(float(np.mean(comm.allgather_floats(laps[1:]).max(axis=0))))
         out["cases"].append(f"{algorithm} x{pieces}")
     return out

@@ -16,8 +16,11 @@ A profile is a topology file that :func:`commsim.topology.load` reads like any o
   what the extra hops add);
 - ``model``: ``first_touch_bandwidth`` (the bytes of fresh memory written over the time
   it took, at 48 to 96 MiB: the page faults' cost per allocation included),
-  ``reduce_bandwidth`` (1 / gamma), ``step_overhead`` and ``message_overhead``
-  (commsim's executor, on top of the network latency) and ``contention`` (ring shift of
+  ``reduce_bandwidth`` (1 / gamma), ``step_overhead``, ``exchange_overhead`` and
+  ``message_overhead`` (commsim's executor, on top of the network latency: a one-way
+  step, a step in which ranks both send and receive, a message), ``exchange_latency``
+  (what an exchange of every rank at once adds to one pair's latency: the ring shift's
+  alpha less the pair's; backends' own collectives pay it too) and ``contention`` (ring shift of
   every rank at once / one pair alone: reported; the predictions get its effect from
   the shared-capacity link, which both the simulator and
   :mod:`commsim.model.on_topology` read);
@@ -49,7 +52,8 @@ def fit_all(m: Measurements) -> dict[str, fitting.Fit]:
     fits["reduction"] = fitting.fit_rate(m.reduction.sizes, m.reduction.seconds)
     alpha = min(f["alpha"] for name, f in fits.items() if name in m.pairs)
     o = m.overhead
-    fits["overhead"] = fitting.fit_overhead(o["steps"], o["messages"], o["seconds"], alpha)
+    fits["overhead"] = fitting.fit_overhead(o["steps"], o["messages"], o["seconds"], alpha,
+                                            o.get("exchanges"))
     if len(m.first_touch.sizes) >= 3:
         fits["first_touch"] = fitting.fit_rate(m.first_touch.sizes, m.first_touch.seconds,
                                                what="first touch")
@@ -94,6 +98,9 @@ def build(m: Measurements, fits: dict, meta: dict) -> dict:
         "links": links,
         "model": {"reduce_bandwidth": _bw(1.0 / fits["reduction"]["gamma"]),
                   "step_overhead": _us(over["per_step"]),
+                  **({"exchange_overhead": _us(over["per_exchange"])}
+                     if "per_exchange" in over.names else {}),
+                  "exchange_latency": _us(exchange_latency(fits, m)),
                   "message_overhead": _us(over["per_message"]),
                   "contention": round(contention, 4),
                   **({"first_touch_bandwidth": _bw(sum(m.first_touch.sizes)
@@ -106,6 +113,13 @@ def build(m: Measurements, fits: dict, meta: dict) -> dict:
                     "pairs": {name: list(pair) for name, pair in m.pair_ranks.items()},
                     "measurements": _raw(m)},
     }
+
+
+def exchange_latency(fits: dict, m: Measurements) -> float:
+    """Seconds an exchange step (every rank sending and receiving at once, the ring
+    shift) adds to the latency of one pair alone (the fastest class's): never below 0."""
+    alpha = min(f["alpha"] for name, f in fits.items() if name in m.pairs)
+    return max(0.0, fits["ring"]["alpha"] - alpha)
 
 
 def ring_flows(hosts: list[str]) -> dict[str, int]:
@@ -147,7 +161,8 @@ def _raw(m: Measurements) -> dict:
     return out
 
 
-FORMAT = 3  # 2: shared host capacity, two-regime fits, cold reduction; 3: first touch
+FORMAT = 4  # 2: shared host capacity, two-regime fits, cold reduction; 3: first touch;
+# 4: exchange steps apart from one-way ones (exchange_overhead, exchange_latency)
 
 
 def stale(path: Path) -> str | None:

@@ -166,8 +166,7 @@ def run(args) -> int:
         res = simulate(s, G, size, placement=gpus_of_ranks, routing=args.routing,
                        sharing=args.sharing,
                        mode=args.mode, gamma=gamma, start_offsets=late, reduce_slowdown=slow,
-                       overhead=float(topology.model_parameter(G, "step_overhead", 0.0)),
-                       message_overhead=opts.get("message_overhead", 0.0),
+                       **topology.executor_overheads(G),
                        router=routers.get((coll, algo)), progress=bar.within)
         # the simulator's routes depend on the pairs, not on the size
         routers[(coll, algo)] = res.router

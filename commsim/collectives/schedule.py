@@ -246,6 +246,22 @@ class Schedule:
         """The segment a chunk belongs to."""
         return np.asarray(chunk, dtype=np.int64) // self.chunks_per_segment
 
+    def both_ways(self) -> np.ndarray:
+        """Per transfer: does one of its ranks both send and receive in its step?
+
+        A ring's every transfer does (each rank sends to one neighbour while it receives
+        from the other); a tree's reduce and broadcast at two ranks do not. On a host with
+        fewer cores than busy threads, such steps pay a measured extra latency (a
+        profile's ``exchange_overhead``, docs/calibrate.md).
+        """
+        if not len(self):
+            return np.zeros(0, dtype=bool)
+        step = self.step.astype(np.int64) * self.nranks
+        sender = step + self.src.astype(np.int64)
+        receiver = step + self.dst.astype(np.int64)
+        busy = np.intersect1d(sender, receiver)
+        return np.isin(sender, busy) | np.isin(receiver, busy)
+
     def bytes_sent(self, nbytes: int) -> np.ndarray:
         """Bytes each rank sends, for a collective of ``nbytes`` (1-byte elements)."""
         return np.bincount(self.src.astype(np.int64), weights=self.transfer_sizes(nbytes),

@@ -6,7 +6,8 @@ latency, and recursive halving-doubling never sees that its far partners share o
 uplink. :func:`predict_on` instead prices every transfer of the schedule on its own
 route (seconds, bytes, bytes/s):
 
-- its latency: the route's (plus the executor's ``overhead`` a message);
+- its latency: the route's (plus the executor's ``overhead`` a message, or
+  ``exchange_overhead`` where one of its ranks both sends and receives in the step);
 - its rate: for each link of the route, the link's bandwidth over the number of the
   step's transfers that cross it (its own flows share a link evenly: the contention
   among an algorithm's own flows in a step), the smallest of those;
@@ -49,12 +50,14 @@ class TopologyModel:
     """The model on one topology and placement of ``nranks`` ranks; each schedule's
     pricing is computed once and reused across sizes. ``overhead`` (s, every message's
     latency) and ``message_overhead`` (s, before every message's bytes) are a calibrated
-    profile's executor costs; placement and routing mean what they mean for
-    :func:`commsim.sim.simulate`."""
+    profile's executor costs, ``exchange_overhead`` (s, or None: ``overhead``) the
+    latency added instead to transfers of a rank busy both ways in their step; placement
+    and routing mean what they mean for :func:`commsim.sim.simulate`."""
 
     def __init__(self, topology: nx.DiGraph, nranks: int, placement=None,
                  routing: str = "ecmp", overhead: float = 0.0,
-                 message_overhead: float = 0.0, router=None) -> None:
+                 message_overhead: float = 0.0, router=None,
+                 exchange_overhead: float | None = None) -> None:
         from commsim.sim.run import check_placement
         from commsim.topology.routing import Router
 
@@ -62,6 +65,8 @@ class TopologyModel:
                                        routing)
         self.overhead = float(overhead)
         self.message_overhead = float(message_overhead)
+        self.exchange_overhead = None if exchange_overhead is None else \
+            float(exchange_overhead)
         self._priced: dict = {}
 
     def estimate(self, schedule: Schedule, nbytes: int, gamma: float = 0.0,
@@ -78,7 +83,7 @@ class TopologyModel:
         got = self._priced.get((id(s), streams))
         if got is None or got[0] is not s:
             got = self._priced[(id(s), streams)] = (
-                s, *_priced(s, self.router, self.overhead, streams))
+                s, *_priced(s, self.router, self._added(s), streams))
         _, latency, rate, shared = got
         size = s.transfer_sizes(int(nbytes)).astype(np.float64)
         o = self.message_overhead
@@ -91,19 +96,27 @@ class TopologyModel:
             shared = _overlapping(s, self.router, start + o, start + o + moving)
         return Estimate(time, shared)
 
+    def _added(self, s: Schedule):
+        """Latency (s) added to each transfer of ``s``: a float, or an array."""
+        ex = self.exchange_overhead
+        if ex is None or ex == self.overhead:
+            return self.overhead
+        return np.where(s.both_ways(), ex, self.overhead)
+
 
 def predict_on(schedule: Schedule, topology: nx.DiGraph, nbytes: int, *, placement=None,
                gamma: float = 0.0, mode: str = "step", overlap: bool = True,
                overhead: float = 0.0, message_overhead: float = 0.0,
-               routing: str = "ecmp", router=None) -> Estimate:
+               routing: str = "ecmp", router=None,
+               exchange_overhead: float | None = None) -> Estimate:
     """Seconds ``schedule`` takes for an ``nbytes`` buffer on ``topology``: one
     :meth:`TopologyModel.estimate`."""
-    return TopologyModel(topology, schedule.nranks, placement, routing, overhead,
-                         message_overhead, router).estimate(schedule, nbytes, gamma, mode,
-                                                            overlap)
+    tm = TopologyModel(topology, schedule.nranks, placement, routing, overhead,
+                       message_overhead, router, exchange_overhead)
+    return tm.estimate(schedule, nbytes, gamma, mode, overlap)
 
 
-def _priced(s: Schedule, router, overhead: float,
+def _priced(s: Schedule, router, overhead,
             streams: bool = False) -> tuple[np.ndarray, np.ndarray, bool]:
     """Each transfer's latency (s) and rate (B/s) on its route, its step's own flows
     sharing every link evenly; and whether any link was shared. ``streams``: the pieces

@@ -79,11 +79,7 @@ def topology_model(G, nranks: int, router=None):
     from commsim import collectives
     from commsim.model.on_topology import TopologyModel
 
-    tm = TopologyModel(G, nranks,
-                       overhead=float(topology.model_parameter(G, "step_overhead", 0.0)),
-                       message_overhead=float(topology.model_parameter(G, "message_overhead",
-                                                                       0.0)),
-                       router=router)
+    tm = TopologyModel(G, nranks, router=router, **topology.executor_overheads(G))
     built: dict = {}
 
     def estimate(collective, algorithm, p, nchunks, options, size, gamma, mode="step",

@@ -56,7 +56,8 @@ def simulate(schedule: Schedule, topology: nx.DiGraph, nbytes: int, placement=No
              start_offsets=None, reduce_slowdown=None, *, record_transfers: bool = True,
              ecmp_width: int = 16, engine: str = "auto", router: Router | None = None,
              progress=None, overhead: float = 0.0, message_overhead: float = 0.0,
-             overlap: bool = True, sharing: str = "maxmin"):
+             overlap: bool = True, sharing: str = "maxmin",
+             exchange_overhead: float | None = None):
     """Play ``schedule`` over ``topology`` for an ``nbytes`` buffer; a :class:`SimResult`.
 
     ``nbytes`` follows REFERENCE.md's size convention for the schedule's collective
@@ -74,6 +75,10 @@ def simulate(schedule: Schedule, topology: nx.DiGraph, nbytes: int, placement=No
     with the number of transfers completed (for progress bars on long runs).
     ``overhead``: seconds added to every transfer's latency, the executor's fixed cost a
     message (a calibrated profile's ``step_overhead``; the model adds it to alpha).
+    ``exchange_overhead``: seconds added instead to transfers one of whose ranks both
+    sends and receives in their step (:meth:`Schedule.both_ways`: a ring's every step;
+    a profile's ``exchange_overhead``, what a host whose cores are all busy adds to
+    such steps); None: those pay ``overhead`` too.
     ``message_overhead``: seconds every transfer holds its connection before its first
     byte moves (a profile's ``message_overhead``: posting a message costs the executor
     that much; pieces streaming down a connection pay it each, unlike the latency).
@@ -87,7 +92,8 @@ def simulate(schedule: Schedule, topology: nx.DiGraph, nbytes: int, placement=No
     """
     from commsim.sim.result import SimResult
 
-    check_options(mode, sharing, engine, gamma, overhead, message_overhead)
+    check_options(mode, sharing, engine, gamma, overhead, message_overhead,
+                  exchange_overhead)
     if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)) or nbytes < 0:
         raise CommsimError(f"size: {nbytes!r} must be a whole number of bytes >= 0")
     P = schedule.nranks
@@ -102,13 +108,13 @@ def simulate(schedule: Schedule, topology: nx.DiGraph, nbytes: int, placement=No
                         mode=mode, engine=engine, record_transfers=record_transfers,
                         progress=progress, overhead=float(overhead),
                         message_overhead=float(message_overhead), overlap=overlap,
-                        sharing=sharing)
+                        sharing=sharing, exchange_overhead=exchange_overhead)
     wall = _time.perf_counter() - wall0
     return SimResult.from_run(run, schedule, topology, mode=mode, engine=used, wall=wall)
 
 
 def check_options(mode: str, sharing: str, engine: str, gamma: float, overhead: float,
-                  message_overhead: float) -> None:
+                  message_overhead: float, exchange_overhead: float | None = None) -> None:
     """One clear line for a bad option of :func:`simulate` (or ``simulate_many``)."""
     if mode not in MODES:
         raise CommsimError(f"mode: {mode!r} is not one of {', '.join(MODES)}")
@@ -118,7 +124,8 @@ def check_options(mode: str, sharing: str, engine: str, gamma: float, overhead: 
         raise CommsimError(f"engine: {engine!r} is not one of {', '.join(ENGINES)}")
     for field, value, unit in (("gamma", gamma, "seconds per byte"),
                                ("overhead", overhead, "seconds"),
-                               ("message_overhead", message_overhead, "seconds")):
+                               ("message_overhead", message_overhead, "seconds"),
+                               ("exchange_overhead", exchange_overhead or 0.0, "seconds")):
         value = float(value)
         if not np.isfinite(value) or value < 0:
             raise CommsimError(f"{field}: {value!r} must be a finite number of {unit} >= 0")
@@ -127,12 +134,13 @@ def check_options(mode: str, sharing: str, engine: str, gamma: float, overhead: 
 def execute(schedule, router: Router, nbytes: int, gamma: float, offsets: np.ndarray,
             slowdown: np.ndarray, *, mode: str, engine: str, record_transfers: bool,
             progress, overhead: float, message_overhead: float, overlap: bool,
-            sharing: str, chunk_bytes: np.ndarray | None = None) -> tuple[Run, str]:
+            sharing: str, chunk_bytes: np.ndarray | None = None,
+            exchange_overhead: float | None = None) -> tuple[Run, str]:
     """Run ``schedule`` (checked inputs) with the sweep when it applies, else the event
     engine; the finished :class:`Run` and the name of the executor used."""
     def new_run(record: bool) -> Run:
         return Run(schedule, router, nbytes, gamma, offsets, slowdown, record, overhead,
-                   message_overhead, overlap, sharing, chunk_bytes)
+                   message_overhead, overlap, sharing, chunk_bytes, exchange_overhead)
 
     run = new_run(record_transfers)
     if mode == "step" and engine in ("auto", "sweep") and sweep_uncontended(run):

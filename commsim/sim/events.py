@@ -184,7 +184,7 @@ class EventEngine:
             weight = 1.0
             if self.run.sharing == "rtt":   # TCP-like: a share inversely proportional to RTT
                 weight = 1.0 / max(float(R.route_latency[rid]), RTT_FLOOR)
-            got = self.routes[rid] = (links, float(R.route_latency[rid]) + self.run.overhead,
+            got = self.routes[rid] = (links, float(R.route_latency[rid]),
                                       float(R.route_bandwidth[rid]), narrow, weight)
         return got
 
@@ -298,12 +298,13 @@ class EventEngine:
 
     def _start(self, tids: list[int], t: float) -> None:
         run, step_of = self.run, self.run.s.step
-        start = run.start
+        start, added = run.start, run.per_transfer
         for tid in tids:
             st = int(step_of[tid])
             step = self._step(st)
             i = tid - step.a
             links, latency, bw, narrow, weight = self._route(step.rid[i])
+            latency += run.overhead if added is None else float(added[tid])
             start[tid] = t
             flow = _Flow(tid, st, step.size[i], links, bw, latency, narrow, weight)
             if self.run.message_overhead > 0:

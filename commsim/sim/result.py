@@ -99,7 +99,7 @@ class SimResult(LinkFigures):
     limit: np.ndarray | None = field(default=None, repr=False)
     limit_s: np.ndarray | None = field(default=None, repr=False)
     message_overhead: float = 0.0
-    overhead: float = 0.0
+    overhead: float | np.ndarray = 0.0  # added latency (s): one for all, or per transfer
     _critical: CriticalPath | None = field(default=None, repr=False)
 
     @classmethod
@@ -113,7 +113,7 @@ class SimResult(LinkFigures):
                    link_busy=run.link_busy, link_peak=run.link_peak, mode=mode,
                    engine=engine, events=run.events, wall=wall, gamma=run.gamma,
                    router=run.router, limit=run.limit, limit_s=run.limit_s,
-                   message_overhead=run.message_overhead, overhead=run.overhead)
+                   message_overhead=run.message_overhead, overhead=run.added_latency())
 
     # --- headline figures -------------------------------------------------------------
 
@@ -264,6 +264,10 @@ class SimResult(LinkFigures):
         return self.router.route_ids(s.src[transfers], s.dst[transfers], s.chunk[transfers],
                                      s.step[transfers])
 
+    def _added(self, transfers: np.ndarray):
+        """The added latency (s) of ``transfers``: the one overhead, or each one's."""
+        return self.overhead if np.ndim(self.overhead) == 0 else self.overhead[transfers]
+
     def _sent_times(self) -> np.ndarray:
         """When each transfer's last byte left its sender (its end less its latency)."""
         rid = self._route_ids(np.arange(len(self.schedule)))
@@ -277,7 +281,8 @@ class SimResult(LinkFigures):
         R = self.router
         rid = self._route_ids(transfers)
         moving = np.maximum(self.end[transfers] - self.start[transfers]
-                            - (R.route_latency[rid] + self.overhead + self.message_overhead),
+                            - (R.route_latency[rid] + self._added(transfers)
+                               + self.message_overhead),
                             0.0)
         limit = (self.limit[transfers] if self.limit is not None
                  else np.full(len(transfers), -1, dtype=np.int64))

@@ -60,10 +60,17 @@ class Run:
                  offsets: np.ndarray, slowdown: np.ndarray, record: bool,
                  overhead: float = 0.0, message_overhead: float = 0.0,
                  overlap: bool = True, sharing: str = "maxmin",
-                 chunk_bytes: np.ndarray | None = None) -> None:
+                 chunk_bytes: np.ndarray | None = None,
+                 exchange_overhead: float | None = None) -> None:
         self.s = schedule
         self.router = router
         self.overhead = float(overhead)  # seconds added to every transfer's latency
+        # ... or, per transfer, ``exchange_overhead`` where a rank of it both sends and
+        # receives in its step (Schedule.both_ways); None: every transfer pays overhead
+        self.per_transfer = None
+        if exchange_overhead is not None and float(exchange_overhead) != self.overhead:
+            self.per_transfer = np.where(schedule.both_ways(), float(exchange_overhead),
+                                         self.overhead)
         # seconds a transfer holds its connection before its first byte moves
         self.message_overhead = float(message_overhead)
         self.overlap = bool(overlap)  # may a rank reduce while its connections move bytes
@@ -100,6 +107,14 @@ class Run:
         self.limit_s = np.zeros(self.T) if record else None
         self.rank_end = offsets.copy()
         self.events = 0
+
+    def overheads(self, a: int, b: int):
+        """Seconds added to the latency of transfers ``a:b``: a float, or an array."""
+        return self.overhead if self.per_transfer is None else self.per_transfer[a:b]
+
+    def added_latency(self):
+        """Every transfer's added latency (s): a float, or an array of ``T``."""
+        return self.overhead if self.per_transfer is None else self.per_transfer
 
     def sizes(self, a: int, b: int) -> np.ndarray:
         return self.chunk_bytes[self.s.chunk[a:b]]

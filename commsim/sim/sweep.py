@@ -51,17 +51,21 @@ def sweep_uncontended(run: Run) -> bool:
             route_count = np.concatenate((route_count, grow))
             route_bytes = np.concatenate((route_bytes, grow))
             route_busy = np.concatenate((route_busy, grow))
-            if uniform:
-                route_time = (R.route_latency + run.overhead + run.message_overhead
+            if uniform:   # per-transfer overheads are added below instead
+                base = run.overhead if run.per_transfer is None else 0.0
+                route_time = (R.route_latency + base + run.message_overhead
                               + sizes[0] / R.route_bandwidth)
+        added = run.overheads(a, b)
         if uniform:
             te = t0 + route_time[rid]
+            if run.per_transfer is not None:
+                te += added
             np.add.at(route_count, rid, 1.0)
             size = sizes[0]
         else:
             size = sizes[s.chunk[a:b]]
             dur = size / R.route_bandwidth[rid]
-            te = (t0 + (R.route_latency[rid] + run.overhead + run.message_overhead)) + dur
+            te = (t0 + (R.route_latency[rid] + added + run.message_overhead)) + dur
             np.add.at(route_bytes, rid, size)
             np.add.at(route_busy, rid, dur)
         if run.record:
@@ -86,7 +90,8 @@ def sweep_uncontended(run: Run) -> bool:
             stamp[edges] = pos
             if (stamp[edges] != pos).any():   # two flows of this step on one link
                 return False
-            sent = te[sel] - (R.route_latency[rid[sel]] + run.overhead)
+            sent = te[sel] - (R.route_latency[rid[sel]]
+                              + (added if run.per_transfer is None else added[sel]))
             busy_until[edges] = np.repeat(sent, cnt)
         np.maximum.at(A, src, te)
         np.maximum.at(A, dst, te)

@@ -47,11 +47,32 @@ _MAXFLOW_LIMIT = 12_000
 
 def model_parameter(G: nx.DiGraph | None, name: str, default=None):
     """A measured model parameter of the topology (a calibrated profile's ``model`` block,
-    in SI units: ``gamma``, ``step_overhead``, ``message_overhead``, ``contention``), or
+    in SI units: ``gamma``, ``step_overhead``, ``exchange_overhead``, ``exchange_latency``,
+    ``message_overhead``, ``contention``), or
     ``default`` when the topology has none."""
     if G is None:
         return default
     return (G.graph.get("model") or {}).get(name, default)
+
+
+def executor_overheads(G: nx.DiGraph | None, native: bool = False) -> dict:
+    """The latencies a profile adds to transfers, as keyword arguments of
+    :func:`commsim.sim.simulate` and :class:`commsim.model.on_topology.TopologyModel`
+    (seconds): ``overhead`` for one-way steps, ``exchange_overhead`` for steps where a
+    rank both sends and receives, ``message_overhead`` a message. commsim's executor pays
+    its measured costs; a backend's own collective (``native``) pays none of them, only
+    the host's ``exchange_latency``. All 0 (and ``exchange_overhead`` None) without a
+    profile. A profile from before exchange steps were measured apart has no
+    ``exchange_overhead``: its ``step_overhead`` is every step's."""
+    step = float(model_parameter(G, "step_overhead", 0.0))
+    latency = model_parameter(G, "exchange_latency")
+    if native:
+        return {"overhead": 0.0, "message_overhead": 0.0,
+                "exchange_overhead": None if latency is None else float(latency)}
+    exchange = model_parameter(G, "exchange_overhead")
+    return {"overhead": step,
+            "message_overhead": float(model_parameter(G, "message_overhead", 0.0)),
+            "exchange_overhead": None if exchange is None else float(exchange)}
 
 
 def gpus(G: nx.DiGraph) -> list:

@@ -40,8 +40,8 @@ __all__ = ["builder_params", "dumps", "find_preset", "load", "parse"]
 
 TOP_FIELDS = ("name", "description", "notes", "builder", "params", "nodes", "links", "model",
               "profile")
-MODEL_FIELDS = ("reduce_bandwidth", "step_overhead", "message_overhead", "contention",
-                "first_touch_bandwidth")
+MODEL_FIELDS = ("reduce_bandwidth", "step_overhead", "exchange_overhead", "exchange_latency",
+                "message_overhead", "contention", "first_touch_bandwidth")
 LINK_FIELDS = ("src", "dst", "bandwidth", "latency", "duplex", "efficiency", "class")
 _META = ("name", "description", "notes")
 
@@ -149,9 +149,10 @@ def _parse(data, default_name, ideal: bool = False) -> nx.DiGraph:
 
 
 def _model(spec) -> dict:
-    """A profile's model parameters in SI units: ``gamma`` (s/byte), ``step_overhead`` and
-    ``message_overhead`` (s), ``contention`` (a factor >= 1), ``first_touch`` (s/byte of
-    freshly mapped memory written for the first time)."""
+    """A profile's model parameters in SI units: ``gamma`` (s/byte), ``step_overhead``,
+    ``exchange_overhead``, ``exchange_latency`` and ``message_overhead`` (s),
+    ``contention`` (a factor >= 1), ``first_touch`` (s/byte of freshly mapped memory
+    written for the first time)."""
     if not isinstance(spec, dict):
         raise CommsimError("model: must be a mapping like {reduce_bandwidth: 5GB/s, "
                            "step_overhead: 20us, message_overhead: 5us, contention: 1.2}")
@@ -164,7 +165,7 @@ def _model(spec) -> dict:
     if "first_touch_bandwidth" in spec:
         out["first_touch"] = 1.0 / parse_bandwidth(spec["first_touch_bandwidth"],
                                                    "model.first_touch_bandwidth")
-    for key in ("step_overhead", "message_overhead"):
+    for key in ("step_overhead", "exchange_overhead", "exchange_latency", "message_overhead"):
         if key in spec:
             out[key] = parse_time(spec[key], f"model.{key}")
     if "contention" in spec:
