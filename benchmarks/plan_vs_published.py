@@ -15,13 +15,17 @@ error = predicted / published - 1 (step time: + is plan slower; TFLOP/s: + is pl
 Goal: within 15% on each.
 
 **One calibration parameter per GPU type**: the achievable matmul efficiency (plan's
-``--mfu``: the fraction of dense peak the compute kernels reach). It is fitted once per GPU
-type to minimise the largest |error| over that type's judged runs (golden-section search;
-the largest |error| is unimodal in it because every run's error is monotonic in it),
-printed once, and used for every run of that type. ``--efficiency A100=0.6`` fixes it
-instead. The second table gives, per run, the efficiency at which that run alone would be
-exact ("exact at"), and where the predicted step goes (compute, bubble, exposed
-communication per link class).
+``--mfu``: the fraction of dense peak a matmul reaches). Everything else is physical and
+the same for every run: the memory-bound kernels of a layer (norms, softmax and dropout of
+unfused attention, residual adds, activations, cross entropy, optimizer) at the GPU's HBM
+bandwidth and each matmul on the roofline (docs/plan.md, "Compute"), and the overlaps a
+run's configuration turns on. The efficiency is fitted once per GPU type to minimise the
+largest |error| over that type's judged runs (golden-section search; the largest |error|
+is unimodal in it because every run's error is monotonic in it), printed once, and used
+for every run of that type. ``--efficiency A100=0.6`` fixes it instead. The second table
+gives, per run, the efficiency at which that run alone would be exact ("exact at"), the
+memory-bound share of its compute, and where the predicted step goes (compute, bubble,
+exposed communication per link class).
 
 Judged runs are those whose layout is published whole (model shape, GPUs, TP/PP/CP/DP,
 micro and global batch, sequence, recompute). Runs missing a part are shown with their
@@ -58,14 +62,16 @@ Sources (every number below was read from them; see each run's ``source`` and ``
   ``llama3.1_*.yaml``, ``nemotron4-*-synth.yaml``). Each model's smallest full-size and
   largest GPU count.
 
-Mapping notes: SC21 runs use ``ddp`` (no distributed optimizer in 2021), overlap only
+Mapping notes: SC21 runs (2021) use ``ddp`` (no distributed optimizer then), overlap only
 with ``--DDP-impl torch`` (Megatron's ``local`` DDP allreduced after the backward pass),
-full recompute, and sequence parallelism where PP > 1 and TP > 1, which is how plan can
-express Megatron's default scatter/gather of PP activations over the TP ranks (a PP message
-/ t; the TP allreduce becomes reduce_scatter + allgather, the same bytes). The NeMo runs
-use ``zero1`` (distributed_fused_adam) with overlap; plan does not model their TP
-communication overlap (``ub_tp_comm_overlap``) nor the parameter allgather's overlap with
-the next forward (``overlap_param_sync``), so it exposes both.
+full recompute, no sequence parallelism and no flash attention (Megatron's fused
+scale-mask-softmax and dropout over the scores in memory), dropout 0.1, blocking
+interleaved sends, and Megatron's scatter/gather of PP activations over the TP ranks
+(``pp_scatter_gather``: a PP message / t). The NeMo runs use ``zero1``
+(distributed_fused_adam or mcore_distributed_optim) with gradient and parameter-gather
+overlap (``overlap_grad_sync``, ``overlap_param_sync``), Transformer Engine's fused
+attention, TP communication overlap where the yaml sets ``ub_tp_comm_overlap`` and
+interleaved-send overlap unless it sets ``overlap_p2p_comm: False``.
 
     python benchmarks/plan_vs_published.py [--json FILE|-] [--efficiency GPU=VALUE]
                                            [--fit-all]
@@ -111,10 +117,12 @@ SOURCES = {
 
 def megatron_gpt(name: str, layers: int, hidden: int, heads: int, vocab: int, seq: int,
                  tied: bool, positions: int) -> models.ModelSpec:
-    """A Megatron GPT: MHA, GELU MLP of 4h, LayerNorm and linear biases."""
+    """A Megatron GPT: MHA, GELU MLP of 4h, LayerNorm and linear biases, hidden and
+    attention dropout 0.1 (Megatron-LM's defaults, ``--hidden-dropout``,
+    ``--attention-dropout``)."""
     return models.ModelSpec(name, layers, hidden, heads, heads, 4 * hidden, vocab,
                             swiglu=False, tied=tied, positions=positions, biases=True,
-                            seq_len=seq, source="see the run's source")
+                            seq_len=seq, dropout=0.1, source="see the run's source")
 
 
 def sc21(size: str, layers: int, hidden: int, heads: int) -> models.ModelSpec:
@@ -129,7 +137,8 @@ def mcore(size: str, layers: int, hidden: int, heads: int) -> models.ModelSpec:
 
 def nemotron4(size: str, layers: int, hidden: int, heads: int) -> models.ModelSpec:
     # nemotron4-*-synth.yaml: squared-ReLU MLP of 4h (two matrices), GQA with 8 query
-    # groups, no biases, untied, RoPE; vocab 256,000 (the README's FLOP notes), seq 4096
+    # groups, no biases, untied, RoPE, no dropout; vocab 256,000 (the README's FLOP
+    # notes), seq 4096
     return models.ModelSpec(f"nemotron4-{size}", layers, hidden, heads, 8, 4 * hidden, 256000,
                             swiglu=False, tied=False, seq_len=4096,
                             source="NVIDIA/dgxc-benchmarking nemotron/nemotron4-*-synth.yaml")
@@ -173,6 +182,11 @@ class Run:
     sequence_parallel: bool = False
     strategy: str = "zero1"
     overlap: bool = True
+    tp_comm_overlap: bool = False
+    overlap_param_gather: bool = False
+    overlap_p2p: bool = True
+    flash_attention: bool = True
+    pp_scatter_gather: bool = False
     flops: str = ""        # the source's FLOP formula for tflops runs: sc21, mcore
     file: str = ""         # the source file (dgxc)
     how: str = ""          # how the run's options map to plan's, and what is assumed
@@ -193,39 +207,52 @@ def _sc21(size, layers, hidden, heads, tp, pp, mbs, gbs, nodes, ddp, vstage, tfl
     DDP ``torch`` overlaps the gradient allreduce with the backward pass; ``local`` (the
     Megatron DDP of 2021) allreduces after it (``train_step`` -> ``allreduce_gradients``),
     so no overlap. No distributed optimizer then: ``ddp``. Full recompute (``uniform``).
-    The PP activations go scatter/gather over the TP ranks (on by default at the paper's
-    commit: ``--no-scatter-gather-tensors-in-pipeline``), which plan expresses as sequence
-    parallelism (PP message / t; TP allreduce = reduce_scatter + allgather, the same
-    bytes); plan has no option of its own for it."""
+    No sequence parallelism and no flash attention yet (2021): the attention scores go
+    through Megatron's fused scale-mask-softmax and dropout kernels in memory, and each
+    TP rank repeats the layer norms, dropouts and residual adds. The PP activations go
+    scatter/gather over the TP ranks (on by default at the paper's commit:
+    ``--no-scatter-gather-tensors-in-pipeline``): a PP message / t. Interleaved sends
+    block (``--overlap-p2p-communication`` came later)."""
     gpus = nodes * 8
     v = layers // pp // vstage if vstage else 1
     return Run(f"GPT {size} (SC21)", "megatron-sc21", "A100", sc21(size, layers, hidden, heads),
                gpus, tp, pp, gpus // (tp * pp), mbs, gbs, 2048, "tflops", tflops,
-               interleave=v, recompute="full", sequence_parallel=tp > 1 and pp > 1,
-               strategy="ddp", overlap=ddp == "torch", flops="sc21",
-               how=f"DDP {ddp}" + (", PP scatter/gather as SP" if tp > 1 and pp > 1 else ""))
+               interleave=v, recompute="full", sequence_parallel=False,
+               strategy="ddp", overlap=ddp == "torch", flops="sc21", flash_attention=False,
+               overlap_p2p=False, pp_scatter_gather=tp > 1 and pp > 1,
+               how=f"DDP {ddp}; unfused attention" + (", PP scatter/gather"
+                                                      if tp > 1 and pp > 1 else ""))
 
 
 def _mcore(size, heads, hidden, layers, tp, dp, gpus, batch, tflops) -> Run:
-    """A row of the Megatron-Core r0.8.0 H100 table (no PP). Not published, assumed:
+    """A row of the Megatron-Core r0.8.0 H100 table (no PP). As its README says: DP, TP
+    and param-gather overlap (``--overlap-grad-reduce --overlap-param-gather
+    --tp-comm-overlap``), Transformer Engine's fused attention. Not published, assumed:
     micro-batch 1, no recompute, sequence parallelism with TP (``--tp-comm-overlap``
-    requires it), distributed optimizer with overlap."""
+    requires it), distributed optimizer."""
     return Run(f"GPT {size} (MCore r0.8)", "mcore-r0.8", "H100", mcore(size, layers, hidden, heads),
                gpus, tp, 1, dp, 1, batch, 4096, "tflops", tflops,
-               sequence_parallel=tp > 1, flops="mcore",
-               how="assumed: mbs 1, recompute none, zero1 overlap; TP overlap not modelled",
+               sequence_parallel=tp > 1, flops="mcore", tp_comm_overlap=tp > 1,
+               overlap_param_gather=True,
+               how="assumed: mbs 1, recompute none; zero1, TP and param-gather overlap",
                excluded="micro-batch not published")
 
 
 def _dgxc(name, file, model, gpus, tp, pp, cp, vp, mbs, gbs, seq, step, recompute="none",
-          sp=True, tp_overlap=True) -> Run:
-    """A BF16 row of a dgxc-benchmarking README (NeMo, distributed_fused_adam with
-    overlap_grad_sync and overlap_param_sync: ``zero1`` with overlap)."""
+          sp=True, tp_overlap=True, p2p=True) -> Run:
+    """A BF16 row of a dgxc-benchmarking README (NeMo on Megatron-Core with Transformer
+    Engine's fused attention; distributed optimizer with ``overlap_grad_sync`` and
+    ``overlap_param_sync``: ``zero1`` with gradient and param-gather overlap;
+    ``ub_tp_comm_overlap`` as the yaml says; ``overlap_p2p_comm`` with interleaving as
+    the yaml says, else Megatron's default, on)."""
     return Run(name, "dgxc-24.11", "H100", model, gpus, tp, pp, gpus // (tp * pp * cp), mbs,
                gbs, seq, "step_s", step, cp=cp, interleave=vp, recompute=recompute,
                sequence_parallel=sp and tp > 1, file=file,
-               how=("TP comm overlap on (not modelled)" if tp_overlap and tp > 1 else
-                    "no TP comm overlap") + "; param allgather overlap not modelled")
+               tp_comm_overlap=tp_overlap and tp > 1 and sp, overlap_param_gather=True,
+               overlap_p2p=p2p,
+               how=("TP comm overlap" if tp_overlap and tp > 1 else "no TP comm overlap")
+               + ", param-gather overlap" + ("" if vp == 1 else
+                                            ", p2p overlap" if p2p else ", p2p blocking"))
 
 
 LLAMA405_16KV = models.custom(base=models.get("llama3-405b"), kv_heads=16)
@@ -272,13 +299,14 @@ RUNS: list[Run] = [
           16, 4, 1, 1, 1, 4, 64, 4096, 2.83),
     _dgxc("Nemotron-4 15B 2048 GPUs", "nemotron/README_15b.md",
           nemotron4("15b", 32, 6144, 48), 2048, 4, 1, 1, 1, 4, 8192, 4096, 2.96),
-    # nemotron4-340b-synth.yaml: selective recompute, ub_tp_comm_overlap False
+    # nemotron4-340b-synth.yaml: selective recompute, ub_tp_comm_overlap False,
+    # overlap_p2p_comm False
     _dgxc("Nemotron-4 340B 128 GPUs", "nemotron/README_340b.md",
           nemotron4("340b", 96, 18432, 96), 128, 8, 8, 1, 12, 1, 32, 4096, 4.61,
-          recompute="selective", tp_overlap=False),
+          recompute="selective", tp_overlap=False, p2p=False),
     _dgxc("Nemotron-4 340B 2048 GPUs", "nemotron/README_340b.md",
           nemotron4("340b", 96, 18432, 96), 2048, 8, 8, 1, 12, 1, 512, 4096, 4.84,
-          recompute="selective", tp_overlap=False),
+          recompute="selective", tp_overlap=False, p2p=False),
 ]
 
 
@@ -319,7 +347,11 @@ def config(run: Run, efficiency: float) -> planner.Config:
                           interleave=run.interleave, micro_batch=run.micro_batch,
                           global_batch=run.global_batch, seq_len=run.seq_len,
                           recompute=run.recompute, sequence_parallel=run.sequence_parallel,
-                          mfu=efficiency, overlap=run.overlap)
+                          mfu=efficiency, overlap=run.overlap,
+                          tp_comm_overlap=run.tp_comm_overlap,
+                          overlap_param_gather=run.overlap_param_gather,
+                          overlap_p2p=run.overlap_p2p, flash_attention=run.flash_attention,
+                          pp_scatter_gather=run.pp_scatter_gather)
 
 
 def predict(run: Run, efficiency: float) -> Result:
@@ -446,26 +478,30 @@ def tables(results: list[Result], efficiencies: dict[str, float], fitted: dict[s
     main.notes.extend(summary(results, efficiencies, fitted, fit_all))
     parts = Table("where the predicted step goes (seconds a step; exposed = communication the "
                   "timeline does not hide)",
-                  ["run", "published step (s)", "predicted step (s)", "compute", "bubble",
-                   "exposed", "exposed by class", "mfu", "exact at", "mem (GB)", "fits",
-                   "plan options"],
-                  align=["l"] + ["r"] * 6 + ["l", "r", "r", "r", "l", "l"])
+                  ["run", "published step (s)", "predicted step (s)", "compute",
+                   "memory-bound", "bubble", "exposed", "exposed by class", "mfu", "exact at",
+                   "mem (GB)", "fits", "plan options"],
+                  align=["l"] + ["r"] * 7 + ["l", "r", "r", "r", "l", "l"])
     for x in results:
         row, r = x.row, x.run
         by = ", ".join(f"{k} {v:.2f}" for k, v in sorted(row.exposed_by.items()) if v > 5e-4)
+        share = row.compute_memory_s / row.compute_s if row.compute_s else 0.0
         parts.add([r.name, f"{x.published_step_s:.2f}", f"{row.step_time_s:.2f}",
-                   f"{row.compute_s:.2f}", f"{row.bubble_s:.2f}", f"{row.comm_exposed_s:.2f}",
+                   f"{row.compute_s:.2f}", f"{share:.1%}", f"{row.bubble_s:.2f}",
+                   f"{row.comm_exposed_s:.2f}",
                    by or "-", f"{row.mfu:.1%}",
                    f"{x.exact:.3f}" if x.exact is not None else "> 1",
                    f"{row.memory_gb_per_gpu:.0f}",
                    "yes" if row.fits else f"no (+{row.short_gb:.0f})",
                    f"{r.strategy}{'' if r.overlap else ' no-overlap'}"
                    f"{' sp' if r.sequence_parallel else ''}; {r.how}"])
-    parts.notes.append("exact at: the matmul efficiency at which that run alone would be "
-                       "predicted exactly ('> 1': not even at peak); its spread within a GPU "
-                       "type is what one efficiency per type cannot absorb. mem/fits: plan's "
-                       "memory model, which counts the attention scores (5 a s/h) that flash "
-                       "attention never stores, so recompute-none runs read as not fitting")
+    parts.notes.append("memory-bound: the share of the compute in memory-bound kernels "
+                       "(elementwise, norms, softmax, cross entropy, optimizer) at the GPU's "
+                       "HBM bandwidth; it falls as the hidden size grows, which is what a "
+                       "single matmul efficiency per GPU type could not absorb. exact at: the "
+                       "matmul efficiency at which that run alone would be predicted exactly "
+                       "('> 1': not even at peak). mem/fits: plan's memory model (no "
+                       "workspace, fragmentation or logits counted)")
     return [main, parts]
 
 
@@ -494,6 +530,8 @@ def json_rows(results: list[Result], efficiencies: dict[str, float], fitted: dic
             "published_step_s": x.published_step_s, "predicted_step_s": x.row.step_time_s,
             "compute_s": x.row.compute_s, "bubble_s": x.row.bubble_s,
             "comm_exposed_s": x.row.comm_exposed_s, "exposed_by": x.row.exposed_by,
+            "compute_memory_s": x.row.compute_memory_s, "overlaps": x.row.overlaps,
+            "flash_attention": x.run.flash_attention,
             "dims_model_s": {d: v["model_s"] for d, v in x.row.dims.items()},
             "bottleneck": x.row.bottleneck, "mfu": x.row.mfu, "exact_efficiency": x.exact,
             "memory_gb_per_gpu": x.row.memory_gb_per_gpu, "fits": x.row.fits,

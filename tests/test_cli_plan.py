@@ -45,9 +45,29 @@ def test_plan_search(capsys):
     (["--model", "70B", "--gpus", "4096", "--no-extrapolate"], "--no-extrapolate"),
     (["--model", "70B", "--gpus", "abc"], "--gpus"),
     ([], "--model"),
+    (["--model", "70B", "--fp8-comm", "tp"], "needs --dtype fp8"),
+    (["--model", "70B", "--dtype", "fp8", "--fp8-comm", "al"], "did you mean 'all'"),
+    (["--model", "70B", "--tp", "8", "--no-sequence-parallel", "--tp-comm-overlap"],
+     "needs sequence parallelism"),
+    (["--model", "70B", "--what-if", "tp_comm_overlap=maybe"], "true or false"),
 ])
 def test_bad_input_one_line_exit_2(argv, match, capsys):
     rc = main(["plan", "--topology", "dgx-h100-32node", "--no-simulate"] + argv)
     assert rc == 2
     err = capsys.readouterr().err
     assert match in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_plan_overlap_and_fp8_flags(tmp_path, capsys):
+    out = tmp_path / "p.json"
+    rc = main(["plan", "--model", "llama2-7b", "--topology", "dgx-h100-32node", "--gpus",
+               "64", "--tp", "4", "--pp", "4", "--interleave", "2", "--global-batch", "64",
+               "--seq-len", "2048", "--dtype", "fp8", "--fp8-comm", "all",
+               "--tp-comm-overlap", "--overlap-param-gather", "--no-flash-attention",
+               "--no-simulate", "--what-if", "overlap_p2p=false", "--json", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    base, blocking = json.loads(out.read_text())
+    assert base["overlaps"] == ["grad-reduce", "tp-comm", "param-gather", "p2p"]
+    assert blocking["overlaps"] == ["grad-reduce", "tp-comm", "param-gather"]
+    assert base["fp8_comm"] == "all" and 0 < base["compute_memory_s"] < base["compute_s"]
+    assert blocking["comm_exposed_s"] >= base["comm_exposed_s"]

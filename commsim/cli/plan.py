@@ -55,8 +55,26 @@ def register(subparsers) -> None:
     t.add_argument("--sequence-parallel", action=argparse.BooleanOptionalAction, default=None,
                    help="Megatron sequence parallelism (default: on when tp > 1)")
     t.add_argument("--dtype", default="bf16", help="bf16 (default) or fp8: the compute peak")
+    t.add_argument("--fp8-comm", default=None, metavar="none|tp|all",
+                   help="with --dtype fp8, which communication is fp8: tp (default, as "
+                   "Transformer Engine: the TP allgathers), all (also the parameter "
+                   "allgathers, Megatron's --fp8-param-gather) or none; gradients stay "
+                   "16-bit")
     t.add_argument("--no-overlap", action="store_true",
                    help="gradient reduction after the backward pass instead of beside it")
+    t.add_argument("--tp-comm-overlap", action="store_true",
+                   help="TP allgathers and reduce-scatters beside their matmuls (Megatron's "
+                   "--tp-comm-overlap; needs sequence parallelism)")
+    t.add_argument("--overlap-param-gather", action="store_true",
+                   help="parameter allgathers beside compute: ZeRO-3/FSDP prefetch, "
+                   "ZeRO-1/2's gather beside the next forward (Megatron's "
+                   "--overlap-param-gather)")
+    t.add_argument("--overlap-p2p-communication", action=argparse.BooleanOptionalAction,
+                   default=True, help="with --interleave, PP sends beside the next model "
+                   "chunk's compute (default on, as Megatron)")
+    t.add_argument("--flash-attention", action=argparse.BooleanOptionalAction, default=True,
+                   help="fused attention (default): no attention scores in memory; "
+                   "--no-flash-attention prices softmax and dropout over them")
     h = p.add_argument_group("hardware and compute")
     h.add_argument("--gpus", default="8,64,512", metavar="N,N,...",
                    help="gpu counts (default 8,64,512)")
@@ -66,8 +84,9 @@ def register(subparsers) -> None:
     h.add_argument("--gpu", help="A100, H100, H200, B200 (default: from the topology's name, "
                    "else H100)")
     h.add_argument("--mfu", type=float, default=None,
-                   help="fraction of the dense peak the compute kernels reach (default 0.5); "
-                   "the reported MFU also counts communication, bubble and recompute")
+                   help="fraction of the dense peak a matmul reaches (default 0.5); "
+                   "memory-bound kernels run at the GPU's HBM bandwidth; the reported MFU "
+                   "also counts those, communication, bubble and recompute")
     h.add_argument("--step-compute-ms", type=float, metavar="MS",
                    help="compute a step per GPU at the smallest --gpus count, instead of "
                    "FLOPs / (peak x mfu); scaled by smallest/N at the other counts")
@@ -81,8 +100,9 @@ def register(subparsers) -> None:
     s.add_argument("--what-if", action="append", default=[], metavar="KEY=VALUE[,...]",
                    help="a scenario beside the baseline (repeatable): a topology builder "
                    "parameter (nvlink_bw=2x, nic_bw=800Gb/s, oversubscription=1:1, "
-                   "gpus_per_node=4) or a layout key (tp=4, pp, cp, ep, interleave, "
-                   "micro_batch, strategy, mfu, gpu, recompute)")
+                   "gpus_per_node=4) or a plan key (tp=4, pp, cp, ep, interleave, "
+                   "micro_batch, strategy, mfu, gpu, recompute, dtype, fp8_comm, overlap, "
+                   "tp_comm_overlap, overlap_param_gather, overlap_p2p, flash_attention)")
     s.add_argument("--search", action="store_true",
                    help="rank every valid TP x PP x DP (x EP) layout that fits, top 10 per "
                    "gpu count (model only)")
@@ -180,7 +200,11 @@ def _config(args, fabric, measured=None):
                   mfu=args.mfu if args.mfu is not None else 0.5, compute_rate=rate,
                   step_compute_gpu_s=(args.step_compute_ms / 1e3
                                       if args.step_compute_ms is not None else None),
-                  overlap=not args.no_overlap)
+                  overlap=not args.no_overlap, tp_comm_overlap=args.tp_comm_overlap,
+                  overlap_param_gather=args.overlap_param_gather,
+                  overlap_p2p=args.overlap_p2p_communication,
+                  flash_attention=args.flash_attention,
+                  fp8_comm=args.fp8_comm.strip().lower() if args.fp8_comm else None)
 
 
 def run(args) -> int:
@@ -241,7 +265,8 @@ def run(args) -> int:
     if measured is not None:
         gpu_line += "; its peak is only MFU's denominator"
     elif cfg.step_compute_gpu_s is None:
-        gpu_line += f"; compute at mfu {cfg.mfu:g}"
+        gpu_line += (f"; matmuls at mfu {cfg.mfu:g} of peak, memory-bound kernels at "
+                     f"{cfg.gpu.hbm_tbps:g} TB/s")
     else:
         gpu_line = (f"gpu {cfg.gpu.name}; compute given: {args.step_compute_ms:g} ms a step "
                     f"per GPU at {min(gpus_list)} gpus")
@@ -253,7 +278,11 @@ def run(args) -> int:
               + (" (off)" if args.no_simulate else ""),
               f"training: {cfg.strategy}, sequence {cfg.seq}, micro-batch {cfg.micro_batch}, "
               f"global batch {cfg.batch}, recompute {cfg.recompute}, interleave "
-              f"{cfg.interleave}, overlap {'on' if cfg.overlap else 'off'}"]
+              f"{cfg.interleave}, attention {'flash' if cfg.flash_attention else 'unfused'}, "
+              f"fp8 communication {cfg.comm8}; overlap: gradients "
+              f"{'on' if cfg.overlap else 'off'}, TP {'on' if cfg.tp_comm_overlap else 'off'}"
+              f", param gather {'on' if cfg.overlap_param_gather else 'off'}, p2p "
+              f"{'on' if cfg.overlap_p2p else 'off'}"]
     out = console()
     for line in inputs:
         out.print(line, markup=False, highlight=False)

@@ -23,7 +23,8 @@ grow.
 
 What-ifs (:meth:`Fabric.with_changes`) rebuild the topology from its builder's
 parameters with some replaced (``nvlink_bw=2x``, ``nic_bw=800Gb/s``,
-``oversubscription=1:1``, ``gpus_per_node=4``).
+``oversubscription=1:1``, ``gpus_per_node=4``), read by :mod:`commsim.plan.whatif` (the
+one reader for ``commsim plan --what-if`` and a sweep's ``what_if``).
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from commsim.errors import CommsimError, unknown
-from commsim.units import parse_bandwidth, parse_time
+from commsim.errors import CommsimError
+from commsim.units import parse_bandwidth
 
 ANALYTIC = ("dgx_cluster", "leaf_spine")
 # which link class a builder parameter changes (for "changes nothing, because ...")
@@ -147,74 +148,18 @@ class Fabric:
             params["leaves"] = math.ceil(gpus / int(self.param("hosts_per_leaf")))
         return Fabric(data, self.name, None, grown=True)
 
-    def change_keys(self) -> list[str]:
-        """The builder parameters a what-if may change."""
-        if not self.builder:
-            return []
-        from commsim.topology.spec import builder_params
+    def with_changes(self, changes: dict, field: str = "--what-if") -> Fabric:
+        """A copy with builder parameters changed (:func:`commsim.plan.whatif.apply_topology`:
+        ``2x`` scales the current value, ``800Gb/s``, ``1:1``, ``4`` replace it; a
+        ``gpus_per_node`` change keeps the gpu count; the node count is the plan's, not a
+        what-if's), checked now (one line)."""
+        from commsim.plan.whatif import apply_topology
 
-        return [k for k in builder_params(self.builder) if k not in ("nodes", "leaves")]
-
-    def with_changes(self, changes: dict[str, str]) -> Fabric:
-        """A copy with builder parameters replaced: ``2x`` scales the current value; other
-        values are the builder's own (``800Gb/s``, ``500ns``, ``1:1``, ``4``). Changing
-        ``gpus_per_node`` keeps the gpu count (the node count follows)."""
-        data = copy.deepcopy(self.data)
-        params = data.setdefault("params", {})
-        total = self.ngpus
-        for key, text in changes.items():
-            params[key] = self._value(key, text)
-            if key == "oversubscription":
-                params.pop("spine_bw", None)
-            if key == "spine_bw":
-                params.pop("oversubscription", None)
-        if "gpus_per_node" in changes and self.builder == "dgx_cluster":
-            params["nodes"] = max(1, math.ceil(total / int(params["gpus_per_node"])))
+        data = apply_topology(self.data, changes, field, name=self.name,
+                              hidden=("nodes", "leaves"))
         out = Fabric(data, self.name, None, grown=self.grown)
         _ = out.link_params if out.analytic else out.graph   # validate now: one line
         return out
-
-    def _value(self, key: str, text: str):
-        text = str(text).strip()
-        base = self.param(key)
-        if text.lower().endswith("x"):
-            try:
-                factor = float(text[:-1])
-            except ValueError:
-                raise CommsimError(f"--what-if {key}={text}: write a factor like 2x, or a "
-                                   "value") from None
-            if base is None:
-                raise CommsimError(f"--what-if {key}={text}: {self.name!r} has no {key} to "
-                                   "scale (it is derived); give a value instead")
-            if key.endswith("_bw") or key == "bandwidth":
-                return parse_bandwidth(base, key) * factor
-            if key.endswith("_latency") or key == "latency":
-                return parse_time(base, key) * factor
-            if isinstance(base, bool):
-                raise CommsimError(f"--what-if {key}={text}: {key} is true or false")
-            try:
-                value = float(str(base).split(":")[0]) * factor
-            except ValueError:
-                raise CommsimError(f"--what-if {key}={text}: {key} is {base!r}, which a "
-                                   "factor cannot scale; give a value instead") from None
-            return int(round(value)) if key in ("gpus_per_node", "spines", "nodes_per_leaf",
-                                                 "hosts_per_leaf") else value
-        if key == "oversubscription" and ":" in text:
-            a, _, b = text.partition(":")
-            try:
-                return float(a) / float(b)
-            except (ValueError, ZeroDivisionError):
-                raise CommsimError(f"--what-if {key}={text}: write a ratio like 2:1") from None
-        if text.lower() in ("true", "false"):
-            return text.lower() == "true"
-        try:
-            return int(text)
-        except ValueError:
-            pass
-        try:
-            return float(text)
-        except ValueError:
-            return text
 
     # -- analytic link parameters --------------------------------------------------------
     @cached_property
@@ -345,16 +290,6 @@ class Fabric:
     def describe(self) -> str:
         extra = " (grown)" if self.grown else ""
         return f"{self.name}{extra}: {self.ngpus} gpus, {self.gpus_per_node} a node"
-
-
-def check_what_if_key(fabric: Fabric, key: str, layout_keys: tuple[str, ...]) -> None:
-    keys = list(layout_keys) + fabric.change_keys()
-    if key not in keys:
-        err = unknown("--what-if key", key, keys)
-        where = (f"; topology {fabric.name!r} (builder {fabric.builder}) has no parameter "
-                 f"{key!r}" if fabric.builder else
-                 f"; topology {fabric.name!r} is explicit links, so only layout keys apply")
-        raise CommsimError(f"{err}{where}")
 
 
 def param_class(key: str) -> str | None:

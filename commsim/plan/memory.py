@@ -25,7 +25,8 @@ with ``s`` the tokens a CP rank holds, ``a`` heads:
 - no TP: ``s b h (34 + 5 a s / h)``;
 - TP ``t`` without sequence parallelism: ``s b h (10 + 24 / t + 5 a s / (h t))``;
 - TP with sequence parallelism: ``s b h (34 + 5 a s / h) / t``;
-- selective recompute drops the ``5 a s / h`` term (attention scores are recomputed);
+- selective recompute drops the ``5 a s / h`` term (attention scores are recomputed), and
+  so does flash attention (it never stores them);
 - full recompute keeps only each layer's input: ``2 s b h`` (``/ t`` with sequence
   parallelism).
 
@@ -136,8 +137,10 @@ def state_memory(model: ModelSpec, layout: Layout, strategy: str) -> tuple[float
 
 
 def layer_activations(model: ModelSpec, seq_len: int, micro_batch: int, tp: int, cp: int,
-                      sequence_parallel: bool, recompute: str) -> float:
-    """Activation bytes of one layer and micro-batch on one GPU (Korthikanti et al.)."""
+                      sequence_parallel: bool, recompute: str, flash: bool = False) -> float:
+    """Activation bytes of one layer and micro-batch on one GPU (Korthikanti et al.);
+    ``flash``: flash attention never stores the ``5 a s^2 b`` scores (as selective
+    recompute does not)."""
     if recompute not in RECOMPUTE:
         raise unknown("--recompute", recompute, RECOMPUTE)
     s, b, h, a, t = seq_len / cp, micro_batch, model.hidden, model.heads, tp
@@ -151,7 +154,7 @@ def layer_activations(model: ModelSpec, seq_len: int, micro_batch: int, tp: int,
         base = 34 * sbh / t
     else:
         base = sbh * (10 + 24 / t)
-    return base + (0.0 if recompute == "selective" else scores)
+    return base + (0.0 if recompute == "selective" or flash else scores)
 
 
 def in_flight(pp: int, micro_batches: int, interleave: int = 1) -> float:
@@ -166,11 +169,11 @@ def in_flight(pp: int, micro_batches: int, interleave: int = 1) -> float:
 def memory(model: ModelSpec, layout: Layout, *, strategy: str, seq_len: int,
            micro_batch: int, micro_batches: int, recompute: str = "none",
            sequence_parallel: bool = False, interleave: int = 1,
-           capacity: float = float("inf")) -> Memory:
+           capacity: float = float("inf"), flash: bool = False) -> Memory:
     """Memory per GPU of the first (busiest) pipeline stage."""
     w, g, o, p = state_memory(model, layout, strategy)
     per_layer = layer_activations(model, seq_len, micro_batch, layout.tp, layout.cp,
-                                  sequence_parallel, recompute)
+                                  sequence_parallel, recompute, flash)
     acts = per_layer * (model.layers // layout.pp) * in_flight(layout.pp, micro_batches,
                                                                interleave)
     return Memory(w, g, o, acts, capacity, p)

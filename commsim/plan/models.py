@@ -6,7 +6,8 @@ A :class:`ModelSpec` is a decoder-only transformer: ``layers``, ``hidden``, ``he
 matrices) or GELU (two), whether input and output embeddings are tied, learned position
 embeddings (GPT-3), and for mixture-of-experts models ``experts`` routed experts of
 ``expert_ffn`` each, ``top_k`` a token, ``shared_experts`` always active, and
-``dense_layers`` leading layers that keep a dense MLP of ``ffn``.
+``dense_layers`` leading layers that keep a dense MLP of ``ffn``; ``dropout`` the
+training dropout (its masks are memory traffic, :mod:`commsim.plan.compute`).
 
 Counts (:meth:`ModelSpec.params`): embedding ``V h`` (twice when untied), learned
 positions ``s_max h``, per layer attention ``2 h^2 + 2 h h_kv`` (Q, O and K, V) plus
@@ -41,6 +42,7 @@ class ModelSpec:
     shared_experts: int = 0     # always-active experts of expert_ffn (DeepSeek)
     dense_layers: int = 0       # leading layers with a dense MLP of ffn (DeepSeek: 3)
     attn_params: int = 0        # override: attention parameters a layer (MLA, DeepSeek)
+    dropout: float = 0.0        # hidden and attention dropout in training (GPT-3: 0.1)
     seq_len: int = 2048         # the training context the preset's paper used
     published: float = 0.0      # total parameters as published (for the tests)
     published_active: float = 0.0
@@ -57,6 +59,8 @@ class ModelSpec:
         if self.heads % self.kv_heads:
             raise CommsimError(f"model.kv_heads: {self.kv_heads} does not divide heads "
                                f"{self.heads}; give kv heads that divide the heads")
+        if not 0 <= self.dropout < 1:
+            raise CommsimError(f"model.dropout: {self.dropout!r} must be in [0, 1)")
         if self.experts and not 1 <= self.top_k <= self.experts:
             raise CommsimError(f"model.top_k: {self.top_k} must be 1..{self.experts}")
 
@@ -138,10 +142,12 @@ class ModelSpec:
 
 # GPT-3 family: Brown et al. 2020, "Language Models are Few-Shot Learners", Table 2.1
 # (n_layers, d_model, n_heads, d_ff = 4 d_model; n_ctx 2048; vocab 50257, tied; learned
-# positions; GELU MLP with biases).
+# positions; GELU MLP with biases). Dropout 0.1 (hidden and attention) as Megatron-LM's
+# GPT defaults and NeMo's gpt3 configs train them (the paper does not say); Llama,
+# Mixtral and DeepSeek train without dropout.
 def _gpt3(name, layers, hidden, heads, published):
     return ModelSpec(name, layers, hidden, heads, heads, 4 * hidden, 50257, swiglu=False,
-                     tied=True, positions=2048, biases=True, seq_len=2048,
+                     tied=True, positions=2048, biases=True, seq_len=2048, dropout=0.1,
                      published=published,
                      source="Brown et al. 2020 (GPT-3), Table 2.1")
 

@@ -16,10 +16,14 @@ per layer and micro-batch), and prices its communication
   ``run_step(..., simulate_many=commsim.sim.simulate_many, model=...)``, every group of
   every phase at once on the topology, the model beside it.
 
-Then the pipeline bubble (1F1B ``(pp-1)/m`` of the pipeline's busy time, ``/v``
-interleaved, whose ``v`` times as many PP messages are added), exposed communication
-(what the timeline does not hide behind compute: DP buckets beside the backward pass when
-overlap is on; TP, CP, EP and PP block), step time, MFU, tokens/s, memory.
+The compute is :mod:`commsim.plan.compute`'s kernel model (matmuls on the roofline at peak x
+``mfu``, memory-bound kernels and the optimizer at the GPU's HBM bandwidth); the bytes an op
+sends follow ``--fp8-comm`` (:func:`sized_op`). Then :mod:`commsim.plan.overlap` applies
+the overlaps to the priced phases (TP communication beside its matmuls, parameter gathers
+beside compute, interleaved PP sends beside the next chunk, with ``V`` times the PP
+messages), the pipeline bubble (1F1B ``(pp-1)/m`` of the pipeline's busy time, ``/v``
+interleaved), exposed communication (what is not hidden behind compute), step time, MFU,
+tokens/s, memory.
 """
 
 from __future__ import annotations
@@ -34,16 +38,18 @@ from commsim import model as cost
 from commsim.errors import CommsimError, unknown
 from commsim.plan import compute as flops_mod
 from commsim.plan import gpus as gpu_mod
-from commsim.plan.fabric import Fabric, check_what_if_key, param_class
-from commsim.plan.memory import RECOMPUTE, memory
+from commsim.plan import overlap as overlap_mod
+from commsim.plan import whatif
+from commsim.plan.fabric import Fabric, param_class
+from commsim.plan.memory import RECOMPUTE, memory, state_memory
 from commsim.plan.models import ModelSpec
-from commsim.units import parse_pairs
-from commsim.workload import STRATEGIES, Layout, Shape, step_timeline
-from commsim.workload.step import Phase
+from commsim.units import format_size, parse_pairs
+from commsim.workload import STRATEGIES, Layout, Shape, step_ops, step_timeline
+from commsim.workload.step import Op, Phase
 
 SOURCES = ("simulator", "model", "extrapolated")
-LAYOUT_KEYS = ("tp", "pp", "cp", "ep", "interleave", "micro_batch", "strategy", "mfu", "gpu",
-               "recompute")
+LAYOUT_KEYS = tuple(whatif.PLAN_KEYS)      # what-if keys that change the plan's options
+FP8_COMM = ("none", "tp", "all")
 DEFAULT_GLOBAL_BATCH = 1024
 _VARIES = {"tp": ("tp",), "cp": ("cp",), "pp": ("pp",), "ep": ("ep",), "edp": ("dp",),
            "dp": ("ep", "dp")}
@@ -100,7 +106,13 @@ class Config:
     mfu: float = 0.5
     step_compute_gpu_s: float | None = None   # GPU-seconds of compute a step (given)
     compute_rate: float | None = None   # FLOP/s a GPU measured by commsim ddp (--from-ddp)
-    overlap: bool = True
+    overlap: bool = True                # gradient reduction beside the backward pass
+    tp_comm_overlap: bool = False       # TP collectives beside their matmuls (needs SP)
+    overlap_param_gather: bool = False  # ZeRO-3/FSDP prefetch; ZeRO-1/2 gather beside forward
+    overlap_p2p: bool = True            # interleaved PP sends beside the next chunk
+    flash_attention: bool = True        # fused attention: no scores in memory
+    fp8_comm: str | None = None         # none, tp, all (default: tp with fp8, else none)
+    pp_scatter_gather: bool = False     # PP messages split over the TP ranks without SP
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -123,6 +135,21 @@ class Config:
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise CommsimError(f"--{name.replace('_', '-')}: {v!r} must be a whole "
                                    "number >= 1")
+        for name in ("overlap", "tp_comm_overlap", "overlap_param_gather", "overlap_p2p",
+                     "flash_attention", "pp_scatter_gather"):
+            if not isinstance(getattr(self, name), bool):
+                raise CommsimError(f"--{name.replace('_', '-')}: {getattr(self, name)!r} "
+                                   "must be true or false")
+        if self.fp8_comm is not None and self.fp8_comm not in FP8_COMM:
+            raise unknown("--fp8-comm", self.fp8_comm, FP8_COMM)
+        if self.fp8_comm in ("tp", "all") and self.dtype != "fp8":
+            raise CommsimError(f"--fp8-comm {self.fp8_comm}: needs --dtype fp8 (with "
+                               f"{self.dtype} nothing is computed in fp8 to send); drop "
+                               "--fp8-comm or add --dtype fp8")
+        if self.tp_comm_overlap and self.sequence_parallel is False:
+            raise CommsimError("--tp-comm-overlap: needs sequence parallelism (Megatron "
+                               "overlaps the TP allgathers and reduce-scatters of sequence "
+                               "parallelism with their matmuls); drop --no-sequence-parallel")
 
     @property
     def seq(self) -> int:
@@ -131,6 +158,14 @@ class Config:
     @property
     def batch(self) -> int:
         return self.global_batch or DEFAULT_GLOBAL_BATCH
+
+    @property
+    def comm8(self) -> str:
+        """Which communication is fp8: ``--fp8-comm``, else Transformer Engine's default
+        (``tp`` with ``--dtype fp8``, ``none`` with bf16)."""
+        if self.fp8_comm is not None:
+            return self.fp8_comm
+        return "tp" if self.dtype == "fp8" else "none"
 
     @property
     def fixed_layout(self) -> bool:
@@ -208,6 +243,56 @@ def make_shape(cfg: Config, layout: Layout) -> PlanShape:
                      strategy=cfg.strategy, sequence_parallel=sp, overlap_dp=cfg.overlap,
                      expert_size=m.mlp(m.expert_ffn) if m.experts else 0,
                      dense_first=m.dense_layers)
+
+
+# -- what each op sends: fp8 communication, PP scatter/gather ----------------------------
+
+def sized_op(op: Op, cfg: Config, layout: Layout, sp: bool) -> Op:
+    """``op`` with the bytes it sends under ``cfg`` (the workload's ops are 16-bit):
+
+    - ``--fp8-comm tp`` (Transformer Engine's default with fp8): the TP allgathers of
+      sequence parallelism carry fp8 (1 byte an element): the activations cast to fp8
+      before the QKV and MLP-in matmuls and the output gradients cast before the data
+      gradient matmuls; the reduce-scatters (and allreduces) carry the matmuls' 16-bit
+      outputs;
+    - ``--fp8-comm all``: also the data-parallel parameter allgathers (Megatron's
+      ``--fp8-param-gather``); gradients are reduced in 16 bits whatever the setting;
+    - ``pp_scatter_gather`` without sequence parallelism: a PP message is split over the
+      ``t`` ranks of a TP group (Megatron's scatter/gather of 2021), ``1 / t`` each."""
+    n = op.nbytes
+    mode = cfg.comm8
+    if mode in ("tp", "all") and op.dim == "tp" and op.collective == "allgather":
+        n = -(-n // 2)
+    elif mode == "all" and op.collective == "allgather" \
+            and op.dim.split("-")[0] in ("dp", "edp"):
+        n = -(-n // 2)
+    elif cfg.pp_scatter_gather and op.dim == "pp" and layout.tp > 1 and not sp:
+        n = -(-n // layout.tp)
+    return op if n == op.nbytes else replace(op, nbytes=n)
+
+
+def plan_ops(cfg: Config, shape: Shape, layout: Layout) -> list[Op]:
+    """The step's ops per GPU (:func:`commsim.workload.step_ops`) with :func:`sized_op`'s
+    bytes."""
+    sp = shape.sequence_parallel
+    return [sized_op(op, cfg, layout, sp) for op in step_ops(shape, layout)]
+
+
+def plan_timeline(cfg: Config, shape: Shape, layout: Layout, compute: dict) -> list[Phase]:
+    """:func:`commsim.workload.step_timeline` with :func:`sized_op`'s bytes (and the
+    phase names saying them)."""
+    sp = shape.sequence_parallel
+    out = []
+    for ph in step_timeline(shape, layout, compute):
+        ops, name = [], ph.name
+        for op in ph.ops:
+            new = sized_op(op, cfg, layout, sp)
+            if new is not op:
+                name = name.replace(f"{op.dim} {op.collective} {format_size(op.nbytes)}",
+                                    f"{op.dim} {op.collective} {format_size(new.nbytes)}")
+            ops.append(new)
+        out.append(replace(ph, ops=tuple(ops), name=name))
+    return out
 
 
 # -- pricing ops on the fabric -------------------------------------------------------------
@@ -413,6 +498,9 @@ class Row:
     wall_s: float = 0.0
     busiest_links: list = field(default_factory=list)
     link_utilization: dict = field(default_factory=dict)
+    compute_memory_s: float = 0.0       # of compute_s: memory-bound kernels and optimizer
+    fp8_comm: str = "none"
+    overlaps: list = field(default_factory=list)
 
     def as_dict(self) -> dict:
         from dataclasses import asdict
@@ -420,21 +508,50 @@ class Row:
         return asdict(self)
 
 
-def _body_and_exposed(st: StepTimes, dim_class: dict[str, str]) -> tuple[float, dict]:
-    """The pipeline's busy time (forward and backward passes, with the DP buckets beside
-    the backward) and the exposed communication per link class."""
-    body = 0.0
-    exposed: dict[str, float] = {}
-    for name, count, comm, comp, overlap, per_dim in st.phases:
-        one = max(comm, comp) if overlap else comm + comp
-        if name.startswith(("forward", "backward")) or name.endswith("beside backward"):
-            body += count * one
-        hidden_extra = one - comp
-        if hidden_extra > 0 and per_dim:
-            dim = max(per_dim, key=per_dim.get)
-            cls = dim_class.get(dim, "link")
-            exposed[cls] = exposed.get(cls, 0.0) + count * hidden_extra
-    return body, exposed
+def step_compute(cfg: Config, layout: Layout, shape: Shape, gpus: int,
+                 compute_gpu_s: float | None = None) -> tuple[dict, flops_mod.LayerTimes,
+                                                              dict, float]:
+    """``(per-layer compute for the timeline, the kernel model's times, TP overlap shares,
+    memory-bound seconds a step)``: the kernel model of :mod:`commsim.plan.compute`
+    (matmuls on the roofline at peak x ``mfu``, memory-bound kernels and the optimizer at
+    the GPU's HBM bandwidth), or, with ``compute_gpu_s`` (``--step-compute-ms``) or a
+    measured rate (``--from-ddp``), the FLOPs' forward : backward split of that compute
+    (the kernel model then only says which share of a pass the matmuls take)."""
+    m = cfg.model
+    mb = shape.micro_batches
+    batch = mb * cfg.micro_batch * layout.dp
+    peak = cfg.gpu.peak(cfg.dtype)
+    _w, _g, opt_bytes, _p = state_memory(m, layout, cfg.strategy)
+    lt = flops_mod.layer_times(
+        m, peak=peak, mfu=cfg.mfu, bandwidth=cfg.gpu.hbm_tbps * 1e12, seq_len=cfg.seq,
+        micro_batch=cfg.micro_batch, micro_batches=mb, tp=layout.tp, cp=layout.cp,
+        pp=layout.pp, ep=layout.ep, sequence_parallel=shape.sequence_parallel,
+        flash=cfg.flash_attention, recompute=cfg.recompute, updated_params=opt_bytes / 12)
+    if compute_gpu_s is None and cfg.compute_rate is None:
+        per = {"forward": lt.forward, "backward": lt.backward, "optimizer": lt.optimizer}
+        return per, lt, overlap_mod.tp_shares(lt.gemm), lt.memory_s
+    fl = flops_mod.step_flops(m, batch * cfg.seq, cfg.seq, cfg.recompute)
+    if compute_gpu_s is not None:
+        compute_s = compute_gpu_s / gpus
+    else:
+        compute_s = flops_mod.measured_compute_time(fl, gpus, cfg.compute_rate)
+    per = flops_mod.per_layer_compute(compute_s, fl, m.layers // layout.pp, mb)
+    scale = {d: per[d] / getattr(lt, d) if getattr(lt, d) else 0.0
+             for d in ("forward", "backward")}
+    return per, lt, overlap_mod.tp_shares(lt.gemm, scale), 0.0
+
+
+def overlaps(cfg: Config, layout: Layout, shape: Shape, per: dict, shares: dict
+             ) -> overlap_mod.Overlaps:
+    """What :func:`commsim.plan.overlap.expose` hides for ``cfg``."""
+    ls, v = cfg.model.layers // layout.pp, cfg.interleave
+    tp_on = cfg.tp_comm_overlap and layout.tp > 1 and shape.sequence_parallel
+    return overlap_mod.Overlaps(
+        tp=shares if tp_on else {}, interleave=v, overlap_p2p=cfg.overlap_p2p,
+        chunk={d: per[d] * ls / v for d in ("forward", "backward")},
+        param_gather=cfg.overlap_param_gather,
+        pass_s={d: per[d] * ls for d in ("forward", "backward")},
+        micro_batches=shape.micro_batches)
 
 
 def evaluate(cfg: Config, fabric: Fabric, gpus: int, layout: Layout, *, scenario: str =
@@ -452,19 +569,12 @@ def evaluate(cfg: Config, fabric: Fabric, gpus: int, layout: Layout, *, scenario
     batch = mb * cfg.micro_batch * layout.dp
     peak = cfg.gpu.peak(cfg.dtype)
     fl = flops_mod.step_flops(m, batch * cfg.seq, cfg.seq, cfg.recompute)
-    if compute_gpu_s is not None:
-        compute_s = compute_gpu_s / gpus
-    elif cfg.compute_rate is not None:
-        compute_s = flops_mod.measured_compute_time(fl, gpus, cfg.compute_rate)
-    else:
-        compute_s = flops_mod.compute_time(fl, gpus, peak, cfg.mfu)
-    ls = m.layers // layout.pp
-    per = flops_mod.per_layer_compute(compute_s, fl, ls, mb)
-    timeline = step_timeline(shape, layout, per)
+    per, _lt, shares, memory_s = step_compute(cfg, layout, shape, gpus, compute_gpu_s)
+    timeline = plan_timeline(cfg, shape, layout, per)
     ops = [op for ph in timeline for op in ph.ops]
     pricer = Pricer(fabric, layout)
-    from commsim.workload import step_ops
-    pricer.choose(step_ops(shape, layout))
+    all_ops = plan_ops(cfg, shape, layout)
+    pricer.choose(all_ops)
     modelled = model_step(timeline, pricer)
     source = "extrapolated" if fabric.grown else "model"
     st = modelled
@@ -480,42 +590,49 @@ def evaluate(cfg: Config, fabric: Fabric, gpus: int, layout: Layout, *, scenario
         source = "simulator"
         busiest, util = _links(res, G)
     dim_class = {d: pricer.path(d).bound for d in {op.dim for op in ops}}
-    body, exposed = _body_and_exposed(st, dim_class)
+    ov = overlaps(cfg, layout, shape, per, shares)
     v = cfg.interleave
-    bubble = (layout.pp - 1) / (v * mb) * body if layout.pp > 1 else 0.0
-    extra_pp = (v - 1) * st.dims.get("pp", {}).get("time_s", 0.0)
-    if extra_pp:
-        cls = dim_class.get("pp", "link")
-        exposed[cls] = exposed.get(cls, 0.0) + extra_pp
-    step = st.time_s + bubble + extra_pp
-    comm_exposed = max(0.0, st.time_s - st.compute_s) + extra_pp
-    model_time = modelled.time_s + ((layout.pp - 1) / (v * mb) * _body_and_exposed(
-        modelled, dim_class)[0] if layout.pp > 1 else 0.0) + \
-        (v - 1) * modelled.dims.get("pp", {}).get("time_s", 0.0)
-    parts = {"compute": st.compute_s, "pipeline bubble": bubble} | exposed
+    ex = overlap_mod.expose(timeline, st.phases, ov, dim_class)
+    bubble_share = (layout.pp - 1) / (v * mb) if layout.pp > 1 else 0.0
+    bubble = bubble_share * ex.body_s
+    step = ex.time_s + bubble
+    comm_exposed = max(0.0, ex.time_s - ex.compute_s)
+    exposed = ex.exposed
+    if source == "simulator":
+        mx = overlap_mod.expose(timeline, modelled.phases, ov, dim_class)
+        model_time = mx.time_s + bubble_share * mx.body_s
+    else:
+        model_time = step
+    parts = {"compute": ex.compute_s, "pipeline bubble": bubble} | exposed
     bottleneck = max(parts, key=parts.get)
-    bound_link = max(exposed, key=exposed.get) if any(v > 0 for v in exposed.values()) \
+    bound_link = max(exposed, key=exposed.get) if any(x > 0 for x in exposed.values()) \
         else "none"
     mem = memory(m, layout, strategy=cfg.strategy, seq_len=cfg.seq,
                  micro_batch=cfg.micro_batch, micro_batches=mb, recompute=cfg.recompute,
                  sequence_parallel=shape.sequence_parallel, interleave=v,
-                 capacity=cfg.gpu.memory_bytes)
+                 capacity=cfg.gpu.memory_bytes, flash=cfg.flash_attention)
     tokens_per_step = batch * cfg.seq
     tps = tokens_per_step / step if step > 0 else 0.0
     mfu = fl.model / (step * gpus * peak) if step > 0 else 0.0
     dims = {}
     from commsim.workload import traffic_per_gpu
-    traffic = traffic_per_gpu(step_ops(shape, layout))
+    traffic = traffic_per_gpu(all_ops)
+    scale = {"pp": v}          # interleaving: V times the PP messages
     for d in sorted(set(modelled.dims) | set(st.dims)):
         algos = sorted({a for k, (a, _o) in pricer.choice.items() if k.split(":")[0] == d})
-        dims[d] = {"model_s": modelled.dims.get(d, {}).get("time_s", 0.0),
-                   "sim_s": st.dims.get(d, {}).get("time_s") if source == "simulator"
-                   else None,
-                   "bytes": traffic.get(d, 0.0), "link": pricer.path(d).bound,
+        k = scale.get(d, 1)
+        sim_t = st.dims.get(d, {}).get("time_s") if source == "simulator" else None
+        dims[d] = {"model_s": k * modelled.dims.get(d, {}).get("time_s", 0.0),
+                   "sim_s": k * sim_t if sim_t is not None else None,
+                   "bytes": k * traffic.get(d, 0.0), "link": pricer.path(d).bound,
                    "classes": pricer.path(d).classes, "algorithms": algos}
     classes = sorted({c for d in dim_class for c in pricer.path(d).classes})
+    on = [name for name, flag in (
+        ("grad-reduce", cfg.overlap), ("tp-comm", bool(ov.tp)),
+        ("param-gather", cfg.overlap_param_gather),
+        ("p2p", cfg.overlap_p2p and v > 1)) if flag]
     row = Row(scenario=scenario, gpus=gpus, tp=layout.tp, pp=layout.pp, dp=layout.dp,
-              ep=layout.ep, cp=layout.cp, step_time_s=step, compute_s=st.compute_s,
+              ep=layout.ep, cp=layout.cp, step_time_s=step, compute_s=ex.compute_s,
               comm_exposed_s=comm_exposed, bubble_s=bubble, mfu=mfu,
               tflops_per_gpu=fl.model / step / gpus / 1e12 if step > 0 else 0.0,
               tokens_per_s=tps, memory_gb_per_gpu=mem.total / 1e9, fits=mem.fits,
@@ -527,7 +644,8 @@ def evaluate(cfg: Config, fabric: Fabric, gpus: int, layout: Layout, *, scenario
                       for k, v_ in mem.as_dict().items()},
               dims=dims, exposed_by=exposed,
               algorithms={k: a for k, (a, _o) in pricer.choice.items()}, classes=classes,
-              busiest_links=busiest, link_utilization=util)
+              busiest_links=busiest, link_utilization=util, compute_memory_s=memory_s,
+              fp8_comm=cfg.comm8, overlaps=on)
     if tokens:
         secs = tokens / tps if tps else float("inf")
         row.train_days = secs / 86400
@@ -611,40 +729,20 @@ def search(cfg: Config, fabric: Fabric, gpus: int, top: int = 10, **kw) -> tuple
 # -- scenarios and the plan ----------------------------------------------------------------
 
 def parse_what_if(text: str, fabric: Fabric) -> dict[str, str]:
-    """``KEY=VALUE[,KEY=VALUE]`` -> ``{key: value}``, keys checked against the layout keys
-    and the topology builder's parameters."""
+    """``KEY=VALUE[,KEY=VALUE]`` -> ``{key: value}``, keys checked against the plan's own
+    keys and the topology builder's parameters (:func:`commsim.plan.whatif.check_key`)."""
     out = parse_pairs(text, "--what-if", "nvlink_bw=2x",
-                      check=lambda key: check_what_if_key(fabric, key, LAYOUT_KEYS))
+                      check=lambda key: whatif.check_key(key, fabric.builder, fabric.name,
+                                                         LAYOUT_KEYS))
     if not out:
         raise CommsimError("--what-if: give KEY=VALUE, e.g. nic_bw=800Gb/s")
     return out
 
 
-def apply_config(cfg: Config, changes: dict[str, str]) -> Config:
-    """``cfg`` with the layout/training keys of a what-if applied."""
-    over: dict = {}
-    for key, value in changes.items():
-        if key not in LAYOUT_KEYS:
-            continue
-        if key in ("tp", "pp", "cp", "ep", "interleave", "micro_batch"):
-            try:
-                over[key] = int(value)
-            except ValueError:
-                raise CommsimError(f"--what-if {key}={value}: must be a whole number") from None
-        elif key == "mfu":
-            try:
-                over[key] = float(value)
-            except ValueError:
-                raise CommsimError(f"--what-if mfu={value}: must be a number in (0, 1]") \
-                    from None
-        elif key == "gpu":
-            over[key] = gpu_mod.get(value)
-        else:
-            over[key] = value
-    if over.keys() & {"tp", "pp", "cp", "ep"}:
-        # a layout what-if fixes the other degrees at the baseline's, if it fixed them
-        over.setdefault("tp", cfg.tp or 1)
-    return replace(cfg, **over)
+def apply_config(cfg: Config, changes: dict, field: str = "--what-if") -> Config:
+    """``cfg`` with the plan keys of a what-if applied (:func:`commsim.plan.whatif.
+    apply_config`: ``tp=4``, ``mfu=0.45``, ``tp_comm_overlap=true``, ``gpu=h200``)."""
+    return whatif.apply_config(cfg, changes, field)
 
 
 @dataclass

@@ -13,14 +13,11 @@ JSON line.
 from __future__ import annotations
 
 import copy
-import inspect
 import json
-import math
 import time
 
-from commsim.errors import CommsimError, unknown
+from commsim.errors import CommsimError
 from commsim.plan.study import AXES, DEFAULTS, Scenario, Study, canon, scalar, what_if_label
-from commsim.units import parse_time
 
 SIMULATE_MAX = 1024   # plan: simulate gpu counts up to this (as commsim plan's default)
 # row keys every kind has (null where they mean nothing for the kind)
@@ -60,77 +57,14 @@ def topology_data(topology_value, name: str) -> dict:
 
 
 def apply_what_if(data: dict, changes: dict, skip: tuple[str, ...] = ()) -> dict:
-    """``data`` with builder parameters replaced: ``2x`` scales the current value (the
-    file's, else the builder's default: a bandwidth, a time, a number), ``1:2`` is a
-    ratio for ``oversubscription``, anything else replaces the value as the builder reads
-    it (``800Gb/s``, ``500ns``, ``4``). Keys in ``skip`` are left to the caller (a plan's
-    layout keys). Setting ``oversubscription`` drops ``spine_bw`` and the other way round
-    (builders take one of them); a dgx_cluster's ``gpus_per_node`` keeps the gpu count."""
-    changes = {k: v for k, v in changes.items() if k not in skip}
-    if not changes:
-        return data
-    from commsim.topology.builders import BUILDERS
-    from commsim.topology.spec import builder_params
+    """``data`` with builder parameters changed by a study's ``what_if``
+    (:func:`commsim.plan.whatif.apply_topology`, the reader ``commsim plan --what-if``
+    uses too: ``2x`` scales the current value, ``1:2`` is a ratio for
+    ``oversubscription``, true/false for switches, anything else replaces the value as
+    the builder reads it). Keys in ``skip`` are left to the caller (a plan's own keys)."""
+    from commsim.plan.whatif import apply_topology
 
-    builder = data.get("builder")
-    name = data.get("name", "topology")
-    if not builder:
-        raise CommsimError(f"what_if: topology {name!r} is explicit links (no builder), "
-                           "so it has no parameters to change")
-    known = builder_params(builder)
-    data = copy.deepcopy(data)
-    params = data.setdefault("params", {})
-    defaults = inspect.signature(BUILDERS[builder]).parameters
-    for key, value in changes.items():
-        if key not in known:
-            err = unknown("what_if key", key, list(skip) + known)
-            raise CommsimError(f"{err}; topology {name!r} (builder {builder}) has no "
-                               f"parameter {key!r}")
-        base = params.get(key, defaults[key].default)
-        old = base
-        params[key] = _changed(key, base, value)
-        if key == "oversubscription":
-            params.pop("spine_bw", None)
-        if key == "spine_bw":
-            params.pop("oversubscription", None)
-        if key == "gpus_per_node" and builder == "dgx_cluster" and old:
-            nodes = int(params.get("nodes", defaults["nodes"].default))
-            params["nodes"] = max(1, math.ceil(nodes * int(old) / int(params[key])))
-    return data
-
-
-def _changed(key: str, base, value):
-    from commsim.units import parse_bandwidth
-
-    text = str(value).strip()
-    if isinstance(value, str) and text.lower().endswith("x"):
-        try:
-            factor = float(text[:-1])
-        except ValueError:
-            raise CommsimError(f"what_if {key}={value}: write a factor like 2x, or a "
-                               "value") from None
-        if base is None or isinstance(base, bool):
-            raise CommsimError(f"what_if {key}={value}: {key} has no value to scale "
-                               f"({base!r}); give a value instead")
-        if isinstance(base, (int, float)):
-            scaled = base * factor
-            return int(scaled) if isinstance(base, int) and float(scaled).is_integer() \
-                else scaled
-        for parse in (lambda t: parse_bandwidth(t, key, require_unit=True),
-                      lambda t: parse_time(t, key, require_unit=True),
-                      lambda t: float(t.split(":")[0]) / float(t.split(":")[1])):
-            try:
-                return parse(str(base)) * factor
-            except (CommsimError, ValueError, IndexError, ZeroDivisionError):
-                continue
-        raise CommsimError(f"what_if {key}={value}: cannot scale {base!r}; give a value")
-    if key == "oversubscription" and isinstance(value, str) and ":" in text:
-        a, _, b = text.partition(":")
-        try:
-            return float(a) / float(b)
-        except (ValueError, ZeroDivisionError):
-            raise CommsimError(f"what_if {key}={value}: write a ratio like 2:1") from None
-    return value
+    return apply_topology(data, changes, "what_if", skip)
 
 
 def fabric_for(topology_value, what_if: dict, name: str, skip: tuple[str, ...] = ()):
@@ -272,7 +206,7 @@ def _plan_setup(p: dict, name: str):
     from commsim.plan import gpus as gpu_mod
     from commsim.plan import models, planner
 
-    changes = {k: scalar(v) for k, v in p["what_if"].items()}
+    changes = dict(p["what_if"])
     fab = fabric_for(p["topology"], p["what_if"], name, planner.LAYOUT_KEYS)
     _ = fab.link_params if fab.analytic else fab.graph    # a bad value: one line, now
     training = dict(p["training"])
@@ -280,7 +214,7 @@ def _plan_setup(p: dict, name: str):
     gpu_name = training.pop("gpu", None)
     gpu = gpu_mod.get(gpu_name) if gpu_name else gpu_mod.default_for(fab.name)
     cfg = planner.Config(model=models.get(p["model"]), gpu=gpu, **training, **p["layout"])
-    cfg = planner.apply_config(cfg, changes)
+    cfg = planner.apply_config(cfg, changes, "what_if")
     n = p["gpus"]
     fab_n = fab if n <= fab.ngpus else fab.grow(n)
     if cfg.fixed_layout:
@@ -370,9 +304,7 @@ def _run_simulate(p: dict, name: str) -> dict:
     route_key = canon([p["topology"], p["what_if"], n, p["placement"], p["routing"], coll,
                         algo, sorted(build_options(opts).items())])
     res = simulate(s, G, size, placement=placed, routing=p["routing"], sharing=p["sharing"],
-                   mode=mode, gamma=gamma,
-                   overhead=float(topology.model_parameter(G, "step_overhead", 0.0)),
-                   message_overhead=opts.get("message_overhead", 0.0),
+                   mode=mode, gamma=gamma, **topology.executor_overheads(G),
                    router=_ROUTERS.get(route_key))
     _remember(_ROUTERS, route_key, res.router)
     if route_key not in _MODELS:

@@ -55,7 +55,8 @@ WORKLOAD_LAYOUT_KEYS = ("tp", "cp", "pp", "dp", "ep", "order")
 PLAN_LAYOUT_KEYS = ("tp", "pp", "cp", "ep", "dp")
 PLAN_TRAINING_KEYS = ("strategy", "interleave", "micro_batch", "global_batch", "seq_len",
                       "recompute", "sequence_parallel", "dtype", "mfu", "overlap", "gpu",
-                      "simulate_max")
+                      "simulate_max", "fp8_comm", "tp_comm_overlap", "overlap_param_gather",
+                      "overlap_p2p", "flash_attention")
 COMPUTE_KEYS = ("forward", "backward", "optimizer")
 ALGORITHM_DIMS = ("tp", "cp", "pp", "dp", "ep", "edp")
 TOPOLOGY_FIELDS = ("name", "description", "notes", "builder", "params", "nodes", "links",
@@ -386,7 +387,8 @@ def _training(d: dict) -> dict:
             least = 0 if k == "simulate_max" else 1
             if isinstance(v, bool) or not isinstance(v, int) or v < least:
                 raise CommsimError(f"training.{k}: {v!r} must be a whole number >= {least}")
-    for k in ("sequence_parallel", "overlap"):
+    for k in ("sequence_parallel", "overlap", "tp_comm_overlap", "overlap_param_gather",
+              "overlap_p2p", "flash_attention"):
         if k in out and not isinstance(out[k], bool):
             raise CommsimError(f"training.{k}: {out[k]!r} must be true or false")
     if "mfu" in out:
@@ -394,7 +396,7 @@ def _training(d: dict) -> dict:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
             raise CommsimError(f"training.mfu: {v!r} must be a number in (0, 1], e.g. 0.5")
         out["mfu"] = float(v)
-    for k in ("strategy", "recompute", "dtype"):
+    for k in ("strategy", "recompute", "dtype", "fp8_comm"):
         if k in out:
             out[k] = _text(out[k], f"training.{k}").strip().lower()
     if "gpu" in out:
