@@ -46,11 +46,36 @@ check() {
         "$VENV/bin/python" -m commsim "$1" --check-flags "${@:2}"
 }
 
+# filtered LAUNCHER CMD...: CMD with its stderr through commsim/bench/launchlog.py, which
+# keeps the ranks' lines but drops the launcher's traceback and notices when a rank fails,
+# so that one line says why (docs/reliability.md). The exit code is CMD's, or the ranks'
+# when they said it: 3 a rank died or stopped answering, 130 Ctrl-C.
+filtered() {
+    local launcher=$1 codes json= prev=
+    shift
+    for json in "$@"; do  # the --json file, for the line that says where the rows are
+        case "$prev" in --json) break ;; esac
+        case "$json" in --json=*) json=${json#--json=}; break ;; esac
+        prev=$json json=
+    done
+    exec 3>&1
+    set +e
+    "$@" 2>&1 1>&3 3>&- | "$VENV/bin/python" -I "$ROOT/commsim/bench/launchlog.py" \
+        "$launcher" "$json" >&2 3>&-
+    codes=("${PIPESTATUS[@]}")
+    set -e
+    exec 3>&-
+    if [ "${codes[0]}" -ne 0 ] && [ "${codes[1]}" -ne 0 ]; then
+        return "${codes[1]}"
+    fi
+    return "${codes[0]}"
+}
+
 # run_torch VERB ARGS...: `commsim VERB ARGS...` on NPROC local ranks under torchrun
 run_torch() {
     check "$@"
-    OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$VENV/bin/torchrun" --standalone \
-        --nproc-per-node "$NPROC" -m commsim "$@"
+    OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} filtered torchrun "$VENV/bin/torchrun" \
+        --standalone --nproc-per-node "$NPROC" -m commsim "$@"
 }
 
 # run_mpi VERB ARGS...: the same with --backend mpi under the environment's mpirun
@@ -59,8 +84,8 @@ run_mpi() {
     shift
     check "$verb" --backend mpi "$@"
     [ "$NPROC" -gt "$(nproc)" ] && extra=(--oversubscribe)
-    OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$VENV/bin/mpirun" -n "$NPROC" "${extra[@]}" \
-        "$VENV/bin/python" -m commsim "$verb" --backend mpi "$@"
+    OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} filtered mpirun "$VENV/bin/mpirun" -n "$NPROC" \
+        "${extra[@]}" "$VENV/bin/python" -m commsim "$verb" --backend mpi "$@"
 }
 
 # run_ddp ARGS...: `commsim ddp ARGS...` on NPROC local ranks under torchrun; with --scaling,

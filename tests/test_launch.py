@@ -24,6 +24,8 @@ def _run(args, cwd):
     (["calibrate", "--max-size", "1K"], "--max-size"),
     (["bench", "--backend", "nccl"], "nccl"),  # no GPU, or fewer GPUs than the 4 ranks
     (["bench", "-b", "64G", "-e", "64G"], "maxbytes"),  # 4 ranks x 5 x 64 GiB: never fits
+    (["bench", "--timeout", "-1"], "--timeout"),
+    (["calibrate-mpi", "--timeout", "0"], "--timeout"),
 ])
 def test_bad_flags_are_one_line_and_exit_2_before_the_ranks_start(tmp_path, args, field):
     proc = _run(args, tmp_path)

@@ -80,9 +80,12 @@ class CudaClock:
 
 
 class TorchComm:
-    """torch.distributed, initialized from the launcher's environment."""
+    """torch.distributed, initialized from the launcher's environment. ``timeout``
+    (seconds, the verbs' ``--timeout``): the process group's own timeout, never below
+    :data:`commsim.bench.watchdog.BACKEND_TIMEOUT_FLOOR` (joining waits for every rank to
+    start); the watchdog enforces ``timeout`` itself."""
 
-    def __init__(self, backend: str, info: RankInfo) -> None:
+    def __init__(self, backend: str, info: RankInfo, timeout: float | None = None) -> None:
         import torch
         import torch.distributed as dist
 
@@ -101,6 +104,10 @@ class TorchComm:
             if backend == "nccl" and "device_id" in inspect.signature(
                     dist.init_process_group).parameters:
                 kwargs["device_id"] = self.device  # eager NCCL init, bound to our GPU
+            if timeout is not None:
+                from commsim.bench.watchdog import backend_timeout
+
+                kwargs["timeout"] = backend_timeout(timeout)
             dist.init_process_group(backend, rank=info.rank, world_size=info.world_size,
                                     **kwargs)
         self.rank, self.size = dist.get_rank(), dist.get_world_size()
@@ -251,7 +258,12 @@ class MpiComm:
         return np.dtype(check_dtype(name, "mpi").name)
 
     def array(self, base: np.ndarray, length: int, dtype: str) -> np.ndarray:
-        return np.resize(self.convert(base, dtype), length)
+        """``base`` tiled to ``length`` elements (np.tile: np.resize concatenates a tuple of
+        one copy a period, seconds for a one-element base and a 16 MiB buffer)."""
+        values = self.convert(base, dtype)
+        if not values.size:
+            return np.resize(values, length)
+        return np.tile(values, -(-length // values.size))[:length].copy()
 
     def convert(self, base: np.ndarray, dtype: str) -> np.ndarray:
         """Whole numbers ``base`` (float64) as ``dtype``; integer types wrap modulo 2^bits
@@ -301,13 +313,18 @@ def check_backend(backend: str, local_ranks: int) -> None:
 
         mpi_module()
         return
+    if backend != "nccl":  # gloo: torch must be there (finding it is enough: no import)
+        from importlib.util import find_spec
+
+        if find_spec("torch") is None:
+            raise CommsimError(f"--backend {backend} needs torch: pip install "
+                               "'commsim[torch]'; or use --backend mpi")
+        return
     try:
         import torch
     except ImportError:
         raise CommsimError(f"--backend {backend} needs torch: pip install 'commsim[torch]'; "
                            "or use --backend mpi") from None
-    if backend != "nccl":
-        return
     if not torch.cuda.is_available():
         raise CommsimError("--backend nccl needs CUDA GPUs; use --backend gloo on CPUs")
     gpus = torch.cuda.device_count()
@@ -318,9 +335,10 @@ def check_backend(backend: str, local_ranks: int) -> None:
                            "or use --backend gloo")
 
 
-def connect(backend: str, info: RankInfo):
-    """The harness's comm for ``backend`` (``gloo``, ``nccl`` or ``mpi``)."""
+def connect(backend: str, info: RankInfo, timeout: float | None = None):
+    """The harness's comm for ``backend`` (``gloo``, ``nccl`` or ``mpi``); ``timeout``: see
+    :class:`TorchComm` (MPI has none: the watchdog, :mod:`commsim.bench.watchdog`, is it)."""
     if backend == "mpi":
         return MpiComm(info)
     check_backend(backend, info.local_world_size)
-    return TorchComm(backend, info)
+    return TorchComm(backend, info, timeout)

@@ -118,6 +118,7 @@ class BenchConfig:
     group_size: int | None = None
     chunks: int | str = "auto"  # pieces per message (K x the algorithm's unit); "auto": per size
     exec_mode: str = DEFAULT_MODE  # how the executors run a schedule: dataflow or step
+    timeout: float = 300.0  # seconds an operation may wait for the other ranks (watchdog)
 
     def validate(self) -> BenchConfig:
         if self.backend not in BACKENDS:
@@ -140,6 +141,8 @@ class BenchConfig:
         if self.chunks != "auto" and (not isinstance(self.chunks, int) or self.chunks < 1):
             raise CommsimError(f"chunks: {self.chunks!r} must be a whole number >= 1 or 'auto'")
         check_mode(self.exec_mode)
+        if not (isinstance(self.timeout, (int, float)) and 0 < self.timeout < float("inf")):
+            raise CommsimError(f"--timeout: {self.timeout!r} must be a number of seconds > 0")
         algorithm_names(self)
         return self
 

@@ -14,8 +14,7 @@ import numpy as np
 
 from commsim import model
 from commsim.backends.native import Unsupported
-from commsim.bench import data
-from commsim.bench.comm import connect
+from commsim.bench import data, watchdog
 from commsim.bench.config import (
     BenchConfig,
     algorithm_names,
@@ -158,13 +157,22 @@ def time_op(comm, op, cfg: BenchConfig) -> tuple[float, np.ndarray]:
 
 def run(cfg: BenchConfig) -> int:
     """Run the benchmark on this rank; returns the exit code (the same on every rank):
-    0, or 1 when an element was wrong or ``min_busbw`` was not met."""
+    0, or 1 when an element was wrong or ``min_busbw`` was not met. A rank that dies or
+    stops answering for ``cfg.timeout`` seconds, SIGTERM and Ctrl-C end the process
+    from :mod:`commsim.bench.watchdog` (exit 3, 3 or 143, 130), the rows so far kept."""
     cfg.validate()
-    comm = connect(cfg.backend, detect())
+    watchdog.start("bench", cfg.timeout, results=[cfg.json, cfg.csv])
     try:
-        return _run(cfg, comm)
+        comm = watchdog.connect(cfg.backend, detect(), cfg.timeout)
+        try:
+            return _run(cfg, comm)
+        finally:
+            # done measuring: a launcher that ends this rank now (another exited first)
+            # has nothing to be told
+            watchdog.stop()
+            comm.close()
     finally:
-        comm.close()
+        watchdog.stop()
 
 
 BUFFERS_PER_RANK = 5  # input, working buffer, its initial copy, scratch, a receive buffer
@@ -240,8 +248,10 @@ def _run(cfg: BenchConfig, comm) -> int:
                     schedule = schedule_for(cfg, collective, algorithm, options, p, nbytes,
                                             count, predictor.alpha_beta, predictor.gamma,
                                             predictor.overlap, predictor.message_overhead)
-                    row = _measure(cfg, comm, how, collective, algorithm, schedule, local,
-                                   expect, count, nbytes, dtype.name)
+                    with watchdog.operation(_label(collective, algorithm, nbytes,
+                                                   schedule, cfg.exec_mode)):
+                        row = _measure(cfg, comm, how, collective, algorithm, schedule,
+                                       local, expect, count, nbytes, dtype.name)
                     if reporter:
                         predicted = schedule
                         if schedule is None:
@@ -271,6 +281,12 @@ def _run(cfg: BenchConfig, comm) -> int:
         reporter.footer(summary)
         reporter.close()
     return 0 if summary["ok"] else 1
+
+
+def _label(collective: str, algorithm: str, nbytes: int, schedule, mode: str) -> str:
+    """What the watchdog names: ``allreduce/ring 64K (65536 bytes, dataflow, 2 chunks)``."""
+    how = "" if schedule is None else f", {mode}, {schedule.nchunks} chunks"
+    return f"{collective}/{algorithm} {format_size(nbytes)} ({nbytes} bytes{how})"
 
 
 def _us(seconds: float | None) -> float | None:

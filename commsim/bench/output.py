@@ -21,6 +21,7 @@ from rich.live import Live
 from rich.table import Table
 
 from commsim import __version__
+from commsim.bench import watchdog
 from commsim.bench.config import resolve_average, resolve_dtype
 from commsim.units import format_size
 
@@ -103,6 +104,9 @@ class Reporter:
         if self.console.is_terminal:
             self.live = Live(self._tables(), console=self.console, auto_refresh=False)
             self.live.start()
+            dog = watchdog.current()
+            if dog is not None:  # a rank that ends from the watchdog shows the cursor again
+                dog.cursor_hidden = True
 
     def _header(self, record: dict) -> None:
         cfg, out = self.cfg, self.console.print
@@ -195,6 +199,9 @@ class Reporter:
         if self.live:
             self.live.stop()
             self.live = None
+            dog = watchdog.current()
+            if dog is not None:
+                dog.cursor_hidden = False
 
     # --- footer -----------------------------------------------------------------------
     def footer(self, summary: dict) -> None:

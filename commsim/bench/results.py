@@ -2,7 +2,9 @@
 
 A results file is JSON lines: a config line (``{"type": "config", ...}``) first, then
 result rows (``{"type": "result", ...}``), every key documented in docs/bench.md. Lines
-of other types are skipped (later versions may add some). Anything that would make a
+of other types are skipped (later versions may add some), and so is a last line cut short
+(no newline, not JSON): a run killed in the middle of writing a line (each line is one
+write, so this is rare) or a copy taken while it was being written. Anything that would make a
 comparison wrong raises :class:`~commsim.errors.CommsimError` with one line naming the
 file, the line and the problem.
 """
@@ -114,13 +116,17 @@ def load(path: str | Path) -> Run:
     except (OSError, UnicodeDecodeError) as exc:
         raise CommsimError(f"{name}: cannot read it ({exc})") from None
     run = None
-    for number, line in enumerate(text.splitlines(), 1):
+    lines = text.splitlines()
+    cut = len(lines) if text and not text.endswith("\n") else 0  # a last line without end
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         where = f"{name} line {number}"
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
+            if number == cut:  # a run killed while writing it: the rows before it stand
+                break
             raise CommsimError(f"{where}: not JSON ({exc.msg}); {_HINT}") from None
         if not isinstance(record, dict):
             raise CommsimError(f"{where}: not a JSON object; {_HINT}")

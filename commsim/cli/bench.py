@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from commsim.backends.plan import DEFAULT_MODE, MODES
-from commsim.cli.common import add_profile, chunks, topology_choice
+from commsim.bench.watchdog import add_flag as add_timeout
+from commsim.cli.common import add_profile, check_output, chunks, topology_choice
 from commsim.errors import CommsimError
 from commsim.units import parse_size
 
@@ -21,7 +22,8 @@ for allgather and reduce_scatter; count is the per-rank element count; algbw = S
 busbw = algbw x factor with factor 2(p-1)/p for allreduce, (p-1)/p for allgather and
 reduce_scatter, 1 for broadcast and reduce; GB/s = 1e9 bytes/s; sizes take binary suffixes
 (64K = 65536). Every result is checked on exactly-reducing data; a wrong element or a missed
---min-busbw exits 1."""
+--min-busbw exits 1. A rank that dies or waits --timeout seconds for another ends the run:
+one line naming the operation, exit 3; the rows written so far stay (docs/reliability.md)."""
 
 
 def _size(field: str):
@@ -98,6 +100,7 @@ def register(sub) -> None:
                    help="fail (exit 1) when an algorithm's average busbw is below this")
     p.add_argument("--per-op-barrier", action="store_true",
                    help="barrier before every timed operation (default: back to back)")
+    add_timeout(p)
     p.add_argument("--check-flags", action="store_true",
                    help="only parse and validate the flags, in this one process (launch.sh "
                    "does it before starting the ranks)")
@@ -112,6 +115,9 @@ def config_from_args(args):
     """The :class:`~commsim.bench.BenchConfig` that the parsed flags ask for (validated)."""
     from commsim.bench import BenchConfig
 
+    for flag in ("json", "csv"):  # refused before any rank starts, not by rank 0 mid-way
+        if getattr(args, flag):
+            check_output(getattr(args, flag), f"--{flag}")
     return BenchConfig(
         collectives=_split(args.collective), algorithms=_split(args.algorithm),
         backend=args.backend, minbytes=args.minbytes, maxbytes=args.maxbytes,
@@ -120,7 +126,7 @@ def config_from_args(args):
         root=args.root, per_op_barrier=args.per_op_barrier, min_busbw=args.min_busbw,
         topology=topology_choice(args, "localhost"), json=args.json, csv=args.csv,
         group_size=args.group_size, chunks=chunks(args.chunks),
-        exec_mode=args.exec_mode).validate()
+        exec_mode=args.exec_mode, timeout=args.timeout).validate()
 
 
 def run(args) -> int:

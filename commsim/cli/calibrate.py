@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from commsim.backends.plan import DEFAULT_MODE, MODES
+from commsim.bench.watchdog import add_flag as add_timeout
 from commsim.cli.common import console
 from commsim.errors import CommsimError
 
@@ -35,15 +36,15 @@ def register(sub) -> None:
                    "nothing")
     p.add_argument("--max-size", default="64M", metavar="SIZE",
                    help="largest message measured (default 64M; at least 1M)")
+    add_timeout(p)
     p.add_argument("--check-flags", action="store_true",
                    help="only parse and validate the flags, in this one process")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from commsim.bench.comm import connect
-    from commsim.bench.env import detect
-    from commsim.calibrate import measure, profile
+    from commsim.bench import watchdog
+    from commsim.calibrate import measure
     from commsim.units import parse_size
 
     largest = parse_size(args.max_size, "--max-size")
@@ -53,7 +54,23 @@ def run(args) -> int:
     sizes = [s for s in measure.SIZES if s <= largest]
     if args.check_flags:
         return 0
-    comm = connect(args.backend, detect())
+    watchdog.start("calibrate", args.timeout)
+    try:
+        return _calibrate(args, sizes)
+    finally:
+        watchdog.stop()
+
+
+def _calibrate(args, sizes: list[int]) -> int:
+    """Measure on this rank (every rank calls it); rank 0 fits and writes the profile.
+    Each measurement is an operation of the watchdog (:mod:`commsim.bench.watchdog`),
+    named by its progress message and the size of its messages."""
+    from commsim.bench import watchdog
+    from commsim.bench.env import detect
+    from commsim.calibrate import measure, profile
+
+    comm = watchdog.connect(args.backend, detect(), args.timeout)
+    dog = watchdog.current()
     try:
         if comm.size < 2:
             raise CommsimError("calibrate needs at least 2 ranks; launch it with "
@@ -71,10 +88,12 @@ def run(args) -> int:
                   flush=True)
 
         def say(text: str) -> None:
+            dog.next_row(text)  # each measurement is an operation of the watchdog
             if lead:
                 print(f"commsim calibrate: {text}", file=sys.stderr, flush=True)
 
-        m = measure.measure(comm, args.exec_mode, sizes=sizes, progress=say)
+        with dog.operation("the measurements' set-up"):
+            m = measure.measure(comm, args.exec_mode, sizes=sizes, progress=say)
         if not lead:
             return 0
         fits = profile.fit_all(m)
@@ -85,6 +104,7 @@ def run(args) -> int:
         print(str(path))
         return 0
     finally:
+        watchdog.stop()  # done: a launcher that ends this rank now has nothing to say
         comm.close()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from commsim.bench.watchdog import add_flag as add_timeout
 from commsim.cli.common import add_profile, check_output, topology_choice
 from commsim.errors import CommsimError
 
@@ -80,6 +81,7 @@ def register(sub) -> None:
     p.add_argument("--scaling", type=_ranks, metavar="N,N,...",
                    help="run once per world size (here, under torchrun) and report "
                    "weak-scaling efficiency, measured and predicted (e.g. 1,2,4)")
+    add_timeout(p)
     p.add_argument("--check-flags", action="store_true",
                    help="only parse and validate the flags in this one process (launch.sh "
                    "does it before starting the ranks)")
@@ -99,7 +101,8 @@ def config_from_args(args):
         topology=topology_choice(args, "localhost"), seed=args.seed, skip=args.skip,
         baseline_steps=args.baseline_steps, layers=args.layers, width=args.width,
         heads=args.heads, seq_len=args.seq_len, vocab=args.vocab, json=args.json,
-        plot=args.plot, report=args.report, scaling=args.scaling or [])
+        plot=args.plot, report=args.report, scaling=args.scaling or [],
+        timeout=args.timeout)
     cfg.validate()
     if (cfg.plot or cfg.report):
         from commsim.report import figures

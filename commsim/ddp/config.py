@@ -106,6 +106,7 @@ class DdpConfig:
     plot: str | None = None
     report: str | None = None
     scaling: list[int] = field(default_factory=list)
+    timeout: float = 300.0  # seconds a step may wait for the other ranks (the watchdog)
 
     def validate(self) -> DdpConfig:
         self.model = resolve_model(self.model)
@@ -145,6 +146,8 @@ class DdpConfig:
         if spec.family == "gpt" and spec.width % spec.heads:
             raise CommsimError(f"--heads: {spec.heads} heads do not divide width "
                                f"{spec.width}; give a divisor of {spec.width}")
+        if not (isinstance(self.timeout, (int, float)) and 0 < self.timeout < float("inf")):
+            raise CommsimError(f"--timeout: {self.timeout!r} must be a number of seconds > 0")
         if any(n < 1 for n in self.scaling):
             raise CommsimError(f"--scaling: {self.scaling} must be rank counts >= 1")
         return self

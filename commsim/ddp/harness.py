@@ -66,27 +66,33 @@ def run(cfg: DdpConfig) -> int:
     caller had one already (then it is used, with its backend, and left open)."""
     import torch.distributed as dist
 
-    from commsim.bench.comm import connect
+    from commsim.bench import watchdog
     from commsim.bench.env import detect
 
     cfg.validate()
     info = detect()
     backend = check(cfg, info.local_world_size, info.world_size)
     owned = not dist.is_initialized()  # a process group of the caller's stays open
-    comm = connect(backend, info)
+    # a rank that dies or hangs, SIGTERM and Ctrl-C end this process (docs/reliability.md)
+    watchdog.start("ddp", cfg.timeout)
     try:
-        rc = _run(cfg, comm, backend)
-        # drop the DDP wrappers (their reducers hold the process group and gloo threads)
-        # and let every rank get here before anyone tears the group down: a rank that
-        # destroys it while a peer's last collective is in flight aborts at exit
-        import gc
+        comm = watchdog.connect(backend, info, cfg.timeout)
+        try:
+            rc = _run(cfg, comm, backend)
+            # drop the DDP wrappers (their reducers hold the process group and gloo
+            # threads) and let every rank get here before anyone tears the group down: a
+            # rank that destroys it while a peer's last collective is in flight aborts
+            import gc
 
-        gc.collect()
-        comm.barrier()
-        return rc
+            gc.collect()
+            comm.barrier()
+            return rc
+        finally:
+            watchdog.stop()  # done: a launcher that ends this rank now has nothing to say
+            if owned:
+                comm.close()
     finally:
-        if owned:
-            comm.close()
+        watchdog.stop()
 
 
 def _run(cfg: DdpConfig, comm, backend: str) -> int:

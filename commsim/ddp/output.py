@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -168,12 +169,15 @@ def _finite(value):
 
 
 def write_json(path: str, rows: list[dict]) -> None:
-    """One JSON object a line (folders above ``path`` are created)."""
+    """One JSON object a line (folders above ``path`` are created). Written beside it and
+    renamed into place, so a run killed while writing leaves no half file."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "w", encoding="utf-8") as fh:
+    partial = target.with_name(f".{target.name}.partial")
+    with open(partial, "w", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps(_finite(row), allow_nan=False) + "\n")
+    os.replace(partial, target)
 
 
 def json_rows(result: dict) -> list[dict]:

@@ -28,7 +28,8 @@ from pathlib import Path
 from commsim.errors import CommsimError
 
 FORWARDED = ("model", "steps", "batch", "lr", "bucket_cap_mb", "comm", "backend", "topology",
-             "seed", "skip", "baseline_steps", "layers", "width", "heads", "seq_len", "vocab")
+             "seed", "skip", "baseline_steps", "layers", "width", "heads", "seq_len", "vocab",
+             "timeout")
 
 
 def child_args(cfg) -> list[str]:
@@ -50,10 +51,13 @@ def launch(cfg, n: int, path: Path) -> dict:
     env.setdefault("OMP_NUM_THREADS", "1")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode:
-        errors = [line for line in (proc.stderr + proc.stdout).splitlines()
-                  if "error:" in line]
-        why = errors[0].split("error:", 1)[1].strip() if errors else \
-            (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        lines = (proc.stderr + proc.stdout).splitlines()
+        errors = [line for line in lines if "error:" in line]
+        # the watchdog's line (a rank died or hung; docs/reliability.md)
+        stopped = [line.split(":", 1)[1].strip() for line in lines
+                   if line.startswith("commsim ddp: ") and "(exit " in line]
+        why = errors[0].split("error:", 1)[1].strip() if errors else stopped[0] if stopped \
+            else (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise CommsimError(f"--scaling: the {n}-rank run failed: {why}")
     records: dict[str, list] = {}
     for line in path.read_text().splitlines():

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from commsim.bench import watchdog
 from commsim.ddp import data, hooks, models
 
 
@@ -77,17 +78,25 @@ def train(cfg, comm, schedule, mode: str) -> Trained:
     recorder = hooks.Recorder(clock)
     hook, _ = hooks.hook_for(cfg.comm)
     state = hooks.HookState(recorder, comm.size, schedule=schedule, mode=mode)
-    ddp = _ddp(model, device, cfg.bucket_cap_mb, state, hook)
+    with watchdog.operation("DDP's set-up (parameter broadcast)", row=False):
+        ddp = _ddp(model, device, cfg.bucket_cap_mb, state, hook)
     opt = torch.optim.AdamW(ddp.parameters(), lr=spec.lr)
     steps, losses = [], []
     for i in range(cfg.steps):
-        step, loss = _step(ddp, opt, task, i, comm.rank, spec.batch, device, recorder)
+        # each step is an operation of the watchdog: its buckets' allreduces
+        with watchdog.operation(f"training step {i} (gradient allreduce, --comm "
+                                f"{cfg.comm})"):
+            step, loss = _step(ddp, opt, task, i, comm.rank, spec.batch, device, recorder)
         steps.append(step)
         losses.append(loss)
-    base = _ddp(twin, device, cfg.bucket_cap_mb, hooks.HookState(recorder, comm.size),
-                hooks.noop_hook)
+    with watchdog.operation("the baseline's DDP set-up (parameter broadcast)", row=False):
+        base = _ddp(twin, device, cfg.bucket_cap_mb, hooks.HookState(recorder, comm.size),
+                    hooks.noop_hook)
     base_opt = torch.optim.AdamW(base.parameters(), lr=spec.lr)
-    baseline = [_step(base, base_opt, task, i, comm.rank, spec.batch, device, recorder)[0]
-                for i in range(cfg.baseline_steps)]
+    baseline = []
+    for i in range(cfg.baseline_steps):
+        with watchdog.operation(f"baseline step {i}", row=False):
+            baseline.append(_step(base, base_opt, task, i, comm.rank, spec.batch, device,
+                                  recorder)[0])
     return Trained(steps, baseline, torch.stack(losses).float().cpu().tolist(),
                    models.parameter_count(model), models.gradient_bytes(model))
