@@ -34,8 +34,8 @@ RESULT_KEYS = (
     "iter_max_us", "iters", "warmup", "average", "per_op_barrier", "topology", "status",
     "note",
 )
-COLUMNS = ("size", "count", "type", "redop", "root", "time(us)", "algbw(GB/s)",
-           "busbw(GB/s)", "#wrong", "t_model(us)", "t_sim(us)", "eff%")
+COLUMNS = ("size", "count", "type", "redop", "root", "time(us)", "p50(us)", "p99(us)",
+           "algbw(GB/s)", "busbw(GB/s)", "#wrong", "t_model(us)", "t_sim(us)", "eff%")
 _PLAIN_WIDTH = {"collective": 14, "algorithm": 12, "size": 12, "count": 12, "time(us)": 10,
                 "as": 18}
 
@@ -190,8 +190,10 @@ class Reporter:
         root = "-1" if r["root"] is None else str(r["root"])
         head = [str(r["size"]), str(r["count"]), r["dtype"], r["redop"], root]
         if r["status"] != "ok":
-            return head + [r["status"], "-", "-", "-", "-", "-", "-"]
-        return head + [_num(r["time_us"], 1), _num(r["algbw_gbps"]), _num(r["busbw_gbps"]),
+            return head + [r["status"]] + ["-"] * (len(COLUMNS) - len(head) - 1)
+        return head + [_num(r["time_us"], 1), _num(r.get("iter_p50_us"), 1),
+                       _num(r.get("iter_p99_us"), 1), _num(r["algbw_gbps"]),
+                       _num(r["busbw_gbps"]),
                        _wrong(r["wrong"]), _num(r["t_model_us"], 1), _num(r["t_sim_us"], 1),
                        _num(r["eff_pct"], 0)]
 
