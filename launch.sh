@@ -113,7 +113,7 @@ main_job() {
     report="results/compare-$stamp.html"
     profile=$(NPROC=4 run_torch calibrate --reuse --max-size 16M | tail -n 1)
     NPROC=4 run_torch bench --profile "$profile" --collective allreduce \
-        --algorithm native,ring,tree -b 1K -e 64M -f 4 -n 5 -w 2 --json "$out"
+        --algorithm native,ring,tree --place in -b 1K -e 64M -f 4 -n 5 -w 2 --json "$out"
     "$VENV/bin/commsim" compare "$out" --report "$report" --summary
     echo "profile: $profile"
     echo "report: $report"

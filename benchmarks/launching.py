@@ -44,8 +44,11 @@ def run_verb(verb: str, backend: str, nproc: int, args: list[str]) -> None:
 
 
 def bench(backend: str, nproc: int, args: list[str], out: Path) -> list[dict]:
-    """One ``commsim bench`` run; its result rows (a wrong element stops the script)."""
-    run_verb("bench", backend, nproc, ["--json", str(out), *args])
+    """One ``commsim bench`` run; its result rows (a wrong element stops the script).
+    In place only unless ``args`` says ``--place``: what commsim's executors and torch's
+    allreduce do, and half the time of both places."""
+    place = [] if "--place" in args else ["--place", "in"]
+    run_verb("bench", backend, nproc, ["--json", str(out), *place, *args])
     rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
     rows = [r for r in rows if r["type"] == "result"]
     for row in rows:

@@ -10,6 +10,7 @@ from strategies import instances
 
 from commsim import collectives
 from commsim.backends import dataflow, reference
+from commsim.backends.plan import IN, OUT, SCRATCH, logical_length, output_length
 from commsim.collectives import Schedule
 
 
@@ -18,24 +19,61 @@ def _inputs(p: int, n: int, seed: int) -> list[np.ndarray]:
     return [rng.integers(-8, 8, size=n).astype(np.float64) for _ in range(p)]
 
 
-def _check(schedule, inputs, seed, pollable):
-    bufs = reference.initial_buffers(schedule, inputs)
-    threaded_ranks.run(schedule, bufs, seed=seed, pollable=pollable)
-    got = reference.final_results(schedule, bufs)
+def _check(schedule, inputs, seed, pollable, outplace=False):
+    """In place on the logical buffers, or out of place: read-only inputs (a write to one
+    raises) and receive buffers filled with NaN, so an element never written shows."""
+    if outplace:
+        bufs = [x.copy() for x in inputs]
+        n = logical_length(schedule, len(inputs[0]))
+        outs = [np.full(output_length(schedule, n, r), np.nan) for r in range(len(bufs))]
+        threaded_ranks.run(schedule, bufs, seed=seed, pollable=pollable, outs=outs)
+        got = outs
+        assert all(np.array_equal(b, x) for b, x in zip(bufs, inputs))  # inputs untouched
+    else:
+        bufs = reference.initial_buffers(schedule, inputs)
+        threaded_ranks.run(schedule, bufs, seed=seed, pollable=pollable)
+        got = reference.final_results(schedule, bufs)
     want = reference.run(schedule, inputs)
+    oracle = reference.expected(schedule.collective, inputs, schedule.root)
     root = schedule.root
     for r, (g, w) in enumerate(zip(got, want)):
         if schedule.collective != "reduce" or r == root:
             assert np.array_equal(g, w), f"rank {r}: {g} != {w}"
+            assert np.array_equal(g, oracle[r]), f"rank {r}: {g} != {oracle[r]}"
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(instances(max_ranks=9, max_mult=4), st.integers(1, 40), st.integers(0, 2**16),
-       st.booleans())
-def test_every_algorithm_is_correct_under_any_delivery_order(inst, n, seed, pollable):
+       st.booleans(), st.booleans())
+def test_every_algorithm_is_correct_under_any_delivery_order(inst, n, seed, pollable,
+                                                              outplace):
     collective, algorithm, p, k, options = inst
     schedule = collectives.build(collective, algorithm, p, k, **options)
-    _check(schedule, _inputs(p, n, seed), seed, pollable)
+    _check(schedule, _inputs(p, n, seed), seed, pollable, outplace)
+
+
+@pytest.mark.parametrize("collective,algorithm", collectives.available())
+def test_every_algorithm_out_of_place_at_4_ranks(collective, algorithm):
+    # every pair at least once out of place, whatever hypothesis draws: 4 ranks, two
+    # pipeline depths, a length below the chunk count and one above
+    p = 4
+    unit = collectives.chunk_unit(collective, algorithm, p)
+    root = {"root": p - 1} if collective in ("broadcast", "reduce") else {}
+    for mult in (1, 2):
+        schedule = collectives.build(collective, algorithm, p, unit * mult, **root)
+        for n, seed in ((3, 1), (37, 2)):
+            _check(schedule, _inputs(p, n, seed), seed, seed % 2 == 0, outplace=True)
+
+
+def test_out_of_place_first_writes_have_no_write_after_read_hazard():
+    # the exchange below: each rank sends its input and adds the other's. In place the
+    # reduction waits for the send of the old value; out of place the send reads the
+    # input and the reduction writes output = input + received: nothing to wait for
+    plan = dataflow.flow_plan(EXCHANGE, 0, 7, False, outplace=True)
+    assert plan.war == ((),) and plan.sends[0][1] == IN
+    assert plan.applies[0] == ((OUT, 0, 7, SCRATCH, 0, IN, 0),)
+    for seed in range(4):
+        _check(EXCHANGE, _inputs(2, 7, seed), seed, False, outplace=True)
 
 
 # Rank 1 forwards chunk 0 to rank 2 in step 1, then receives it again from the root in
@@ -52,9 +90,9 @@ def test_a_copy_over_data_still_in_flight_waits_or_lands_in_scratch(pollable, se
     plan = dataflow.flow_plan(RESENT, 1, 5, pollable)
     copy = plan.recvs[1]
     if pollable:  # posted into the buffer once the forward completed
-        assert copy[3] < 0 and plan.queued and plan.war[1] == (0,)
+        assert copy[1] == OUT and not plan.applies[1] and plan.queued and plan.war[1] == (0,)
     else:  # posted at the start into scratch, copied in after the forward completed
-        assert copy[3] >= 0 and not copy[4] and plan.war[1] == (0,)
+        assert copy[1] == SCRATCH and plan.applies[1][0][5] < 0 and plan.war[1] == (0,)
     _check(RESENT, _inputs(3, 5, seed), seed, pollable)
 
 
@@ -84,7 +122,8 @@ def test_allreduce_copies_land_in_the_buffer_posted_at_the_start(algorithm):
             plan = dataflow.flow_plan(schedule, rank, 1000, pollable)
             assert not plan.queued
             assert sorted(plan.early) == list(range(len(plan.recvs)))
-            assert all(off < 0 for _, _, _, off, red in plan.recvs if not red)
+            assert all(b == OUT for (_, b, _, _), a in zip(plan.recvs, plan.applies)
+                       if not a or a[0][5] < 0)
 
 
 @pytest.mark.parametrize("m", [1, 2, 4])
@@ -98,7 +137,7 @@ def test_ring_sends_m_pieces_a_step_and_forwards_each_as_soon_as_it_is_reduced(m
     assert list(plan.send_after[0]) == list(range(m))
     assert all(len(after) == 1 for after in plan.send_after[1:len(plan.sends) - m + 1])
     # a step's pieces are near-equal and tile the segment
-    sizes = [hi - lo for _, lo, hi in plan.sends[:m]]
+    sizes = [hi - lo for _, _, lo, hi in plan.sends[:m]]
     assert sum(sizes) == 1000 and max(sizes) - min(sizes) <= 1
 
 
@@ -111,8 +150,8 @@ def test_rhd_merges_a_step_into_one_message_like_step_mode():
 def test_empty_chunks_send_nothing():
     schedule = collectives.build("allreduce", "ring", 4, 16)
     plan = dataflow.flow_plan(schedule, 2, 3, True)
-    assert all(hi > lo for _, lo, hi in plan.sends)
-    assert all(hi > lo for _, lo, hi, _, _ in plan.recvs)
+    assert all(hi > lo for _, _, lo, hi in plan.sends)
+    assert all(hi > lo for _, _, lo, hi in plan.recvs)
 
 
 def test_every_handle_is_waited_for_exactly_once():
@@ -132,10 +171,10 @@ def test_every_handle_is_waited_for_exactly_once():
     for collective, algorithm in collectives.available():
         schedule = collectives.build(collective, algorithm, 5)
         for rank in range(5):
-            for pollable in (True, False):
+            for pollable, outplace in ((True, False), (False, False), (True, True)):
                 waits.clear()
                 posted.clear()
-                plan = dataflow.flow_plan(schedule, rank, 50, pollable)
+                plan = dataflow.flow_plan(schedule, rank, 50, pollable, outplace)
                 dataflow.execute(plan, post("s"), post("r"), wait, lambda h: False,
                                  lambda j: None)
                 assert len(posted) == plan.messages

@@ -1,5 +1,5 @@
-"""The MPI executor: every algorithm, in both modes, gives the reference's result over
-mpi4py."""
+"""The MPI executor: every algorithm, in both modes, in place and out of place, gives the
+reference's result over mpi4py."""
 
 import pytest
 from multiproc import run_mpi_ranks
@@ -30,10 +30,17 @@ for collective, algorithm, schedule, root, n, dtype, inputs in cases(
         buf = mpi.logical_buffer(schedule, inputs[rank].astype(dtype), rank)
         mpi.run(schedule, buf, comm, mode=mode)
         got = mpi.result_view(schedule, buf, rank)
+        # out of place: the input is only read (read-only here: a write raises)
+        local = inputs[rank].astype(dtype)
+        local.flags.writeable = False
+        out = mpi.new_output(schedule, local, rank)
+        out.fill(-99)
+        assert mpi.run(schedule, local, comm, mode=mode, out=out) is out
         if collective != "reduce" or rank == root:
             where = f"{collective}/{algorithm} {mode} k={schedule.nchunks} n={n} {dtype}"
             assert got.dtype == dtype, where
             assert np.array_equal(got.astype(np.float64), want), f"{where}: {got}"
+            assert np.array_equal(out.astype(np.float64), want), f"{where} out of place: {out}"
         checked += 1
 assert checked > 200, f"only {checked} cases ran"
 

@@ -1,5 +1,5 @@
-"""The torch.distributed executor: every algorithm, in both modes, gives the reference's
-result on gloo."""
+"""The torch.distributed executor: every algorithm, in both modes, in place and out of
+place, gives the reference's result on gloo."""
 
 import pytest
 from multiproc import assert_all_ok, run_torch_ranks
@@ -35,10 +35,17 @@ for collective, algorithm, schedule, root, n, dtype, inputs in cases(
         buf = torch_dist.logical_buffer(schedule, local)
         torch_dist.run(schedule, buf, mode=mode)
         got = torch_dist.result_view(schedule, buf).to(torch.float64).numpy()
+        # out of place: the input is only read, the result lands in a receive buffer
+        kept = local.clone()
+        out = torch_dist.new_output(schedule, local).fill_(-99)
+        assert torch_dist.run(schedule, local, mode=mode, out=out) is out
+        assert torch.equal(local, kept), "the input was written"
+        got_out = out.to(torch.float64).numpy()
         if collective != "reduce" or rank == root:
             where = f"{collective}/{algorithm} {mode} k={schedule.nchunks} n={n} {dtype}"
             assert np.array_equal(got, want), f"{where}: {got} != {want}"
             assert np.array_equal(got, oracle), where
+            assert np.array_equal(got_out, want), f"{where} out of place: {got_out} != {want}"
         checked += 1
 assert checked > 200, f"only {checked} cases ran"
 
@@ -73,6 +80,12 @@ except ValueError as exc:
     assert "ranks" in str(exc)
 else:
     raise AssertionError("a schedule for p+1 ranks was accepted")
+try:  # a receive buffer of the wrong length
+    torch_dist.run(collectives.build("allgather", "ring", p), torch.zeros(4), out=torch.zeros(4))
+except ValueError as exc:
+    assert "elements" in str(exc), exc
+else:
+    raise AssertionError("a short receive buffer was accepted")
 try:
     torch_dist.run(collectives.build("allreduce", "ring", p), torch.zeros(4), mode="dataflw")
 except ValueError as exc:
@@ -135,9 +148,12 @@ for dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
         schedule = collectives.build("allreduce", algorithm, p)
         for mode in ("step", "dataflow"):
             buf = torch.from_numpy(values[rank].astype(np.float64)).to(dtype)
+            out = torch_dist.new_output(schedule, buf)  # out of place: out = in + received
+            torch_dist.run(schedule, buf, mode=mode, out=out)
             torch_dist.run(schedule, buf, mode=mode)
-            assert buf.dtype == dtype
+            assert buf.dtype == out.dtype == dtype
             assert np.array_equal(buf.to(torch.float64).numpy(), want), (dtype, algorithm, mode)
+            assert np.array_equal(out.to(torch.float64).numpy(), want), (dtype, algorithm, mode)
             checked += 1
 dist.destroy_process_group()
 print(f"checked {checked}")

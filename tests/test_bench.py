@@ -176,6 +176,17 @@ def _cfg(*flags):
     return config_from_args(build_parser().parse_args(["bench", *flags]))
 
 
+def test_place_flag_picks_nccl_tests_layouts():
+    assert _cfg().places == ("out-of-place", "in-place")  # both, as nccl-tests
+    assert _cfg("--place", "out").places == ("out-of-place",)
+    assert _cfg("--place", "in").places == ("in-place",)
+    assert _cfg("--place", "in").as_dict()["place"] == "in"
+    with pytest.raises(SystemExit):
+        _cfg("--place", "sideways")
+    with pytest.raises(CommsimError, match="place"):
+        config.BenchConfig(place="sideways").validate()
+
+
 def test_nccl_tests_flags_and_long_names():
     cfg = _cfg("-b", "8", "-e", "128M", "-f", "4", "-n", "7", "-w", "2", "-c", "0", "-d", "half",
                "-a", "3", "--algorithm", "native,ring,tree", "--min-busbw", "1.5",
@@ -238,10 +249,11 @@ def test_check_off_prints_n_a_and_writes_null(tmp_path):
     assert {r["algorithm"] for r in rows} == {"native", "ring"}
     assert all(r["wrong"] is None for r in rows)
     names = [line for line in text.splitlines() if line.startswith("#") and "#wrong" in line]
-    column = names[0].lstrip("#").split().index("#wrong")
-    cells = [line.split()[column] for line in text.splitlines()
+    names = names[0].lstrip("#").split()
+    lines = [dict(zip(names, line.split())) for line in text.splitlines()
              if line.split()[:1] == ["allreduce"]]
-    assert cells == ["N/A", "N/A"], text
+    assert [(r["algorithm"], r["out:#wrong"], r["in:#wrong"]) for r in lines] == [
+        ("native", "-", "N/A"), ("ring", "N/A", "N/A")], text  # torch: all_reduce in place
     assert "Out of bounds values : N/A" in text and " OK" not in text
     with open(tmp_path / "run.csv", newline="") as f:
         assert {r["wrong"] for r in csv.DictReader(f)} == {""}
@@ -271,7 +283,8 @@ def lacking(*args, **kwargs):
 dist.reduce_scatter_single = dist.reduce_scatter_tensor = lacking
 """
 
-# rank 1's ring result gets one wrong element after every run
+# rank 1's ring result gets one wrong element after every run (in place: the buffer; out
+# of place: the receive buffer)
 CORRUPT_RING = """
 import torch.distributed as dist
 from commsim.backends import torch_dist
@@ -279,7 +292,7 @@ _run = torch_dist.run
 def corrupted(schedule, tensor, group=None, **kwargs):
     out = _run(schedule, tensor, group, **kwargs)
     if dist.get_rank() == 1 and schedule.algorithm == "ring":
-        tensor.view(-1)[0] += 1
+        out.view(-1)[0] += 1
     return out
 torch_dist.run = corrupted
 """
@@ -309,8 +322,8 @@ def _check_rows(rows, p, backend):
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_gloo_bench_writes_checked_rows(tmp_path):
-    p = 4
+@pytest.mark.parametrize("p", [2, 4])
+def test_gloo_bench_writes_checked_rows(p, tmp_path):
     out = tmp_path / "run.jsonl"
     results = run_torch_ranks(
         BENCH.format(plant=NO_REDUCE_SCATTER), p, tmp_path, timeout=110,
@@ -325,6 +338,11 @@ def test_gloo_bench_writes_checked_rows(tmp_path):
     assert cfg["torch"] and len(cfg["ranks"]) == p
     pairs = {(r["collective"], r["algorithm"]) for r in rows}
     assert pairs == {(c, "native") for c in collectives.COLLECTIVES} | set(collectives.available())
+    # out of place then in place, for every (collective, algorithm, size)
+    places = {}
+    for r in rows:
+        places.setdefault((r["collective"], r["algorithm"], r["size"]), []).append(r["place"])
+    assert set(map(tuple, places.values())) == {("out-of-place", "in-place")}
     assert all(r["wrong"] == 0 for r in rows)
     assert {r["exec"] for r in rows} == {None, "dataflow"}  # native rows run no schedule
     native = {(r["collective"], r["native_as"], r["native_model"]) for r in rows
@@ -332,9 +350,17 @@ def test_gloo_bench_writes_checked_rows(tmp_path):
     assert ("allreduce", "ring", "ring") in native and ("broadcast", "binomial", "binomial") \
         in native, native
     assert {r["root"] for r in rows if r["collective"] in ("broadcast", "reduce")} == {1}
+    # N/A: a native reduce_scatter (planted), torch's in-place-only collectives out of
+    # place, an in-place alltoall (torch and NCCL have none; nor do commsim's schedules)
     skipped = [r for r in rows if r["status"] != "ok"]
-    assert {(r["collective"], r["algorithm"], r["status"]) for r in skipped} == {
-        ("reduce_scatter", "native", "unsupported")}
+    assert {(r["collective"], r["algorithm"], r["place"]) for r in skipped} == {
+        ("reduce_scatter", "native", "out-of-place"), ("reduce_scatter", "native", "in-place"),
+        ("allreduce", "native", "out-of-place"), ("broadcast", "native", "out-of-place"),
+        ("reduce", "native", "out-of-place")} | {
+        ("alltoall", a, "in-place") for c, a in pairs if c == "alltoall"}
+    assert all(r["status"] == "unsupported" and r["note"] for r in skipped)
+    assert "allreduce/native out-of-place: torch.distributed.all_reduce works in place only" \
+        in text
     _check_rows(rows, p, "gloo")
     with open(tmp_path / "run.csv", newline="") as f:
         table = list(csv.DictReader(f))
@@ -343,35 +369,51 @@ def test_gloo_bench_writes_checked_rows(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(90)
-def test_a_corrupted_executor_is_counted_and_fails_the_run(tmp_path):
+@pytest.mark.parametrize("p", [2, 3])
+def test_a_corrupted_executor_is_counted_and_fails_the_run(p, tmp_path):
     out = tmp_path / "run.jsonl"
     results = run_torch_ranks(
-        BENCH.format(plant=CORRUPT_RING), 3, tmp_path, timeout=80,
+        BENCH.format(plant=CORRUPT_RING), p, tmp_path, timeout=80,
         args=("--algorithm", "native,ring", "-b", "1K", "-e", "4K", "-f", "4", "-n", "2",
               "-w", "1", "--json", str(out)))
-    assert [rc for rc, _ in results] == [1, 1, 1], results
+    assert [rc for rc, _ in results] == [1] * p, results
     assert "FAILED" in results[0][1]
     _, rows = _records(out)
-    assert {(r["algorithm"], r["wrong"]) for r in rows} == {("native", 0), ("ring", 1)}
+    # both places checked: the out-of-place result (the receive buffer) and the in-place one
+    assert {(r["algorithm"], r["place"], r["wrong"]) for r in rows} == {
+        ("native", "out-of-place", 0), ("native", "in-place", 0),
+        ("ring", "out-of-place", 1), ("ring", "in-place", 1)}
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(90)
-def test_mpi_bench_checks_rows_and_min_busbw_fails_it(tmp_path):
+@pytest.mark.parametrize("p", [2, 3])
+def test_mpi_bench_checks_rows_and_min_busbw_fails_it(p, tmp_path):
     pytest.importorskip("mpi4py")
-    p = 3
     out = tmp_path / "run.jsonl"
     rc, text = run_mpi_ranks(
         BENCH.format(plant=""), p, tmp_path, timeout=80,
-        args=("--backend", "mpi", "--collective", "allreduce,allgather,reduce_scatter,broadcast",
-              "--algorithm", "native,ring,chain", "--exec", "step",
+        args=("--backend", "mpi", "--collective",
+              "allreduce,allgather,reduce_scatter,broadcast,reduce,alltoall",
+              "--algorithm", "native,ring,chain,pairwise", "--exec", "step",
               "-b", "64", "-e", "64K", "-f", "32", "-n", "3", "-w", "1", "--json", str(out),
               "--min-busbw", "1e6"))
     assert rc == 1, text
     assert "Out of bounds values : 0 OK" in text and "below --min-busbw" in text
     cfg, rows = _records(out)
     assert cfg["backend"] == "mpi" and cfg["mpi"]
-    assert rows and all(r["wrong"] == 0 and r["status"] == "ok" for r in rows)
+    # both places; N/A only where MPI or commsim lacks the form
+    lacking = {(r["collective"], r["algorithm"], r["place"]) for r in rows
+               if r["status"] != "ok"}
+    want = {("broadcast", "native", "out-of-place"),  # MPI_Bcast: one buffer
+            ("alltoall", "pairwise", "in-place")}
+    if any(r["count"] % p for r in rows if r["collective"] == "alltoall"):
+        want.add(("alltoall", "native", "in-place"))  # MPI_IN_PLACE needs even blocks
+    assert lacking == want, lacking
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert ok and all(r["wrong"] == 0 for r in ok)
+    assert {r["place"] for r in ok if r["collective"] == "reduce_scatter"} == {
+        "out-of-place", "in-place"}  # in place: MPI_IN_PLACE, the result at the start
     assert {r["exec"] for r in rows if r["algorithm"] != "native"} == {"step"}
     _check_rows(rows, p, "mpi")
 
@@ -414,7 +456,7 @@ def test_a_sweep_that_cannot_fit_in_memory_is_refused_up_front():
     check_memory(_cfg("--backend", "nccl", "-e", "1G"), 2, available=1)  # GPU memory: not ours
 
 
-def test_rows_stream_as_plain_columns_when_not_on_a_terminal():
+def _reporter(*flags):
     import io
 
     from rich.console import Console
@@ -423,32 +465,91 @@ def test_rows_stream_as_plain_columns_when_not_on_a_terminal():
     from commsim.bench.predictions import Predictor
 
     buf = io.StringIO()
-    cfg = _cfg("--algorithm", "native,ring")
-    pred = Predictor("localhost", 2)
-    rep = Reporter(cfg, {"torch": "x"}, [{"rank": 0, "host": "h", "device": "cpu",
-                                         "local_rank": 0, "launcher": "torchrun"}], pred, 2,
+    rep = Reporter(_cfg(*flags), {"torch": "x"}, [{"rank": 0, "host": "h", "device": "cpu",
+                                                 "local_rank": 0, "launcher": "torchrun"}],
+                   Predictor("localhost", 2), 2,
                    console=Console(file=buf, force_terminal=False, width=300))
+    return rep, buf
+
+
+ROW = {"collective": "allreduce", "algorithm": "native", "size": 1024, "count": 256,
+       "dtype": "float32", "redop": "sum", "root": None, "status": "ok", "time_us": 12.5,
+       "algbw_gbps": 0.08, "busbw_gbps": 0.08, "wrong": 0, "t_model_us": 10.0,
+       "t_sim_us": 9.0, "eff_pct": 72.0, "native_as": "ring", "native_model": "ring",
+       "native_exact": True, "iter_p50_us": 12.0, "iter_p99_us": 14.0}
+
+
+def test_rows_stream_as_plain_columns_when_not_on_a_terminal():
+    rep, buf = _reporter("--algorithm", "native,ring")
     rep.start()
-    row = {"collective": "allreduce", "algorithm": "native", "size": 1024, "count": 256,
-           "dtype": "float32", "redop": "sum", "root": None, "status": "ok", "time_us": 12.5,
-           "algbw_gbps": 0.08, "busbw_gbps": 0.08, "wrong": 0, "t_model_us": 10.0,
-           "t_sim_us": 9.0, "eff_pct": 72.0, "native_as": "ring", "native_model": "ring",
-           "native_exact": True}
-    rep.add(dict(row))
-    lines = buf.getvalue().splitlines()  # the row is out before the run ends
+    # out of place, then in place: one line a size once both are in, nccl-tests' groups
+    shown = buf.getvalue()
+    rep.add(dict(ROW, place="out-of-place"))
+    assert buf.getvalue() == shown  # not shown before its in-place half
+    rep.add(dict(ROW, place="in-place", time_us=20.0, wrong=3, eff_pct=45.0))
+    lines = buf.getvalue().splitlines()  # the line is out before the run ends
     header = [line for line in lines if line.startswith("#") and "collective" in line]
-    assert len(header) == 1 and header[0].split()[1:3] == ["collective", "algorithm"]
-    assert lines[-1].split()[:3] == ["allreduce", "native", "1024"]
-    assert lines[-1].split()[-1] == "ring=ring" and "┃" not in buf.getvalue()
+    assert len(header) == 1
+    names = header[0].lstrip("#").split()
+    assert names[:7] == ["collective", "algorithm", "size", "count", "type", "redop", "root"]
+    assert names[7:21] == [f"{g}:{c}" for g in ("out", "in") for c in (
+        "time(us)", "p50(us)", "p99(us)", "algbw(GB/s)", "busbw(GB/s)", "#wrong", "eff%")]
+    assert names[21:] == ["t_model(us)", "t_sim(us)", "as"]  # predictions once a row
+    cells = dict(zip(names, lines[-1].split()))
+    assert len(lines[-1].split()) == len(names)
+    assert (cells["collective"], cells["algorithm"], cells["size"]) == ("allreduce", "native",
+                                                                         "1024")
+    assert (cells["out:time(us)"], cells["in:time(us)"]) == ("12.5", "20.0")
+    assert (cells["out:#wrong"], cells["in:#wrong"]) == ("0", "3")
+    assert (cells["out:eff%"], cells["in:eff%"], cells["t_sim(us)"]) == ("72", "45", "9.0")
+    assert cells["as"] == "ring=ring" and "┃" not in buf.getvalue()
     # a name with spaces keeps them as _ (one field), not glued together
-    rep.add(dict(row, native_as="ring reduce-scatter+gather", native_model="chain",
-                 native_exact=False))
+    for place in ("out-of-place", "in-place"):
+        rep.add(dict(ROW, place=place, size=2048, native_as="ring reduce-scatter+gather",
+                     native_model="chain", native_exact=False))
     assert buf.getvalue().splitlines()[-1].split()[-1] == "ring_reduce-scatter+gather~chain"
-    rep.add(dict(row, algorithm="ring", native_as=None))
+    # a form the backend lacks is N/A in its group (nccl-tests' word)
+    rep.add(dict(ROW, place="out-of-place", algorithm="ring", native_as=None,
+                 status="unsupported", note="no"))
+    rep.add(dict(ROW, place="in-place", algorithm="ring", native_as=None))
+    last = dict(zip(names, buf.getvalue().splitlines()[-1].split()))
+    assert (last["algorithm"], last["out:time(us)"], last["out:busbw(GB/s)"],
+            last["in:time(us)"], last["as"]) == ("ring", "N/A", "-", "12.5", "-")
     assert buf.getvalue().count("collective") == 1  # one header for the whole run
-    assert buf.getvalue().splitlines()[-1].split()[:2] == ["allreduce", "ring"]
+    # an interrupted run shows the size it was measuring with what it has
+    rep.add(dict(ROW, place="out-of-place", size=4096))
+    rep.stop()
+    last = dict(zip(names, buf.getvalue().splitlines()[-1].split()))
+    assert (last["size"], last["out:time(us)"], last["in:time(us)"]) == ("4096", "12.5", "-")
+    rep.close()
+
+
+def test_one_place_prints_its_group_only():
+    rep, buf = _reporter("--place", "in")
+    rep.start()
+    rep.add(dict(ROW, place="in-place"))
+    names = [line for line in buf.getvalue().splitlines() if "collective" in line][0].split()
+    assert "in:time(us)" in names and not any(n.startswith("out:") for n in names)
+    assert buf.getvalue().splitlines()[-1].split()[7] == "12.5"
     rep.stop()
     rep.close()
+
+
+def test_the_rich_table_groups_columns_as_nccl_tests_prints_them():
+    from rich.console import Console
+
+    rep, _ = _reporter()
+    for place in ("out-of-place", "in-place"):
+        rep.add(dict(ROW, place=place, time_us=11.0 if place == "out-of-place" else 22.0))
+    console = Console(width=400, record=True, force_terminal=False)
+    console.print(rep._tables())
+    text = console.export_text()
+    lines = text.splitlines()
+    head = next(i for i, line in enumerate(lines) if "out-of-place" in line)
+    assert lines[head].index("out-of-place") < lines[head].index("in-place")
+    assert lines[head + 1].count("time(us)") == 2 and lines[head + 1].count("t_sim(us)") == 1
+    row = next(line for line in lines if "1024" in line)
+    assert row.index("11.0") < row.index("22.0")
 
 
 def test_header_and_footer_speak_like_nccl_tests():

@@ -324,7 +324,10 @@ def _check(tmp_path, rc, code, rows_at_least, *words):
     records = [json.loads(line) for line in (tmp_path / "run.jsonl").read_text().splitlines()]
     assert records[0]["type"] == "config"
     assert len(records) - 1 >= rows_at_least
-    assert all(r["type"] == "result" and r["status"] == "ok" for r in records[1:])
+    # every row whole; torch's all_reduce has no out-of-place form (N/A), the rest ran
+    assert all(r["type"] == "result" and (r["status"] == "ok" or (
+        r["algorithm"], r["place"], r["backend"]) == ("native", "out-of-place", "gloo"))
+        for r in records[1:])
     assert results.load(tmp_path / "run.jsonl").rows
     return lines[0]
 

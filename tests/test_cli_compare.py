@@ -189,3 +189,70 @@ def test_summary_prints_one_line_per_group_and_file(capsys):
     out = capsys.readouterr().out.splitlines()
     assert out and all(line.startswith(("allreduce/", "reduce_scatter/")) for line in out)
     assert any("median |error|" in line for line in out)
+
+
+def _placed(tmp_path: Path, name: str, places=("out-of-place", "in-place")) -> Path:
+    """The gloo fixture as a run with --place both writes it: each row once per place
+    (the in-place copy 10% slower), native allreduce out of place unsupported (torch)."""
+    config, *rows = GLOO.read_text().splitlines()
+    out = [config]
+    for line in rows:
+        row = json.loads(line)
+        for place in places:
+            r = dict(row, place=place)
+            if place == "in-place":
+                r["time_us"] *= 1.1
+                r["busbw_gbps"] /= 1.1
+            elif (r["collective"], r["algorithm"]) == ("allreduce", "native"):
+                r.update(status="unsupported", note="works in place only", time_us=None,
+                         busbw_gbps=None)
+            out.append(json.dumps(r))
+    path = tmp_path / name
+    path.write_text("\n".join(out) + "\n")
+    return path
+
+
+def test_compare_treats_place_as_a_variant_of_the_algorithm(tmp_path):
+    from commsim.bench import results
+    from commsim.bench.compare import compare
+
+    both = compare(results.load_all([_placed(tmp_path, "both.jsonl")]))
+    names = [g.name for g in both.groups]
+    assert "allreduce/ring out-of-place" in names and "allreduce/ring in-place" in names
+    assert "allreduce/native in-place" in names  # its out-of-place rows: skipped
+    assert all(s.place == "out-of-place" for s in both.skipped if s.algorithm == "native")
+    ring = {g.place: g for g in both.groups if g.algorithm == "ring" and g.collective ==
+            "allreduce"}
+    out_t = [p.time_us for p in ring["out-of-place"].points]
+    in_t = [p.time_us for p in ring["in-place"].points]
+    assert in_t == pytest.approx([t * 1.1 for t in out_t])  # never mixed in one group
+    assert ring["in-place"].title == "allreduce / ring (in-place)"
+    # one place only (--place in, or a file written before bench measured both): the
+    # groups keep their plain names
+    only = compare(results.load_all([_placed(tmp_path, "in.jsonl", ("in-place",))]))
+    assert sorted(g.name for g in only.groups) == ["allreduce/native", "allreduce/rhd",
+                                                   "allreduce/ring", "reduce_scatter/ring"]
+    old = compare(results.load_all([GLOO]))
+    assert [g.name for g in old.groups] == [g.name for g in only.groups]
+    # an old file beside a new one: its rows join the place they ran (schedules in
+    # place, native reduce_scatter out of place)
+    mixed = compare(results.load_all([GLOO, _placed(tmp_path, "new.jsonl")]))
+    groups = {g.name: g for g in mixed.groups}
+    assert groups["allreduce/ring in-place"].runs() == [0, 1]
+    assert groups["allreduce/ring out-of-place"].runs() == [1]
+
+
+def test_compare_prints_the_place_of_each_group(tmp_path, capsys):
+    assert main(["compare", str(_placed(tmp_path, "both.jsonl")), "--summary"]) == 0
+    out = capsys.readouterr().out
+    assert "allreduce/ring out-of-place, both.jsonl:" in out
+    assert "allreduce/ring in-place, both.jsonl:" in out
+    assert "skipped allreduce/native out-of-place 1K (both.jsonl line 2): unsupported" in out
+
+
+def test_a_row_with_an_unknown_place_is_refused(tmp_path, capsys):
+    config, first, *_ = GLOO.read_text().splitlines()
+    path = tmp_path / "bad.jsonl"
+    path.write_text(config + "\n" + json.dumps(dict(json.loads(first), place="sideways")) + "\n")
+    assert main(["compare", str(path)]) == 2
+    assert "place 'sideways' is not out-of-place or in-place" in capsys.readouterr().err

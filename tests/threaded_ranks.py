@@ -18,6 +18,8 @@ from collections import deque
 import numpy as np
 
 from commsim.backends import dataflow
+from commsim.backends.mpi import move_numpy
+from commsim.backends.plan import logical_length
 
 
 class Deadlock(AssertionError):
@@ -99,37 +101,39 @@ class Transport:
                 self.cond.notify_all()
 
 
-def run(schedule, bufs: list[np.ndarray], seed: int = 0, pollable: bool = True) -> int:
-    """Run ``schedule`` in dataflow mode on every rank's buffer in place; returns the
-    number of messages delivered. Raises :class:`Deadlock` or the first rank's error."""
+def run(schedule, bufs: list[np.ndarray], seed: int = 0, pollable: bool = True,
+        outs: list[np.ndarray] | None = None) -> int:
+    """Run ``schedule`` in dataflow mode on every rank; returns the number of messages
+    delivered. In place on each rank's logical buffer ``bufs[r]``, or, with ``outs``, out
+    of place: ``bufs[r]`` is rank ``r``'s input, made read-only (a write to it raises),
+    and ``outs[r]`` its receive buffer. Raises :class:`Deadlock` or the first rank's
+    error."""
     p = schedule.nranks
     transport = Transport(p, seed)
 
     def rank_main(rank: int) -> None:
-        flat = bufs[rank]
-        plan = dataflow.flow_plan(schedule, rank, flat.size, pollable)
-        scratch = np.full(plan.scratch, np.nan if flat.dtype.kind == "f" else -99,
-                          dtype=flat.dtype)
+        inp = bufs[rank]
+        if outs is None:
+            out, n = inp, inp.size
+        else:
+            out, n = outs[rank], logical_length(schedule, inp.size)
+            inp.flags.writeable = False
+        plan = dataflow.flow_plan(schedule, rank, n, pollable, outplace=outs is not None)
+        junk = np.nan if inp.dtype.kind == "f" else -99
+        arrays = (inp, out, np.full(plan.work, junk, dtype=inp.dtype),
+                  np.full(plan.scratch, junk, dtype=inp.dtype))
 
         def isend(i):
-            peer, lo, hi = plan.sends[i]
-            return transport.post(transport.sends, (rank, peer), flat[lo:hi])
+            peer, b, lo, hi = plan.sends[i]
+            return transport.post(transport.sends, (rank, peer), arrays[b][lo:hi])
 
         def irecv(j):
-            peer, lo, hi, off, _ = plan.recvs[j]
-            into = flat[lo:hi] if off < 0 else scratch[off:off + hi - lo]
-            return transport.post(transport.recvs, (peer, rank), into)
-
-        def apply(j):
-            _, lo, hi, off, red = plan.recvs[j]
-            if red:
-                flat[lo:hi] += scratch[off:off + hi - lo]
-            else:
-                flat[lo:hi] = scratch[off:off + hi - lo]
+            peer, b, lo, hi = plan.recvs[j]
+            return transport.post(transport.recvs, (peer, rank), arrays[b][lo:hi])
 
         try:
             dataflow.execute(plan, isend, irecv, lambda h: transport.wait(rank, h),
-                             lambda h: h.done, apply)
+                             lambda h: h.done, lambda moves: move_numpy(arrays, moves))
         except BaseException as exc:  # noqa: BLE001 - handed to the driver
             with transport.cond:
                 if transport.error is None:

@@ -26,13 +26,20 @@ Hazards the plan orders (per element range, in schedule order on the rank):
   direct copies before they are posted;
 - writes apply in schedule order (a copy after a reduction replaces it).
 
+Out of place (``flow_plan(..., outplace=True)``) the arrays each operation reads and
+writes come from :class:`commsim.backends.plan.Placement`, as in step mode: a send of a
+range not yet written here reads the read-only input, so it is no write-after-read
+hazard for the range's first write (``home = in + received``, or a copy that lands at
+home whenever it arrives).
+
 No deadlock: before posting an operation of step ``s`` a rank only blocks on
 operations of earlier steps (a delayed receive is posted at the latest just before the
 rank waits for its first receive of step ``s``), so by induction on the step every
 operation is posted and completes, as in step mode.
 
-The loop (:func:`execute`) is written once over four backend calls; the torch and MPI
-executors supply them. Plans are cached per ``(schedule, rank, n)``.
+The loop (:func:`execute`) is written once over five backend calls (post a send, post a
+receive, wait, test, make local moves); the torch and MPI executors supply them. Plans
+are cached per ``(schedule, rank, n, pollable, out of place)``.
 """
 
 from __future__ import annotations
@@ -44,7 +51,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from commsim.backends.plan import merge_per_peer, rank_transfers
+from commsim.backends.plan import (
+    SCRATCH,
+    Move,
+    Placement,
+    merge_per_peer,
+    output_length,
+    packing,
+    rank_transfers,
+    shifted,
+)
 from commsim.collectives import chunk_unit
 from commsim.collectives.schedule import Schedule
 from commsim.errors import CommsimError
@@ -54,27 +70,36 @@ from commsim.errors import CommsimError
 class FlowPlan:
     """A rank's messages for a logical buffer of ``n`` elements, in dataflow order.
 
-    ``sends[i] = (peer, lo, hi)``; ``recvs[j] = (peer, lo, hi, off, reduce)``: ``off >= 0``
-    lands in ``scratch[off:off + hi - lo]`` and is then added to ``buf[lo:hi]`` (or
-    copied there, when not ``reduce``); ``off < 0`` lands in ``buf[lo:hi]``.
+    Offsets are into the executor's arrays ``bufs = (input, output, work, scratch)``
+    (:mod:`commsim.backends.plan`; in place the first two are one array).
+    ``sends[i] = (peer, buf, lo, hi)``, gathered first by the moves ``packs[i]`` (none for
+    every registered algorithm); ``recvs[j] = (peer, buf, lo, hi)``: where receive ``j``
+    lands, then ``applies[j]`` moves it from scratch (a reduction, or a copy that could
+    not land straight in place; empty when it did). ``copies``: moves made once, after
+    the first messages are posted (out of place: result chunks this rank never writes).
     ``send_after[0]`` are the sends posted at the start, ``send_after[k + 1]`` those
-    posted once receive ``k`` is applied. ``war[j]``: the
-    sends that must be complete before receive ``j`` writes the buffer. ``early``: the
-    receives posted at the start. ``queued``: per peer, the others in order, each
-    ``(j, ready, deadline)``: it may be posted once receive ``ready - 1`` is applied
-    (and its ``war`` sends are complete), and must be before receive ``deadline`` is
-    waited for.
+    posted once receive ``k`` is applied. ``war[j]``: the sends that must be complete
+    before receive ``j`` writes its elements. ``early``: the receives posted at the
+    start. ``queued``: per peer, the others in order, each ``(j, ready, deadline)``: it
+    may be posted once receive ``ready - 1`` is applied (and its ``war`` sends are
+    complete), and must be before receive ``deadline`` is waited for.
     """
 
     rank: int
     n: int
-    sends: tuple[tuple[int, int, int], ...]
-    recvs: tuple[tuple[int, int, int, int, bool], ...]
+    sends: tuple[tuple[int, int, int, int], ...]
+    recvs: tuple[tuple[int, int, int, int], ...]
     send_after: tuple[tuple[int, ...], ...]
     war: tuple[tuple[int, ...], ...]
     early: tuple[int, ...]
     queued: tuple[tuple[tuple[int, int, int], ...], ...]
     scratch: int
+    packs: tuple[tuple[Move, ...], ...] = ()
+    applies: tuple[tuple[Move, ...], ...] = ()
+    copies: tuple[Move, ...] = ()
+    work: int = 0
+    outplace: bool = False
+    output: int = 0  # elements of the receive buffer (out of place)
 
     @property
     def messages(self) -> int:
@@ -88,8 +113,11 @@ class FlowPlan:
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def flow_plan(schedule: Schedule, rank: int, n: int, pollable: bool = True) -> FlowPlan:
-    """The (cached) dataflow plan of ``rank`` for a logical buffer of ``n`` elements.
+def flow_plan(schedule: Schedule, rank: int, n: int, pollable: bool = True,
+              outplace: bool = False) -> FlowPlan:
+    """The (cached) dataflow plan of ``rank`` for a logical buffer of ``n`` elements, in
+    place or (``outplace``) reading a separate input and writing a separate output
+    (:class:`commsim.backends.plan.Placement` says which array each operation uses).
 
     ``pollable``: the backend can tell without blocking whether a send has completed
     (MPI's ``Test``), so a copy into elements that were sent before can land straight
@@ -100,10 +128,11 @@ def flow_plan(schedule: Schedule, rank: int, n: int, pollable: bool = True) -> F
     if not 0 <= rank < schedule.nranks:
         raise CommsimError(f"rank {rank} is out of range for a {schedule.nranks}-rank schedule")
     per_schedule = _CACHE.setdefault(schedule, {})
-    key = (int(rank), int(n), bool(pollable))
+    key = (int(rank), int(n), bool(pollable), bool(outplace))
     plan = per_schedule.get(key)
     if plan is None:
-        plan = per_schedule[key] = _build(schedule, int(rank), int(n), bool(pollable))
+        plan = per_schedule[key] = _build(schedule, int(rank), int(n), bool(pollable),
+                                          bool(outplace))
     return plan
 
 
@@ -141,8 +170,9 @@ def _messages(schedule: Schedule, rank: int, bounds: list[int], m: int):
     return out
 
 
-def _build(schedule: Schedule, rank: int, n: int, pollable: bool) -> FlowPlan:
-    bounds = schedule.chunk_bounds(n).tolist()
+def _build(schedule: Schedule, rank: int, n: int, pollable: bool, outplace: bool) -> FlowPlan:
+    place = Placement(schedule, rank, n, outplace)
+    bounds = place.bounds
     msgs = _messages(schedule, rank, bounds, pipeline_depth(schedule))
     indptr, indices = schedule.dependencies()
     indptr, indices = indptr.tolist(), indices.tolist()
@@ -152,6 +182,7 @@ def _build(schedule: Schedule, rank: int, n: int, pollable: bool) -> FlowPlan:
     send_after: list[list[int]] = [[]]
     last_send_trigger: dict[int, int] = {}
     # per chunk, in schedule order: (index, step) of the last write, and the sends since
+    # that read the chunk's home (a send from the read-only input is no hazard)
     last_write: dict[int, tuple[int, int]] = {}
     reads: dict[int, list[tuple[int, int]]] = {}
     first_of_step: dict[int, int] = {}
@@ -165,11 +196,13 @@ def _build(schedule: Schedule, rank: int, n: int, pollable: bool) -> FlowPlan:
             trigger = max(trigger, last_send_trigger.get(peer, -1))  # per-peer order
             last_send_trigger[peer] = trigger
             i = len(sends)
-            sends.append((peer, lo, hi))
+            place.started = trigger >= 0  # posted after the start, when the copies are made
+            sends.append((peer, hi - lo, place.source(chunks)))
             send_trigger.append(trigger)
             send_after[trigger + 1].append(i)
             for c in chunks:
-                reads.setdefault(c, []).append((i, s))
+                if place.at_home(c):
+                    reads.setdefault(c, []).append((i, s))
             for t in tids:
                 send_of[t] = i
             continue
@@ -183,36 +216,51 @@ def _build(schedule: Schedule, rank: int, n: int, pollable: bool) -> FlowPlan:
             hazards.update(i for i, rs in reads.get(c, ()) if w_step < rs <= s)
             last_write[c] = (j, s)
             reads[c] = []
-        recvs.append((peer, lo, hi, red))
+        landing = None if red else place.home_piece(chunks)
+        recvs.append((peer, hi - lo, landing, place.write(chunks, red)))
         meta.append((s, tids, tuple(sorted(hazards)), written, touched))
         for t in tids:
             recv_of[t] = j
         send_after.append([])
     ancestors = _send_ancestors(schedule, indptr, indices, send_of) if any(
-        touched and not recvs[j][3] for j, (_, _, _, _, touched) in enumerate(meta)) else None
-    planned, war, early, queues, off = [], [], [], {}, 0
+        touched and recvs[j][2] is not None for j, (*_, touched) in enumerate(meta)) else None
+    planned, applies, war, early, queues, off = [], [], [], [], {}, 0
     for j, (s, tids, hazards, written, touched) in enumerate(meta):
-        peer, lo, hi, red = recvs[j]
+        peer, size, landing, moves = recvs[j]
         delayed = False
-        if not red and (not touched or _causal(ancestors, tids, hazards, written,
-                                                send_trigger)):
-            planned.append((peer, lo, hi, -1, False))  # straight into the buffer, any time
+        if landing is not None and (not touched or _causal(ancestors, tids, hazards, written,
+                                                           send_trigger)):
+            planned.append((peer, *landing))  # a copy straight in place, any time
+            applies.append(())
             hazards = ()
-        elif not red and pollable:
-            planned.append((peer, lo, hi, -1, False))  # into the buffer, once safe
+        elif landing is not None and pollable:
+            planned.append((peer, *landing))  # a copy straight in place, once safe
+            applies.append(())
             delayed = True
         else:
-            planned.append((peer, lo, hi, off, red))   # into scratch, applied in order
-            off += hi - lo
+            planned.append((peer, SCRATCH, off, off + size))  # into scratch, applied in order
+            applies.append(shifted(moves, off))
+            off += size
         war.append(hazards)
         if delayed or peer in queues:  # a peer's receives are posted in schedule order
             ready = max([written] + [send_trigger[i] for i in hazards]) + 1 if delayed else 0
             queues.setdefault(peer, []).append((j, ready, first_of_step[s]))
         else:
             early.append(j)
-    return FlowPlan(rank, n, tuple(sends), tuple(planned),
+    planned_sends, packs = [], []
+    for peer, size, pieces in sends:
+        if len(pieces) == 1:
+            planned_sends.append((peer, *pieces[0]))
+            packs.append(())
+        else:  # elements in several arrays: gathered into a scratch region of its own
+            planned_sends.append((peer, SCRATCH, off, off + size))
+            packs.append(packing(pieces, off))
+            off += size
+    return FlowPlan(rank, n, tuple(planned_sends), tuple(planned),
                     tuple(tuple(x) for x in send_after), tuple(war), tuple(early),
-                    tuple(tuple(q) for q in queues.values()), off)
+                    tuple(tuple(q) for q in queues.values()), off, tuple(packs),
+                    tuple(applies), place.finish(schedule, rank), place.work, outplace,
+                    output_length(schedule, n, rank))
 
 
 def _send_ancestors(schedule: Schedule, indptr: list, indices: list, send_of: dict) -> list:
@@ -247,31 +295,41 @@ def _causal(ancestors, tids, hazards, written, send_trigger) -> bool:
 
 def execute(plan: FlowPlan, isend: Callable[[int], object], irecv: Callable[[int], object],
             wait: Callable[[object], object], done: Callable[[object], bool],
-            apply: Callable[[int], object]) -> None:
+            move: Callable[[tuple], object]) -> None:
     """Run ``plan``: ``isend(i)`` / ``irecv(j)`` post message ``i`` / ``j`` and return a
     handle, ``wait(h)`` blocks until it completes, ``done(h)`` tells without blocking,
-    ``apply(j)`` adds (or copies) receive ``j``'s scratch into the buffer. Each handle is
-    waited for at most once (a second wait on a gloo send blocks for ever)."""
+    ``move(moves)`` makes local moves (:data:`commsim.backends.plan.Move`): a send's
+    packing, a receive's application, the plan's ``copies``. Each handle is waited for
+    at most once (a second wait on a gloo send blocks for ever)."""
     sends: list = [None] * len(plan.sends)
     recvs: list = [None] * len(plan.recvs)
+    packs, applies = plan.packs, plan.applies
+
+    def post(i):
+        if packs[i]:
+            move(packs[i])
+        return isend(i)
+
     for j in plan.early:
         recvs[j] = irecv(j)
     for i in plan.send_after[0]:
-        sends[i] = isend(i)
+        sends[i] = post(i)
+    if plan.copies:  # overlaps the first transfers
+        move(plan.copies)
     queues = [deque(q) for q in plan.queued]
-    war, recv_specs, send_after = plan.war, plan.recvs, plan.send_after
-    for k in range(len(recv_specs)):
+    war, send_after = plan.war, plan.send_after
+    for k in range(len(plan.recvs)):
         if queues:
             queues = _post_queued(queues, k, plan, sends, recvs, irecv, wait, done)
         wait(recvs[k])
-        if recv_specs[k][3] >= 0:
+        if applies[k]:
             for i in war[k]:
                 if sends[i] is not None:
                     wait(sends[i])
                     sends[i] = None
-            apply(k)
+            move(applies[k])
         for i in send_after[k + 1]:
-            sends[i] = isend(i)
+            sends[i] = post(i)
     for handle in sends:
         if handle is not None:
             wait(handle)
@@ -280,7 +338,7 @@ def execute(plan: FlowPlan, isend: Callable[[int], object], irecv: Callable[[int
 def _post_queued(queues, k, plan, sends, recvs, irecv, wait, done):
     """Post each peer's queued receives that may go before receive ``k`` is waited for.
 
-    A queued copy lands in the buffer, so the sends that read the old values must be
+    A queued copy lands in place, so the sends that read the old values must be
     complete first: it goes as soon as they are, and at its deadline it waits for them.
     """
     for queue in queues:
@@ -289,7 +347,7 @@ def _post_queued(queues, k, plan, sends, recvs, irecv, wait, done):
             if ready > k:
                 break
             hazards = [i for i in plan.war[j] if sends[i] is not None] \
-                if plan.recvs[j][3] < 0 else ()
+                if not plan.applies[j] else ()
             for i in hazards:
                 if deadline <= k or done(sends[i]):
                     if deadline <= k:

@@ -6,13 +6,17 @@
     mpi.run(schedule, buf, comm)          # in place, on every rank of comm
     out = mpi.result_view(schedule, buf, comm.rank)
 
+    out = mpi.new_output(schedule, my_input, comm.rank)
+    mpi.run(schedule, my_input, comm, out=out)   # out of place: my_input is only read
+
 Two modes (``run(..., mode=)``). ``dataflow`` (the default; :mod:`commsim.backends.dataflow`)
 posts receives ahead, sends each message as soon as its data is final and reduces each
 receive as it lands. ``step``: ``Isend``/``Irecv`` of a step's messages, one ``Waitall``,
 then the reducing receives (landed in scratch, cached per plan and dtype) are added to
-their slices. Messages travel as bytes, so any numpy dtype works (float16 included);
-messages between a pair match by their order (MPI's non-overtaking rule). mpi4py is
-imported lazily.
+their slices. Out of place (``out=``) the input is only read and the result written to
+``out``; :mod:`commsim.backends.plan` decides which array each operation uses. Messages
+travel as bytes, so any numpy dtype works (float16 included); messages between a pair
+match by their order (MPI's non-overtaking rule). mpi4py is imported lazily.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from commsim.backends.plan import (
     GATHERED_INPUT,
     check_mode,
     logical_length,
+    output_length,
     rank_plan,
     result_ranges,
     scratch_for,
@@ -70,12 +75,23 @@ def result_view(schedule: Schedule, buffer: np.ndarray, rank: int) -> np.ndarray
     return buffer.reshape(-1)[lo:hi]
 
 
-def run(schedule: Schedule, array: np.ndarray, comm, mode: str = DEFAULT_MODE) -> np.ndarray:
-    """Execute ``schedule`` in place on ``array``, this rank's logical buffer; returns it.
+def new_output(schedule: Schedule, local: np.ndarray, rank: int) -> np.ndarray:
+    """An empty receive buffer for :func:`run` out of place with input ``local``."""
+    n = logical_length(schedule, np.asarray(local).size)
+    return np.empty(output_length(schedule, n, rank), dtype=np.asarray(local).dtype)
 
-    Every rank of ``comm`` calls it with the same schedule, mode, and an array of one
-    length and dtype. The array must be C-contiguous (it is used flat). ``mode``:
-    ``"dataflow"`` (:mod:`commsim.backends.dataflow`) or ``"step"``.
+
+def run(schedule: Schedule, array: np.ndarray, comm, mode: str = DEFAULT_MODE,
+        out: np.ndarray | None = None) -> np.ndarray:
+    """Execute ``schedule`` on every rank of ``comm``; returns the result's array.
+
+    In place (``out`` None): ``array`` is this rank's logical buffer and is returned.
+    Out of place: ``array`` is this rank's input (:func:`logical_buffer`'s ``local``:
+    one rank's buffer, the whole input for reduce_scatter) and is only read; the result
+    is written to ``out`` (:func:`new_output`: the result's length) and ``out`` is
+    returned; nothing is copied first (:mod:`commsim.backends.plan`). Every rank calls
+    it with the same schedule, mode and placement, and arrays of one length and dtype,
+    C-contiguous. ``mode``: ``"dataflow"`` (:mod:`commsim.backends.dataflow`) or ``"step"``.
     """
     MPI = mpi_module()
     mode = check_mode(mode)
@@ -85,62 +101,88 @@ def run(schedule: Schedule, array: np.ndarray, comm, mode: str = DEFAULT_MODE) -
     if not array.flags.c_contiguous:
         raise CommsimError("array: the buffer must be C-contiguous; pass np.ascontiguousarray")
     flat = array.reshape(-1)
+    outplace = out is not None
+    n = logical_length(schedule, flat.size) if outplace else flat.size
+    result = array if out is None else out
     if mode == "dataflow":
-        plan = flow_plan(schedule, comm.rank, flat.size, pollable=True)
-        if plan.messages:
-            _run_dataflow(MPI, plan, flat, comm)
-        return array
-    plan = rank_plan(schedule, comm.rank, flat.size)
+        plan = flow_plan(schedule, comm.rank, n, pollable=True, outplace=outplace)
+        dest = _check_output(plan, out, flat) if outplace else flat
+        if plan.messages or plan.copies:
+            _run_dataflow(MPI, plan, flat, dest, comm)
+        return result
+    plan = rank_plan(schedule, comm.rank, n, outplace)
+    dest = _check_output(plan, out, flat) if outplace else flat
     if not plan.steps:
-        return array
-    width, raw, scratch, raw_scratch = _buffers(plan, flat)
+        move_numpy((flat, dest), plan.copies)
+        return result
+    arrays = _arrays(plan, flat, dest)
+    raw = [None if a is None else a.view(np.uint8) for a in arrays]
+    width = flat.itemsize
     byte = MPI.BYTE
     waitall = MPI.Request.Waitall
+    copies = plan.copies
     for step in plan.steps:
-        reqs = [comm.Irecv([raw[lo * width:hi * width], byte] if off < 0 else
-                           [raw_scratch[off * width:(off + hi - lo) * width], byte],
-                           source=peer, tag=TAG)
-                for peer, lo, hi, off in step.recvs]
-        reqs += [comm.Isend([raw[lo * width:hi * width], byte], dest=peer, tag=TAG)
-                 for peer, lo, hi in step.sends]
+        if step.packs:
+            move_numpy(arrays, step.packs)
+        reqs = [comm.Irecv([raw[b][lo * width:hi * width], byte], source=peer, tag=TAG)
+                for peer, b, lo, hi in step.recvs]
+        reqs += [comm.Isend([raw[b][lo * width:hi * width], byte], dest=peer, tag=TAG)
+                 for peer, b, lo, hi in step.sends]
+        if copies:  # overlaps the first step's transfers
+            move_numpy(arrays, copies)
+            copies = ()
         waitall(reqs)
-        for _, lo, hi, off in step.recvs:
-            if off >= 0:
-                np.add(flat[lo:hi], scratch[off:off + hi - lo], out=flat[lo:hi])
-    return array
+        if step.applies:
+            move_numpy(arrays, step.applies)
+    return result
 
 
-def _buffers(plan, flat: np.ndarray):
-    """``(itemsize, flat as bytes, scratch, scratch as bytes)``: messages travel as bytes,
-    so any numpy dtype works; scratch is cached per plan and dtype."""
-    scratch = scratch_for(plan, flat.dtype, lambda k: np.empty(k, flat.dtype))
-    return (flat.itemsize, flat.view(np.uint8), scratch,
-            None if scratch is None else scratch.view(np.uint8))
+def _check_output(plan, out, flat: np.ndarray) -> np.ndarray:
+    want = plan.output
+    if not out.flags.c_contiguous or out.dtype != flat.dtype or out.size != want:
+        raise CommsimError(f"out: the receive buffer must be a C-contiguous {flat.dtype} "
+                           f"array of {want} elements, got {out.dtype} x {out.size}; "
+                           f"make it with new_output")
+    if np.may_share_memory(out, flat):  # bounds only: cheap, exact for flat arrays
+        raise CommsimError("out: the receive buffer overlaps the input; run in place "
+                           "(out=None) on the logical buffer instead")
+    return out.reshape(-1)
 
 
-def _run_dataflow(MPI, plan, flat: np.ndarray, comm) -> None:
-    width, raw, scratch, raw_scratch = _buffers(plan, flat)
+def _arrays(plan, flat: np.ndarray, dest: np.ndarray) -> tuple:
+    """``(input, output, work, scratch)``: work and scratch cached per plan and dtype."""
+    make = lambda k: np.empty(k, flat.dtype)  # noqa: E731
+    return (flat, dest, scratch_for(plan, (flat.dtype, "work"), make, plan.work),
+            scratch_for(plan, flat.dtype, make))
+
+
+def move_numpy(arrays, moves) -> None:
+    """Make the local moves of a plan (:data:`commsim.backends.plan.Move`) on numpy
+    arrays ``(input, output, work, scratch)``."""
+    for dst, lo, hi, src, slo, base, blo in moves:
+        target, data = arrays[dst][lo:hi], arrays[src][slo:slo + hi - lo]
+        if base < 0:
+            target[...] = data
+        else:
+            np.add(arrays[base][blo:blo + hi - lo], data, out=target)
+
+
+def _run_dataflow(MPI, plan, flat: np.ndarray, dest: np.ndarray, comm) -> None:
+    arrays = _arrays(plan, flat, dest)
+    raw = [None if a is None else a.view(np.uint8) for a in arrays]
+    width = flat.itemsize
     byte = MPI.BYTE
     sends, recvs = plan.sends, plan.recvs
 
     def isend(i):
-        peer, lo, hi = sends[i]
-        return comm.Isend([raw[lo * width:hi * width], byte], dest=peer, tag=TAG)
+        peer, b, lo, hi = sends[i]
+        return comm.Isend([raw[b][lo * width:hi * width], byte], dest=peer, tag=TAG)
 
     def irecv(j):
-        peer, lo, hi, off, _ = recvs[j]
-        into = raw[lo * width:hi * width] if off < 0 else \
-            raw_scratch[off * width:(off + hi - lo) * width]
-        return comm.Irecv([into, byte], source=peer, tag=TAG)
+        peer, b, lo, hi = recvs[j]
+        return comm.Irecv([raw[b][lo * width:hi * width], byte], source=peer, tag=TAG)
 
-    def apply(j):
-        _, lo, hi, off, red = recvs[j]
-        if red:
-            np.add(flat[lo:hi], scratch[off:off + hi - lo], out=flat[lo:hi])
-        else:
-            flat[lo:hi] = scratch[off:off + hi - lo]
-
-    execute(plan, isend, irecv, _wait, _done, apply)
+    execute(plan, isend, irecv, _wait, _done, lambda moves: move_numpy(arrays, moves))
 
 
 def _wait(request) -> None:

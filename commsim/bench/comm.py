@@ -4,7 +4,8 @@
 tensors, one GPU per local rank); :class:`MpiComm` drives mpi4py on numpy arrays. Both
 build :class:`Op` objects, one measured operation on this rank: a commsim schedule
 through :mod:`commsim.backends.torch_dist` / :mod:`commsim.backends.mpi`, or the
-backend's native collective through :mod:`commsim.backends.native`.
+backend's native collective through :mod:`commsim.backends.native`, out of place or in
+place (nccl-tests' two buffer layouts, docs/bench.md).
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from importlib import metadata
 import numpy as np
 
 from commsim.backends import native
+from commsim.backends.plan import PLACES, segment_range
 from commsim.bench.config import check_dtype, resolve_dtype
 from commsim.bench.data import typed
 from commsim.bench.env import RankInfo
 from commsim.errors import CommsimError
 
+OUT_OF_PLACE, IN_PLACE = PLACES
 # outputs are filled with it before a check, so an op that writes nothing fails (all bits
 # set in unsigned types: 255 in uint8)
 SENTINEL = -1
@@ -188,25 +191,49 @@ class TorchComm:
             work.wait()
 
     def make_op(self, collective: str, schedule, local, count: int, root: int,
-                mode: str) -> Op:
-        """An op over ``local`` (this rank's input, as :mod:`commsim.bench.data` makes it);
-        a schedule runs in execution ``mode``."""
+                mode: str, place: str = IN_PLACE) -> Op:
+        """An op over ``local`` (this rank's input, as :mod:`commsim.bench.data` makes it),
+        ``out-of-place`` or ``in-place`` (nccl-tests' layouts, :mod:`commsim.backends.native`);
+        a schedule runs in execution ``mode``. Raises :class:`~commsim.backends.native.
+        Unsupported` for a form the backend (or commsim) lacks."""
         from commsim.backends import torch_dist
 
+        rank = self.rank
         if schedule is not None:
-            buf = torch_dist.logical_buffer(schedule, local, self.rank)
-            initial = buf.clone()
-            rank = self.rank  # alltoall's result is gathered from the buffer, after the run
+            if place == OUT_OF_PLACE:  # the input is only read; nothing to put back
+                out = torch_dist.new_output(schedule, local, rank)
+                return Op(lambda: torch_dist.run(schedule, local, mode=mode, out=out),
+                          lambda: out.fill_(SENTINEL), lambda: out)
+            check_schedule_in_place(collective)
+            buf = torch_dist.logical_buffer(schedule, local, rank)
+            # alltoall's result is gathered from the buffer, after the run
             return Op(lambda: torch_dist.run(schedule, buf, mode=mode),
-                      lambda: buf.copy_(initial),
+                      _refill(buf, local, collective, self.size, rank, torch_copy, torch_fill),
                       lambda: torch_dist.result_view(schedule, buf, rank))
-        if collective in native.IN_PLACE:
+        run = native.torch_native
+        if place == IN_PLACE:
+            if collective == "alltoall":
+                raise native.Unsupported(native.NO_IN_PLACE_ALLTOALL)
+            if collective == "reduce_scatter":  # receives into its slot of the send buffer
+                whole = local.clone()
+                lo, hi = segment_range(self.size, whole.numel(), rank)
+                mine = whole[lo:hi]
+                return Op(lambda: run(collective, whole, mine, root),
+                          lambda: whole.copy_(local), lambda: mine)
+            if collective == "allgather":  # sends from its slot of the receive buffer
+                recv = self.empty(count * self.size, _name(local))
+                lo, hi = segment_range(self.size, recv.numel(), rank)
+                mine = recv[lo:hi]
+                return Op(lambda: run(collective, mine, recv, root),
+                          _refill(recv, local, collective, self.size, rank, torch_copy,
+                                  torch_fill), lambda: recv)
             recv = local.clone()
-            return Op(lambda: native.torch_native(collective, recv, recv, root),
+            return Op(lambda: run(collective, recv, recv, root),
                       lambda: recv.copy_(local), lambda: recv)
-        recv = self.empty(native.recv_length(collective, count, self.size, self.rank),
-                          str(local.dtype).replace("torch.", ""))
-        return Op(lambda: native.torch_native(collective, local, recv, root),
+        if collective in native.IN_PLACE_ONLY:
+            raise native.Unsupported(native.torch_in_place_only(collective))
+        recv = self.empty(native.recv_length(collective, count, self.size, rank), _name(local))
+        return Op(lambda: run(collective, local, recv, root),
                   lambda: recv.fill_(SENTINEL), lambda: recv)
 
     def close(self) -> None:
@@ -281,28 +308,90 @@ class MpiComm:
         self.MPI.Request.Waitall(reqs)
 
     def make_op(self, collective: str, schedule, local: np.ndarray, count: int,
-                root: int, mode: str) -> Op:
+                root: int, mode: str, place: str = IN_PLACE) -> Op:
+        """As :meth:`TorchComm.make_op`, on numpy arrays; native in place is ``MPI_IN_PLACE``
+        (a reduce_scatter's result at the start of the buffer, MPI's convention)."""
         from commsim.backends import mpi
 
-        comm = self.comm
+        comm, rank = self.comm, self.rank
         if schedule is not None:
-            buf = mpi.logical_buffer(schedule, local, self.rank)
-            initial = buf.copy()
-            rank = self.rank  # alltoall's result is gathered from the buffer, after the run
+            if place == OUT_OF_PLACE:  # the input is only read; nothing to put back
+                out = mpi.new_output(schedule, local, rank)
+                return Op(lambda: mpi.run(schedule, local, comm, mode=mode, out=out),
+                          lambda: out.fill(_sentinel(out)), lambda: out)
+            check_schedule_in_place(collective)
+            buf = mpi.logical_buffer(schedule, local, rank)
+            # alltoall's result is gathered from the buffer, after the run
             return Op(lambda: mpi.run(schedule, buf, comm, mode=mode),
-                      lambda: np.copyto(buf, initial),
+                      _refill(buf, local, collective, self.size, rank, np.copyto, _np_fill),
                       lambda: mpi.result_view(schedule, buf, rank))
-        if collective in native.IN_PLACE:
+        run = native.mpi_native
+        if place == IN_PLACE:
+            if collective == "reduce_scatter":  # MPI_IN_PLACE: the result at the start
+                whole = local.copy()
+                return Op(lambda: run(collective, None, whole, comm, root),
+                          lambda: np.copyto(whole, local), lambda: whole[:count])
+            if collective == "allgather":
+                recv = np.empty(count * self.size, dtype=local.dtype)
+                return Op(lambda: run(collective, None, recv, comm, root),
+                          _refill(recv, local, collective, self.size, rank, np.copyto,
+                                  _np_fill), lambda: recv)
             recv = local.copy()
-            return Op(lambda: native.mpi_native(collective, recv, recv, comm, root),
+            return Op(lambda: run(collective, None, recv, comm, root),
                       lambda: np.copyto(recv, local), lambda: recv)
-        recv = np.empty(native.recv_length(collective, count, self.size, self.rank),
-                        dtype=local.dtype)
-        return Op(lambda: native.mpi_native(collective, local, recv, comm, root),
-                  lambda: recv.fill(np.array(SENTINEL).astype(recv.dtype)), lambda: recv)
+        if collective == "broadcast":
+            raise native.Unsupported(native.MPI_BCAST_IN_PLACE_ONLY)
+        recv = np.empty(native.recv_length(collective, count, self.size, rank)
+                        if collective not in native.IN_PLACE else count, dtype=local.dtype)
+        return Op(lambda: run(collective, local, recv, comm, root),
+                  lambda: recv.fill(_sentinel(recv)), lambda: recv)
 
     def close(self) -> None:
         pass
+
+
+def check_schedule_in_place(collective: str) -> None:
+    """commsim's schedules run every collective in place except alltoall: its schedules
+    move blocks within a ``p``-times buffer (the input in one segment, the result spread
+    over all), and a true in-place alltoall (``send is recv``) would need staging that
+    no schedule has. NCCL has none either, and nccl-tests does not check one."""
+    if collective == "alltoall":
+        raise native.Unsupported("commsim's alltoall schedules have no in-place form (send "
+                                 "is recv; NCCL has none either): N/A")
+
+
+def _name(tensor) -> str:
+    return str(tensor.dtype).replace("torch.", "")
+
+
+def torch_copy(into, data) -> None:
+    into.copy_(data)
+
+
+def torch_fill(into) -> None:
+    into.fill_(SENTINEL)
+
+
+def _sentinel(array: np.ndarray):
+    return np.array(SENTINEL).astype(array.dtype)
+
+
+def _np_fill(array: np.ndarray) -> None:
+    array.fill(_sentinel(array))
+
+
+def _refill(buf, local, collective: str, p: int, rank: int, copy, fill) -> Callable[[], None]:
+    """Put an in-place buffer back: ``local`` in it, or for allgather in the rank's slot,
+    the other slots (outputs) filled with :data:`SENTINEL` so that a slot never written
+    shows."""
+    if collective != "allgather":
+        return lambda: copy(buf, local)
+    lo, hi = segment_range(p, buf.shape[0], rank)
+
+    def reset() -> None:
+        fill(buf)
+        copy(buf[lo:hi], local)
+    return reset
 
 
 def check_backend(backend: str, local_ranks: int) -> None:

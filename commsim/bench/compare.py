@@ -1,7 +1,9 @@
 """Measured against predicted: the numbers behind ``commsim compare``.
 
 For every result row with status ``ok``, grouped by (collective, algorithm) across the
-input files:
+input files, and by place as a variant of the algorithm when both out-of-place and
+in-place rows of the pair are present (``allreduce/ring out-of-place``; files written
+before bench measured both count as what they ran, :func:`~commsim.bench.results.place_of`):
 
 - measured busbw (the row's), and the busbw the model and the simulator predict:
   ``size / t x busbw_factor`` with the row's size and factor;
@@ -21,7 +23,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from commsim import model
-from commsim.bench.results import Run
+from commsim.bench.results import Run, place_of
 from commsim.errors import CommsimError
 
 WITHIN_10, WITHIN_25 = 10.0, 25.0
@@ -134,10 +136,16 @@ class Group:
     collective: str
     algorithm: str
     points: list[Point] = field(default_factory=list)
+    place: str | None = None  # set when the pair has rows of both places
 
     @property
     def name(self) -> str:
-        return f"{self.collective}/{self.algorithm}"
+        return f"{self.collective}/{self.algorithm}" + (f" {self.place}" if self.place else "")
+
+    @property
+    def title(self) -> str:
+        return f"{self.collective} / {self.algorithm}" + (f" ({self.place})" if self.place
+                                                          else "")
 
     def runs(self) -> list[int]:
         return sorted({p.run for p in self.points})
@@ -174,6 +182,7 @@ class Skipped:
     size: int
     status: str
     note: str | None
+    place: str | None = None
 
 
 @dataclass
@@ -213,23 +222,32 @@ def point(run_index: int, run: Run, row: dict) -> Point:
 
 
 def compare(runs: list[Run]) -> Comparison:
-    """Groups in order of first appearance; rows whose status is not ok are skipped."""
-    groups: dict[tuple[str, str], Group] = {}
-    order: dict[tuple[str, str], int] = {}
+    """Groups in order of first appearance; rows whose status is not ok are skipped. A
+    (collective, algorithm) with rows of both places is two groups, one per place."""
+    places: dict[tuple[str, str], set] = {}
+    for run in runs:
+        for row in run.rows:
+            places.setdefault((row["collective"], row["algorithm"]), set()).add(place_of(row))
+    groups: dict[tuple, Group] = {}
+    order: dict[tuple, int] = {}
     skipped = []
     for i, run in enumerate(runs):
         for row in run.rows:
-            order.setdefault((row["collective"], row["algorithm"]), len(order))
+            pair = (row["collective"], row["algorithm"])
+            place = place_of(row) if len(places[pair]) > 1 else None
+            key = (*pair, place)
+            order.setdefault(key, len(order))
             if row["status"] != "ok":
                 skipped.append(Skipped(label=run.label, line=row.get("_line", 0),
                                        collective=row["collective"],
                                        algorithm=row["algorithm"], size=row["size"],
-                                       status=row["status"], note=row.get("note")))
+                                       status=row["status"], note=row.get("note"),
+                                       place=row.get("place")))
                 continue
-            key = (row["collective"], row["algorithm"])
-            group = groups.setdefault(key, Group(*key))
+            group = groups.setdefault(key, Group(*pair, place=place))
             group.points.append(point(i, run, row))
     for group in groups.values():
         group.points.sort(key=lambda p: (p.size, p.run))
-    ordered = sorted(groups.values(), key=lambda g: order[(g.collective, g.algorithm)])
+    ordered = sorted(groups.values(),
+                     key=lambda g: order[(g.collective, g.algorithm, g.place)])
     return Comparison(runs=runs, groups=ordered, skipped=skipped)

@@ -43,7 +43,7 @@ def group_table(group: Group, multi: bool) -> Table:
         columns += ["model busbw", "model err%", "model verdict", "sim busbw", "sim err%",
                     "sim verdict", "dominant term"]
         align += ["r", "r", "l", "r", "r", "l", "l"]
-    table = Table(title=f"{group.collective} / {group.algorithm}", columns=columns,
+    table = Table(title=group.title, columns=columns,
                   align=align)
     for p in group.points:
         cells = [format_size(p.size)] + ([p.label] if multi else []) + [
@@ -89,7 +89,8 @@ def summary_lines(group: Group) -> list[str]:
 
 
 def skipped_lines(comparison: Comparison) -> list[str]:
-    return [f"skipped {s.collective}/{s.algorithm} {format_size(s.size)} ({s.label} line "
+    return [f"skipped {s.collective}/{s.algorithm}{' ' + s.place if s.place else ''} "
+            f"{format_size(s.size)} ({s.label} line "
             f"{s.line}): {s.status}" + (f": {s.note}" if s.note else "")
             for s in comparison.skipped]
 
@@ -136,7 +137,7 @@ def busbw_figure(group: Group, multi: bool) -> bytes:
                                      "measured", run))
     series += _prediction_series(group, "model", "model")
     series += _prediction_series(group, "sim", "simulator")
-    return figures.busbw(f"{group.collective} / {group.algorithm}: bus bandwidth", series)
+    return figures.busbw(f"{group.title}: bus bandwidth", series)
 
 
 def error_figure(group: Group, multi: bool) -> bytes:
@@ -150,7 +151,7 @@ def error_figure(group: Group, multi: bool) -> bytes:
             label = f"{name} vs {pts[0].label}" if multi else name
             series.append(figures.Series(label, [p.size for p in pts], values, kind,
                                          run if multi else None))
-    return figures.error(f"{group.collective} / {group.algorithm}: error of the predictions, "
+    return figures.error(f"{group.title}: error of the predictions, "
                          "(predicted - measured) / measured time",
                          series)
 
@@ -220,7 +221,7 @@ def document(comparison: Comparison) -> Document:
                       f"those of the predicted time; terms are listed under Definitions."),
             _inputs(comparison), _overview(comparison))
     for group in comparison.groups:
-        title = f"{group.collective} / {group.algorithm}"
+        title = group.title
         doc.add(Heading(title, 2))
         doc.add(Bullets(summary_lines(group)))
         what = ("measured, model and simulator bus bandwidth per size"

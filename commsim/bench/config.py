@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from commsim.backends.plan import DEFAULT_MODE, check_mode
+from commsim.backends.plan import DEFAULT_MODE, PLACES, check_mode
 from commsim.errors import CommsimError, unknown
 
 GATHERED = ("allgather", "reduce_scatter")
 BACKENDS = ("gloo", "nccl", "mpi")
 AVERAGES = ("rank0", "mean", "min", "max")  # nccl-tests' -a 0/1/2/3
+#: ``--place``: which of nccl-tests' two layouts to measure (both, like nccl-tests)
+PLACE_CHOICES = {"both": PLACES, "out": PLACES[:1], "in": PLACES[1:]}
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,7 @@ class BenchConfig:
     chunks: int | str = "auto"  # pieces per message (K x the algorithm's unit); "auto": per size
     exec_mode: str = DEFAULT_MODE  # how the executors run a schedule: dataflow or step
     timeout: float = 300.0  # seconds an operation may wait for the other ranks (watchdog)
+    place: str = "both"  # out-of-place then in-place per size, as nccl-tests; or "out", "in"
 
     def validate(self) -> BenchConfig:
         if self.backend not in BACKENDS:
@@ -141,6 +144,8 @@ class BenchConfig:
         if self.chunks != "auto" and (not isinstance(self.chunks, int) or self.chunks < 1):
             raise CommsimError(f"chunks: {self.chunks!r} must be a whole number >= 1 or 'auto'")
         check_mode(self.exec_mode)
+        if self.place not in PLACE_CHOICES:
+            raise unknown("--place", self.place, list(PLACE_CHOICES))
         if not (isinstance(self.timeout, (int, float)) and 0 < self.timeout < float("inf")):
             raise CommsimError(f"--timeout: {self.timeout!r} must be a number of seconds > 0")
         algorithm_names(self)
@@ -148,6 +153,11 @@ class BenchConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def places(self) -> tuple[str, ...]:
+        """The layouts measured, in order: ``out-of-place`` then ``in-place``."""
+        return PLACE_CHOICES[self.place]
 
 
 def algorithm_names(cfg: BenchConfig) -> list[tuple[str, list[str]]]:

@@ -1,11 +1,12 @@
 """The measuring loop of ``commsim bench`` (REFERENCE.md, "Measuring").
 
-For every collective, size and algorithm: build the op on this rank's check data,
-warm it up, barrier, time ``iters`` back-to-back operations (or, with
-``per_op_barrier``, one barrier before each), gather every rank's times and aggregate
-them (``average``: rank0, mean, min or max), then reset the input, run once more and
-count the elements that differ from the exact result, summed over the ranks. Rank 0
-adds the model's and the simulator's predictions and writes the row.
+For every collective, size and algorithm, out of place then in place (nccl-tests' two
+layouts, ``--place``): build the op on this rank's check data, warm it up, barrier, time
+``iters`` back-to-back operations (or, with ``per_op_barrier``, one barrier before
+each), gather every rank's times and aggregate them (``average``: rank0, mean, min or
+max), then reset the input, run once more and count the elements that differ from the
+exact result, summed over the ranks. Rank 0 adds the model's and the simulator's
+predictions (once for both places) and writes the row.
 """
 
 from __future__ import annotations
@@ -175,7 +176,9 @@ def run(cfg: BenchConfig) -> int:
         watchdog.stop()
 
 
-BUFFERS_PER_RANK = 5  # input, working buffer, its initial copy, scratch, a receive buffer
+# the input, and either (out of place) a receive buffer, a work buffer and scratch, or (in
+# place) the logical buffer and scratch, the other place's scratch and work still cached
+BUFFERS_PER_RANK = 5
 
 
 def check_memory(cfg: BenchConfig, local_ranks: int, available: int | None = None) -> None:
@@ -248,30 +251,22 @@ def _run(cfg: BenchConfig, comm) -> int:
                     schedule = schedule_for(cfg, collective, algorithm, options, p, nbytes,
                                             count, predictor.alpha_beta, predictor.gamma,
                                             predictor.overlap, predictor.message_overhead)
-                    with watchdog.operation(_label(collective, algorithm, nbytes,
-                                                   schedule, cfg.exec_mode)):
-                        row = _measure(cfg, comm, how, collective, algorithm, schedule,
-                                       local, expect, count, nbytes, dtype.name)
-                    if reporter:
-                        predicted = schedule
-                        if schedule is None:
-                            choice, predicted = predictor.native(
-                                cfg.backend, collective, nbytes, dtype.size, versions,
-                                cfg.root, nnodes)
-                            row.update(native_as=choice and choice.name,
-                                       native_model=predicted and predicted.algorithm,
-                                       native_exact=choice and choice.exact)
-                        native = schedule is None
-                        extra = predictor.native_extra(choice) if native else 0.0
-                        row["t_model_us"] = _us(_plus(predictor.model(predicted, nbytes,
-                                                                      native), extra))
-                        row["t_sim_us"] = _us(_plus(predictor.sim(predicted, nbytes, native),
-                                                    extra))
-                        predicted = row["t_sim_us"] or row["t_model_us"]
-                        row["eff_pct"] = (100.0 * predicted / row["time_us"]
-                                          if predicted and row["time_us"] else None)
-                        reporter.add(row)
-                    results.append(row)
+                    predicted = None  # once per (algorithm, size), for every place
+                    for place in cfg.places:
+                        with watchdog.operation(_label(collective, algorithm, nbytes,
+                                                       schedule, cfg.exec_mode, place)):
+                            row = _measure(cfg, comm, how, collective, algorithm, schedule,
+                                           local, expect, count, nbytes, dtype.name, place)
+                        if reporter:
+                            if predicted is None:
+                                predicted = _predictions(cfg, predictor, collective, schedule,
+                                                         nbytes, dtype, versions, nnodes)
+                            row.update(predicted)
+                            best = row["t_sim_us"] or row["t_model_us"]
+                            row["eff_pct"] = (100.0 * best / row["time_us"]
+                                              if best and row["time_us"] else None)
+                            reporter.add(row)
+                        results.append(row)
                 del local
     finally:
         if reporter:
@@ -283,10 +278,30 @@ def _run(cfg: BenchConfig, comm) -> int:
     return 0 if summary["ok"] else 1
 
 
-def _label(collective: str, algorithm: str, nbytes: int, schedule, mode: str) -> str:
-    """What the watchdog names: ``allreduce/ring 64K (65536 bytes, dataflow, 2 chunks)``."""
+def _predictions(cfg, predictor, collective: str, schedule, nbytes: int, dtype, versions: dict,
+                 nnodes: int) -> dict:
+    """Rank 0's prediction columns of one (algorithm, size): ``t_model_us``, ``t_sim_us``
+    and, for native rows, what the backend runs (``native_as``, ...)."""
+    out, predicted, choice = {}, schedule, None
+    native = schedule is None
+    if native:
+        choice, predicted = predictor.native(cfg.backend, collective, nbytes, dtype.size,
+                                             versions, cfg.root, nnodes)
+        out.update(native_as=choice and choice.name,
+                   native_model=predicted and predicted.algorithm,
+                   native_exact=choice and choice.exact)
+    extra = predictor.native_extra(choice) if native else 0.0
+    out["t_model_us"] = _us(_plus(predictor.model(predicted, nbytes, native), extra))
+    out["t_sim_us"] = _us(_plus(predictor.sim(predicted, nbytes, native), extra))
+    return out
+
+
+def _label(collective: str, algorithm: str, nbytes: int, schedule, mode: str,
+           place: str = "in-place") -> str:
+    """What the watchdog names: ``allreduce/ring 64K out-of-place (65536 bytes, dataflow,
+    2 chunks)``."""
     how = "" if schedule is None else f", {mode}, {schedule.nchunks} chunks"
-    return f"{collective}/{algorithm} {format_size(nbytes)} ({nbytes} bytes{how})"
+    return f"{collective}/{algorithm} {format_size(nbytes)} {place} ({nbytes} bytes{how})"
 
 
 def _us(seconds: float | None) -> float | None:
@@ -294,18 +309,18 @@ def _us(seconds: float | None) -> float | None:
 
 
 def _measure(cfg, comm, how, collective, algorithm, schedule, local, expect, count, nbytes,
-             dtype_name) -> dict:
+             dtype_name, place: str = "in-place") -> dict:
     p = comm.size
     row = {"type": "result", "collective": collective, "algorithm": algorithm,
-           "backend": cfg.backend, "dtype": dtype_name, "nranks": p, "size": nbytes,
+           "place": place, "backend": cfg.backend, "dtype": dtype_name, "nranks": p, "size": nbytes,
            "count": count, "redop": REDOP[collective],
            "root": cfg.root if collective in ROOTED else None,
            "busbw_factor": model.busbw_factor(collective, p), "status": "ok", "note": None,
            "nchunks": None if schedule is None else schedule.nchunks,
            "exec": None if schedule is None else cfg.exec_mode}
-    op = comm.make_op(collective, schedule, local, count, cfg.root, cfg.exec_mode)
-    unsupported = None
-    try:
+    unsupported = op = None
+    try:  # an unsupported form is raised alike on every rank, before any message
+        op = comm.make_op(collective, schedule, local, count, cfg.root, cfg.exec_mode, place)
         t, laps = time_op(comm, op, cfg)
         wrong = 0
         if cfg.check:
@@ -318,6 +333,7 @@ def _measure(cfg, comm, how, collective, algorithm, schedule, local, expect, cou
                                      lambda b: comm.convert(b, dtype_name))
     except Unsupported as exc:  # raised alike on every rank, before any message
         unsupported, t, laps, wrong = str(exc), 0.0, np.zeros(cfg.iters), 0
+    del op  # its buffers go before the next place's are made
     stats = comm.allgather_floats([unsupported is not None, wrong, t, *laps])
     # -c 0 checked nothing: wrong is unknown (null, N/A), never a reassuring 0
     total_wrong = int(stats[:, 1].sum()) if cfg.check else None

@@ -2,9 +2,11 @@
 
 JSON lines (``--json``): a first line ``{"type": "config", ...}`` with the versions, the
 effective configuration and one entry per rank; then one ``{"type": "result", ...}`` line
-per (collective, algorithm, size), written and flushed as soon as it is measured, so an
-interrupted sweep keeps every finished row. ``--csv`` writes the result rows' keys
-(:data:`RESULT_KEYS`) as columns, also row by row. docs/bench.md describes every key.
+per (collective, algorithm, size, place), written and flushed as soon as it is measured, so
+an interrupted sweep keeps every finished row. Tables show a size's places side by side,
+nccl-tests' out-of-place and in-place groups, one line a size. ``--csv`` writes the result
+rows' keys (:data:`RESULT_KEYS`) as columns, also row by row. docs/bench.md describes every
+key.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from commsim.bench.config import resolve_average, resolve_dtype
 from commsim.units import format_size
 
 RESULT_KEYS = (
-    "type", "collective", "algorithm", "backend", "dtype", "nranks", "size", "count",
+    "type", "collective", "algorithm", "place", "backend", "dtype", "nranks", "size", "count",
     "redop", "root", "nchunks", "exec", "native_as", "native_model", "native_exact",
     "time_us", "algbw_gbps", "busbw_gbps", "busbw_factor",
     "wrong",
@@ -34,10 +36,22 @@ RESULT_KEYS = (
     "iter_max_us", "iters", "warmup", "average", "per_op_barrier", "topology", "status",
     "note",
 )
-COLUMNS = ("size", "count", "type", "redop", "root", "time(us)", "p50(us)", "p99(us)",
-           "algbw(GB/s)", "busbw(GB/s)", "#wrong", "t_model(us)", "t_sim(us)", "eff%")
+#: a row's first columns, then per place (nccl-tests' ``out-of-place`` then ``in-place``
+#: groups) the measured ones, then the predictions, once a row
+HEAD_COLUMNS = ("size", "count", "type", "redop", "root")
+PLACE_COLUMNS = ("time(us)", "p50(us)", "p99(us)", "algbw(GB/s)", "busbw(GB/s)", "#wrong",
+                 "eff%")
+PREDICTION_COLUMNS = ("t_model(us)", "t_sim(us)")
+#: the plain header's one line names a place's columns with this prefix
+PLACE_PREFIX = {"out-of-place": "out:", "in-place": "in:"}
 _PLAIN_WIDTH = {"collective": 14, "algorithm": 12, "size": 12, "count": 12, "time(us)": 10,
                 "as": 18}
+
+
+def columns(places) -> tuple[str, ...]:
+    """A row's columns for ``places``, as the plain header names them."""
+    grouped = tuple(PLACE_PREFIX[p] + name for p in places for name in PLACE_COLUMNS)
+    return HEAD_COLUMNS + grouped + PREDICTION_COLUMNS
 
 
 def _open(path: str):
@@ -75,6 +89,8 @@ class Reporter:
         self.predictor, self.nranks = predictor, nranks
         self.console = console or _console(ranks[0].get("launcher", "none"))
         self.rows: list[dict] = []
+        self.places: tuple[str, ...] = tuple(getattr(cfg, "places", ("in-place",)))
+        self.pending: dict = {}  # (collective, algorithm, size) -> {place: row}, not shown yet
         self.live: Live | None = None
         self._streamed = False  # has the plain header been printed?
         self.json = _open(cfg.json) if cfg.json else None
@@ -141,6 +157,8 @@ class Reporter:
 
     # --- rows -------------------------------------------------------------------------
     def add(self, row: dict) -> None:
+        """One measured row (one place of one size): written to JSON and CSV at once; the
+        table's line of its size is shown once every place of it is in."""
         row.update(iters=self.cfg.iters, warmup=self.cfg.warmup, average=self.cfg.average,
                    per_op_barrier=self.cfg.per_op_barrier,
                    topology=self.predictor.topology_name)
@@ -151,17 +169,24 @@ class Reporter:
         if self.csv:
             self.csv.writerow({k: row.get(k) for k in RESULT_KEYS})
             self.csv_file.flush()
+        key = _line_key(row)
+        line = self.pending.setdefault(key, {})
+        line[row.get("place") or self.places[-1]] = row
+        if len(line) < len(self.places) and row.get("place"):
+            return
+        del self.pending[key]
         if self.live:
             self.live.update(self._tables(), refresh=True)
         else:
-            self._stream(row)
+            self._stream(line)
 
-    def _stream(self, row: dict) -> None:
-        """Not a terminal: print the row now, in plain columns under one ``#`` header line
-        (nccl-tests' habit), so a pipe or a log shows every row as it is measured and an
-        interrupted run keeps what it printed. ``as``: what a native row ran."""
-        names = ("collective", "algorithm") + COLUMNS + ("as",)
-        cells = [row["collective"], row["algorithm"], *self._cells(row),
+    def _stream(self, line: dict) -> None:
+        """Not a terminal: print a size's line now, in plain columns under one ``#`` header
+        line (nccl-tests' habit), so a pipe or a log shows every size as it is measured
+        and an interrupted run keeps what it printed. ``as``: what a native row ran."""
+        names = ("collective", "algorithm") + columns(self.places) + ("as",)
+        row = next(iter(line.values()))
+        cells = [row["collective"], row["algorithm"], *self._cells(line),
                  _plain_cell(_native_cell(row)) if row["algorithm"] == "native" else "-"]
         widths = [max(len(n), _PLAIN_WIDTH.get(n, 8)) for n in names]
         out = self.console.print
@@ -171,34 +196,52 @@ class Reporter:
         out(" ".join(c.rjust(w) for c, w in zip(cells, widths)), markup=False)
         self.console.file.flush()
 
+    def _lines(self) -> dict:
+        """``{(collective, algorithm): [{place: row}, ...]}``, one dict per size, in order."""
+        out: dict = {}
+        for r in self.rows:
+            sizes = out.setdefault((r["collective"], r["algorithm"]), {})
+            sizes.setdefault(r["size"], {})[r.get("place") or self.places[-1]] = r
+        return {key: list(sizes.values()) for key, sizes in out.items()}
+
     def _tables(self) -> Group:
         tables = []
-        for key in dict.fromkeys((r["collective"], r["algorithm"]) for r in self.rows):
+        for key, lines in self._lines().items():
             table = Table(title=f"{key[0]} / {key[1]} ({self.cfg.backend}, {self.nranks} "
                           "ranks)", title_justify="left")
             native = key[1] == "native"
-            for name in COLUMNS + (("as",) if native else ()):
-                table.add_column(name, justify="right")
-            for r in self.rows:
-                if (r["collective"], r["algorithm"]) == key:
-                    table.add_row(*self._cells(r), *((_native_cell(r),) if native else ()))
+            heads = ["\n" + name for name in HEAD_COLUMNS]
+            for place in self.places:  # nccl-tests' groups, their name over the first column
+                heads += [f"{place if i == 0 else ''}\n{name}"
+                          for i, name in enumerate(PLACE_COLUMNS)]
+            heads += ["\n" + name for name in PREDICTION_COLUMNS + (("as",) if native else ())]
+            for head in heads:
+                table.add_column(head, justify="right")
+            for line in lines:
+                row = next(iter(line.values()))
+                table.add_row(*self._cells(line), *((_native_cell(row),) if native else ()))
             tables.append(table)
         return Group(*tables)
 
-    @staticmethod
-    def _cells(r: dict) -> list[str]:
+    def _cells(self, line: dict) -> list[str]:
+        """A size's cells: the head, each place's measurement (``N/A`` for a form the
+        backend lacks, ``-`` for one not measured), the predictions."""
+        r = next(iter(line.values()))
         root = "-1" if r["root"] is None else str(r["root"])
-        head = [str(r["size"]), str(r["count"]), r["dtype"], r["redop"], root]
-        if r["status"] != "ok":
-            return head + [r["status"]] + ["-"] * (len(COLUMNS) - len(head) - 1)
-        return head + [_num(r["time_us"], 1), _num(r.get("iter_p50_us"), 1),
-                       _num(r.get("iter_p99_us"), 1), _num(r["algbw_gbps"]),
-                       _num(r["busbw_gbps"]),
-                       _wrong(r["wrong"]), _num(r["t_model_us"], 1), _num(r["t_sim_us"], 1),
-                       _num(r["eff_pct"], 0)]
+        cells = [str(r["size"]), str(r["count"]), r["dtype"], r["redop"], root]
+        for place in self.places:
+            cells += _place_cells(line.get(place))
+        return cells + [_num(r.get("t_model_us"), 1), _num(r.get("t_sim_us"), 1)]
 
     def stop(self) -> None:
+        """End the live table; a size whose places are not all in (an interrupted run) is
+        shown with what it has."""
+        for line in self.pending.values():
+            if not self.live:
+                self._stream(line)
+        self.pending.clear()
         if self.live:
+            self.live.update(self._tables(), refresh=True)
             self.live.stop()
             self.live = None
             dog = watchdog.current()
@@ -216,7 +259,8 @@ class Reporter:
         for (collective, algorithm), avg in summary["avg_busbw"].items():
             out(f"# Avg bus bandwidth    : {avg:.4f} GB/s  {collective}/{algorithm}",
                 markup=False)
-        unsupported = sorted({f"{r['collective']}/{r['algorithm']}: {r['note']}"
+        unsupported = sorted({f"{r['collective']}/{r['algorithm']} {r.get('place') or ''}: "
+                              f"{r['note']}".replace(" :", ":")
                               for r in self.rows if r["status"] == "unsupported"})
         for text in unsupported:
             out(f"# unsupported          : {text}", markup=False)
@@ -229,6 +273,22 @@ class Reporter:
         for f in (self.json, self.csv_file):
             if f:
                 f.close()
+
+
+def _line_key(row: dict) -> tuple:
+    return row["collective"], row["algorithm"], row["size"]
+
+
+def _place_cells(r: dict | None) -> list[str]:
+    """One place's measured cells of a row; ``N/A`` (nccl-tests' word) when the backend
+    lacks that form, ``-`` throughout when it was not measured."""
+    if r is None:
+        return ["-"] * len(PLACE_COLUMNS)
+    if r["status"] != "ok":
+        return ["N/A"] + ["-"] * (len(PLACE_COLUMNS) - 1)
+    return [_num(r["time_us"], 1), _num(r.get("iter_p50_us"), 1), _num(r.get("iter_p99_us"), 1),
+            _num(r["algbw_gbps"]), _num(r["busbw_gbps"]), _wrong(r["wrong"]),
+            _num(r.get("eff_pct"), 0)]
 
 
 def _wrong(value) -> str:

@@ -22,6 +22,22 @@ from commsim.errors import CommsimError
 REQUIRED = ("collective", "algorithm", "backend", "nranks", "size", "status", "time_us",
             "busbw_gbps", "busbw_factor", "t_model_us", "t_sim_us", "nchunks", "wrong")
 _HINT = "expected the JSON lines that commsim bench --json writes"
+PLACES = ("out-of-place", "in-place")
+#: native collectives that older files (without ``place``) ran out of place
+_NATIVE_OUT_OF_PLACE = ("reduce_scatter", "allgather", "alltoall")
+
+
+def place_of(row: dict) -> str:
+    """``out-of-place`` or ``in-place``: the row's ``place``, or for a file written before
+    bench measured both what it ran: commsim's schedules in place (on their logical
+    buffer), native reduce_scatter, allgather and alltoall out of place, the other native
+    collectives in place."""
+    place = row.get("place")
+    if place:
+        return place
+    if row.get("algorithm") == "native" and row.get("collective") in _NATIVE_OUT_OF_PLACE:
+        return "out-of-place"
+    return "in-place"
 
 
 @dataclass
@@ -90,6 +106,8 @@ def _check_row(where: str, row: dict, config: dict) -> None:
         raise CommsimError(f"{where}: size {size!r} is not a whole number of bytes >= 1")
     if not (_number(row["busbw_factor"]) and row["busbw_factor"] > 0):
         raise CommsimError(f"{where}: busbw_factor {row['busbw_factor']!r} is not a number > 0")
+    if row.get("place") not in (None, *PLACES):
+        raise CommsimError(f"{where}: place {row['place']!r} is not out-of-place or in-place")
     nchunks = row["nchunks"]
     if nchunks is not None and (not isinstance(nchunks, int) or nchunks < 1):
         raise CommsimError(f"{where}: nchunks {nchunks!r} is not a chunk count or null")

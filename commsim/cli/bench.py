@@ -21,9 +21,11 @@ allreduce, broadcast and reduce, and of the whole gathered buffer (per-rank coun
 for allgather and reduce_scatter; count is the per-rank element count; algbw = SIZE / time;
 busbw = algbw x factor with factor 2(p-1)/p for allreduce, (p-1)/p for allgather and
 reduce_scatter, 1 for broadcast and reduce; GB/s = 1e9 bytes/s; sizes take binary suffixes
-(64K = 65536). Every result is checked on exactly-reducing data; a wrong element or a missed
---min-busbw exits 1. A rank that dies or waits --timeout seconds for another ends the run:
-one line naming the operation, exit 3; the rows written so far stay (docs/reliability.md)."""
+(64K = 65536). Each size is measured out of place (separate send and receive buffers),
+then in place, printed side by side as nccl-tests does (--place picks one). Every result
+is checked on exactly-reducing data; a wrong element or a missed --min-busbw exits 1. A
+rank that dies or waits --timeout seconds for another ends the run: one line naming the
+operation, exit 3; the rows written so far stay (docs/reliability.md)."""
 
 
 def _size(field: str):
@@ -86,6 +88,11 @@ def register(sub) -> None:
                    help="how schedules run: dataflow (each send as soon as its data is final, "
                    "receives posted ahead and reduced as they land; default, the faster) or "
                    "step (post a step's messages, wait for all, then reduce)")
+    p.add_argument("--place", default="both", choices=["both", "out", "in"],
+                   help="buffers, as nccl-tests measures them: out (separate send and receive "
+                   "buffers), in (one buffer; allgather sends from its slot of the receive "
+                   "buffer, reduce_scatter receives into its slot of the send buffer), or "
+                   "both, out-of-place then in-place for each size (default both)")
     p.add_argument("--backend", default="gloo", choices=["gloo", "nccl", "mpi"],
                    help="gloo (CPU tensors), nccl (one CUDA GPU per local rank), mpi "
                    "(mpi4py, numpy buffers); default gloo")
@@ -126,7 +133,7 @@ def config_from_args(args):
         root=args.root, per_op_barrier=args.per_op_barrier, min_busbw=args.min_busbw,
         topology=topology_choice(args, "localhost"), json=args.json, csv=args.csv,
         group_size=args.group_size, chunks=chunks(args.chunks),
-        exec_mode=args.exec_mode, timeout=args.timeout).validate()
+        exec_mode=args.exec_mode, timeout=args.timeout, place=args.place).validate()
 
 
 def run(args) -> int:
