@@ -85,6 +85,29 @@ def test_routes_do_not_depend_on_the_order_pairs_are_met():
         assert pa == pb
 
 
+def test_routers_of_one_graph_share_distances_until_a_latency_changes():
+    """Distances depend on the network only: the routers of one graph share them (each
+    phase of a training step routes on its own router); once a latency changes, a new
+    router computes fresh ones and its routes are the shortest of the changed graph."""
+    G = builders.fat_tree(4)
+    gs = gpus(G)
+    a, b = Router(G, gs), Router(G, gs[::-1])
+    a.path(0, 15)
+    b.path(0, 15)
+    assert a._dist is b._dist and a._dist.n > 0
+    core = [(u, v) for u, v in G.edges
+            if G.nodes[u]["kind"] != "gpu" and G.nodes[v]["kind"] != "gpu"]
+    for u, v in core[::3]:
+        G.edges[u, v]["latency"] *= 3
+    c = Router(G, gs)
+    assert c._dist is not a._dist
+    for s, d in ((0, 15), (3, 12), (5, 9), (14, 1)):
+        path = c.path(s, d)
+        _check_path(G, path, gs[s], gs[d])
+        assert sum(G.edges[e]["latency"] for e in path) == pytest.approx(
+            _reference_latency(G, gs[s], gs[d]), rel=1e-12)
+
+
 def test_latency_beats_hop_count_and_ties_prefer_fewer_hops():
     G = nx.DiGraph(name="t")
     for n in ("a", "b"):

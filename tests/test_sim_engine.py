@@ -413,6 +413,25 @@ def test_runs_repeat_exactly():
     assert math.isfinite(a.time)
 
 
+@pytest.mark.parametrize("engine", ["sweep", "events"])
+def test_routing_every_transfer_at_once_changes_nothing(monkeypatch, engine):
+    """A run routes all its transfers in one call (commsim.sim.run.ROUTE_ALL), not a call a
+    step: the same routes, so the same times to the bit, contended or not (only their
+    numbering differs, and with it the order the sweep sums a link's busy time in)."""
+    import commsim.sim.run as run_mod
+
+    G = builders.fat_tree(4)
+    s = collectives.build("allreduce", "rhd" if engine == "events" else "ring", 16)
+    kw = dict(placement=gpus(G)[::-1], engine=engine)
+    once = simulate(s, G, 10**6, **kw)
+    monkeypatch.setattr(run_mod, "ROUTE_ALL", 0)      # a routing call a step
+    per_step = simulate(s, G, 10**6, **kw)
+    assert once.engine == per_step.engine == engine
+    assert once.time == per_step.time and (once.end == per_step.end).all()
+    assert np.array_equal(once.link_bytes, per_step.link_bytes)
+    assert once.link_busy == pytest.approx(per_step.link_busy, rel=1e-14)
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.data())
 def test_both_progressive_fillings_agree_to_the_bit(data):

@@ -128,6 +128,27 @@ def test_ecmp_jobs_across_a_fat_tree_pick_their_own_routes():
         assert np.array_equal(r.link_bytes, alone.link_bytes)
 
 
+def test_link_bytes_by_label_sums_the_jobs_own_and_job_figures_come_on_demand():
+    """ManyResult.link_bytes_by sums the jobs' own link_bytes per label in one pass; each
+    job's link figures are computed when read, the same with record_transfers=False."""
+    G = builders.fat_tree(4)
+    gs = gpus(G)
+    rhd, ring = collectives.build("allreduce", "rhd", 4), collectives.build("allgather",
+                                                                            "ring", 4)
+    jobs = [Job(rhd if k % 2 else ring, (k + 1) << 18, gs[k::4]) for k in range(4)]
+    res = simulate_many(jobs, G)
+    by = res.link_bytes_by(["dp", "tp", "dp", "tp"])
+    assert list(by) == ["dp", "tp"]
+    assert np.array_equal(by["dp"], res[0].link_bytes + res[2].link_bytes)
+    assert np.array_equal(by["tp"], res[1].link_bytes + res[3].link_bytes)
+    assert np.array_equal(by["dp"] + by["tp"], res.link_bytes)
+    bare = simulate_many(jobs, G, record_transfers=False)
+    for r, b in zip(res, bare):
+        assert b.start is None and b.time == r.time
+        for name in ("link_bytes", "link_busy", "link_peak"):
+            assert np.array_equal(getattr(b, name), getattr(r, name))
+
+
 def test_two_jobs_on_the_same_gpus_share_their_links():
     """Two identical 2-rank allreduces on g0, g2: every flow has its twin beside it on
     every link, so each moves at half the rate; a step takes what one job of twice the

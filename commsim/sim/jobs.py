@@ -147,6 +147,23 @@ class ManyResult(LinkFigures, list):
         self.engine = engine
         self.events = run.events
         self.wall = wall
+        self._run = run
+
+    def link_bytes_by(self, labels: Sequence) -> dict:
+        """The bytes each link carried for each label's jobs (``labels[k]`` is job ``k``'s):
+        ``{label: array over links}``, the jobs' own ``link_bytes`` summed per label, in
+        one pass over the run's transfers (a label a parallel dimension, say)."""
+        run, merged = self._run, self._run.s
+        names = list(dict.fromkeys(labels))
+        index = {name: i for i, name in enumerate(names)}
+        nl = len(self.links)
+        label = np.repeat(np.array([index[x] for x in labels], dtype=np.int64),
+                          np.diff(merged.tid_off))
+        edges, cnt = self.router.route_links(run.all_route_ids())
+        key = np.repeat(label, cnt) * nl + edges
+        size = np.repeat(run.chunk_bytes[merged.chunk], cnt)
+        sums = np.bincount(key, weights=size, minlength=len(names) * nl)
+        return {name: sums[i * nl:(i + 1) * nl] for i, name in enumerate(names)}
 
     def to_chrome_trace(self, path) -> None:
         """Write a Chrome/Perfetto trace: one track per job and one per busy link."""
@@ -214,38 +231,67 @@ def simulate_many(jobs: Sequence[Job], topology: nx.DiGraph, routing: str = "ecm
                for k, job in enumerate(jobs)]
     if not record_transfers:
         for r in results:
+            r._fill_links()      # its link figures, while it has its transfers' times
             r.start = r.end = r.limit = r.limit_s = None
     return ManyResult(results, jobs, run, router, used, wall)
+
+
+def _lazy(name: str) -> property:
+    def get(self):
+        if self.__dict__.get(name) is None:
+            self._fill_links()
+        return self.__dict__[name]
+
+    def put(self, value) -> None:
+        self.__dict__[name] = value
+    return property(get, put)
+
+
+class _JobResult(SimResult):
+    """A job's :class:`SimResult` whose link figures (``link_bytes``, ``link_busy``,
+    ``link_peak``) are computed when first read: three arrays over every link for each
+    of thousands of jobs (every pipeline boundary's send at 4096 gpus) would cost
+    seconds and gigabytes that a training step never reads (it reads
+    :meth:`ManyResult.link_bytes_by`)."""
+
+    link_bytes = _lazy("link_bytes")
+    link_busy = _lazy("link_busy")
+    link_peak = _lazy("link_peak")
+
+    def _fill_links(self) -> None:
+        from commsim.sim.trace import link_intervals
+
+        rid, run_peak = self._rids, self._run_peak
+        nl = len(self.links)
+        self.link_bytes, self.link_busy, self.link_peak = (np.zeros(nl), np.zeros(nl),
+                                                           np.zeros(nl))
+        if len(self.schedule):
+            edges, cnt = self.router.route_links(rid)
+            size = self.schedule.transfer_sizes(int(self.nbytes)).astype(np.float64)
+            self.link_bytes = np.bincount(edges, weights=np.repeat(size, cnt), minlength=nl)
+            ids, x, y = link_intervals(self)
+            self.link_busy = np.bincount(ids, weights=y - x, minlength=nl)
+            self.link_peak = np.where(self.link_bytes > 0, run_peak, 0.0)
 
 
 def _job_result(run, merged: _Merged, router: Router, G, k: int, job: Job, mode: str,
                 engine: str, wall: float) -> SimResult:
     """Job ``k``'s own :class:`SimResult`, its times from its start."""
-    from commsim.sim.trace import link_intervals
-
     a, b = int(merged.tid_off[k]), int(merged.tid_off[k + 1])
     ra, rb = int(merged.rank_off[k]), int(merged.rank_off[k + 1])
     t0 = float(job.start)
     s = job.schedule
     view = _JobRouter(router, ra)
-    nl = len(router.links)
-    res = SimResult(
+    res = _JobResult(
         schedule=s, topology_name=str(G.graph.get("name", "")), nbytes=int(job.nbytes),
         time=0.0, start=run.start[a:b] - t0, end=run.end[a:b] - t0,
         rank_end=run.rank_end[ra:rb] - t0, links=router.links,
-        link_bandwidth=run.link_bw, link_bytes=np.zeros(nl), link_busy=np.zeros(nl),
-        link_peak=np.zeros(nl), mode=mode, engine=engine, events=run.events, wall=wall,
-        gamma=run.gamma, router=view,
-        limit=None if run.limit is None else run.limit[a:b],
+        link_bandwidth=run.link_bw, link_bytes=None, link_busy=None, link_peak=None,
+        mode=mode, engine=engine, events=run.events, wall=wall, gamma=run.gamma,
+        router=view, limit=None if run.limit is None else run.limit[a:b],
         limit_s=None if run.limit_s is None else run.limit_s[a:b],
         message_overhead=run.message_overhead, overhead=run.overhead)
     res.time = float(res.rank_end.max()) if len(res.rank_end) else 0.0
-    if len(s):
-        rid = view.route_ids(s.src, s.dst, s.chunk, s.step)
-        edges, cnt = router.route_links(rid)
-        size = s.transfer_sizes(int(job.nbytes)).astype(np.float64)
-        res.link_bytes = np.bincount(edges, weights=np.repeat(size, cnt), minlength=nl)
-        ids, x, y = link_intervals(res)
-        res.link_busy = np.bincount(ids, weights=y - x, minlength=nl)
-        res.link_peak = np.where(res.link_bytes > 0, run.link_peak, 0.0)
+    res._rids = run.all_route_ids()[a:b]   # the run's routes of the job's transfers
+    res._run_peak = run.link_peak
     return res

@@ -16,6 +16,7 @@ from commsim.topology.routing import Router
 
 MODES = ("step", "dataflow")
 SHARINGS = ("maxmin", "rtt")
+ROUTE_ALL = 1 << 22   # runs of at most this many transfers are routed in one call
 
 
 def check_placement(G: nx.DiGraph, nranks: int, placement) -> list:
@@ -107,6 +108,7 @@ class Run:
         self.limit_s = np.zeros(self.T) if record else None
         self.rank_end = offsets.copy()
         self.events = 0
+        self._rid = None              # every transfer's route (all_route_ids)
 
     def overheads(self, a: int, b: int):
         """Seconds added to the latency of transfers ``a:b``: a float, or an array."""
@@ -121,10 +123,28 @@ class Run:
 
     def route_ids(self, src: np.ndarray, dst: np.ndarray, a: int, b: int,
                   st: int) -> np.ndarray:
-        """The routes of transfers ``a:b`` (all of step ``st``) from ``src`` to ``dst``."""
+        """The routes of transfers ``a:b`` (all of step ``st``) from ``src`` to ``dst``.
+
+        A run of at most :data:`ROUTE_ALL` transfers routes all of them in one call the
+        first time (:meth:`all_route_ids`): routing costs a numpy call a step otherwise,
+        which is most of the time of a run of thousands of small steps (several jobs at
+        once). The routes are the same either way (a transfer's route depends only on its
+        gpus, chunk and step), only their numbering differs."""
+        if self.T <= ROUTE_ALL:
+            return self.all_route_ids()[a:b]
         step = st if self.step_base is None else st - int(self.step_base[st])
         return self.router.route_ids(src, dst, self.hash_chunk[a:b], step)
 
+    def all_route_ids(self) -> np.ndarray:
+        """Every transfer's route, computed in one call on first use."""
+        if self._rid is None:
+            s = self.s
+            step = s.step.astype(np.int64)
+            if self.step_base is not None:
+                step = step - self.step_base[step]
+            self._rid = self.router.route_ids(s.src.astype(np.intp), s.dst.astype(np.intp),
+                                              self.hash_chunk, step)
+        return self._rid
 
 
 def fifo_next(s: Schedule) -> np.ndarray:

@@ -26,6 +26,7 @@ non-gpu node), so the fat-tree with 16384 gpus needs ~20 MB.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 import networkx as nx
@@ -160,6 +161,55 @@ class IntMap:
         self._n += len(keys)
 
 
+class _Distances:
+    """Shortest latencies (s) and hop counts from core nodes over a topology's non-gpu
+    network, one row per source met so far (``row_of[core node]``, -1 for none yet).
+
+    They depend only on the network, so every :class:`Router` of one graph shares them
+    (:func:`_distances`): a training step simulates each phase with its own router, on
+    its own placement, and a 4096-gpu cluster's rows take seconds to compute."""
+
+    def __init__(self, ncore: int, key: tuple) -> None:
+        self.key = key
+        self.row_of = np.full(ncore, -1, dtype=np.int64)
+        self.D = np.zeros((0, ncore))
+        self.H = np.zeros((0, ncore), dtype=np.int32)
+        self.n = 0          # rows in use (D and H keep spare rows to grow into)
+
+    def matches(self, key: tuple) -> bool:
+        return len(key) == len(self.key) and all(
+            np.array_equal(a, b) for a, b in zip(key, self.key))
+
+    def add(self, need: np.ndarray, D: np.ndarray, H: np.ndarray) -> None:
+        """Rows ``D``, ``H`` for the core nodes ``need``."""
+        n, k = self.n, len(need)
+        if n + k > len(self.D):
+            cap = max(n + k, n + n // 4)
+            self.D = np.concatenate((self.D[:n], np.zeros((cap - n, self.D.shape[1]))))
+            self.H = np.concatenate((self.H[:n], np.zeros((cap - n, self.H.shape[1]),
+                                                          dtype=np.int32)))
+        self.D[n:n + k] = D
+        self.H[n:n + k] = H
+        self.row_of[need] = n + np.arange(k)
+        self.n = n + k
+
+
+_SHARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _distances(G, ncore: int, key: tuple) -> _Distances:
+    """The distance rows shared by the routers of ``G``, while its non-gpu network (its
+    nodes' kinds, links and latencies: ``key``) stays what it was; else new ones."""
+    try:
+        dist = _SHARED.get(G)
+    except TypeError:                     # a graph that cannot be weakly referenced
+        return _Distances(ncore, key)
+    if dist is None or not dist.matches(key):
+        dist = _Distances(ncore, key)
+        _SHARED[G] = dist
+    return dist
+
+
 class Router:
     """Routes of a topology between the gpus that ranks are placed on.
 
@@ -254,9 +304,7 @@ class Router:
         col = np.arange(len(tw)) - first[tw]
         self._in_node[tw, col] = cu[order]
         self._in_edge[tw, col] = ce[order]
-        self._row_of = np.full(self.ncore, -1, dtype=np.int64)
-        self._D = np.zeros((0, self.ncore))
-        self._H = np.zeros((0, self.ncore), dtype=np.int32)
+        self._dist = _distances(self.G, self.ncore, (is_gpu, esrc, edst, self.link_latency))
 
     def _build_attachments(self, is_gpu, esrc, edst) -> None:
         """Each gpu's links to and from the non-gpu network, padded; and gpu-gpu links."""
@@ -283,20 +331,25 @@ class Router:
 
     # --- shortest paths over the non-gpu network ------------------------------------
 
+    @property
+    def _row_of(self) -> np.ndarray:
+        return self._dist.row_of
+
+    @property
+    def _D(self) -> np.ndarray:
+        return self._dist.D
+
+    @property
+    def _H(self) -> np.ndarray:
+        return self._dist.H
+
     def _ensure_rows(self, core_sources: np.ndarray) -> None:
         """Distances (s) and hop counts from each core node in ``core_sources``."""
         need = np.unique(core_sources[self._row_of[core_sources] < 0])
         if not len(need):
             return
-        D, H = [], []
-        for lo in range(0, len(need), 256):
-            d, h = self._sssp(need[lo:lo + 256])
-            D.append(d)
-            H.append(h)
-        base = len(self._D)
-        self._D = np.vstack([self._D] + D)
-        self._H = np.vstack([self._H] + H)
-        self._row_of[need] = base + np.arange(len(need))
+        D, H = zip(*(self._sssp(need[lo:lo + 256]) for lo in range(0, len(need), 256)))
+        self._dist.add(need, np.vstack(D), np.vstack(H))
 
     def _sssp(self, sources: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Latency distances then min hop counts on the latency-tight subgraph, per source."""
@@ -346,7 +399,7 @@ class Router:
         P, Ao, Ai = len(keys), outs.shape[1], ins.shape[1]
         cost = np.full((P, Ao * Ai + 1), np.inf)
         hops = np.full((P, Ao * Ai + 1), np.iinfo(np.int32).max, dtype=np.int64)
-        for i in range(Ao if len(self._D) else 0):
+        for i in range(Ao if self._dist.n else 0):
             for j in range(Ai):
                 ok = (outs[:, i] >= 0) & (ins[:, j] >= 0)
                 row = self._row_of[np.maximum(a_core[:, i], 0)]

@@ -244,13 +244,15 @@ def _run_phase(phase, G, layout, placement, algorithms, simulate_many, model, ca
         out.link_busy = getattr(res, "link_busy", None)
         out.many = res
         out.groups = tracks
-        for op, r in zip(owners, res):
-            per_link = getattr(r, "link_bytes", None)
-            if per_link is None:
-                continue
+        if hasattr(res, "link_bytes_by"):     # the simulator's: every job in one pass
+            per_dim = res.link_bytes_by([op.dim for op in owners]).items()
+        else:
+            per_dim = [(op.dim, r.link_bytes) for op, r in zip(owners, res)
+                       if getattr(r, "link_bytes", None) is not None]
+        for dim, per_link in per_dim:
             for link in np.flatnonzero(per_link).tolist():
                 mine = out.crossing.setdefault(link, {})
-                mine[op.dim] = mine.get(op.dim, 0.0) + float(per_link[link])
+                mine[dim] = mine.get(dim, 0.0) + float(per_link[link])
     else:
         times = [float(t or 0.0) for t in estimates]
     out.comm_s = max(times)
