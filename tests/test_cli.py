@@ -62,3 +62,23 @@ def test_out_of_memory_is_one_line_and_exit_2(tmp_path):
     assert p.returncode == 2, p.stderr
     assert "out of memory" in p.stderr and "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_a_simulation_that_cannot_fit_is_refused_up_front_with_what_it_needs(tmp_path):
+    """Its schedule fits (28 million transfers of ring allreduce on 8 ranks, about half a
+    GB) but the simulator's arrays (about 160 B a transfer) would not, in an address space
+    of 1.5 GB: refused before the simulation starts, in one line that says how much."""
+    import resource
+    import subprocess
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (1536 << 20, 1536 << 20))
+
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    p = subprocess.run([sys.executable, "-m", "commsim", "simulate", "--topology",
+                        "ring-8", "--algorithm", "ring", "--size", "1M", "--chunks", "250000"],
+                       capture_output=True, text=True, preexec_fn=limit, env=env, timeout=300,
+                       cwd=tmp_path)
+    assert p.returncode == 2, p.stderr
+    assert "transfers needs about" in p.stderr and "GiB is available" in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr

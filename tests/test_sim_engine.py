@@ -567,3 +567,15 @@ def test_exchange_overhead_on_a_mixed_schedule_matches_the_model():
     plain = simulate(s, G, S, overhead=5e-6).time
     assert simulate(s, G, S, overhead=5e-6, exchange_overhead=5e-6).time == plain
     assert times["events"] > plain
+
+
+def test_check_memory_refuses_what_cannot_fit_and_says_how_much(monkeypatch):
+    from commsim.sim import engine
+
+    engine.check_memory(1000, available=1 << 30)          # 160 kB in 1 GiB: fine
+    with pytest.raises(CommsimError, match=r"10,000,000 transfers needs about 1\.5 GiB"):
+        engine.check_memory(10_000_000, available=1 << 30)
+    monkeypatch.setattr("commsim.machine.available_memory", lambda: 1000)
+    s = collectives.build("allreduce", "ring", 4)
+    with pytest.raises(CommsimError, match="transfers needs about"):
+        simulate(s, builders.star(4, bandwidth=1e9, latency=1e-6), 1 << 20)

@@ -28,6 +28,7 @@ from commsim.bench.env import detect, usable_cores
 from commsim.bench.output import Reporter
 from commsim.bench.predictions import Predictor, build_schedule
 from commsim.errors import CommsimError
+from commsim.machine import host_available_memory
 from commsim.topology import model_parameter
 from commsim.units import format_size
 
@@ -187,25 +188,13 @@ def check_memory(cfg: BenchConfig, local_ranks: int, available: int | None = Non
     live in GPU memory, which the backend reports itself)."""
     if cfg.backend == "nccl":
         return
-    available = available_memory() if available is None else available
+    available = host_available_memory() if available is None else available
     need = BUFFERS_PER_RANK * cfg.maxbytes * max(1, local_ranks)
     if available is not None and need > available:
         raise CommsimError(
             f"-e/--maxbytes: {format_size(cfg.maxbytes)} needs about {need / 2**30:.1f} GiB "
             f"on this host ({BUFFERS_PER_RANK} buffers of that size on each of {local_ranks} "
             f"ranks) and {available / 2**30:.1f} GiB is available; lower -e")
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available on this host (``MemAvailable``), or None if unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def _run(cfg: BenchConfig, comm) -> int:

@@ -100,6 +100,7 @@ def simulate(schedule: Schedule, topology: nx.DiGraph, nbytes: int, placement=No
     wall0 = _time.perf_counter()
     if len(schedule) and max(int(schedule.src.max()), int(schedule.dst.max())) >= P:
         raise CommsimError(f"schedule: a transfer names a rank >= nranks={P}")
+    check_memory(len(schedule))
     if router is None:
         router = Router(topology, check_placement(topology, P, placement), routing, ecmp_width)
     offsets = per_rank_values(start_offsets, P, 0.0, "start_offsets")
@@ -111,6 +112,23 @@ def simulate(schedule: Schedule, topology: nx.DiGraph, nbytes: int, placement=No
                         sharing=sharing, exchange_overhead=exchange_overhead)
     wall = _time.perf_counter() - wall0
     return SimResult.from_run(run, schedule, topology, mode=mode, engine=used, wall=wall)
+
+
+BYTES_PER_TRANSFER = 160  # what a run holds a transfer: 170-180 B measured in either engine
+
+
+def check_memory(ntransfers: int, available: int | None = None) -> None:
+    """Refuse, before any work, a run whose per-transfer arrays cannot fit in the memory
+    this process may still use (:func:`commsim.machine.available_memory`): one line with
+    what it would need."""
+    from commsim.machine import available_memory
+
+    need = ntransfers * BYTES_PER_TRANSFER
+    available = available_memory() if available is None else available
+    if available is not None and need > available:
+        raise CommsimError(f"schedule: simulating {ntransfers:,} transfers needs about "
+                           f"{need / 2**30:.1f} GiB and {available / 2**30:.1f} GiB is "
+                           "available; use fewer ranks (--nranks) or chunks (--chunks)")
 
 
 def check_options(mode: str, sharing: str, engine: str, gamma: float, overhead: float,
