@@ -1,11 +1,13 @@
-"""The command line's own handling: Ctrl-C."""
+"""The command line's own handling: Ctrl-C, out of memory, --format."""
 
 import os
 import signal
 import sys
 
+import pytest
+
 from commsim import cli
-from commsim.cli import algorithms
+from commsim.cli import algorithms, main
 
 
 def test_a_second_ctrl_c_while_reporting_the_first_is_ignored(monkeypatch, capsys):
@@ -82,3 +84,32 @@ def test_a_simulation_that_cannot_fit_is_refused_up_front_with_what_it_needs(tmp
     assert p.returncode == 2, p.stderr
     assert "transfers needs about" in p.stderr and "GiB is available" in p.stderr, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("argv", [["algorithms"], ["topo", "list"],
+                                  ["predict", "--topology", "ring-8", "--size", "1M"]])
+def test_format_plain_and_rich_override_the_terminal_test(argv, capsys, monkeypatch):
+    """Every verb takes --format: plain prints '#'-header columns with no box drawing even
+    on a terminal; rich draws boxes even into a pipe; auto decides by the terminal."""
+    from commsim.report import tables
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
+    try:
+        assert main([*argv, "--format", "plain"]) == 0
+        out = capsys.readouterr().out
+        assert any(line.startswith("#") for line in out.splitlines())
+        assert "┃" not in out and "━" not in out
+        monkeypatch.setattr(sys.stdout, "isatty", lambda: False, raising=False)
+        assert main([*argv, "--format", "rich"]) == 0
+        assert not any(line.startswith("#") for line in capsys.readouterr().out.splitlines())
+    finally:
+        tables.set_format("auto")
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--format", "fancy"])
+    assert exit_.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_topo_export_keeps_its_own_format(tmp_path):
+    assert main(["topo", "export", "ring-8", "--format", "yaml", "-o",
+                 str(tmp_path / "r.yaml")]) == 0
+    assert "ring-8" in (tmp_path / "r.yaml").read_text()

@@ -25,6 +25,7 @@ from rich.table import Table
 from commsim import __version__
 from commsim.bench import watchdog
 from commsim.bench.config import resolve_average, resolve_dtype
+from commsim.report import tables
 from commsim.units import format_size
 
 RESULT_KEYS = (
@@ -74,7 +75,9 @@ def _console(launcher: str) -> Console:
     SLURM forward rank 0's output through a pseudo-terminal of their own, where cursor
     moves garble. Elsewhere plain text, wide enough that the tables never fold."""
     console = Console(highlight=False, soft_wrap=True)
-    if console.is_terminal and launcher in ("torchrun", "none"):
+    # --format plain prints plain rows even on a terminal; rich needs a real one
+    if console.is_terminal and tables.is_terminal(console.file) \
+            and launcher in ("torchrun", "none"):
         return console
     return Console(highlight=False, soft_wrap=True, width=160, force_terminal=False,
                    color_system=None)

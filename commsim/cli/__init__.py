@@ -15,6 +15,7 @@ import sys
 
 from commsim import __version__
 from commsim.errors import CommsimError
+from commsim.report import tables
 
 VERBS = ("algorithms", "predict", "topo", "simulate", "bench", "calibrate", "compare", "ddp",
          "workload", "plan", "sweep")
@@ -37,7 +38,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for verb in VERBS:
         importlib.import_module(f"commsim.cli.{verb}").register(sub)
+    for verb_parser in sub.choices.values():
+        _add_format(verb_parser)
     return parser
+
+
+def _add_format(parser: argparse.ArgumentParser) -> None:
+    """``--format auto|rich|plain`` on every verb (and sub-verb) that has no ``--format``
+    of its own (``topo export``'s is the file's)."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for action in subs:
+        for child in action.choices.values():
+            _add_format(child)
+    if subs or "--format" in parser._option_string_actions:
+        return
+    parser.add_argument("--format", dest="table_format", choices=tables.FORMATS,
+                        default="auto",
+                        help="tables: rich on a terminal and plain columns (one '#' header "
+                        "line, one row per line) anywhere else (auto, the default), or "
+                        "always rich or plain")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):  # no verb: say what there is, and fail
         parser.print_help(sys.stderr)
         return 2
+    tables.set_format(getattr(args, "table_format", "auto"))
     try:
         return int(args.func(args) or 0)
     except CommsimError as exc:

@@ -15,6 +15,8 @@ import re
 import sys
 from dataclasses import dataclass, field
 
+from commsim.errors import CommsimError
+
 
 @dataclass
 class Table:
@@ -102,16 +104,36 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
+FORMATS = ("auto", "rich", "plain")
+_format = "auto"  # every verb's --format: how tables print (set_format)
+
+
+def set_format(value: str) -> None:
+    """``auto`` (rich tables on a terminal, plain columns anywhere else), ``rich`` or
+    ``plain``: what :func:`show` and bench's rows print from now on."""
+    global _format
+    if value not in FORMATS:
+        raise CommsimError(f"--format: {value!r} is not one of {', '.join(FORMATS)}")
+    _format = value
+
+
+def is_terminal(stream) -> bool:
+    """Whether tables on ``stream`` are rich: ``--format``, else whether it is a tty."""
+    if _format != "auto":
+        return _format == "rich"
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
 def show(tables: Table | list[Table], stream=None, terminal: bool | None = None,
          lines: list[str] | None = None) -> None:
     """Print tables (and then ``lines``, plain text) on ``stream`` (default stdout):
-    rich tables when ``terminal`` (default: the stream is a tty), else :func:`plain`."""
+    rich tables when ``terminal`` (default: :func:`is_terminal`), else :func:`plain`."""
     stream = stream or sys.stdout
     if isinstance(tables, Table):
         tables = [tables]
     if terminal is None:
-        isatty = getattr(stream, "isatty", None)
-        terminal = bool(isatty and isatty())
+        terminal = is_terminal(stream)
     if terminal:
         from rich.console import Console
 
