@@ -84,6 +84,9 @@ run_mpi() {
     shift
     check "$verb" --backend mpi "$@"
     [ "$NPROC" -gt "$(nproc)" ] && extra=(--oversubscribe)
+    # one host: the ranks talk through shared memory and open no TCP port (unless the
+    # user chose the transports: OMPI_MCA_btl)
+    OMPI_MCA_btl=${OMPI_MCA_btl:-^tcp} \
     OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} filtered mpirun "$VENV/bin/mpirun" -n "$NPROC" \
         "${extra[@]}" "$VENV/bin/python" -m commsim "$verb" --backend mpi "$@"
 }
