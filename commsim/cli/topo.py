@@ -14,9 +14,6 @@ import json
 import sys
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
-
 from commsim import topology
 from commsim.cli.common import check_output, make_parent
 from commsim.errors import CommsimError
@@ -88,25 +85,23 @@ def _gbps(bytes_per_s: float) -> str:
 def _list(args) -> int:
     from commsim.topology.spec import find_preset
 
-    table = Table(title="commsim topology presets")
-    table.add_column("name")
-    table.add_column("gpus", justify="right")
-    table.add_column("description")
+    table = tables.Table("commsim topology presets", ["name", "gpus", "description"],
+                         align=["l", "r", "l"])
     for name in topology.presets():
         record = {"name": name, "path": str(find_preset(name))}
         try:
             G = topology.load(name)
         except CommsimError as exc:  # one broken user preset should not hide the others
             record["error"] = str(exc)
-            table.add_row(name, "-", f"[red]error: {exc}[/red]")
+            table.add([name, "-", f"error: {exc}"])
         else:
             record.update(gpus=len(topology.gpus(G)),
                           description=str(G.graph.get("description", "")))
-            table.add_row(name, str(record["gpus"]), record["description"])
+            table.add([name, str(record["gpus"]), record["description"]])
         if args.json:
             print(json.dumps(record))
     if not args.json:
-        Console(soft_wrap=True).print(table)
+        tables.show(table)
     return 0
 
 
