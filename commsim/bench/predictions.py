@@ -44,7 +44,7 @@ class Predictor:
         self.step_overhead = 0.0  # a profile's: commsim's executor, seconds a step
         self.message_overhead = 0.0  # and seconds a message
         self.exchange_overhead = None  # a step where ranks send and receive (None: a step's)
-        self.exchange_latency = None  # the host's, paid by native collectives too
+        self.exchange_latency = None  # the host's, reported (not charged)
         self.first_touch = 0.0  # a profile's: seconds a byte of fresh memory's first write
         G = topo.load(topology)  # a bad name or file is the user's to fix: it raises
         self.topology_name = G.graph.get("name", topology)
@@ -80,7 +80,7 @@ class Predictor:
         step overhead included), ``beta`` (s/byte, one pair alone) and ``gamma`` (s/byte;
         null when unknown), ``contention``, ``step_overhead``, ``exchange_overhead`` and
         ``message_overhead`` (s, commsim's executor: not charged to ``native`` rows),
-        ``exchange_latency`` (s, the host's: every exchange step pays it),
+        ``exchange_latency`` (s, the host's, reported: no prediction charges it),
         ``gamma_source``, ``mode`` and ``overlap``."""
         alpha, beta = self.alpha_beta or (None, None)
         return {"alpha": alpha, "beta": beta, "gamma": self.gamma or None,

@@ -20,7 +20,7 @@ A profile is a topology file that :func:`commsim.topology.load` reads like any o
   ``message_overhead`` (commsim's executor, on top of the network latency: a one-way
   step, a step in which ranks both send and receive, a message), ``exchange_latency``
   (what an exchange of every rank at once adds to one pair's latency: the ring shift's
-  alpha less the pair's; backends' own collectives pay it too) and ``contention`` (ring shift of
+  alpha less the pair's; reported, not charged) and ``contention`` (ring shift of
   every rank at once / one pair alone: reported; the predictions get its effect from
   the shared-capacity link, which both the simulator and
   :mod:`commsim.model.on_topology` read);

@@ -60,15 +60,14 @@ def executor_overheads(G: nx.DiGraph | None, native: bool = False) -> dict:
     :func:`commsim.sim.simulate` and :class:`commsim.model.on_topology.TopologyModel`
     (seconds): ``overhead`` for one-way steps, ``exchange_overhead`` for steps where a
     rank both sends and receives, ``message_overhead`` a message. commsim's executor pays
-    its measured costs; a backend's own collective (``native``) pays none of them, only
-    the host's ``exchange_latency``. All 0 (and ``exchange_overhead`` None) without a
-    profile. A profile from before exchange steps were measured apart has no
-    ``exchange_overhead``: its ``step_overhead`` is every step's."""
+    its measured costs; a backend's own collective (``native``) pays none of them (the
+    profile's ``exchange_latency`` is reported, not charged: docs/calibrate.md). All 0
+    (and ``exchange_overhead`` None) without a profile. A profile from before exchange
+    steps were measured apart has no ``exchange_overhead``: its ``step_overhead`` is
+    every step's."""
     step = float(model_parameter(G, "step_overhead", 0.0))
-    latency = model_parameter(G, "exchange_latency")
     if native:
-        return {"overhead": 0.0, "message_overhead": 0.0,
-                "exchange_overhead": None if latency is None else float(latency)}
+        return {"overhead": 0.0, "message_overhead": 0.0, "exchange_overhead": None}
     exchange = model_parameter(G, "exchange_overhead")
     return {"overhead": step,
             "message_overhead": float(model_parameter(G, "message_overhead", 0.0)),
@@ -121,10 +120,11 @@ def load(name_or_path, ideal: bool = False) -> nx.DiGraph:
 def save(G: nx.DiGraph, path, form: str = "explicit") -> None:
     """Write ``G`` as a YAML topology file: ``form="explicit"`` (nodes and links, exact) or
     ``"builder"`` (builder + params, only for an unmodified builder graph)."""
+    from commsim.report.files import write_atomic
     from commsim.topology import spec
     text = spec.dumps(G, form=form)
     try:
-        Path(path).write_text(text)
+        write_atomic(path, text)
     except OSError as exc:
         raise CommsimError(f"topology: cannot write {str(path)!r}: {exc.strerror}") from None
 
