@@ -11,7 +11,16 @@ from collections.abc import Iterable
 
 
 class CommsimError(ValueError):
-    """Bad input: the message is one line, names the field, and says how to fix it."""
+    """Bad input: the message is one line, names the field, and says how to fix it.
+
+    A message that would span lines (a file name or a flag value holding a newline, a
+    library's multi-line text) is folded onto one: the CLI's promise is one line."""
+
+    def __init__(self, message: object = "") -> None:
+        text = str(message)
+        if len(text.splitlines()) > 1 or text != text.strip("\n\r"):
+            text = " ".join(part.strip() for part in text.splitlines() if part.strip())
+        super().__init__(text)
 
 
 def unknown(kind: str, name: str, known: Iterable[str]) -> CommsimError:

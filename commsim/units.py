@@ -11,6 +11,10 @@ topology and profile files (YAML numbers such as ``latency: 0`` or ``bandwidth: 
 keep that reading. Command-line flags pass ``require_unit=True``: there ``--alpha 5``
 could mean 5 us as easily as 5 s, so a bare number other than 0 is refused with the units
 to add.
+
+Every parser also refuses values beyond what any machine has (:data:`MAX_SIZE`,
+:data:`MIN_BANDWIDTH` to :data:`MAX_BANDWIDTH`, :data:`MAX_TIME`): a typo like ``1e300GB/s``
+would otherwise overflow the arithmetic downstream into inf and nan.
 """
 
 from __future__ import annotations
@@ -21,6 +25,11 @@ import re
 from commsim.errors import CommsimError
 
 _SIZE_SUFFIX = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+MAX_SIZE = 2**50            # bytes (1024T): a buffer larger than any machine's memory
+MIN_BANDWIDTH = 1.0         # bytes/s
+MAX_BANDWIDTH = 1e18        # bytes/s (1 EB/s): a thousand times the fastest link
+MAX_TIME = 1e6              # seconds (11.6 days)
 _DECIMAL = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15}
 _TIME = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 
@@ -40,11 +49,17 @@ def parse_size(text: str | int, field: str = "size") -> int:
                 f"{field}: {text!r} is not a size; write bytes like 8, 64K, 1M or 4G"
             )
         value = float(m.group(1)) * _SIZE_SUFFIX[m.group(2).upper()]
+        if value > MAX_SIZE:    # also inf, from a number of hundreds of digits
+            raise CommsimError(f"{field}: {text!r} is more than {format_size(MAX_SIZE)} "
+                               f"({MAX_SIZE} bytes); give a smaller size")
         if value != int(value):
             raise CommsimError(f"{field}: {text!r} is not a whole number of bytes")
         value = int(value)
     if value < 1:
         raise CommsimError(f"{field}: {text!r} must be at least 1 byte")
+    if value > MAX_SIZE:
+        raise CommsimError(f"{field}: {text!r} is more than {format_size(MAX_SIZE)} "
+                           f"({MAX_SIZE} bytes); give a smaller size")
     return value
 
 
@@ -60,7 +75,10 @@ def parse_size_range(text: str, field: str = "sizes", factor: int = 2) -> list[i
         while sizes[-1] * factor <= hi:
             sizes.append(sizes[-1] * factor)
         return sizes
-    return [parse_size(part, field) for part in text.split(",") if part.strip()]
+    sizes = [parse_size(part, field) for part in text.split(",") if part.strip()]
+    if not sizes:
+        raise CommsimError(f"{field}: {text!r} holds no size; give e.g. 1M, 1K:1G or 1K,64K")
+    return sizes
 
 
 def _bare_number(text) -> float | None:
@@ -95,6 +113,10 @@ def parse_bandwidth(text: str | float, field: str = "bandwidth", *,
                 f"{field}: {text!r} is not a bandwidth; write e.g. 25GB/s or 400Gb/s")
     if not math.isfinite(value) or value <= 0:
         raise CommsimError(f"{field}: {text!r} must be a positive bandwidth")
+    if not MIN_BANDWIDTH <= value <= MAX_BANDWIDTH:
+        where = "below 1 B/s" if value < MIN_BANDWIDTH else "above 1 EB/s"
+        raise CommsimError(f"{field}: {text!r} is {where}; give a bandwidth between 1 B/s and "
+                           "1e18 B/s (1 EB/s), e.g. 25GB/s")
     if require_unit and not m:
         n = str(text).strip()
         raise CommsimError(f"{field}: {text!r} has no unit; write {n}GB/s or "
@@ -119,6 +141,9 @@ def parse_time(text: str | float, field: str = "time", *, require_unit: bool = F
                 f"{field}: {text!r} is not a time; write e.g. 5us, 700ns or 1.5ms")
     if not math.isfinite(value) or value < 0:
         raise CommsimError(f"{field}: {text!r} must be a time of zero or more")
+    if value > MAX_TIME:
+        raise CommsimError(f"{field}: {text!r} is more than {MAX_TIME:g} s (11 days); give a "
+                           "shorter time")
     if require_unit and not m and value != 0:
         n = str(text).strip()
         *first, last = [f"{n}{u}" for u in units]

@@ -25,6 +25,7 @@ from commsim.model.setup import (  # noqa: F401  (the verbs import them from her
     topology_model,
     topology_params,
 )
+from commsim.report.files import write_atomic
 from commsim.units import format_size, parse_size_range, parse_time
 
 SIZE_CONVENTION = (
@@ -57,7 +58,13 @@ def chunks(text: str | None) -> int | str | None:
         raise CommsimError(f"--chunks: {text!r} is not a whole number or 'auto'") from None
     if value < 1:
         raise CommsimError(f"--chunks: {text!r} must be at least 1")
+    if value > MAX_CHUNKS:
+        raise CommsimError(f"--chunks: {text!r} is more than {MAX_CHUNKS:,} pieces a message; "
+                           "give a smaller number or auto")
     return value
+
+
+MAX_CHUNKS = 2**31   # --chunks: a pipeline depth no schedule's indices can hold beyond
 
 
 def sweep(args) -> tuple[list[tuple[str, list[str]]], list[int], int | str | None, float]:
@@ -107,10 +114,26 @@ def add_profile(parser) -> None:
 def topology_choice(args, default: str | None) -> str | None:
     """The topology a verb uses: ``--profile``, ``--topology`` (not both), or ``default``."""
     profile = getattr(args, "profile", None)
-    if profile and args.topology:
+    for flag, value in (("--profile", profile), ("--topology", args.topology)):
+        if value is not None and not str(value).strip():
+            raise CommsimError(f"{flag}: empty; give a {flag[2:]} name or YAML path, or "
+                               "leave the flag out")
+    if profile is not None and args.topology is not None:
         raise CommsimError("--profile and --topology exclude each other: a profile is a "
                            "topology; give one of them")
-    return profile or args.topology or default
+    return profile if profile is not None else \
+        args.topology if args.topology is not None else default
+
+
+def load_topology(args, default: str | None, ideal: bool = False):
+    """``(name, graph)`` of :func:`topology_choice`; an error in a ``--profile`` says so."""
+    name = topology_choice(args, default)
+    try:
+        return name, topology.load(name, ideal=ideal)
+    except CommsimError as exc:
+        if getattr(args, "profile", None) is not None:
+            raise CommsimError(f"--profile: {exc}") from None
+        raise
 
 
 def model_gamma(gamma: float | None, G) -> float:
@@ -146,9 +169,13 @@ def _channels(text: str):
         value = int(text)
     except ValueError:
         value = 0
-    if value < 1:
-        raise CommsimError(f"--channels: {text!r} must be auto or a whole number >= 1")
+    if not 1 <= value <= MAX_CHANNELS:
+        raise CommsimError(f"--channels: {text!r} must be auto or a whole number from 1 to "
+                           f"{MAX_CHANNELS}")
     return value
+
+
+MAX_CHANNELS = 1024   # --channels: rings or trees at once (NCCL runs at most 64)
 
 
 def console(stderr: bool = False) -> Console:
@@ -183,6 +210,8 @@ def check_output(path: str, flag: str) -> Path:
     text = str(path)
     if not text.strip():
         raise CommsimError(f"{flag}: give a file name")
+    if "\0" in text:
+        raise CommsimError(f"{flag}: {text!r} holds a NUL character, which no file name can")
     p = Path(text)
     try:
         if p.is_dir():
@@ -245,17 +274,16 @@ def check_finite(rows: list[dict], fix: str) -> None:
 
 
 def write_json_lines(path: str, rows: list[dict], flag: str = "--json") -> None:
-    """One JSON object a line, as the verbs' ``--json FILE`` promises. Missing folders
-    above ``path`` are created; inf and nan, which JSON cannot carry, are refused."""
+    """One JSON object a line, as the verbs' ``--json FILE`` promises, written atomically
+    (:func:`~commsim.report.files.write_atomic`). Missing folders above ``path`` are
+    created; inf and nan, which JSON cannot carry, are refused."""
     try:
         lines = [json.dumps(row, allow_nan=False) + "\n" for row in rows]
     except ValueError:
         raise CommsimError(f"{flag}: a row holds inf or nan, which JSON cannot carry; "
                            "nothing written") from None
-    make_parent(path, flag)
     try:
-        with open(path, "w") as fh:
-            fh.writelines(lines)
+        write_atomic(path, "".join(lines))
     except OSError as exc:
         raise CommsimError(f"{flag}: cannot write {str(path)!r}: {exc.strerror or exc}") \
             from None

@@ -43,8 +43,8 @@ def _writable(path: str, flag: str, inputs: set[Path]) -> Path:
 
 def _outputs(args) -> tuple[Path | None, Path | None]:
     inputs = {Path(p).resolve() for p in args.results}
-    report = _writable(args.report, "--report", inputs) if args.report else None
-    md = _writable(args.markdown, "--markdown", inputs) if args.markdown else None
+    report = _writable(args.report, "--report", inputs) if args.report is not None else None
+    md = _writable(args.markdown, "--markdown", inputs) if args.markdown is not None else None
     if report and md and report.resolve() == md.resolve():
         raise CommsimError("--report and --markdown name the same file; give two names")
     if (report or md) and not figures.available():
@@ -68,13 +68,16 @@ def run(args) -> int:
         return 0
     doc = compare_view.document(comparison)
     wrote = []
-    try:
-        if report:
-            wrote.append(html.write(doc, report))
-        if md:
-            wrote += markdown.write(doc, md)
-    except OSError as exc:
-        raise CommsimError(f"cannot write the report: {exc}") from None
+    for flag, target, writer in (("--report", report, html.write),
+                                 ("--markdown", md, markdown.write)):
+        if target is None:
+            continue
+        try:
+            done = writer(doc, target)
+        except OSError as exc:
+            raise CommsimError(f"{flag}: cannot write {str(target)!r}: "
+                               f"{exc.strerror or exc}") from None
+        wrote += done if isinstance(done, list) else [done]
     pngs = sum(p.suffix == ".png" for p in wrote)
     if report:
         print(f"wrote {report}")

@@ -14,11 +14,11 @@ from commsim.cli.common import (
     check_output,
     console,
     layout_options,
+    load_topology,
     model_gamma,
     one_level_note,
     skipped,
     sweep,
-    topology_choice,
     topology_model,
     topology_params,
     write_json_lines,
@@ -72,7 +72,7 @@ def _parameters(args) -> dict:
     if (args.alpha is None) != (args.bandwidth is None):
         raise CommsimError("give both --alpha and --bandwidth, or neither (then --topology)")
     if args.alpha is not None:
-        if args.topology or args.profile:
+        if args.topology is not None or args.profile is not None:
             raise CommsimError("--topology/--profile and --alpha/--bandwidth exclude each other")
         return {"where": "flags", "graph": None, "gpus": None, "channels": args.channels,
                 "nranks": 8 if args.nranks is None else args.nranks,
@@ -81,8 +81,7 @@ def _parameters(args) -> dict:
                                               require_unit=True)}
     from commsim import topology  # only when a topology is asked for
 
-    name = topology_choice(args, DEFAULT_TOPOLOGY)
-    G = topology.load(name, ideal=args.ideal)
+    name, G = load_topology(args, DEFAULT_TOPOLOGY, ideal=args.ideal)
     ngpus = len(topology.gpus(G))
     return {"where": G.graph.get("name", name), "graph": G, "gpus": ngpus,
             "channels": args.channels,
@@ -105,7 +104,7 @@ def run(args) -> int:
     p = prm["nranks"]
     check_nranks(p, args.nranks is not None, prm["where"], prm["gpus"])
     check_group_size(args.group_size, runs, p)
-    if args.json:
+    if args.json is not None:
         check_output(args.json, "--json")
     rows = []
     algos = list(dict.fromkeys(a for _, names in runs for a in names))
@@ -166,7 +165,7 @@ def run(args) -> int:
         out.print("[dim]alpha-beta model (no protocol efficiency); busbw = algbw x "
                   "nccl-tests factor; * marks the fastest algorithm per "
                   f"{'collective and ' if several else ''}size[/]")
-    if args.json:
+    if args.json is not None:
         write_json_lines(args.json, rows)
         out.print(f"wrote {args.json}")
     return 0

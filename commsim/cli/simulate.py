@@ -22,19 +22,19 @@ from commsim.cli.common import (
     check_nranks,
     check_output,
     console,
-    make_parent,
+    load_topology,
     model_gamma,
     one_level_note,
     per_rank,
     skipped,
     sweep,
-    topology_choice,
     topology_model,
     topology_params,
     write_json_lines,
 )
 from commsim.errors import CommsimError
 from commsim.report import tables
+from commsim.report.files import Staged
 from commsim.units import format_bandwidth, format_size, format_time, parse_time
 
 DEFAULT_TOPOLOGY = "dgx-a100-4node"
@@ -100,7 +100,8 @@ def register(sub) -> None:
     p.add_argument("--json", metavar="FILE", help="also write JSON lines, one per "
                    "collective/algorithm/size")
     simulate_step.add_arguments(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, one_collective={a.dest: a.default for a in p._actions
+                                             if a.dest in simulate_step.ONE_COLLECTIVE})
 
 
 def _trace_path(base: str, job: tuple[str, str, int], jobs: list) -> Path:
@@ -120,10 +121,10 @@ def run(args) -> int:
     from commsim.topology.placement import place
 
     # every check comes before the first line of output and before any work
+    simulate_step.check_flags(args)
     runs, size_list, setting, gamma = sweep(args)
-    args.topology = topology_choice(args, DEFAULT_TOPOLOGY)
-    G = topology.load(args.topology, ideal=args.ideal)
-    if args.workload:
+    args.topology, G = load_topology(args, DEFAULT_TOPOLOGY, ideal=args.ideal)
+    if args.workload is not None:
         return simulate_step.run(args, G, G.graph.get("name", args.topology), gamma)
     gamma = model_gamma(gamma, G)
     ngpus = len(topology.gpus(G))
@@ -153,62 +154,67 @@ def run(args) -> int:
     routers: dict = {}
     models: dict = {}
     notes: dict = {}
-    for n, (coll, algo, size) in enumerate(jobs):
-        bar.job(n)
-        a, b, opts = topology_params(G, p, algo, args.group_size, args.channels,
-                                     linear=args.placement == "linear")
-        k = model.nchunks_for(setting, coll, algo, p, size, a, b, gamma, mode=args.mode,
-                              **opts)
-        build_opts = build_options(opts)
-        if coll in ("broadcast", "reduce"):
-            build_opts["root"] = root
-        s = collectives.build(coll, algo, p, k, **build_opts)
-        res = simulate(s, G, size, placement=gpus_of_ranks, routing=args.routing,
-                       sharing=args.sharing,
-                       mode=args.mode, gamma=gamma, start_offsets=late, reduce_slowdown=slow,
-                       **topology.executor_overheads(G),
-                       router=routers.get((coll, algo)), progress=bar.within)
-        # the simulator's routes depend on the pairs, not on the size
-        routers[(coll, algo)] = res.router
-        if (coll, algo) not in models:
-            models[(coll, algo)] = topology_model(G, p, res.router)
-        if algo == "hierarchical":
-            notes[coll] = one_level_note(coll, s.options["group_size"], p, len(colls) > 1)
-        est = models[(coll, algo)](coll, algo, p, s.nchunks, opts, size, gamma, args.mode, s)
-        if est is not None:
-            t_model, estimate = est.time, est.shared
-        else:
-            t_model = model.predict(coll, algo, p, size, a, b, gamma, nchunks=s.nchunks,
-                                    mode=args.mode, **opts)
-            estimate = True
-        bott = res.bottleneck
-        row = dict(collective=coll, algorithm=algo, nranks=p, size=size, nchunks=s.nchunks,
-                   topology=name, placement=args.placement, mode=args.mode,
-                   routing=args.routing, sharing=args.sharing,
-                   time_us=res.time * 1e6, algbw_gbps=res.algbw / 1e9,
-                   busbw_gbps=res.busbw / 1e9, t_model_us=t_model * 1e6,
-                   model_estimate=estimate,
-                   bottleneck=bott["link"] if bott else None,
-                   bottleneck_share=bott.get("share") if bott else None,
-                   bottleneck_util=bott["utilization"] if bott else None,
-                   bottleneck_peak=bott["peak_utilization"] if bott else None,
-                   transfers=res.ntransfers, events=res.events)
-        if args.links:
-            bound = res.bottlenecks(5)
-            row["links"] = bound
-            link_rows.extend((coll, algo, size, d) for d in bound)
-        rows.append(row)
-        if args.trace:
-            path = _trace_path(args.trace, (coll, algo, size), jobs)
-            make_parent(path, "--trace")
-            try:
-                res.to_chrome_trace(path)
-            except OSError as exc:
-                raise CommsimError(f"--trace: cannot write {str(path)!r}: "
-                                   f"{exc.strerror or exc}") from None
-            row["trace"] = str(path)
-    bar.stop()
-    check_finite(rows, "check the topology's links, --gamma and --late")
+    with Staged() as staged:
+        for n, (coll, algo, size) in enumerate(jobs):
+            bar.job(n)
+            a, b, opts = topology_params(G, p, algo, args.group_size, args.channels,
+                                         linear=args.placement == "linear")
+            k = model.nchunks_for(setting, coll, algo, p, size, a, b, gamma, mode=args.mode,
+                                  **opts)
+            build_opts = build_options(opts)
+            if coll in ("broadcast", "reduce"):
+                build_opts["root"] = root
+            s = collectives.build(coll, algo, p, k, **build_opts)
+            res = simulate(s, G, size, placement=gpus_of_ranks, routing=args.routing,
+                           sharing=args.sharing,
+                           mode=args.mode, gamma=gamma, start_offsets=late, reduce_slowdown=slow,
+                           **topology.executor_overheads(G),
+                           router=routers.get((coll, algo)), progress=bar.within)
+            # the simulator's routes depend on the pairs, not on the size
+            routers[(coll, algo)] = res.router
+            if (coll, algo) not in models:
+                models[(coll, algo)] = topology_model(G, p, res.router)
+            if algo == "hierarchical":
+                notes[coll] = one_level_note(coll, s.options["group_size"], p, len(colls) > 1)
+            est = models[(coll, algo)](coll, algo, p, s.nchunks, opts, size, gamma, args.mode, s)
+            if est is not None:
+                t_model, estimate = est.time, est.shared
+            else:
+                t_model = model.predict(coll, algo, p, size, a, b, gamma, nchunks=s.nchunks,
+                                        mode=args.mode, **opts)
+                estimate = True
+            bott = res.bottleneck
+            row = dict(collective=coll, algorithm=algo, nranks=p, size=size, nchunks=s.nchunks,
+                       topology=name, placement=args.placement, mode=args.mode,
+                       routing=args.routing, sharing=args.sharing,
+                       time_us=res.time * 1e6, algbw_gbps=res.algbw / 1e9,
+                       busbw_gbps=res.busbw / 1e9, t_model_us=t_model * 1e6,
+                       model_estimate=estimate,
+                       bottleneck=bott["link"] if bott else None,
+                       bottleneck_share=bott.get("share") if bott else None,
+                       bottleneck_util=bott["utilization"] if bott else None,
+                       bottleneck_peak=bott["peak_utilization"] if bott else None,
+                       transfers=res.ntransfers, events=res.events)
+            if args.links:
+                bound = res.bottlenecks(5)
+                row["links"] = bound
+                link_rows.extend((coll, algo, size, d) for d in bound)
+            rows.append(row)
+            if args.trace is not None:   # staged: written only if every run succeeds
+                path = _trace_path(args.trace, (coll, algo, size), jobs)
+                try:
+                    res.to_chrome_trace(staged.path(path))
+                except OSError as exc:
+                    raise CommsimError(f"--trace: cannot write {str(path)!r}: "
+                                       f"{exc.strerror or exc}") from None
+                row["trace"] = str(path)
+        bar.stop()
+        check_finite(rows, "check the topology's links, --gamma and --late")
+        try:
+            staged.commit()
+        except OSError as exc:
+            raise CommsimError(f"--trace: cannot write {args.trace!r}: "
+                               f"{exc.strerror or exc}") from None
     out.print(header)   # only now: an error found during the run leaves stdout empty
     several = len(colls) > 1
     tables.show([_table(rows, several)]
@@ -225,7 +231,7 @@ def run(args) -> int:
     for row in rows:
         if row.get("trace"):
             out.print(f"wrote trace {row['trace']}")
-    if args.json:
+    if args.json is not None:
         write_json_lines(args.json, rows)
         out.print(f"wrote {args.json}")
     return 0
@@ -263,9 +269,12 @@ def _per_rank(items: list[str] | None, flag: str, parse, p: int) -> dict[int, fl
 def _check_outputs(args, jobs: list) -> None:
     """``--json`` and every ``--trace`` file are writable, and distinct, before the run."""
     paths = []
-    if args.trace:
+    for flag, given in (("--trace", args.trace), ("--json", args.json)):
+        if given is not None:
+            check_output(given, flag)   # as given: Path("") would be ".", a folder
+    if args.trace is not None:
         paths = [(_trace_path(args.trace, job, jobs), "--trace") for job in jobs]
-    if args.json:
+    if args.json is not None:
         paths.append((Path(args.json), "--json"))
     seen: dict[str, str] = {}
     for path, flag in paths:

@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import json
 
-from commsim.cli.common import check_output, make_parent, model_gamma, write_json_lines
+from commsim.cli.common import check_output, model_gamma, write_json_lines
 from commsim.errors import CommsimError, unknown
+from commsim.report.files import write_atomic
 from commsim.units import format_bandwidth, format_bytes, format_time, parse_pairs, parse_time
 
 DIMS = ("tp", "cp", "pp", "dp", "ep")
 COMPUTE_KEYS = ("forward", "backward", "optimizer")
+# simulate's flags of one collective, which a training step (its collectives come from the
+# workload) does not use; and the flags only a training step uses
+ONE_COLLECTIVE = ("collective", "algorithm", "size", "nranks", "chunks", "group_size", "root",
+                  "late", "slow_reduce", "links", "channels")
+STEP_ONLY = (*DIMS, "compute", "algorithms")
 
 
 def add_arguments(p) -> None:
@@ -39,7 +45,27 @@ def add_arguments(p) -> None:
                    "pairwise; PP sends chain)")
 
 
+def check_flags(args) -> None:
+    """Refuse the flags that the run would ignore: a training step's flags without
+    ``--workload``, and with it the flags of one collective given other values than their
+    defaults (``args.one_collective``, set by ``commsim simulate``'s parser)."""
+    if args.workload is None:
+        for dest in STEP_ONLY:
+            if getattr(args, dest, None) is not None:
+                raise CommsimError(f"--{dest}: only for a training step; add --workload "
+                                   "NAME or drop it")
+        return
+    for dest, default in getattr(args, "one_collective", {}).items():
+        if getattr(args, dest, default) != default:
+            flag = "--" + dest.replace("_", "-")
+            raise CommsimError(f"{flag}: not used with --workload (the workload says which "
+                               "collectives run, on which ranks and sizes); drop it")
+
+
 def _compute(text: str | None) -> dict[str, float]:
+    if text is not None and not text.strip():
+        raise CommsimError("--compute: empty; give KEY=TIME pairs, e.g. forward=2ms, or "
+                           "leave the flag out")
     out = {}
     for key, value in parse_pairs(text, "--compute").items():
         if key not in COMPUTE_KEYS:
@@ -52,6 +78,9 @@ def _algorithms(text: str | None) -> dict[str, str]:
     from commsim.workload import DEFAULT_ALGORITHMS
     from commsim.workload.simulate import algorithm_for
 
+    if text is not None and not text.strip():
+        raise CommsimError("--algorithms: empty; give COLL=ALGO pairs, e.g. allreduce=rhd, "
+                           "or leave the flag out")
     algos = parse_pairs(text, "--algorithms")
     for key, name in algos.items():
         dim, _, coll = key.rpartition(":")
@@ -80,7 +109,7 @@ def run(args, G, name: str, gamma: float | None) -> int:
     from commsim.workload.simulate import step_chrome_trace
 
     for flag in ("trace", "json"):
-        if getattr(args, flag):
+        if getattr(args, flag) is not None:
             check_output(getattr(args, flag), f"--{flag}")
     ngpus = len(topology.gpus(G))
     spec = read_workload(args.workload)
@@ -128,16 +157,14 @@ def run(args, G, name: str, gamma: float | None) -> int:
         busiest.add([d["name"], d["class"], format_time(d["busy_s"]), f"{d['share']:.1%}",
                      format_bytes(d["bytes"]), crossing or "-"])
     tables.show([dims, phases, busiest])
-    if args.trace:
-        make_parent(args.trace, "--trace")
+    if args.trace is not None:
         try:
-            with open(args.trace, "w") as fh:
-                json.dump(step_chrome_trace(step), fh)
+            write_atomic(args.trace, json.dumps(step_chrome_trace(step)))
         except OSError as exc:
             raise CommsimError(f"--trace: cannot write {args.trace!r}: "
                                f"{exc.strerror or exc}") from None
         out.print(f"trace: {args.trace} (a track per group; open in ui.perfetto.dev)")
-    if args.json:
+    if args.json is not None:
         row = dict(workload=spec.name, topology=name, gpus=ngpus, layout=layout.as_dict(),
                    placement=args.placement, routing=args.routing, mode=args.mode,
                    **step.as_dict())

@@ -15,12 +15,14 @@ import sys
 from pathlib import Path
 
 from commsim import topology
-from commsim.cli.common import check_output, make_parent
+from commsim.cli.common import check_output
 from commsim.errors import CommsimError
 from commsim.report import tables
+from commsim.report.files import write_atomic
 from commsim.report.topology_figure import SUMMARIZE_ABOVE
 
 DRAW_LIMIT = 600  # nodes drawn; a larger drawing is an unreadable hairball
+MAX_DPI = 600     # --dpi: the largest figure (18 x 14 in) is then 90 megapixels
 
 
 def register(subparsers) -> None:
@@ -177,6 +179,9 @@ def _draw(args) -> int:
                                ("--dpi", args.dpi, 10)):
         if value < least:
             raise CommsimError(f"{flag}: {value} must be at least {least}")
+    if args.dpi > MAX_DPI:   # a picture of gigapixels: matplotlib fails, or the memory does
+        raise CommsimError(f"--dpi: {args.dpi} is more than {MAX_DPI}; give a lower "
+                           "resolution (or an .svg, which has none)")
     check_output(args.output, "--output")
     G = topology.load(args.topology)
     try:
@@ -188,9 +193,8 @@ def _draw(args) -> int:
                            "--summarize-above, draw a smaller variant or raise --max-nodes"
                            ) from None
     data = topology_figure.render(scene, fmt=fmt, dpi=args.dpi)
-    make_parent(args.output, "--output")
     try:
-        Path(args.output).write_bytes(data)
+        write_atomic(args.output, data)
     except OSError as exc:
         raise CommsimError(f"--output: cannot write {args.output!r}: "
                            f"{exc.strerror or exc}") from None
@@ -205,7 +209,7 @@ def _export(args) -> int:
     if args.builder_form and args.format != "yaml":
         raise CommsimError(f"--builder-form: only --format yaml has a builder form, not "
                            f"{args.format}; drop --builder-form")
-    if args.output:
+    if args.output is not None:
         check_output(args.output, "--output")
     G = topology.load(args.topology)
     if args.format == "simgrid":
@@ -214,12 +218,11 @@ def _export(args) -> int:
     else:
         from commsim.topology.spec import dumps
         text = dumps(G, form="builder" if args.builder_form else "explicit")
-    if not args.output:
+    if args.output is None:
         sys.stdout.write(text)
         return 0
-    make_parent(args.output, "--output")
     try:
-        Path(args.output).write_text(text)
+        write_atomic(args.output, text)
     except OSError as exc:
         raise CommsimError(f"--output: cannot write {args.output!r}: {exc.strerror}") from None
     print(f"wrote {args.output} ({args.format}, {len(topology.gpus(G))} gpus, "

@@ -10,6 +10,8 @@ Used by the verbs; imports none of their packages (only :mod:`commsim.units` and
   laid out as people draw it (layers, grids, DGX boxes with rails, summaries).
 - :mod:`~commsim.report.document`: a report as blocks; :mod:`~commsim.report.html` and
   :mod:`~commsim.report.markdown` write it (one self-contained page; Markdown + PNGs).
+- :mod:`~commsim.report.files`: every file the verbs write goes out atomically (a
+  temporary file in the same folder, then ``os.replace``): no partial file on failure.
 
 ``commsim compare`` reads bench files (:mod:`commsim.bench.results`), computes the
 errors (:mod:`commsim.bench.compare`) and builds its report

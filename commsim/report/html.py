@@ -11,6 +11,7 @@ from html import escape
 from pathlib import Path
 
 from commsim.report.document import Bullets, Document, Figure, Heading, Paragraph, slug
+from commsim.report.files import write_atomic
 from commsim.report.tables import Table
 
 CSS = """
@@ -85,8 +86,8 @@ def render(doc: Document) -> str:
 
 
 def write(doc: Document, path: str | Path) -> Path:
-    """Write the page to ``path`` (its folder is created); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(doc), encoding="utf-8")
-    return path
+    """Write the page to ``path`` (its folder is created) atomically: the page is rendered
+    first, then written to a temporary file that replaces ``path``
+    (:func:`~commsim.report.files.write_atomic`), so a failure leaves no partial page and
+    an older one intact. Returns the path."""
+    return write_atomic(path, render(doc))

@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from commsim.report.document import Bullets, Document, Figure, Heading, Paragraph
+from commsim.report.files import Staged
 from commsim.report.tables import Table
 
 
@@ -66,15 +67,15 @@ def render(doc: Document, names: dict[int, str]) -> str:
 
 def write(doc: Document, path: str | Path) -> list[Path]:
     """Write ``path`` and its PNGs beside it (the folder is created); returns every path
-    written, the Markdown file last."""
+    written, the Markdown file last. The text is rendered before anything is written and
+    every file is staged under a temporary name, then moved into place
+    (:class:`~commsim.report.files.Staged`): a failure leaves no partial file and older
+    files intact."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     names = figure_names(doc, path.stem)
-    written = []
-    for fig in doc.figures():
-        target = path.parent / names[id(fig)]
-        target.write_bytes(fig.png)
-        written.append(target)
-    path.write_text(render(doc, names), encoding="utf-8")
-    written.append(path)
-    return written
+    text = render(doc, names)
+    with Staged() as staged:
+        for fig in doc.figures():
+            staged.path(path.parent / names[id(fig)]).write_bytes(fig.png)
+        staged.path(path).write_text(text, encoding="utf-8")
+        return staged.commit()

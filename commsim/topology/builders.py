@@ -68,6 +68,21 @@ def _count(value, field: str, minimum: int = 1) -> int:
     return int(number)
 
 
+# the largest graph a builder makes: beyond any machine commsim simulates, and what
+# networkx holds in about a gigabyte (a typo like nodes: 1e9 fails here, not after minutes)
+MAX_NODES = 2**18
+MAX_LINKS = 2**21
+
+
+def _limit(fields: str, nodes: int, links: int) -> None:
+    """Refuse, before building, a graph of more than :data:`MAX_NODES` nodes or
+    :data:`MAX_LINKS` directed links; ``fields`` names the parameters that set its size."""
+    if nodes > MAX_NODES or links > MAX_LINKS:
+        raise CommsimError(f"{fields}: a topology of {nodes:,} nodes and {links:,} links is "
+                           f"more than commsim builds (at most {MAX_NODES:,} nodes and "
+                           f"{MAX_LINKS:,} links); use smaller counts")
+
+
 def _ratio(value, field: str) -> float:
     try:
         number = float(value)
@@ -123,6 +138,8 @@ def torus(dims=(4, 4), bandwidth="25GB/s", latency="1us", injection_bw=None,
     dims = tuple(_count(d, f"dims[{i}]") for i, d in enumerate(dims))
     if not 1 <= len(dims) <= 3:
         raise CommsimError(f"dims: {dims!r} must have 1, 2 or 3 sizes, e.g. [4, 4]")
+    _limit("n" if len(dims) == 1 else "dims", 2 * math.prod(dims),
+           2 * math.prod(dims) * (1 + len(dims)))
     bw, lat = _bw(bandwidth, "bandwidth"), _lat(latency, "latency")
     inj_lat = _lat(injection_latency, "injection_latency")
     eff = _eff(efficiency, "efficiency")
@@ -172,6 +189,7 @@ def fully_connected(n=8, bandwidth="25GB/s", latency="1us", efficiency=1.0,
                     name: str | None = None) -> nx.DiGraph:
     """``n`` gpus with a direct duplex link between every pair (no switch)."""
     n = _count(n, "n")
+    _limit("n", n, n * (n - 1))
     bw, lat = _bw(bandwidth, "bandwidth"), _lat(latency, "latency")
     eff = _eff(efficiency, "efficiency")
     G = _graph(name or f"fully-connected-{n}", "fully_connected",
@@ -191,6 +209,7 @@ def star(n=8, bandwidth="25GB/s", latency="1us", efficiency=1.0,
          name: str | None = None) -> nx.DiGraph:
     """``n`` gpus on one non-blocking switch ``sw``: gpu-to-gpu is 2 hops, 2x ``latency``."""
     n = _count(n, "n")
+    _limit("n", n + 1, 2 * n)
     bw, lat = _bw(bandwidth, "bandwidth"), _lat(latency, "latency")
     eff = _eff(efficiency, "efficiency")
     G = _graph(name or f"star-{n}", "star", {"n": n, "bandwidth": bandwidth, "latency": latency,
@@ -257,6 +276,8 @@ def leaf_spine(leaves=4, spines=2, hosts_per_leaf=8, host_bw="50GB/s", spine_bw=
     """
     leaves, spines = _count(leaves, "leaves"), _count(spines, "spines", minimum=0)
     hosts_per_leaf = _count(hosts_per_leaf, "hosts_per_leaf")
+    _limit("leaves, spines, hosts_per_leaf", leaves * (hosts_per_leaf + 1) + spines,
+           2 * leaves * (hosts_per_leaf + spines))
     host_bw_v = _bw(host_bw, "host_bw")
     host_eff = _eff(host_efficiency, "host_efficiency")
     spine_eff = _eff(spine_efficiency, "spine_efficiency")
@@ -301,6 +322,8 @@ def fat_tree(k=8, hosts=None, bandwidth="25GB/s", latency="1us", efficiency=1.0,
     if n > full:
         raise CommsimError(f"hosts: {n} exceeds the {full} hosts of a k={k} fat-tree; "
                            f"raise k")
+    pods = -(-n // (half * half))
+    _limit("k, hosts", n + pods * k + half * half, 2 * (n + 2 * pods * half * half))
     bw, lat = _bw(bandwidth, "bandwidth"), _lat(latency, "latency")
     eff = _eff(efficiency, "efficiency")
     G = _graph(name or (f"fat-tree-k{k}" if n == full else f"fat-tree-k{k}-{n}"), "fat_tree",
@@ -374,6 +397,13 @@ def dgx_cluster(nodes=4, gpus_per_node=8, nvlink_bw="450GB/s", nvlink_latency="1
         npl = nodes if rail else max(1, 32 // gpn)
     else:
         npl = _count(nodes_per_leaf, "nodes_per_leaf")
+    # the leaves and spines _add_leaf_spine will make (the default spine count as below)
+    n_leaves = -(-nodes // npl) * (gpn if rail else 1)
+    widest = min(npl, nodes) * (1 if rail else gpn)
+    n_spines = _count(spines, "spines", minimum=0) if spines is not None else \
+        0 if n_leaves == 1 else max(1, widest // 2)
+    _limit("nodes, gpus_per_node, spines", nodes * (2 * gpn + 1) + n_leaves + n_spines,
+           nodes * gpn * 7 + 2 * n_leaves * n_spines)
     G = _graph(name or f"dgx-{nodes}node", "dgx_cluster",
                {"nodes": nodes, "gpus_per_node": gpn, "nvlink_bw": nvlink_bw,
                 "nvlink_latency": nvlink_latency, "pcie_bw": pcie_bw,
@@ -407,11 +437,9 @@ def dgx_cluster(nodes=4, gpus_per_node=8, nvlink_bw="450GB/s", nvlink_latency="1
         leaf_hosts = [[f"nic{n}_{i}" for n in grp] for grp in groups for i in range(gpn)]
     else:
         leaf_hosts = [[f"nic{n}_{i}" for n in grp for i in range(gpn)] for grp in groups]
-    if spines is not None:
-        n_spines = _count(spines, "spines", minimum=0)
-    elif len(leaf_hosts) == 1:
+    if spines is None and len(leaf_hosts) == 1:
         n_spines = 0  # one leaf needs no spine
-    else:
+    elif spines is None:
         n_spines = max(1, max(len(h) for h in leaf_hosts) // 2)
     _, ratio = _add_leaf_spine(G, edges, leaf_hosts, n_spines, ni_bw, ni_lat, spine_bw,
                                _lat(spine_latency, "spine_latency"), oversubscription,
@@ -437,6 +465,8 @@ def dragonfly(groups=5, routers_per_group=4, hosts_per_router=2, host_bw="25GB/s
     """
     groups, a = _count(groups, "groups"), _count(routers_per_group, "routers_per_group")
     hpr = _count(hosts_per_router, "hosts_per_router")
+    _limit("groups, routers_per_group, hosts_per_router", groups * a * (hpr + 1),
+           2 * groups * a * hpr + groups * a * (a - 1) + groups * (groups - 1))
     h_bw, l_bw, g_bw = (_bw(host_bw, "host_bw"), _bw(local_bw, "local_bw"),
                         _bw(global_bw, "global_bw"))
     h_lat, l_lat, g_lat = (_lat(host_latency, "host_latency"),

@@ -36,12 +36,13 @@ from commsim.topology.builders import BUILDERS
 from commsim.topology.efficiency import is_efficiency_param, link, parse_efficiency
 from commsim.units import parse_bandwidth, parse_time
 
-__all__ = ["builder_params", "dumps", "find_preset", "load", "parse"]
+__all__ = ["builder_params", "dumps", "find_preset", "load", "parse", "read_yaml"]
 
 TOP_FIELDS = ("name", "description", "notes", "builder", "params", "nodes", "links", "model",
               "profile")
 MODEL_FIELDS = ("reduce_bandwidth", "step_overhead", "exchange_overhead", "exchange_latency",
                 "message_overhead", "contention", "first_touch_bandwidth")
+MAX_CONTENTION = 1e6    # model.contention: a ring's slowdown over one pair alone
 LINK_FIELDS = ("src", "dst", "bandwidth", "latency", "duplex", "efficiency", "class")
 _META = ("name", "description", "notes")
 
@@ -57,9 +58,141 @@ def find_preset(name: str) -> Path | None:
     for d in preset_dirs():
         for suffix in (".yaml", ".yml"):
             path = d / f"{name}{suffix}"
-            if path.is_file():
+            if is_file(path):
                 return path
     return None
+
+
+def is_file(path) -> bool:
+    """``Path(path).is_file()``, False where the name itself is unusable (too long, a NUL
+    byte) instead of an OSError or ValueError."""
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+# -- reading YAML --------------------------------------------------------------------------
+
+MAX_ALIAS_EXPANSION = 1_000_000  # values that aliases may add to a document (a YAML bomb)
+MAX_DEPTH = 100     # levels of nesting (the files commsim reads have fewer than ten)
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses, before building any value, what would be a trap
+    for the code that walks the data: aliases that expand to more than
+    :data:`MAX_ALIAS_EXPANSION` values (a "billion laughs" document of a few hundred bytes
+    that is 10**9 values once printed, copied or turned into JSON), an alias inside the
+    value it names (a recursive structure), a key given twice in one mapping (YAML keeps
+    the last one silently), and nesting deeper than :data:`MAX_DEPTH` (PyYAML composes
+    recursively: thousands of ``[`` are a RecursionError, and the code that walks the
+    data recurses too)."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                line = self.peek_event().start_mark.line + 1
+                raise CommsimError(f"line {line}: nested more than {MAX_DEPTH} levels deep; "
+                                   "is it the right file?")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_document(self, node):
+        _check_nodes(node)
+        return super().construct_document(node)
+
+
+def _children(node) -> list:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _check_keys(node) -> None:
+    seen = set()
+    for key, _ in node.value:
+        if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+            continue
+        if (key.tag, key.value) in seen:
+            raise CommsimError(f"line {key.start_mark.line + 1}: key {key.value!r} is given "
+                               "twice in one mapping; keep one")
+        seen.add((key.tag, key.value))
+
+
+def _check_nodes(root) -> None:
+    """Refuse a recursive alias, a duplicate key, or aliases expanding past the limit:
+    one pass over the node graph (each node once, without recursion), counting every
+    node as often as aliases repeat it."""
+    size: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack = [(root, False)]
+    while stack:
+        node, closing = stack.pop()
+        key = id(node)
+        if closing:
+            open_nodes.discard(key)
+            size[key] = 1 + sum(size[id(c)] for c in _children(node))
+            continue
+        if key in size:
+            continue
+        if key in open_nodes:
+            raise CommsimError(f"line {node.start_mark.line + 1}: an alias refers to a value "
+                               "that holds it (a recursive structure); write the value out")
+        open_nodes.add(key)
+        if isinstance(node, yaml.MappingNode):
+            _check_keys(node)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(node) if id(c) not in size)
+    if size[id(root)] - len(size) > MAX_ALIAS_EXPANSION:
+        raise CommsimError(f"aliases expand the document to {size[id(root)]:,} values (a YAML "
+                           f"bomb?); commsim reads at most {MAX_ALIAS_EXPANSION:,} more than "
+                           "are written out")
+
+
+def load_yaml(text: str, where: str):
+    """``yaml.safe_load(text)`` with the guards of :class:`_Loader` and every failure one
+    :class:`CommsimError` line starting ``where:``."""
+    try:
+        return yaml.load(text, Loader=_Loader)   # a SafeLoader, with the guards above
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise CommsimError(f"{where}: not valid YAML{at}: {problem}") from None
+    except CommsimError as exc:
+        raise CommsimError(f"{where}: {exc}") from None
+    except RecursionError:
+        raise CommsimError(f"{where}: nested too deeply to read (thousands of levels of "
+                           "[ or {); is it the right file?") from None
+
+
+def read_yaml(path, kind: str):
+    """The data of the YAML file at ``path``, read as :func:`load_yaml` does; ``kind``
+    (``study``, ``topology``) names it in the errors. A missing file, a folder, a file
+    that cannot be read or is not UTF-8 text: one :class:`CommsimError` line each."""
+    text = str(path)
+    p = Path(text)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise CommsimError(f"{kind}: no such file {text!r}") from None
+    except IsADirectoryError:
+        raise CommsimError(f"{kind}: {text!r} is a folder; give a {kind} YAML file") from None
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise CommsimError(f"{kind}: cannot read {text!r}: {reason}") from None
+    try:
+        content = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CommsimError(f"{text}: not UTF-8 text (byte {exc.start + 1} is "
+                           f"{raw[exc.start]:#04x}); save it as UTF-8") from None
+    return load_yaml(content, text)
 
 
 def read_named_yaml(source, kind: str, find, names) -> tuple[object, Path]:
@@ -70,26 +203,19 @@ def read_named_yaml(source, kind: str, find, names) -> tuple[object, Path]:
     text = str(source)
     looks_like_path = isinstance(source, Path) or "/" in text or "\\" in text \
         or text.endswith((".yaml", ".yml"))
-    path = None if looks_like_path else find(text)
+    path = None if looks_like_path or not text.strip() else find(text)
     if path is None:
         candidate = Path(text)
-        if candidate.is_file():
+        if not text.strip():
+            raise CommsimError(f"{kind}: give a name or the path of a YAML {kind} file")
+        if is_file(candidate):
             path = candidate
         elif looks_like_path:
             raise CommsimError(f"{kind}: no such file {text!r}")
         else:
             err = unknown(kind, text, names())
             raise CommsimError(f"{err}; or give the path of a YAML {kind} file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise CommsimError(f"{path}: not valid YAML{where}: "
-                           f"{getattr(exc, 'problem', None) or exc}") from None
-    except OSError as exc:
-        raise CommsimError(f"{path}: cannot read: {exc.strerror}") from None
-    return data, path
+    return read_yaml(path, kind), path
 
 
 def load(name_or_path, ideal: bool = False) -> nx.DiGraph:
@@ -170,14 +296,16 @@ def _model(spec) -> dict:
             out[key] = parse_time(spec[key], f"model.{key}")
     if "contention" in spec:
         value = spec["contention"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 1:
-            raise CommsimError(f"model.contention: {value!r} must be a number >= 1")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not 1 <= value <= MAX_CONTENTION:
+            raise CommsimError(f"model.contention: {value!r} must be a number from 1 to "
+                               f"{MAX_CONTENTION:g}")
         out["contention"] = float(value)
     return out
 
 
 def _from_builder(builder, params, name: str, ideal: bool = False) -> nx.DiGraph:
-    if builder not in BUILDERS:
+    if not isinstance(builder, str) or builder not in BUILDERS:
         raise unknown("builder", builder, BUILDERS)
     if not isinstance(params, dict):
         raise CommsimError(f"params: must be a mapping of {builder} parameters, "

@@ -25,7 +25,7 @@ from pathlib import Path
 from commsim.errors import CommsimError, unknown
 from commsim.units import parse_size
 from commsim.workload.layout import Layout, parse_order
-from commsim.workload.step import Shape
+from commsim.workload.step import MAX_PARAMS, Shape
 
 TOP_KEYS = ("name", "description", "notes", "layout", "model", "training")
 LAYOUT_KEYS = ("tp", "cp", "pp", "dp", "ep", "order")
@@ -78,9 +78,11 @@ def workload_names() -> list[str]:
 
 def find_workload(name: str) -> Path | None:
     """The file of workload ``name`` in the first directory that has it, else None."""
+    from commsim.topology.spec import is_file
+
     for d in workload_dirs():
         for suffix in (".yaml", ".yml"):
-            if (d / f"{name}{suffix}").is_file():
+            if is_file(d / f"{name}{suffix}"):
                 return d / f"{name}{suffix}"
     return None
 
@@ -125,6 +127,13 @@ def _parse(data, default_name: str) -> WorkloadSpec:
     for k in data:
         if k not in TOP_KEYS:
             raise unknown("key", k, TOP_KEYS)
+    if data.get("name") is not None and not isinstance(data["name"], str):
+        raise CommsimError(f"name: {data['name']!r} must be a string")
+    for key in ("description", "notes"):
+        value = data.get(key)
+        if value is not None and not isinstance(value, str) and not (
+                isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise CommsimError(f"{key}: must be text or a list of text lines")
     layout = dict(_section(data, "layout", LAYOUT_KEYS))
     model = dict(_section(data, "model", MODEL_KEYS))
     training = dict(_section(data, "training", TRAINING_KEYS))
@@ -153,8 +162,12 @@ def _parse(data, default_name: str) -> WorkloadSpec:
     if layout.get("dp") is not None:
         Layout(**layout)
     return WorkloadSpec(name=str(data.get("name") or default_name),
-                        description=str(data.get("description") or ""),
+                        description=" ".join(_lines(data.get("description"))),
                         layout=layout, shape=shape)
+
+
+def _lines(value) -> list[str]:
+    return [] if not value else [value] if isinstance(value, str) else list(value)
 
 
 def parse_count(value, field: str) -> int:
@@ -167,6 +180,9 @@ def parse_count(value, field: str) -> int:
     if not m:
         raise CommsimError(f"{field}: {value!r} is not a count; write e.g. 175B, 1.3B or 50257")
     number = float(m.group(1)) * _COUNT[m.group(2).upper()]
+    if not number <= MAX_PARAMS:    # also inf, from 1e999
+        raise CommsimError(f"{field}: {value!r} is more than {MAX_PARAMS:.0e}, beyond any "
+                           "model; check the number")
     if number != int(number):
         raise CommsimError(f"{field}: {value!r} is not a whole number")
     return int(number)

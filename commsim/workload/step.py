@@ -20,6 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, fields, replace
 
 from commsim.errors import CommsimError, unknown
+from commsim.units import MAX_SIZE, format_bytes
 from commsim.workload.layout import Layout
 
 STRATEGIES = ("ddp", "zero1", "zero2", "zero3", "fsdp")
@@ -29,6 +30,12 @@ DEFAULT_BUCKET = 25 * 2**20  # bytes: DDP's bucket_cap_mb default
 COMPUTE_KEYS = ("forward", "backward", "optimizer")
 
 _TRAINING = ("strategy", "sequence_parallel", "bucket", "overlap_dp")
+# upper bounds far past any model, so that a typo (layers: 1e20) is one error line, not a
+# loop that never ends or numbers too large for the simulator's arrays
+MAX_LAYERS = 100_000
+MAX_COUNT = 2**40            # hidden, seq_len, micro-batches, heads, experts, vocab ...
+MAX_PARAMS = 10**18
+MAX_DTYPE_BYTES = 64
 
 
 def _section(name: str) -> str:
@@ -70,13 +77,14 @@ class Shape:
     overlap_dp: bool = False
 
     def __post_init__(self) -> None:
+        high = {"layers": MAX_LAYERS, "dtype_bytes": MAX_DTYPE_BYTES, "bucket": MAX_SIZE}
         for name in ("layers", "hidden", "seq_len", "micro_batch", "micro_batches",
-                     "moe_every", "dtype_bytes", "bucket"):
-            _whole(name, getattr(self, name), 1)
+                     "moe_every", "top_k", "dtype_bytes", "bucket"):
+            _whole(name, getattr(self, name), 1, high.get(name, MAX_COUNT))
         for name in ("vocab", "experts", "heads", "kv_heads"):
-            _whole(name, getattr(self, name), 0)
+            _whole(name, getattr(self, name), 0, MAX_COUNT)
         if self.params is not None:
-            _whole("params", self.params, 1)
+            _whole("params", self.params, 1, MAX_PARAMS)
         for name in ("sequence_parallel", "overlap_dp"):
             if not isinstance(getattr(self, name), bool):
                 raise CommsimError(f"{_section(name)}: {getattr(self, name)!r} must be true "
@@ -84,7 +92,6 @@ class Shape:
         if self.strategy not in STRATEGIES:
             raise unknown("training.strategy", self.strategy, STRATEGIES)
         if self.experts:
-            _whole("top_k", self.top_k, 1)
             if self.top_k > self.experts:
                 raise CommsimError(f"model.top_k: {self.top_k} is more than the "
                                    f"{self.experts} experts; use a top_k <= experts")
@@ -137,9 +144,12 @@ class Shape:
         return out
 
 
-def _whole(name: str, value, low: int) -> int:
+def _whole(name: str, value, low: int, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise CommsimError(f"{_section(name)}: {value!r} must be a whole number >= {low}")
+    if high is not None and value > high:
+        raise CommsimError(f"{_section(name)}: {value!r} is more than {high:,}, beyond any "
+                           "model; check the number")
     return value
 
 
@@ -238,10 +248,17 @@ def _sizes(shape: Shape, layout: Layout) -> _Sizes:
     act = b * s_l * h * w
     split = t if (shape.sequence_parallel and t > 1) else 1
     kv_width = h * shape.kv_heads // shape.heads if shape.heads else h
-    return _Sizes(stage_layers=ls, stage_moe_layers=stage_moe, act=act,
-                  pp_msg=act // split,
-                  kv=_ceil(2 * b * shape.seq_len * kv_width * w, t),
-                  tokens=shape.top_k * act // split)
+    sizes = _Sizes(stage_layers=ls, stage_moe_layers=stage_moe, act=act,
+                   pp_msg=act // split,
+                   kv=_ceil(2 * b * shape.seq_len * kv_width * w, t),
+                   tokens=shape.top_k * act // split)
+    largest = max(sizes.act, sizes.kv, sizes.tokens if moe_here else 0)
+    if largest > MAX_SIZE:
+        raise CommsimError(f"model: a collective of {format_bytes(largest)} (micro_batch x "
+                           "seq_len x hidden x dtype bytes, times 2 for K and V, top_k for "
+                           f"routed tokens) is more than {format_bytes(MAX_SIZE)}; use a "
+                           "smaller hidden, seq_len or micro_batch")
+    return sizes
 
 
 def _buckets(dim: str, ranks: int, collective: str, total: int, bucket: int, count: int,
@@ -401,6 +418,23 @@ def _check_compute(compute) -> dict[str, float]:
     return {k: float(compute.get(k, 0.0)) for k in COMPUTE_KEYS}
 
 
+def pair_buckets(slots: list, buckets: list[tuple]) -> tuple[Counter, Counter]:
+    """``(paired, alone)``: the buckets of one backward pass, ``[(bucket, how many), ...]``
+    in order, each beside the next of ``slots`` (its TP collectives in issue order) while
+    there are slots: ``paired`` counts ``(slot, bucket)``, ``alone`` the buckets left over.
+    The buckets are counted, never listed: 1-byte buckets of a large model are 10**10."""
+    paired: Counter = Counter()
+    alone: Counter = Counter()
+    taken = 0
+    for bucket, n in buckets:
+        k = min(n, len(slots) - taken)
+        paired.update(zip(slots[taken:taken + k], [bucket] * k))
+        taken += k
+        if n > k:
+            alone[bucket] += n - k
+    return paired, alone
+
+
 def step_timeline(shape: Shape, layout: Layout, compute: dict | None = None) -> list[Phase]:
     """The step as phases: ``sum(phase.count * one execution)`` is the step's time.
 
@@ -444,9 +478,8 @@ def step_timeline(shape: Shape, layout: Layout, compute: dict | None = None) -> 
     if overlap:
         # one backward pass: its TP collectives in issue order, its buckets in order
         slots = [o for _ in range(2 * ls) for op, o in tp_back]
-        buckets = [o for op, o in by_phase["grad-sync"] for _ in range(op.count // passes)]
-        paired.update(zip(slots, buckets))
-        alone.update(buckets[len(slots):])
+        paired, alone = pair_buckets(slots, [(o, op.count // passes)
+                                             for op, o in by_phase["grad-sync"]])
     used = Counter(s for s, _ in paired.elements())
     for op, o in by_phase["backward"]:
         add(f"backward {op.dim} {op.collective} {_human(op.nbytes)}", [o],
