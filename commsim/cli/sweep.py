@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from pathlib import Path
 
 from commsim.errors import CommsimError
 
@@ -82,12 +81,8 @@ def _prepare(args, world) -> _Job:
     from commsim.cli.common import check_output
     from commsim.plan import sweep
     from commsim.report.document import slug
-    from commsim.topology.spec import read_yaml
 
-    # sweep.load_study, read through commsim's guarded YAML reader (non-UTF-8 bytes,
-    # nesting thousands deep, alias bombs and duplicate keys are one line each)
-    study = sweep.parse_study(read_yaml(args.study, "study"), source=str(args.study),
-                              default_name=Path(args.study).stem)
+    study = sweep.load_study(args.study)
     out = args.out if args.out is not None else os.path.join(
         "results", f"sweep-{slug(study.name)}.jsonl")
     check_output(out, "--out")

@@ -21,8 +21,6 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from commsim.errors import CommsimError, unknown
 from commsim.units import parse_size, parse_size_range, parse_time
 
@@ -94,26 +92,13 @@ class Scenario:
 
 
 def load_study(path: str) -> Study:
-    """Read and check a study file; errors name the file and the key."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise CommsimError(f"study: no such file {str(path)!r}") from None
-    except IsADirectoryError:
-        raise CommsimError(f"study: {str(path)!r} is a folder; give a study YAML file") \
-            from None
-    except OSError as exc:
-        raise CommsimError(f"study: cannot read {str(path)!r}: {exc.strerror or exc}") \
-            from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise CommsimError(f"{path}: not valid YAML{where}: {problem}") from None
-    return parse_study(data, source=str(path), default_name=p.stem)
+    """Read and check a study file; errors name the file and the key. Read through
+    commsim's guarded YAML reader (:func:`commsim.topology.spec.read_yaml`: non-UTF-8
+    bytes, deep nesting, alias bombs and duplicate keys are one line each)."""
+    from commsim.topology.spec import read_yaml
+
+    return parse_study(read_yaml(path, "study"), source=str(path),
+                       default_name=Path(path).stem)
 
 
 def parse_study(data, source: str = "study", default_name: str = "study") -> Study:
