@@ -10,18 +10,22 @@ import numpy as np
 from commsim import collectives
 
 
+def option_sets(collective: str, algorithm: str, p: int) -> list[dict]:
+    """The build options every executor is checked with: both ends of the root range,
+    every group size of ``hierarchical``, else none."""
+    if collective in ("broadcast", "reduce"):
+        return [{"root": 0}, {"root": p - 1}]
+    if algorithm == "hierarchical":
+        return [{"group_size": g} for g in range(1, p + 1) if p % g == 0]
+    return [{}]
+
+
 def cases(p: int, mults, lengths_and_dtypes):
     """Yield ``(collective, algorithm, schedule, root, n, dtype, inputs)``."""
     seed = 0
     for collective, algorithm in collectives.available():
-        if collective in ("broadcast", "reduce"):
-            option_sets = [{"root": 0}, {"root": p - 1}]
-        elif algorithm == "hierarchical":
-            option_sets = [{"group_size": g} for g in range(1, p + 1) if p % g == 0]
-        else:
-            option_sets = [{}]
         for mult in mults:
-            for opts in option_sets:
+            for opts in option_sets(collective, algorithm, p):
                 natural = collectives.build(collective, algorithm, p, **opts).nchunks
                 schedule = collectives.build(collective, algorithm, p, natural * mult, **opts)
                 for n, dtype in lengths_and_dtypes:

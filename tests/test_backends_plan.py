@@ -5,6 +5,7 @@ from collections import defaultdict, deque
 
 import numpy as np
 import pytest
+from executor_cases import option_sets
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import instances
@@ -109,14 +110,8 @@ def test_plans_give_the_reference_result(inst, n, seed, outplace):
 def _every_instance(ranks=(1, 2, 3, 4, 5, 8), mults=(1, 2)):
     for p in ranks:
         for collective, algorithm in collectives.available():
-            if collective in ("broadcast", "reduce"):
-                option_sets = [{"root": 0}, {"root": p - 1}]
-            elif algorithm == "hierarchical":
-                option_sets = [{"group_size": g} for g in range(1, p + 1) if p % g == 0]
-            else:
-                option_sets = [{}]
             unit = collectives.chunk_unit(collective, algorithm, p)
-            for opts in option_sets:
+            for opts in option_sets(collective, algorithm, p):
                 for mult in mults:
                     yield collectives.build(collective, algorithm, p, unit * mult, **opts)
 
