@@ -6,17 +6,22 @@ import pytest
 import yaml
 from multiproc import assert_all_ok, run_torch_ranks
 
-from commsim import model, topology
+from commsim import collectives, model, topology
+from commsim.backends.native_as import native_as
+from commsim.bench.predictions import native_schedule
 from commsim.calibrate import measure, profile
 from commsim.calibrate.measure import Measurements, Series
 from commsim.cli import main
 from commsim.errors import CommsimError
+from commsim.model.on_topology import TopologyModel
+from commsim.topology import spec
 
 INTRA = (20e-6, 1 / 8e9)    # alpha (s), beta (s/byte)
 INTER = (60e-6, 1 / 2e9)
 CONTENTION = 1.5
 GAMMA = 1 / 5e9
-PER_STEP, PER_EXCHANGE, PER_MESSAGE = 4e-6, 30e-6, 9e-6
+PER_STEP, PER_EXCHANGE, PER_MESSAGE = 40e-6, 300e-6, 90e-6
+NATIVE_PER_MESSAGE = 60e-6
 
 
 def _series(alpha, beta, sizes, noise, rng):
@@ -27,7 +32,9 @@ def _series(alpha, beta, sizes, noise, rng):
     return s
 
 
-def synthetic(hosts, noise=0.02, seed=0) -> Measurements:
+def synthetic(hosts, noise=0.02, seed=0, mode="dataflow") -> Measurements:
+    """Measurements of a machine with the parameters above: the executor's and the
+    native allreduce's times are the model's on its network with the costs charged."""
     rng = np.random.default_rng(seed)
     classes = measure.link_classes(hosts)
     params = {"intra_host": INTRA, "inter_host": INTER}
@@ -35,24 +42,38 @@ def synthetic(hosts, noise=0.02, seed=0) -> Measurements:
     slowest = max(params[name][1] for name in classes)
     ring = _series(80e-6, slowest * CONTENTION, measure.SIZES, noise, rng)
     reduction = _series(2e-6, GAMMA, measure.REDUCE_SIZES, noise, rng)
-    steps, exchanges, messages, seconds = [], [], [], []
-    # rings and rhd (every step an exchange) and trees (one-way steps, some exchanges)
-    for st, ex, msgs in ((6, 6, 12), (6, 6, 24), (6, 6, 48), (4, 4, 8), (4, 4, 16),
-                         (4, 0, 3), (6, 2, 6)):
-        alpha = min(params[name][0] for name in classes)
-        steps.append(st)
-        exchanges.append(ex)
-        messages.append(msgs)
-        t = st * alpha + (st - ex) * PER_STEP + ex * PER_EXCHANGE + msgs * PER_MESSAGE
-        seconds.append(t * rng.lognormal(0, noise))
-    return Measurements(hosts, pairs, classes, ring, reduction,
-                        {"steps": steps, "exchanges": exchanges, "messages": messages,
-                         "seconds": seconds, "cases": ["x"] * len(steps)})
+    m = Measurements(hosts, pairs, classes, ring, reduction)
+    exact = {name: {"alpha": params[name][0], "beta": params[name][1]} for name in classes}
+    exact["ring"] = {"alpha": 80e-6, "beta": slowest * CONTENTION}
+    G = spec.parse({"name": "synthetic", **profile.network(m, exact)})
+    p = len(hosts)
+    executor = TopologyModel(G, p, overhead=PER_STEP, exchange_overhead=PER_EXCHANGE,
+                             message_overhead=PER_MESSAGE)
+    o = m.overhead = {key: [] for key in ("algorithm", "nchunks", "bytes", "seconds")}
+    for algorithm, pieces in measure.OVERHEAD_CASES:
+        k = pieces * collectives.chunk_unit("allreduce", algorithm, p)
+        for size in measure.OVERHEAD_SIZES:
+            nbytes = 4 * max(k, size // 4 // k * k)
+            t = executor.estimate(collectives.build("allreduce", algorithm, p, k), nbytes,
+                                  GAMMA, mode).time
+            for key, value in zip(o, (algorithm, k, nbytes, t * rng.lognormal(0, noise))):
+                o[key].append(value)
+    backend = TopologyModel(G, p, message_overhead=NATIVE_PER_MESSAGE)
+    for size in measure.NATIVE_SIZES:
+        choice = native_as("gloo", "allreduce", p, size, nnodes=len(set(hosts)))
+        t = backend.estimate(native_schedule(choice, p), size, GAMMA, mode).time
+        m.native.sizes.append(size)
+        m.native.seconds.append(t * rng.lognormal(0, noise))
+    return m
+
+
+def fit_all(m, backend="gloo", mode="dataflow"):
+    return profile.fit_all(m, {"backend": backend, "exec": mode, "versions": {}})
 
 
 def _write(tmp_path, hosts, **kwargs):
     m = synthetic(hosts, **kwargs)
-    fits = profile.fit_all(m)
+    fits = fit_all(m)
     data = profile.build(m, fits, {"backend": "gloo", "exec": "dataflow", "versions": {}})
     return profile.write(data, tmp_path / "sub" / "p.yaml"), data
 
@@ -73,6 +94,10 @@ def test_a_profile_loads_as_the_measured_topology(tmp_path):
     assert params["step_overhead"] == pytest.approx(PER_STEP, rel=0.3)
     assert params["exchange_overhead"] == pytest.approx(PER_EXCHANGE, rel=0.3)
     assert params["message_overhead"] == pytest.approx(PER_MESSAGE, rel=0.3)
+    assert params["native_message_overhead"] == pytest.approx(NATIVE_PER_MESSAGE, rel=0.3)
+    assert topology.executor_overheads(G, native=True) == {
+        "overhead": 0.0, "exchange_overhead": None,
+        "message_overhead": params["native_message_overhead"]}
     # an exchange of every rank at once adds the ring shift's latency over a pair's
     assert params["exchange_latency"] == pytest.approx(80e-6 - INTRA[0], rel=0.3)
     # ranks on one host: the intra class; across hosts: the inter class, as one pair alone
@@ -88,7 +113,8 @@ def test_a_profile_loads_as_the_measured_topology(tmp_path):
     assert capacity == pytest.approx(max(1 / INTRA[1], 3 / (INTER[1] * CONTENTION)), rel=0.1)
     meta = G.graph["profile"]
     assert meta["hosts"] == ["a", "b"] and meta["nranks"] == 4 and meta["backend"] == "gloo"
-    assert set(meta["fits"]) == {"intra_host", "inter_host", "ring", "reduction", "overhead"}
+    assert set(meta["fits"]) == {"intra_host", "inter_host", "ring", "reduction", "overhead",
+                                 "native"}
     assert all(0 <= f["r2"] <= 1 for f in meta["fits"].values())
     # the file is plain YAML (safe_load), and no temporary file is left behind
     assert yaml.safe_load(path.read_text())["name"] == data["name"]
@@ -101,7 +127,7 @@ def test_a_host_that_moves_one_pair_s_bytes_at_a_time_halves_a_ring_not_a_tree(t
     run at half the pair's rate, while a tree's one-way steps get all of it."""
     m = synthetic(["h", "h"], noise=0.0)
     m.ring = _series(INTRA[0], INTRA[1] * 2, measure.SIZES, 0.0, np.random.default_rng(0))
-    data = profile.build(m, profile.fit_all(m), {"backend": "gloo", "exec": "step",
+    data = profile.build(m, fit_all(m, mode="step"), {"backend": "gloo", "exec": "step",
                                                  "versions": {}})
     G = topology.load(profile.write(data, tmp_path / "bus.yaml"))
     assert G.graph["model"]["contention"] == pytest.approx(2.0)
@@ -135,7 +161,7 @@ def test_data_that_cannot_support_a_fit_is_refused(tmp_path):
     m = synthetic(["a", "a"])
     m.ring.seconds = m.ring.seconds[::-1]  # time falls as size grows
     with pytest.raises(CommsimError, match="ring shift"):
-        profile.fit_all(m)
+        fit_all(m)
 
 
 def test_default_path_is_keyed_by_host_backend_and_ranks(monkeypatch, tmp_path):
@@ -252,7 +278,7 @@ def test_first_touch_is_fitted_and_charged_to_native_rows_that_map_fresh_scratch
     m = synthetic(["h", "h"])
     m.first_touch = _series(0.0, 1 / 6e9, measure.FIRST_TOUCH_SIZES, 0.0,
                             np.random.default_rng(0))
-    data = profile.build(m, profile.fit_all(m), {"backend": "mpi", "exec": "dataflow",
+    data = profile.build(m, fit_all(m, "mpi"), {"backend": "mpi", "exec": "dataflow",
                                                  "versions": {}})
     path = profile.write(data, tmp_path / "p.yaml")
     G = topology.load(path)

@@ -103,13 +103,8 @@ class Predictor:
         except CommsimError as exc:
             self._once(("native", collective), f"native {collective}: {exc}")
             return None, None
-        if choice.algorithm is None:
-            return choice, None
-        options = dict(choice.options)
-        nchunks = options.pop("nchunks", None)
         try:
-            return choice, build_schedule(choice.collective, choice.algorithm, self.nranks,
-                                         nchunks, tuple(sorted(options.items())))
+            return choice, native_schedule(choice, self.nranks)
         except CommsimError as exc:
             self._once(("native", collective), f"native {collective}: {exc}")
             return choice, None
@@ -160,6 +155,18 @@ class Predictor:
             self._once(("sim", schedule.algorithm),
                        f"no simulator prediction for {schedule.algorithm}: {exc}")
             return None
+
+
+def native_schedule(choice, nranks: int):
+    """The commsim schedule that models ``choice`` (a
+    :class:`commsim.backends.native_as.NativeChoice`) on ``nranks`` ranks, or None when
+    none does. Raises :class:`CommsimError` when it cannot be built."""
+    if choice.algorithm is None:
+        return None
+    options = dict(choice.options)
+    nchunks = options.pop("nchunks", None)
+    return build_schedule(choice.collective, choice.algorithm, nranks, nchunks,
+                          tuple(sorted(options.items())))
 
 
 @functools.lru_cache(maxsize=64)

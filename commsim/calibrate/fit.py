@@ -9,7 +9,7 @@ weights are relative residuals. Pure numpy; bad input raises :class:`CommsimErro
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -216,52 +216,50 @@ def fit_rate(sizes, seconds, what: str = "reduction") -> Fit:
     return _line(sizes, seconds, what, ("overhead", "gamma"))
 
 
-def fit_overhead(steps, messages, seconds, alpha: float, exchanges=None) -> Fit:
-    """The executor's fixed costs from tiny operations, ``alpha`` (seconds) known:
-    ``t = steps * alpha + (steps - exchanges) * per_step + exchanges * per_exchange
-    + messages * per_message``, every cost in seconds and >= 0. ``exchanges`` counts the
-    steps in which a rank both sends and receives (None: no such distinction, and the
-    fit has no ``per_exchange``). Each kind of step's whole time is fitted and alpha
-    then taken off (0 where a step took less than alpha). Residuals are relative to the
-    measured times."""
-    st, ms = np.asarray(steps, dtype=float).ravel(), np.asarray(messages, dtype=float).ravel()
+def fit_costs(columns, extra, seconds, names: Sequence[str], what: str = "overhead") -> Fit:
+    """Fixed costs the model leaves out, fitted to what it leaves unexplained:
+    ``extra ~ columns @ costs``, every cost in seconds and >= 0.
+
+    ``columns[i][j]``: how many seconds operation ``i``'s predicted time grows per second
+    of cost ``j`` (the cost's count on the critical path, as the model charges it: steps,
+    exchange steps, messages); ``extra[i]``: its measured time less the model's with
+    every cost 0 (may be negative: noise); ``seconds[i]``: its measured time, which
+    scales the residuals (a relative fit, Huber-weighted). A cost whose counts are a
+    combination of earlier ones' is 0: what is known is their sum, which the earlier
+    ones carry."""
+    X = np.asarray(columns, dtype=float)
+    e = np.asarray(extra, dtype=float).ravel()
     t = np.asarray(seconds, dtype=float).ravel()
-    ex = np.zeros_like(st) if exchanges is None else np.asarray(exchanges, dtype=float).ravel()
-    if not st.size == ms.size == t.size == ex.size:
-        raise CommsimError(f"overhead seconds: {st.size} steps, {ex.size} exchanges, "
-                           f"{ms.size} messages and {t.size} times; give one of each per "
-                           "operation")
-    if t.size < 3:
-        raise CommsimError(f"overhead seconds: {t.size} timings; time at least 3 operations")
-    if not (np.all(np.isfinite(st) & (st >= 0)) and np.all(np.isfinite(ms) & (ms >= 0))
-            and np.all(np.isfinite(ex) & (ex >= 0) & (ex <= st))):
-        raise CommsimError("overhead steps: steps, exchanges and messages must be finite "
-                           "counts >= 0, with no more exchanges than steps")
+    names = tuple(names)
+    if X.ndim != 2 or X.shape[1] != len(names) or not X.shape[0] == e.size == t.size:
+        raise CommsimError(f"{what} seconds: {t.size} times, {e.size} residuals and "
+                           f"{X.shape[0] if X.ndim == 2 else '?'} rows of counts for "
+                           f"{names}; give one of each per operation")
+    if t.size < max(3, len(names)):
+        raise CommsimError(f"{what} seconds: {t.size} timings; time at least "
+                           f"{max(3, len(names))} operations")
+    if not (np.all(np.isfinite(X)) and np.all(X >= 0)):
+        raise CommsimError(f"{what} counts: every count must be a finite number >= 0")
     if not np.all(np.isfinite(t) & (t > 0)):
-        raise CommsimError("overhead seconds: every time must be a finite positive number "
+        raise CommsimError(f"{what} seconds: every time must be a finite positive number "
                            "of seconds (drop failed runs)")
-    if not (np.isfinite(alpha) and alpha >= 0):
-        raise CommsimError(f"alpha: {alpha} must be a finite number of seconds >= 0")
-    if exchanges is None:
-        X, names = np.column_stack([st, ms]), ("per_step", "per_message")
-    else:
-        X = np.column_stack([st - ex, ex, ms])
-        names = ("per_step", "per_exchange", "per_message")
-    if _rank(X) < X.shape[1]:
-        what = "steps and messages are collinear (same messages per step everywhere); " \
-               "vary the messages per step" if exchanges is None else \
-               "one-way steps, exchange steps and messages are collinear; time operations " \
-               "with one-way steps (a tree) and with exchanges (a ring) at several message " \
-               "counts"
-        raise CommsimError(f"overhead messages: {what}")
-    # fit each step's whole latency, then take alpha off: the pair's alpha is another
-    # measurement, and on a loaded host it can exceed a step's time here; subtracting it
-    # first would push the message cost to 0 with the step's, and with it every
-    # pipeline depth chosen from the profile
-    fit = robust_linear(X, t, names, scale=t, nonnegative=names)
-    steps_cost = [max(0.0, c - alpha) if n != "per_message" else c
-                  for n, c in zip(fit.names, fit.coef)]
-    return replace(fit, coef=tuple(steps_cost))
+    if not np.all(np.isfinite(e)):
+        raise CommsimError(f"{what} seconds: every residual must be finite")
+    keep: list[int] = []
+    for j in range(X.shape[1]):
+        if _rank(X[:, keep + [j]]) > len(keep):
+            keep.append(j)
+    if not keep:
+        raise CommsimError(f"{what} counts: no operation has any of {', '.join(names)}; "
+                           "time operations with steps and messages")
+    # a cost whose counts follow from the others' (messages one per step, as a step-mode
+    # executor sends them) cannot be told apart: the model charges them together, and
+    # the earlier names carry the sum
+    fit = robust_linear(X[:, keep], e, [names[j] for j in keep], scale=t,
+                        nonnegative=[names[j] for j in keep])
+    coef = [fit.coef[keep.index(j)] if j in keep else 0.0 for j in range(len(names))]
+    return Fit(names=names, coef=tuple(coef), r2=fit.r2, residuals=fit.residuals,
+               rel_residuals=fit.rel_residuals, weights=fit.weights, npoints=fit.npoints)
 
 
 def contention(beta_alone: float, beta_together: float) -> float:

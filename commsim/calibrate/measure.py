@@ -12,13 +12,18 @@
   comes from memory as in a collective of MiBs, not from a cache that repeats warm;
 - ``first_touch``: writing every page of freshly allocated memory (48 to 96 MiB, above
   the C library's mmap threshold), for backends that allocate a scratch buffer a call;
-- ``overhead``: commsim's executor on tiny buffers (ring and rhd allreduce, messages cut
-  into 1, 2 and 4 pieces, whose every step is an exchange: each rank sends and receives;
-  and tree allreduce, whose steps at two ranks are one-way), for its fixed cost per
-  one-way step, per exchange step and per message sent (posting it and the receive for
-  it). These are means over iterations, not medians: what they predict is
-  ``bench``'s mean time, and on a host with fewer cores than busy threads an exchange
-  now and then waits a scheduler tick for its receiver to run.
+- ``overhead``: commsim's executor on tiny buffers and at 256 KiB and 2 MiB (ring and
+  rhd allreduce, messages cut into 1, 2 and 4 pieces, whose every step is an exchange:
+  each rank sends and receives; and tree allreduce, whose steps at two ranks are
+  one-way), for its fixed cost per one-way step, per exchange step and per message sent
+  (posting it and the receive for it): what the model leaves unexplained of each time,
+  at the sizes commsim's executor is used for (:func:`commsim.calibrate.profile.fit_all`);
+- ``native``: the backend's own allreduce at 32 KiB, 256 KiB and 2 MiB, for its cost per
+  message beyond the network's (a C++ loop's wake-ups and handshakes per segment).
+
+The executor's and the native allreduce's times are means over iterations, not medians:
+what they predict is ``bench``'s mean time, and on a host with fewer cores than busy
+threads an exchange now and then waits a scheduler tick for its receiver to run.
 
 Every other time is the median over iterations (rank 0's clock for ping-pongs; the
 slowest rank's for the others, since a collective ends when its last rank does). Buffers are
@@ -38,6 +43,8 @@ REDUCE_SIZES = tuple(64 << 10 << 2 * i for i in range(6))  # 64 KiB .. 64 MiB
 OVERHEAD_CASES = (("ring", 1), ("ring", 2), ("ring", 4), ("rhd", 1), ("rhd", 2),
                   ("tree", 1), ("tree", 2))
 OVERHEAD_ITERS = 60
+OVERHEAD_SIZES = (0, 256 << 10, 2 << 20)  # bytes; 0: the fewest the case can cut (tiny)
+NATIVE_SIZES = (32 << 10, 256 << 10, 2 << 20)
 WORK_BYTES = 256 << 20  # the bytes each size's iterations move, roughly
 ARENA_BYTES = 64 << 20  # the reduction's buffers cycle through this much, past the caches
 FIRST_TOUCH_SIZES = (48 << 20, 64 << 20, 96 << 20)  # above glibc's largest mmap threshold
@@ -58,9 +65,12 @@ class Measurements:
     pair_ranks: dict[str, tuple[int, int]]
     ring: Series
     reduction: Series
-    # steps, exchanges (steps where a rank sends and receives), messages, seconds, cases
+    # per timed operation: algorithm, nchunks, bytes, steps, exchanges (steps where a
+    # rank sends and receives), messages (rank 0's), seconds (mean), cases (its label)
     overhead: dict[str, list] = field(default_factory=dict)
     first_touch: Series = field(default_factory=Series)   # fresh memory's first writes
+    native: Series = field(default_factory=Series)   # the backend's allreduce (mean)
+    overlap: bool = True   # could reductions overlap transfers (cores to spare)?
 
 
 def iterations(size: int, low: int = 5, high: int = 40) -> int:
@@ -101,8 +111,15 @@ def measure(comm, mode: str, sizes=SIZES, reduce_sizes=REDUCE_SIZES,
     for size in reduce_sizes:
         result.reduction.sizes.append(size)
         result.reduction.seconds.append(_reduction(comm, size))
+    from commsim.bench.harness import cores_to_spare
+
+    result.overlap = cores_to_spare(comm)
     say(f"executor overhead ({mode} mode)")
     result.overhead = _overhead(comm, mode)
+    say("the backend's own allreduce")
+    for size in NATIVE_SIZES:
+        result.native.sizes.append(size)
+        result.native.seconds.append(_native(comm, size))
     say("first touch of fresh memory")
     for size in FIRST_TOUCH_SIZES:
         result.first_touch.sizes.append(size)
@@ -190,34 +207,54 @@ def _first_touch(comm, size: int) -> float:
     return _slowest_median(comm, laps[1:])
 
 
+def _mean_call(comm, op, iters: int) -> float:
+    """The mean over ``iters`` calls of ``op`` of the slowest rank's time (s), after one
+    untimed call."""
+    laps = []
+    comm.barrier()
+    for _ in range(iters + 1):
+        clock = comm.clock()
+        clock.mark()
+        op.call()
+        comm.synchronize()
+        clock.mark()
+        laps.append(float(clock.seconds()[-1]))
+    return float(np.mean(comm.allgather_floats(laps[1:]).max(axis=0)))
+
+
 def _overhead(comm, mode: str) -> dict[str, list]:
-    """Tiny allreduces through commsim's executor: the schedule's steps, those of them
-    that are exchanges (:meth:`Schedule.both_ways`), the messages rank 0 sends per call,
-    and the mean seconds a call (the slowest rank's, per iteration)."""
+    """Allreduces through commsim's executor, each case at each of
+    :data:`OVERHEAD_SIZES`: the schedule's steps, those of them that are exchanges
+    (:meth:`Schedule.both_ways`), the messages rank 0 sends per call, and the mean
+    seconds a call (the slowest rank's, per iteration)."""
     from commsim.backends.dataflow import flow_plan
     from commsim.backends.plan import rank_plan
 
     p = comm.size
-    out: dict[str, list] = {"steps": [], "exchanges": [], "messages": [], "seconds": [],
-                            "cases": []}
+    out: dict[str, list] = {key: [] for key in ("algorithm", "nchunks", "bytes", "steps",
+                                                "exchanges", "messages", "seconds", "cases")}
     for algorithm, pieces in OVERHEAD_CASES:
         k = pieces * collectives.chunk_unit("allreduce", algorithm, p)
         schedule = collectives.build("allreduce", algorithm, p, k)
         plan = flow_plan(schedule, 0, k) if mode == "dataflow" else rank_plan(schedule, 0, k)
-        local = comm.array(np.ones(1), k, "float32")
-        op = comm.make_op("allreduce", schedule, local, k, 0, mode)
-        laps = []
-        comm.barrier()
-        for _ in range(OVERHEAD_ITERS + 1):
-            clock = comm.clock()
-            clock.mark()
-            op.call()
-            comm.synchronize()
-            clock.mark()
-            laps.append(float(clock.seconds()[-1]))
-        out["steps"].append(schedule.nsteps)
-        out["exchanges"].append(int(np.unique(schedule.step[schedule.both_ways()]).size))
-        out["messages"].append(plan.messages_sent)
-        out["seconds"].append(float(np.mean(comm.allgather_floats(laps[1:]).max(axis=0))))
-        out["cases"].append(f"{algorithm} x{pieces}")
+        for size in OVERHEAD_SIZES:
+            count = max(k, size // 4 // k * k)  # whole chunks of float32
+            local = comm.array(np.ones(1), count, "float32")
+            op = comm.make_op("allreduce", schedule, local, count, 0, mode)
+            out["algorithm"].append(algorithm)
+            out["nchunks"].append(k)
+            out["bytes"].append(4 * count)
+            out["steps"].append(schedule.nsteps)
+            out["exchanges"].append(int(np.unique(schedule.step[schedule.both_ways()]).size))
+            out["messages"].append(plan.messages_sent)
+            out["seconds"].append(_mean_call(comm, op, OVERHEAD_ITERS))
+            out["cases"].append(f"{algorithm} x{pieces}")
     return out
+
+
+def _native(comm, size: int) -> float:
+    """The backend's own allreduce of ``size`` bytes (float32): mean seconds a call."""
+    count = size // 4
+    local = comm.array(np.ones(1), count, "float32")
+    op = comm.make_op("allreduce", None, local, count, 0, "dataflow")
+    return _mean_call(comm, op, OVERHEAD_ITERS)

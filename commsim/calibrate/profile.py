@@ -37,36 +37,43 @@ from pathlib import Path
 
 import yaml
 
+from commsim.calibrate import costs
 from commsim.calibrate import fit as fitting
 from commsim.calibrate.measure import Measurements
 from commsim.errors import CommsimError
+from commsim.topology import spec
 
 
-def fit_all(m: Measurements) -> dict[str, fitting.Fit]:
+def fit_all(m: Measurements, meta: dict) -> dict[str, fitting.Fit]:
     """Every fit a profile needs, by name: each link class, ``ring``, ``reduction``,
-    ``overhead`` (its alpha: the fastest class's latency). Raises on data that cannot
+    ``first_touch``, then ``overhead`` (commsim's executor) and ``native`` (the backend's
+    own allreduce, when a commsim schedule models it): the costs the model on those
+    links leaves unexplained (:mod:`commsim.calibrate.costs`). ``meta``: ``backend``,
+    ``exec`` (the execution mode measured) and ``versions``. Raises on data that cannot
     support a fit."""
     fits = {name: fitting.fit_alpha_beta(s.sizes, s.seconds, what=f"{name} ping-pong")
             for name, s in m.pairs.items()}
     fits["ring"] = fitting.fit_alpha_beta(m.ring.sizes, m.ring.seconds, what="ring shift")
     fits["reduction"] = fitting.fit_rate(m.reduction.sizes, m.reduction.seconds)
-    alpha = min(f["alpha"] for name, f in fits.items() if name in m.pairs)
-    o = m.overhead
-    fits["overhead"] = fitting.fit_overhead(o["steps"], o["messages"], o["seconds"], alpha,
-                                            o.get("exchanges"))
     if len(m.first_touch.sizes) >= 3:
         fits["first_touch"] = fitting.fit_rate(m.first_touch.sizes, m.first_touch.seconds,
                                                what="first touch")
+    G = spec.parse({"name": "calibrating", "nodes": [], "links": [],
+                    **network(m, fits)}, source="calibrate")
+    p, gamma, mode = len(m.hosts), fits["reduction"]["gamma"], meta["exec"]
+    fits["overhead"] = costs.fit_executor(m.overhead, G, p, gamma, mode, m.overlap)
+    native = costs.fit_native(m.native, G, p, gamma, mode, m.overlap, meta["backend"],
+                              meta.get("versions") or {}, len(set(m.hosts)),
+                              _first_touch(m))
+    if native is not None:
+        fits["native"] = native
     return fits
 
 
-def build(m: Measurements, fits: dict, meta: dict) -> dict:
-    """The profile as a YAML-ready mapping. ``meta``: backend, versions, mode, nranks."""
-    p = len(m.hosts)
+def network(m: Measurements, fits: dict) -> dict:
+    """The profile's ``nodes`` and ``links``: the hosts and ranks as measured."""
     hosts = list(dict.fromkeys(m.hosts))
-    slowest = max((fits[name] for name in m.pairs), key=lambda f: f["beta"])
-    contention = fitting.contention(slowest["beta"], fits["ring"]["beta"])
-    nodes = [{"name": f"rank{r}", "kind": "gpu"} for r in range(p)]
+    nodes = [{"name": f"rank{r}", "kind": "gpu"} for r in range(len(m.hosts))]
     links = []
     intra = fits.get("intra_host") or fits["inter_host"]
     flows = ring_flows(m.hosts)
@@ -88,23 +95,37 @@ def build(m: Measurements, fits: dict, meta: dict) -> dict:
         for h in range(len(hosts)):
             links += [_link(f"host{h}.out", "fabric", extra, inter["beta"]),
                       _link("fabric", f"host{h}.in", extra, inter["beta"])]
+    return {"nodes": nodes, "links": links}
+
+
+def _first_touch(m: Measurements) -> float:
+    """Seconds per byte of fresh memory's first writes (0 when not measured)."""
+    return sum(m.first_touch.seconds) / sum(m.first_touch.sizes) if m.first_touch.sizes \
+        else 0.0
+
+
+def build(m: Measurements, fits: dict, meta: dict) -> dict:
+    """The profile as a YAML-ready mapping. ``meta``: backend, versions, mode, nranks."""
+    p = len(m.hosts)
+    hosts = list(dict.fromkeys(m.hosts))
+    slowest = max((fits[name] for name in m.pairs), key=lambda f: f["beta"])
+    contention = fitting.contention(slowest["beta"], fits["ring"]["beta"])
     over = fits["overhead"]
     now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
     return {
         "name": default_name(m.hosts, meta["backend"]),
         "description": f"this machine as commsim calibrate measured it ({meta['backend']}, "
                        f"{p} ranks on {len(hosts)} host{'s' if len(hosts) > 1 else ''})",
-        "nodes": nodes,
-        "links": links,
+        **network(m, fits),
         "model": {"reduce_bandwidth": _bw(1.0 / fits["reduction"]["gamma"]),
                   "step_overhead": _us(over["per_step"]),
-                  **({"exchange_overhead": _us(over["per_exchange"])}
-                     if "per_exchange" in over.names else {}),
+                  "exchange_overhead": _us(over["per_exchange"]),
                   "exchange_latency": _us(exchange_latency(fits, m)),
                   "message_overhead": _us(over["per_message"]),
+                  **({"native_message_overhead": _us(fits["native"]["per_message"])}
+                     if "native" in fits else {}),
                   "contention": round(contention, 4),
-                  **({"first_touch_bandwidth": _bw(sum(m.first_touch.sizes)
-                                                   / sum(m.first_touch.seconds))}
+                  **({"first_touch_bandwidth": _bw(1.0 / _first_touch(m))}
                      if "first_touch" in fits else {})},
         "profile": {"tool": "commsim calibrate", "format": FORMAT, "date": now.isoformat(),
                     "hosts": hosts,
@@ -154,6 +175,8 @@ def _raw(m: Measurements) -> dict:
     series.update(ring=m.ring, reduction=m.reduction)
     if m.first_touch.sizes:
         series["first_touch"] = m.first_touch
+    if m.native.sizes:
+        series["native"] = m.native
     out = {name: {"bytes": list(map(int, s.sizes)), "seconds": [float(t) for t in s.seconds]}
            for name, s in series.items()}
     out["overhead"] = {k: [v if isinstance(v, str) else float(v) for v in vals]
@@ -161,8 +184,10 @@ def _raw(m: Measurements) -> dict:
     return out
 
 
-FORMAT = 4  # 2: shared host capacity, two-regime fits, cold reduction; 3: first touch;
-# 4: exchange steps apart from one-way ones (exchange_overhead, exchange_latency)
+FORMAT = 5  # 2: shared host capacity, two-regime fits, cold reduction; 3: first touch;
+# 4: exchange steps apart from one-way ones (exchange_overhead, exchange_latency);
+# 5: executor costs fitted against the model at 256 KiB and 2 MiB too; the native
+# allreduce's cost per message (native_message_overhead)
 
 
 def stale(path: Path) -> str | None:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from commsim.backends.plan import DEFAULT_MODE, MODES
 from commsim.bench.watchdog import add_flag as add_timeout
-from commsim.cli.common import console
 from commsim.errors import CommsimError
 
 DESCRIPTION = """\
@@ -96,8 +95,8 @@ def _calibrate(args, sizes: list[int]) -> int:
             m = measure.measure(comm, args.exec_mode, sizes=sizes, progress=say)
         if not lead:
             return 0
-        fits = profile.fit_all(m)
         meta = {"backend": args.backend, "exec": args.exec_mode, "versions": comm.versions()}
+        fits = profile.fit_all(m, meta)
         data = profile.build(m, fits, meta)
         path = profile.write(data, path)
         _summary(data, fits)
@@ -109,21 +108,20 @@ def _calibrate(args, sizes: list[int]) -> int:
 
 
 def _summary(data: dict, fits: dict) -> None:
-    from rich.table import Table
+    from commsim.report.tables import Table, show
 
-    table = Table(title=f"profile {data['name']}")
-    for name in ("fit", "alpha / overhead (us)", "rate (GB/s)", "R^2", "points"):
-        table.add_column(name, justify="left" if name == "fit" else "right")
+    table = Table(f"profile {data['name']}",
+                  ["fit", "alpha / overhead (us)", "rate (GB/s)", "R^2", "points"])
+    costs = {"overhead": "executor per step / exchange / message",
+             "native": "native allreduce per message"}
     for name, f in fits.items():
-        if name == "overhead":
-            table.add_row("executor per step / per message", f"{f['per_step'] * 1e6:.1f} / "
-                          f"{f['per_message'] * 1e6:.1f}", "-", f"{f.r2:.3f}", str(f.npoints))
+        if name in costs:
+            table.add([costs[name], " / ".join(f"{c * 1e6:.1f}" for c in f.coef), "-",
+                       f"{f.r2:.3f}", str(f.npoints)])
             continue
         first, slope = f.names
-        table.add_row(name, f"{f[first] * 1e6:.1f}", f"{1 / f[slope] / 1e9:.3f}",
-                      f"{f.r2:.3f}", str(f.npoints))
-    out = console()
-    out.print(table)
-    model = data["model"]
-    out.print(f"contention {model['contention']:g} (all ranks at once vs one pair alone); "
-              f"links of the profile carry it", markup=False)
+        table.add([name, f"{f[first] * 1e6:.1f}", f"{1 / f[slope] / 1e9:.3f}",
+                   f"{f.r2:.3f}", str(f.npoints)])
+    table.notes.append(f"contention {data['model']['contention']:g} (all ranks at once vs "
+                       "one pair alone); links of the profile carry it")
+    show(table)

@@ -60,14 +60,16 @@ def executor_overheads(G: nx.DiGraph | None, native: bool = False) -> dict:
     :func:`commsim.sim.simulate` and :class:`commsim.model.on_topology.TopologyModel`
     (seconds): ``overhead`` for one-way steps, ``exchange_overhead`` for steps where a
     rank both sends and receives, ``message_overhead`` a message. commsim's executor pays
-    its measured costs; a backend's own collective (``native``) pays none of them (the
-    profile's ``exchange_latency`` is reported, not charged: docs/calibrate.md). All 0
-    (and ``exchange_overhead`` None) without a profile. A profile from before exchange
-    steps were measured apart has no ``exchange_overhead``: its ``step_overhead`` is
-    every step's."""
+    its measured costs; a backend's own collective (``native``) pays none of them, only
+    the profile's ``native_message_overhead`` a message (the profile's
+    ``exchange_latency`` is reported, not charged: docs/calibrate.md). All 0 (and
+    ``exchange_overhead`` None) without a profile. A profile from before exchange steps
+    were measured apart has no ``exchange_overhead``: its ``step_overhead`` is every
+    step's."""
     step = float(model_parameter(G, "step_overhead", 0.0))
     if native:
-        return {"overhead": 0.0, "message_overhead": 0.0, "exchange_overhead": None}
+        return {"overhead": 0.0, "exchange_overhead": None,
+                "message_overhead": float(model_parameter(G, "native_message_overhead", 0.0))}
     exchange = model_parameter(G, "exchange_overhead")
     return {"overhead": step,
             "message_overhead": float(model_parameter(G, "message_overhead", 0.0)),

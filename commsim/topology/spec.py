@@ -41,7 +41,8 @@ __all__ = ["builder_params", "dumps", "find_preset", "load", "parse", "read_yaml
 TOP_FIELDS = ("name", "description", "notes", "builder", "params", "nodes", "links", "model",
               "profile")
 MODEL_FIELDS = ("reduce_bandwidth", "step_overhead", "exchange_overhead", "exchange_latency",
-                "message_overhead", "contention", "first_touch_bandwidth")
+                "message_overhead", "native_message_overhead", "contention",
+                "first_touch_bandwidth")
 MAX_CONTENTION = 1e6    # model.contention: a ring's slowdown over one pair alone
 LINK_FIELDS = ("src", "dst", "bandwidth", "latency", "duplex", "efficiency", "class")
 _META = ("name", "description", "notes")
@@ -276,7 +277,8 @@ def _parse(data, default_name, ideal: bool = False) -> nx.DiGraph:
 
 def _model(spec) -> dict:
     """A profile's model parameters in SI units: ``gamma`` (s/byte), ``step_overhead``,
-    ``exchange_overhead``, ``exchange_latency`` and ``message_overhead`` (s),
+    ``exchange_overhead``, ``exchange_latency``, ``message_overhead`` and
+    ``native_message_overhead`` (s),
     ``contention`` (a factor >= 1), ``first_touch`` (s/byte of freshly mapped memory
     written for the first time)."""
     if not isinstance(spec, dict):
@@ -291,7 +293,8 @@ def _model(spec) -> dict:
     if "first_touch_bandwidth" in spec:
         out["first_touch"] = 1.0 / parse_bandwidth(spec["first_touch_bandwidth"],
                                                    "model.first_touch_bandwidth")
-    for key in ("step_overhead", "exchange_overhead", "exchange_latency", "message_overhead"):
+    for key in ("step_overhead", "exchange_overhead", "exchange_latency", "message_overhead",
+                "native_message_overhead"):
         if key in spec:
             out[key] = parse_time(spec[key], f"model.{key}")
     if "contention" in spec:
