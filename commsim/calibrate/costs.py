@@ -3,7 +3,8 @@
 - commsim's executor: seconds per one-way step, per exchange step (a rank both sends and
   receives) and per message, from its allreduces on tiny buffers and at 256 KiB and 2 MiB;
 - the backend's own allreduce: seconds per message of the algorithm it runs (a C++
-  loop's wake-ups and handshakes per segment), from its allreduces at 256 KiB and 2 MiB.
+  loop's wake-ups and handshakes per segment), from its allreduces at 256 KiB, 2 MiB and
+  8 MiB (those of them up to calibrate's ``--max-size``; with fewer than 3, none).
 
 Each cost is what the model on the profile's links
 (:class:`commsim.model.on_topology.TopologyModel`, with the measured alpha, beta, host
@@ -74,7 +75,7 @@ def fit_native(native, G, nranks: int, gamma: float, mode: str, overlap: bool,
     from commsim.backends.native_as import native_as
     from commsim.bench.predictions import native_schedule
 
-    if len(native.sizes) < 2:
+    if len(native.sizes) < 3:
         return None
     probe = _Probe(G, nranks, NATIVE, gamma, mode, overlap)
     rows, extra = [], []

@@ -18,7 +18,7 @@
   one-way), for its fixed cost per one-way step, per exchange step and per message sent
   (posting it and the receive for it): what the model leaves unexplained of each time,
   at the sizes commsim's executor is used for (:func:`commsim.calibrate.profile.fit_all`);
-- ``native``: the backend's own allreduce at 32 KiB, 256 KiB and 2 MiB, for its cost per
+- ``native``: the backend's own allreduce at 256 KiB, 2 MiB and 8 MiB, for its cost per
   message beyond the network's (a C++ loop's wake-ups and handshakes per segment).
 
 The executor's and the native allreduce's times are means over iterations, not medians:
@@ -44,7 +44,7 @@ OVERHEAD_CASES = (("ring", 1), ("ring", 2), ("ring", 4), ("rhd", 1), ("rhd", 2),
                   ("tree", 1), ("tree", 2))
 OVERHEAD_ITERS = 60
 OVERHEAD_SIZES = (0, 256 << 10, 2 << 20)  # bytes; 0: the fewest the case can cut (tiny)
-NATIVE_SIZES = (32 << 10, 256 << 10, 2 << 20)
+NATIVE_SIZES = (256 << 10, 2 << 20, 8 << 20)
 WORK_BYTES = 256 << 20  # the bytes each size's iterations move, roughly
 ARENA_BYTES = 64 << 20  # the reduction's buffers cycle through this much, past the caches
 FIRST_TOUCH_SIZES = (48 << 20, 64 << 20, 96 << 20)  # above glibc's largest mmap threshold
@@ -117,7 +117,7 @@ def measure(comm, mode: str, sizes=SIZES, reduce_sizes=REDUCE_SIZES,
     say(f"executor overhead ({mode} mode)")
     result.overhead = _overhead(comm, mode)
     say("the backend's own allreduce")
-    for size in NATIVE_SIZES:
+    for size in [s for s in NATIVE_SIZES if s <= max(sizes)]:  # --max-size bounds it
         result.native.sizes.append(size)
         result.native.seconds.append(_native(comm, size))
     say("first touch of fresh memory")
