@@ -14,11 +14,14 @@ With ``--repeat N`` each benchmark runs N times with the same profile: a row's m
 time is the median of its N means, and ``spread`` is how far those means lie apart
 ((max - min) / median): the measurement's own repeatability, against which the goal can
 be judged. Without it, ``spread`` is the iterations' (p99 - p50) / p50 in the one run.
+The last line gives each run's drift: the profile's ring shift timed again before it,
+over the time calibrate measured (``bench`` records it: ``prediction.drift``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 from pathlib import Path
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.repeat < 1:
         ap.error(f"--repeat: {args.repeat} must be at least 1")
-    rows = []
+    rows, drifts = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.profiles or tmp)
         folder.mkdir(parents=True, exist_ok=True)
@@ -59,14 +62,26 @@ def main(argv: list[str] | None = None) -> int:
                 prof = folder / f"profile-{backend}-{nproc}.yaml"
                 if not prof.exists():
                     run_verb("calibrate", backend, nproc, ["--out", str(prof)])
-                runs = [bench(backend, nproc, [
-                    "--profile", str(prof), "--algorithm", args.algorithms, "-b",
-                    args.minbytes, "-e", args.maxbytes, "-f", "4", "-n", args.iters,
-                    "-w", args.warmup], Path(tmp) / f"run-{backend}-{nproc}-{i}.jsonl")
-                    for i in range(args.repeat)]
+                runs = []
+                for i in range(args.repeat):
+                    out = Path(tmp) / f"run-{backend}-{nproc}-{i}.jsonl"
+                    runs.append(bench(backend, nproc, [
+                        "--profile", str(prof), "--algorithm", args.algorithms, "-b",
+                        args.minbytes, "-e", args.maxbytes, "-f", "4", "-n", args.iters,
+                        "-w", args.warmup], out))
+                    drifts.setdefault(f"{backend}/{nproc}", []).append(_drift(out))
                 rows += _merged(runs) if args.repeat > 1 else runs[0]
     _print(rows, repeated=args.repeat > 1)
+    print("drift (the profile's ring shift timed again before each run, now / then): "
+          + "; ".join(f"{key} " + ", ".join("-" if d is None else f"{d:.2f}x" for d in ds)
+                      for key, ds in drifts.items()))
     return 0
+
+
+def _drift(path: Path) -> float | None:
+    """The ratio ``bench`` recorded in its config line (``prediction.drift``)."""
+    config = json.loads(path.read_text().splitlines()[0])
+    return ((config.get("prediction") or {}).get("drift") or {}).get("ratio")
 
 
 def _merged(runs: list[list[dict]]) -> list[dict]:

@@ -1,6 +1,8 @@
 """Network profiles: fitted from measurements, written as YAML, loaded back as a topology
 whose links and model parameters are the ones measured; and a real calibrate run."""
 
+import json
+
 import numpy as np
 import pytest
 import yaml
@@ -232,8 +234,14 @@ raise SystemExit(main(["bench"] + sys.argv[1:]))
 """
     text = assert_all_ok(run_torch_ranks(bench, 2, tmp_path, timeout=100, args=(
         "--profile", str(out), "--algorithm", "ring", "-b", "1K", "-e", "1K", "-n", "2",
-        "-w", "1")))
+        "-w", "1", "--json", str(tmp_path / "b.jsonl"))))
     assert f"topology {G.graph['name']}" in text and "(profile)" in text
+    # the profile's ring shift, timed again before the sweep: how far the machine moved
+    config = json.loads((tmp_path / "b.jsonl").read_text().splitlines()[0])
+    moved = config["prediction"]["drift"]
+    assert moved["bytes"] == 2 << 20 and moved["now_us"] > 0 and moved["ratio"] > 0
+    assert moved["profile_us"] == pytest.approx(
+        G.graph["profile"]["measurements"]["ring"]["seconds"][-1] * 1e6)
     # --reuse: an existing profile is kept, its path printed, nothing measured
     before = out.stat().st_mtime_ns
     text = assert_all_ok(run_torch_ranks(CALIBRATE, 2, tmp_path, timeout=100,
@@ -290,3 +298,21 @@ def test_first_touch_is_fitted_and_charged_to_native_rows_that_map_fresh_scratch
     pred = Predictor(str(path), 2)
     assert pred.native_extra(big) == pytest.approx((32 << 20) / 6e9, rel=1e-3)
     assert pred.native_extra(small) == 0.0
+
+
+def test_drift_compares_the_profile_s_ring_shift_with_one_timed_now():
+    """The reference is the profile's ring shift nearest 2 MiB; a move beyond 20% is
+    noted in one line that says which way and what to do."""
+    from commsim.calibrate import drift
+
+    m = synthetic(["h", "h"])
+    G = spec.parse(profile.build(m, fit_all(m), {"backend": "gloo", "exec": "dataflow",
+                                                 "versions": {}}))
+    size, seconds = drift.reference(G)
+    assert size == 2 << 20 and seconds == m.ring.seconds[m.ring.sizes.index(2 << 20)]
+    assert drift.reference(topology.load("localhost")) is None and drift.reference(None) is None
+    same = {"bytes": size, "profile_us": 100.0, "now_us": 110.0, "ratio": 1.1}
+    assert drift.note(same) is None and drift.note(None) is None
+    slow = drift.note({**same, "now_us": 250.0, "ratio": 2.5})
+    assert "\n" not in slow and "2.50x, slower" in slow and "calibrate again" in slow
+    assert "faster" in drift.note({**same, "now_us": 50.0, "ratio": 0.5})

@@ -27,6 +27,7 @@ from commsim.bench.config import (
 from commsim.bench.env import detect, usable_cores
 from commsim.bench.output import Reporter
 from commsim.bench.predictions import Predictor, build_schedule
+from commsim.calibrate import drift
 from commsim.errors import CommsimError
 from commsim.machine import host_available_memory
 from commsim.topology import model_parameter
@@ -212,6 +213,8 @@ def _run(cfg: BenchConfig, comm) -> int:
     predictor.gamma = profiled if profiled is not None else reduction_gamma(comm, dtype)
     predictor.gamma_source = "profile" if profiled is not None else "measured"
     predictor.overlap = cores_to_spare(comm)
+    with watchdog.operation("the profile's drift check (a ring shift)", row=False):
+        predictor.set_drift(drift.measure(comm, predictor.graph))
     ranks = comm.allgather_objects({"rank": rank, "host": comm.info.host,
                                     "device": comm.device_name(),
                                     "local_rank": comm.info.local_rank,

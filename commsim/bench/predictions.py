@@ -46,6 +46,7 @@ class Predictor:
         self.exchange_overhead = None  # a step where ranks send and receive (None: a step's)
         self.exchange_latency = None  # the host's, reported (not charged)
         self.first_touch = 0.0  # a profile's: seconds a byte of fresh memory's first write
+        self.drift = None  # the profile's ring shift timed again (commsim.calibrate.drift)
         G = topo.load(topology)  # a bad name or file is the user's to fix: it raises
         self.topology_name = G.graph.get("name", topology)
         measured = (G.graph.get("profile") or {}).get("nranks")
@@ -75,20 +76,32 @@ class Predictor:
         except CommsimError as exc:
             self.notes.append(f"no model predictions: {exc}")
 
+    def set_drift(self, drift: dict | None) -> None:
+        """Record how this machine's ring shift compares with the profile's
+        (:func:`commsim.calibrate.drift.measure`), and note it when it has moved."""
+        from commsim.calibrate.drift import note
+
+        self.drift = drift
+        text = note(drift)
+        if text:
+            self.notes.append(text)
+
     def parameters(self) -> dict:
         """What the predictions assumed, for the config line: ``alpha`` (s, the profile's
         step overhead included), ``beta`` (s/byte, one pair alone) and ``gamma`` (s/byte;
         null when unknown), ``contention``, ``step_overhead``, ``exchange_overhead`` and
         ``message_overhead`` (s, commsim's executor: not charged to ``native`` rows),
         ``exchange_latency`` (s, the host's, reported: no prediction charges it),
-        ``gamma_source``, ``mode`` and ``overlap``."""
+        ``gamma_source``, ``mode``, ``overlap`` and ``drift`` (the profile's ring shift
+        timed again: :mod:`commsim.calibrate.drift`; null without a profile)."""
         alpha, beta = self.alpha_beta or (None, None)
         return {"alpha": alpha, "beta": beta, "gamma": self.gamma or None,
                 "contention": self.contention, "step_overhead": self.step_overhead,
                 "message_overhead": self.message_overhead,
                 "exchange_overhead": self.exchange_overhead,
                 "exchange_latency": self.exchange_latency,
-                "gamma_source": self.gamma_source, "mode": self.mode, "overlap": self.overlap}
+                "gamma_source": self.gamma_source, "mode": self.mode, "overlap": self.overlap,
+                "drift": self.drift}
 
     def native(self, backend: str, collective: str, nbytes: int, dtype_size: int,
                versions: dict, root: int, nnodes: int):

@@ -106,7 +106,7 @@ def measure(comm, mode: str, sizes=SIZES, reduce_sizes=REDUCE_SIZES,
     say(f"ring shift, {comm.size} ranks at once")
     for size in sizes:
         result.ring.sizes.append(size)
-        result.ring.seconds.append(_ring_shift(comm, size))
+        result.ring.seconds.append(ring_shift(comm, size))
     say("local reduction")
     for size in reduce_sizes:
         result.reduction.sizes.append(size)
@@ -157,7 +157,9 @@ def _pingpong(comm, a: int, b: int, size: int) -> float:
     return float(np.median(times[a]))
 
 
-def _ring_shift(comm, size: int) -> float:
+def ring_shift(comm, size: int) -> float:
+    """Every rank sends ``size`` bytes to its successor and receives as many from its
+    predecessor, all at once: the median over iterations of the slowest rank's seconds."""
     p, r = comm.size, comm.rank
     out, into = _buffer(comm, size), _buffer(comm, size)
     right, left = (r + 1) % p, (r - 1) % p
