@@ -256,3 +256,19 @@ def test_a_row_with_an_unknown_place_is_refused(tmp_path, capsys):
     path.write_text(config + "\n" + json.dumps(dict(json.loads(first), place="sideways")) + "\n")
     assert main(["compare", str(path)]) == 2
     assert "place 'sideways' is not out-of-place or in-place" in capsys.readouterr().err
+
+
+def test_the_report_shows_how_far_the_machine_drifted_since_calibration(tmp_path):
+    """A run's config records the profile's ring shift timed again (``prediction.drift``):
+    the report's input table shows the ratio, and a note says what it means."""
+    config, *rows = GLOO.read_text().splitlines()
+    record = json.loads(config)
+    record["prediction"]["drift"] = {"bytes": 2 << 20, "profile_us": 3036.0,
+                                     "now_us": 5070.0, "ratio": 1.67}
+    path = tmp_path / "drifted.jsonl"
+    path.write_text("\n".join([json.dumps(record), *rows]) + "\n")
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["compare", str(path), str(MPI), "--report", str(tmp_path / "r.html")]) == 0
+    page = (tmp_path / "r.html").read_text()
+    head = page[page.index("input files"):page.index("summary per group")]
+    assert ">drift<" in head and "1.67x" in head and "timed again" in head

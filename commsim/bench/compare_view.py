@@ -161,19 +161,24 @@ def error_figure(group: Group, multi: bool) -> bytes:
 def _inputs(comparison: Comparison) -> Table:
     table = Table(title="input files", columns=[
         "file", "backend", "ranks", "topology", "started", "mode", "alpha (us)",
-        "link (GB/s)", "reduction (GB/s)", "overlap"],
-        align=["l", "l", "r", "l", "l", "l", "r", "r", "r", "l"])
+        "link (GB/s)", "reduction (GB/s)", "overlap", "drift"],
+        align=["l", "l", "r", "l", "l", "l", "r", "r", "r", "l", "r"])
     for run in comparison.runs:
         pred = run.prediction or {}
         alpha, beta, gamma = pred.get("alpha"), pred.get("beta"), pred.get("gamma")
-        overlap = pred.get("overlap")
+        overlap, drift = pred.get("overlap"), (pred.get("drift") or {}).get("ratio")
         table.add([run.label, str(run.backend), str(run.nranks),
                    str(run.config.get("topology") or "-"), str(run.config.get("started") or "-"),
                    str(pred.get("mode") or "-"),
                    number(None if alpha is None else alpha * 1e6),
                    number(1e-9 / beta if beta else None),
                    number(1e-9 / gamma if gamma else None),
-                   "-" if overlap is None else ("yes" if overlap else "no")])
+                   "-" if overlap is None else ("yes" if overlap else "no"),
+                   "-" if drift is None else f"{drift:.2f}x"])
+    if any((run.prediction or {}).get("drift") for run in comparison.runs):
+        table.notes.append("drift: the profile's ring shift timed again before the run, over "
+                           "its time when calibrated; predictions are off by about as much "
+                           "(docs/calibrate.md)")
     return table
 
 
