@@ -48,6 +48,7 @@ def bench(backend: str, nproc: int, args: list[str], out: Path) -> list[dict]:
     In place only unless ``args`` says ``--place``: what commsim's executors and torch's
     allreduce do, and half the time of both places."""
     place = [] if "--place" in args else ["--place", "in"]
+    out.unlink(missing_ok=True)  # a file left by another call would be resumed or refused
     run_verb("bench", backend, nproc, ["--json", str(out), *place, *args])
     rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
     rows = [r for r in rows if r["type"] == "result"]

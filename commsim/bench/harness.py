@@ -222,7 +222,9 @@ def _run(cfg: BenchConfig, comm) -> int:
                                     "cores": usable_cores()})
     versions = comm.versions()
     nnodes = len({r["host"] for r in ranks})
-    reporter = Reporter(cfg, versions, ranks, predictor, p) if lead else None
+    done = _resumed(cfg, comm)
+    reporter = (Reporter(cfg, versions, ranks, predictor, p,
+                         resumed=None if done is None else len(done)) if lead else None)
     if reporter:
         reporter.start()
     results = []
@@ -245,6 +247,8 @@ def _run(cfg: BenchConfig, comm) -> int:
                                             predictor.overlap, predictor.message_overhead)
                     predicted = None  # once per (algorithm, size), for every place
                     for place in cfg.places:
+                        if done and (collective, algorithm, nbytes, place) in done:
+                            continue  # measured by the run this one resumes
                         with watchdog.operation(_label(collective, algorithm, nbytes,
                                                        schedule, cfg.exec_mode, place)):
                             row = _measure(cfg, comm, how, collective, algorithm, schedule,
@@ -286,6 +290,25 @@ def _predictions(cfg, predictor, collective: str, schedule, nbytes: int, dtype, 
     out["t_model_us"] = _us(_plus(predictor.model(predicted, nbytes, native), extra))
     out["t_sim_us"] = _us(_plus(predictor.sim(predicted, nbytes, native), extra))
     return out
+
+
+def _resumed(cfg, comm) -> set | None:
+    """The rows already in ``cfg.json`` when this run resumes it (rank 0 reads the file
+    and decides for every rank), or None for a new file; a file of another run is
+    refused on every rank alike."""
+    from commsim.bench import resume
+
+    found, error = None, None
+    if comm.rank == 0:
+        try:
+            found = resume.measured(cfg, comm.size)
+        except CommsimError as exc:
+            error = str(exc)
+    found, error = comm.allgather_objects(
+        (None if found is None else sorted(found), error))[0]
+    if error:
+        raise CommsimError(error)
+    return None if found is None else {tuple(key) for key in found}
 
 
 def _label(collective: str, algorithm: str, nbytes: int, schedule, mode: str,

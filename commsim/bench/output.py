@@ -55,11 +55,15 @@ def columns(places) -> tuple[str, ...]:
     return HEAD_COLUMNS + grouped + PREDICTION_COLUMNS
 
 
-def _open(path: str):
+def _open(path: str, append: bool = False):
     target = Path(path)
     if target.parent and not target.parent.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-    return open(target, "w", newline="", encoding="utf-8")
+    if append:
+        from commsim.bench.resume import drop_cut_line
+
+        drop_cut_line(target)
+    return open(target, "a" if append else "w", newline="", encoding="utf-8")
 
 
 def _num(value, digits: int = 2) -> str:
@@ -87,8 +91,11 @@ class Reporter:
     """Rank 0's output of one run."""
 
     def __init__(self, cfg, versions: dict, ranks: list[dict], predictor, nranks: int,
-                 console: Console | None = None) -> None:
+                 console: Console | None = None, resumed: int | None = None) -> None:
+        """``resumed``: the rows already in ``cfg.json`` that this run goes on from
+        (:mod:`commsim.bench.resume`; None: a new file)."""
         self.cfg, self.versions, self.ranks = cfg, versions, ranks
+        self.resumed = resumed
         self.predictor, self.nranks = predictor, nranks
         self.console = console or _console(ranks[0].get("launcher", "none"))
         self.rows: list[dict] = []
@@ -96,8 +103,11 @@ class Reporter:
         self.pending: dict = {}  # (collective, algorithm, size) -> {place: row}, not shown yet
         self.live: Live | None = None
         self._streamed = False  # has the plain header been printed?
-        self.json = _open(cfg.json) if cfg.json else None
-        self.csv_file = _open(cfg.csv) if cfg.csv else None
+        self.json = _open(cfg.json, append=resumed is not None) if cfg.json else None
+        # resuming, a CSV that already has its header gets rows only
+        self._csv_header = not (resumed is not None and cfg.csv and Path(cfg.csv).is_file()
+                                and Path(cfg.csv).stat().st_size > 0)
+        self.csv_file = _open(cfg.csv, append=not self._csv_header) if cfg.csv else None
         self.csv = csv.DictWriter(self.csv_file, RESULT_KEYS) if self.csv_file else None
 
     # --- the config line and the header ----------------------------------------------
@@ -113,10 +123,10 @@ class Reporter:
 
     def start(self) -> None:
         record = self.config_record()
-        if self.json:
+        if self.json and self.resumed is None:  # resuming: the file's config line stands
             self.json.write(json.dumps(record) + "\n")
             self.json.flush()
-        if self.csv:
+        if self.csv and self._csv_header:
             self.csv.writeheader()
             self.csv_file.flush()
         self._header(record)
@@ -157,6 +167,11 @@ class Reporter:
                 f"{r['local_rank']} ({r['launcher']})", markup=False)
         for line in oversubscribed(self.ranks):
             out(f"# {line}", markup=False)
+        if self.resumed is not None:
+            rows = "1 row it holds is" if self.resumed == 1 else \
+                f"{self.resumed} rows it holds are"
+            out(f"# resuming {cfg.json}: the {rows} kept, the rest measured and appended",
+                markup=False)
 
     # --- rows -------------------------------------------------------------------------
     def add(self, row: dict) -> None:

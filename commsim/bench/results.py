@@ -121,8 +121,9 @@ def _check_row(where: str, row: dict, config: dict) -> None:
             raise CommsimError(f"{where}: {key} {value!r} is not a number >= 0")
 
 
-def load(path: str | Path) -> Run:
-    """The config line and result rows of one file; raises CommsimError on bad input."""
+def load(path: str | Path, rows_required: bool = True) -> Run:
+    """The config line and result rows of one file; raises CommsimError on bad input (and
+    on a file of no result rows, unless not ``rows_required``)."""
     path = Path(path)
     name = str(path)
     if not path.exists():
@@ -163,7 +164,7 @@ def load(path: str | Path) -> Run:
             run.rows.append({**record, "_line": number})
     if run is None:
         raise CommsimError(f"{name}: empty file; {_HINT}")
-    if not run.rows:
+    if not run.rows and rows_required:
         raise CommsimError(f"{name}: no result rows after the config line (did the run stop "
                            f"before its first size?)")
     return run

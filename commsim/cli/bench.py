@@ -145,8 +145,10 @@ def run(args) -> int:
         from commsim.bench.comm import check_backend
         from commsim.bench.env import detect
         from commsim.bench.harness import check_memory
+        from commsim.bench.resume import measured
 
         topology.load(cfg.topology)  # a bad --topology/--profile is a flag error too
+        measured(cfg)  # a --json file of another run is refused before the ranks start
         local = detect().local_world_size
         check_backend(cfg.backend, local)
         check_memory(cfg, local)
