@@ -424,3 +424,189 @@ def test_topology_save_is_atomic(tmp_path, monkeypatch):
     monkeypatch.undo()
     topology.save(topology.load("ring-8"), path)
     assert yaml.safe_load(path.read_text())["name"] == "ring-8"
+
+
+# -- plan, compare, --from-ddp and profiles ----------------------------------------------------
+
+PLAN = ["plan", "--model", "llama3-8b", "--gpus", "8", "--no-simulate", "--topology",
+        "dgx-a100-4node"]
+LONG = "x" * 300
+
+
+@pytest.mark.parametrize("flag, says", [
+    ("--json", "--json: give a file name"), ("--markdown", "--markdown: give a file name"),
+    ("--report", "--report: give a file name"), ("--params", "--params: empty"),
+    ("--gpu", "--gpu: empty"), ("--fp8-comm", "--fp8-comm: empty"),
+    ("--from-ddp", "--from-ddp: empty"), ("--model", "--model: empty"),
+])
+def test_plan_refuses_an_empty_value(capsys, tmp_path, monkeypatch, flag, says):
+    """Was: an empty value was taken as not given (exit 0, no file written)."""
+    monkeypatch.chdir(tmp_path)
+    refused(capsys, *PLAN, f"{flag}=", says=says)
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("text", ["inf", "1e400", "infinity"])
+def test_plan_refuses_infinite_tokens(capsys, text):
+    """Was: accepted, then infinite training days and GPU-hours."""
+    refused(capsys, *PLAN, "--tokens", text, says=f"--tokens: {text!r} is not a finite token "
+            "count")
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--layers", str(10**20)], "--layers: 100000000000000000000 is more than 10,000 layers"),
+    (["--gpus", "123456789"], "--gpus: '123456789' is more than 1,048,576 gpus"),
+    (["--gpus", str(10**23)], "--gpus: '100000000000000000000000' is more than 1,048,576"),
+    (["--gpus", "8,infk"], "--gpus: 'infk' is not a gpu count"),
+    (["--global-batch", "9" * 400], "--global-batch: 999"),
+    (["--global-batch", str(2**40 + 1)], "is more than 1,099,511,627,776 sequences"),
+])
+def test_plan_counts_past_its_caps_are_refused_at_once(capsys, argv, says):
+    """Was: --layers 10**20 listed every divisor (a hang), --gpus 123456789 planned for
+    minutes, --gpus 10**23 was a ValueError and --gpus infk an OverflowError (tracebacks),
+    a --global-batch of 400 digits an OverflowError (a float division)."""
+    t0 = time.perf_counter()
+    refused(capsys, *PLAN, *argv, says=says)
+    assert time.perf_counter() - t0 < 10
+
+
+@pytest.mark.parametrize("params, says", [
+    ("inf", "--params: 'inf' is not a finite parameter count"),
+    ("1e30", "layers (the GPT-3 shape nearest in size, made deeper), more than the 10,000"),
+])
+def test_plan_params_past_any_model_are_refused(capsys, params, says):
+    """Was: --params inf an OverflowError, --params 1e30 a model of 10**23 layers (a
+    hang)."""
+    t0 = time.perf_counter()
+    refused(capsys, "plan", "--params", params, "--gpus", "8", "--no-simulate", says=says)
+    assert time.perf_counter() - t0 < 10
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--seq-len", str(10**14)], "--seq-len: 100000000000000 is more than 1,099,511,627,776"),
+    (["--micro-batch", str(10**14)], "--micro-batch: 100000000000000 is more than"),
+    (["--vocab", str(10**14)], "--vocab: 100000000000000 is more than"),
+    (["--ffn", str(10**14)], "--ffn: model.params: "),
+    (["--heads", "7"], "--heads: 7 does not divide hidden 4096"),
+    (["--hidden", "100"], "--hidden: model.heads: 32 does not divide hidden 100"),
+])
+@pytest.mark.parametrize("layout", [[], ["--tp", "1", "--pp", "1"]])
+def test_plan_model_errors_name_the_flag_typed(capsys, argv, says, layout):
+    """Was: the model field (seq_len: ...), and without a layout a misleading "--gpus 8:
+    no valid layout" (the search took the shape's error for an invalid layout)."""
+    refused(capsys, *PLAN, *layout, *argv, says=says)
+
+
+def test_plan_reads_topologies_through_the_guarded_reader(capsys, tmp_path):
+    """Was: an OSError (a name too long) or ValueError (a NUL) traceback, and PyYAML's
+    unguarded loader (non-UTF-8 text a UnicodeDecodeError, a key given twice kept)."""
+    refused(capsys, *PLAN, "--topology", LONG, says=f"unknown topology '{LONG[:20]}")
+    refused(capsys, *PLAN, "--topology", "a\0b", says="unknown topology 'a\\x00b'")
+    refused(capsys, *PLAN, "--topology", f"{tmp_path}/{LONG}.yaml",
+            says="topology: no such file")
+    bad = tmp_path / "t.yaml"
+    bad.write_bytes(b"name: caf\xe9\nbuilder: ring\n")
+    refused(capsys, *PLAN, "--topology", str(bad), says="not UTF-8 text")
+    bad.write_text(RING + "builder: star\n")
+    refused(capsys, *PLAN, "--topology", str(bad), says="key 'builder' is given twice")
+    bad.write_text("- a\n- b\n")
+    refused(capsys, *PLAN, "--topology", str(bad), says="is not a topology mapping")
+
+
+def test_plan_from_ddp_names_no_file_can_have(capsys, tmp_path):
+    """Was: an OSError or ValueError traceback from Path.exists(); and a line nested 100,000
+    deep a RecursionError."""
+    refused(capsys, *PLAN, "--from-ddp", LONG, says="--from-ddp 'xxx")
+    refused(capsys, *PLAN, "--from-ddp", "a\0b", says="--from-ddp 'a\\x00b': cannot be read")
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text("[" * 100_000 + "\n")
+    refused(capsys, *PLAN, "--from-ddp", str(deep), says="line 1 is nested too deeply")
+
+
+@pytest.mark.parametrize("name, says", [
+    (" ", "results: ' ' is not a file name"),
+    ("a\0b", "results: cannot read 'a\\x00b'"),
+    (LONG, "results: cannot read 'xxx"),
+])
+def test_compare_quotes_and_survives_any_results_name(capsys, name, says):
+    """Was: a ValueError (a NUL) or OSError (a name too long) traceback, and a blank name
+    quoted bare ("error:  : no such file")."""
+    refused(capsys, "compare", name, says=says)
+
+
+def test_compare_refuses_a_line_nested_too_deeply(capsys, tmp_path):
+    """Was: a RecursionError traceback from json.loads."""
+    config = (Path(__file__).parent / "fixtures" / "bench-gloo.jsonl").read_text()
+    path = tmp_path / "deep.jsonl"
+    path.write_text(config.splitlines()[0] + "\n" + "[" * 100_000 + "\n")
+    refused(capsys, "compare", str(path), says="deep.jsonl line 2: nested too deeply to read")
+
+
+def test_an_unreadable_profile_is_stale_with_its_reason(tmp_path):
+    """Was: a UnicodeDecodeError out of ``stale()`` (``yaml.safe_load(read_text())``)."""
+    from commsim.calibrate import profile
+
+    path = tmp_path / "p.yaml"
+    path.write_bytes(b"profile: {format: caf\xe9}\n")
+    assert "cannot be read as a profile" in profile.stale(path)
+    assert "not UTF-8" in profile.stale(path)
+    path.write_text("profile: [1, 2]\n")
+    assert "no profile block" in profile.stale(path)
+    assert profile.stale(tmp_path / LONG) is None and profile.stale("a\0b") is None
+
+
+def test_a_profile_is_written_with_write_atomic(tmp_path, monkeypatch):
+    """Was: its own temporary file and rename: a failing rename left the temporary file
+    behind, and a profile was 0600 whatever the umask."""
+    from commsim.calibrate import profile
+
+    path = tmp_path / "p.yaml"
+    path.write_text("old")
+    os.chmod(path, 0o640)
+
+    def no_rename(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", no_rename)
+    with pytest.raises(CommsimError, match="--out: cannot write .*No space left"):
+        profile.write({"name": "p"}, path)
+    assert path.read_text() == "old" and leftovers(tmp_path) == ["p.yaml"]
+    monkeypatch.undo()
+    profile.write({"name": "p"}, path)
+    assert yaml.safe_load(path.read_text()) == {"name": "p"}
+    assert os.stat(path).st_mode & 0o777 == 0o640 and leftovers(tmp_path) == ["p.yaml"]
+    fresh = profile.write({"name": "q"}, tmp_path / "new" / "q.yaml")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(fresh).st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("builder, param, says", [
+    ("dgx_cluster", "nodes: x", "topology 't' params: nodes=x: nodes must be a whole number"),
+    ("dgx_cluster", "nodes: .nan", "nodes=nan: nodes must be a whole number"),
+    ("dgx_cluster", "gpus_per_node: 0", "gpus_per_node=0: gpus_per_node must be a whole"),
+    ("dgx_cluster", "gpus_per_node: [1]", "gpus_per_node=[1]"),
+    ("dgx_cluster", "nodes: 1e30", "nodes=1e30: more than 2,147,483,648"),
+    ("dgx_cluster", "nodes: null", "nodes=None: nodes must be a whole number"),
+    ("dgx_cluster", "nvlink_bw: x", "topology 't' params: nvlink_bw: 'x' is not a bandwidth"),
+    ("dgx_cluster", "rail_optimized: x", "rail_optimized: 'x' must be true or false"),
+    ("leaf_spine", "oversubscription: x", "oversubscription=x: oversubscription must be a"),
+    ("leaf_spine", "oversubscription: -1", "must be a positive ratio"),
+    ("leaf_spine", "hosts_per_leaf: 1e40", "hosts_per_leaf=1e40: more than"),
+])
+def test_plan_checks_an_analytic_topology_when_it_reads_it(capsys, tmp_path, builder, param,
+                                                         says):
+    """Was: the analytic path (dgx_cluster, leaf_spine: priced without the graph) read its
+    counts with int() and float(): a ValueError, TypeError, ZeroDivisionError or
+    OverflowError traceback; a bad bandwidth was taken by the layout search for an invalid
+    layout ("--gpus 8: no valid layout")."""
+    path = tmp_path / "t.yaml"
+    path.write_text(f"name: t\nbuilder: {builder}\nparams: {{{param}}}\n")
+    refused(capsys, *PLAN, "--topology", str(path), says=says)
+
+
+def test_an_analytic_topology_without_counts_takes_the_builders_defaults(capsys, tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text("name: t\nbuilder: dgx_cluster\nparams: {nvlink_bw: 100GB/s, spines: null}\n")
+    code, _, err = run(capsys, *PLAN, "--topology", str(path))
+    assert code == 0, err

@@ -124,16 +124,26 @@ def _check_row(where: str, row: dict, config: dict) -> None:
 def load(path: str | Path, rows_required: bool = True) -> Run:
     """The config line and result rows of one file; raises CommsimError on bad input (and
     on a file of no result rows, unless not ``rows_required``)."""
-    path = Path(path)
     name = str(path)
-    if not path.exists():
-        raise CommsimError(f"{name}: no such file")
-    if path.is_dir():
-        raise CommsimError(f"{name}: is a folder, not a results file")
+    shown = repr(name)      # quoted: a blank name or a NUL in it shows
+    if not name.strip():
+        raise CommsimError(f"results: {shown} is not a file name; give a file that "
+                           "commsim bench --json wrote")
+    path = Path(path)
+    try:    # no exists() first: a name too long or holding a NUL raises there too
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise CommsimError(f"results: no such file {shown}") from None
+    except IsADirectoryError:
+        raise CommsimError(f"results: {shown} is a folder, not a results file") from None
+    except (OSError, ValueError) as exc:    # ValueError: a NUL in the name
+        raise CommsimError(f"results: cannot read {shown}: "
+                           f"{getattr(exc, 'strerror', None) or exc}") from None
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CommsimError(f"{name}: cannot read it ({exc})") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CommsimError(f"results: {shown} is not UTF-8 text (byte {exc.start + 1}); "
+                           f"{_HINT}") from None
     run = None
     lines = text.splitlines()
     cut = len(lines) if text and not text.endswith("\n") else 0  # a last line without end
@@ -143,6 +153,8 @@ def load(path: str | Path, rows_required: bool = True) -> Run:
         where = f"{name} line {number}"
         try:
             record = json.loads(line)
+        except RecursionError:
+            raise CommsimError(f"{where}: nested too deeply to read; {_HINT}") from None
         except json.JSONDecodeError as exc:
             if number == cut:  # a run killed while writing it: the rows before it stand
                 break

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import tempfile
 from pathlib import Path
 
 import yaml
@@ -41,6 +40,7 @@ from commsim.calibrate import costs
 from commsim.calibrate import fit as fitting
 from commsim.calibrate.measure import Measurements
 from commsim.errors import CommsimError
+from commsim.report.files import write_atomic
 from commsim.topology import spec
 
 
@@ -192,15 +192,19 @@ FORMAT = 5  # 2: shared host capacity, two-regime fits, cold reduction; 3: first
 
 def stale(path: Path) -> str | None:
     """Why the profile at ``path`` should be measured again (written by an older
-    calibration, or unreadable), or None when it is current or absent."""
-    path = Path(path)
-    if not path.is_file():
+    calibration, or unreadable: not UTF-8, not YAML, not a profile), or None when it is
+    current or absent. Read by the one guarded YAML reader
+    (:func:`commsim.topology.spec.read_yaml`)."""
+    if not spec.is_file(path):
         return None
     try:
-        data = yaml.safe_load(path.read_text())
-        version = data["profile"].get("format", 1)
-    except (OSError, yaml.YAMLError, TypeError, KeyError, AttributeError):
-        return "cannot be read as a profile"
+        data = spec.read_yaml(path, "profile")
+    except CommsimError as exc:
+        return f"cannot be read as a profile ({exc})"
+    block = data.get("profile") if isinstance(data, dict) else None
+    if not isinstance(block, dict):
+        return "cannot be read as a profile (it has no profile block)"
+    version = block.get("format", 1)
     if version != FORMAT:
         return f"is from an older calibration (format {version}, now {FORMAT})"
     return None
@@ -220,16 +224,14 @@ def default_path(hosts: list[str], backend: str) -> Path:
 
 
 def write(profile: dict, path: Path) -> Path:
-    """Write atomically (a temporary file in the same folder, then a rename)."""
+    """Write atomically (:func:`commsim.report.files.write_atomic`: a temporary file in
+    the same folder, then a rename; missing folders created, nothing left behind on an
+    error)."""
     path = Path(path)
     text = "# commsim network profile: load it with --profile or --topology\n" + \
         yaml.safe_dump(_plain(profile), sort_keys=False, default_flow_style=None, width=100)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        write_atomic(path, text)
     except OSError as exc:
         raise CommsimError(f"--out: cannot write {path}: {exc.strerror or exc}") from None
     return path

@@ -51,6 +51,10 @@ def run(args) -> int:
         raise CommsimError(f"--max-size: {args.max_size} is below 1M; the bandwidth fit "
                            "needs sizes where bytes, not latency, dominate")
     sizes = [s for s in measure.SIZES if s <= largest]
+    if args.out is not None:   # refused before any rank measures, not after
+        from commsim.cli.common import check_output
+
+        check_output(args.out, "--out")
     if args.check_flags:
         return 0
     watchdog.start("calibrate", args.timeout)
@@ -67,6 +71,7 @@ def _calibrate(args, sizes: list[int]) -> int:
     from commsim.bench import watchdog
     from commsim.bench.env import detect
     from commsim.calibrate import measure, profile
+    from commsim.topology import spec
 
     comm = watchdog.connect(args.backend, detect(), args.timeout)
     dog = watchdog.current()
@@ -78,7 +83,7 @@ def _calibrate(args, sizes: list[int]) -> int:
         hosts = [r["host"] for r in comm.allgather_objects({"host": comm.info.host})]
         path = Path(args.out) if args.out else profile.default_path(hosts, args.backend)
         stale = profile.stale(path) if args.reuse and lead else None
-        if args.reuse and comm.allgather_objects(path.is_file() and not stale)[0]:
+        if args.reuse and comm.allgather_objects(spec.is_file(path) and not stale)[0]:
             if lead:   # rank 0 decides
                 print(str(path))
             return 0

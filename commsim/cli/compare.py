@@ -41,8 +41,17 @@ def _writable(path: str, flag: str, inputs: set[Path]) -> Path:
     return target
 
 
+def _resolved(path: str) -> Path | None:
+    """``path`` resolved, or None for a name no file can have (a NUL in it): reading it
+    says so (:func:`commsim.bench.results.load`)."""
+    try:
+        return Path(path).resolve()
+    except (OSError, ValueError):
+        return None
+
+
 def _outputs(args) -> tuple[Path | None, Path | None]:
-    inputs = {Path(p).resolve() for p in args.results}
+    inputs = {_resolved(p) for p in args.results} - {None}
     report = _writable(args.report, "--report", inputs) if args.report is not None else None
     md = _writable(args.markdown, "--markdown", inputs) if args.markdown is not None else None
     if report and md and report.resolve() == md.resolve():

@@ -12,8 +12,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 from commsim.errors import CommsimError
+
+# caps far past any training job that keep a plan from running for minutes (a plan's time
+# grows with the gpu count and the layers; 2**20 gpus plan in seconds, 10**7 in a quarter
+# of a minute, 10**8 in minutes and gigabytes; 10,000 layers in seconds a gpu count)
+MAX_GPUS = 2**20            # --gpus: each count (1024k)
+MAX_LAYERS = 10_000         # --layers, and the depth --params gives
+# text flags whose empty value would otherwise read as not given (the output flags are
+# checked by commsim.cli.common.check_output)
+TEXT_FLAGS = ("model", "params", "gpu", "fp8_comm", "from_ddp", "tokens")
+OUTPUTS = ("json", "markdown", "report")
+# the model's shape flags, and the model fields a plan flag of the same name sets: an error
+# naming the field (model.seq_len) names the flag the user typed (--seq-len)
+SHAPE_DESTS = ("layers", "hidden", "heads", "kv_heads", "ffn", "vocab")
+FIELD_DESTS = (*SHAPE_DESTS, "seq_len", "micro_batch")
 
 
 def register(subparsers) -> None:
@@ -32,7 +47,8 @@ def register(subparsers) -> None:
     m.add_argument("--params", metavar="N", help="a dense model of N parameters (175B, 1.3B)")
     for flag in ("layers", "hidden", "heads", "kv-heads", "ffn", "vocab"):
         m.add_argument(f"--{flag}", type=int, metavar="N",
-                       help=f"override the model's {flag.replace('-', ' ')}")
+                       help=f"override the model's {flag.replace('-', ' ')}" + (
+                           f" (at most {MAX_LAYERS:,})" if flag == "layers" else ""))
     t = p.add_argument_group("training")
     t.add_argument("--strategy", default="zero1",
                    help="data parallelism: ddp, zero1 (default: Megatron's distributed "
@@ -77,7 +93,8 @@ def register(subparsers) -> None:
                    "--no-flash-attention prices softmax and dropout over them")
     h = p.add_argument_group("hardware and compute")
     h.add_argument("--gpus", default="8,64,512", metavar="N,N,...",
-                   help="gpu counts (default 8,64,512)")
+                   help=f"gpu counts (default 8,64,512; 64k = 65536; each at most "
+                   f"{MAX_GPUS:,})")
     h.add_argument("--topology", default="dgx-h100-superpod", metavar="NAME|PATH|PROFILE",
                    help="a topology preset, YAML file or calibrated profile (default "
                    "dgx-h100-superpod)")
@@ -118,6 +135,19 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _check_text(args) -> None:
+    """An empty value (``--gpu ''``, ``--params ' '``) is refused, not read as not
+    given."""
+    for dest in TEXT_FLAGS:
+        value = getattr(args, dest)
+        if value is not None and not str(value).strip():
+            raise CommsimError(f"{_flag(dest)}: empty; give a value or leave the flag out")
+
+
 def _gpus(text: str) -> list[int]:
     out = []
     for part in str(text).split(","):
@@ -126,11 +156,15 @@ def _gpus(text: str) -> list[int]:
             continue
         try:
             n = int(float(part[:-1]) * 1024) if part.lower().endswith("k") else int(part)
-        except ValueError:
+        except (ValueError, OverflowError):     # OverflowError: infk
             raise CommsimError(f"--gpus: {part!r} is not a gpu count; write e.g. "
                                "8,64,512") from None
         if n < 1:
             raise CommsimError(f"--gpus: {part!r} must be at least 1")
+        if n > MAX_GPUS:
+            raise CommsimError(f"--gpus: {part!r} is more than {MAX_GPUS:,} gpus, the most "
+                               "commsim plan prices (a larger count plans for minutes); "
+                               "give a smaller count")
         out.append(n)
     if not out:
         raise CommsimError("--gpus: give at least one gpu count, e.g. 8,64,512")
@@ -143,13 +177,64 @@ def _tokens(text: str | None) -> float | None:
     from commsim.plan.models import parse_count
 
     try:
-        return parse_count(text)
+        value = parse_count(text)
     except CommsimError:
         raise CommsimError(f"--tokens: {text!r} is not a token count; write e.g. 2T or "
                            "15e12") from None
+    if not math.isfinite(value):
+        raise CommsimError(f"--tokens: {text!r} is not a finite token count; write e.g. 2T "
+                           "or 15e12")
+    return value
+
+
+def _check_counts(args) -> None:
+    """The caps of :data:`MAX_LAYERS` and of ``--global-batch`` (the micro-batches a step
+    that a model's shape holds, :data:`commsim.workload.step.MAX_COUNT`), before any
+    work."""
+    from commsim.workload.step import MAX_COUNT
+
+    if args.layers is not None and args.layers > MAX_LAYERS:
+        raise CommsimError(f"--layers: {args.layers} is more than {MAX_LAYERS:,} layers, "
+                           "the most commsim plan takes (the deepest models have about "
+                           "130); check the number")
+    if args.global_batch is not None and args.global_batch > MAX_COUNT:
+        raise CommsimError(f"--global-batch: {args.global_batch} is more than "
+                           f"{MAX_COUNT:,} sequences, beyond any training run; check the "
+                           "number")
+
+
+def _flagged(exc: CommsimError, args) -> CommsimError:
+    """``exc`` naming the plan flag the user typed instead of the model field it names
+    (``model.seq_len: ...`` -> ``--seq-len: ...``); a field no flag set (``model.params``,
+    which several make; the preset's heads that a ``--hidden`` does not divide) gets the
+    shape flags given in front."""
+    text = str(exc)
+    field, sep, rest = text.partition(": ")
+    if not sep or not field.startswith("model."):
+        return exc
+    dest = field[len("model."):]
+    if dest in FIELD_DESTS and getattr(args, dest) is not None:
+        return CommsimError(f"{_flag(dest)}: {rest}")
+    given = [_flag(d) for d in ("params", *SHAPE_DESTS) if getattr(args, d) is not None]
+    if given:   # model.params, or heads that do not divide a --hidden given
+        return CommsimError(f"{', '.join(given)}: {text}")
+    return exc
 
 
 def _model(args):
+    """The model of the flags; an error in a field a flag set names the flag."""
+    try:
+        spec = _spec(args)
+    except CommsimError as exc:
+        raise _flagged(exc, args) from None
+    if spec.layers > MAX_LAYERS:    # --params N: the GPT-3 shape nearest, as deep as N needs
+        raise CommsimError(f"--params: {args.params!r} makes a model of {spec.layers:,} "
+                           f"layers (the GPT-3 shape nearest in size, made deeper), more than "
+                           f"the {MAX_LAYERS:,} commsim plan takes; check the number")
+    return spec
+
+
+def _spec(args):
     from commsim.plan import models
 
     shapes = dict(layers=args.layers, hidden=args.hidden, heads=args.heads,
@@ -162,11 +247,29 @@ def _model(args):
         if any(v is not None for v in shapes.values()):
             raise CommsimError("--params with shape flags: give either --params N or "
                                "--layers/--hidden/--heads")
-        return models.custom(models.parse_count(args.params))
+        count = models.parse_count(args.params)
+        if not math.isfinite(count):
+            raise CommsimError(f"--params: {args.params!r} is not a finite parameter "
+                               "count; write e.g. 7B, 350M or 1.3e9")
+        return models.custom(count)
     if any(v is not None for v in shapes.values()):
         return models.custom(**shapes)
     raise CommsimError("--model: give a model (--model llama3-70b, --model 70B) or "
                        "--params N")
+
+
+def _check_shape(cfg, args) -> None:
+    """The model's shape as the planner builds it (the caps of
+    :class:`commsim.workload.Shape` on layers, hidden, seq_len, micro-batches,
+    parameters ...), checked once before planning: a layout search would otherwise take
+    each failure for an invalid layout. Its errors name the flags typed."""
+    from commsim.plan import planner
+    from commsim.workload.layout import Layout
+
+    try:
+        planner.make_shape(cfg, Layout())
+    except CommsimError as exc:
+        raise _flagged(exc, args) from None
 
 
 def _check_compute_flags(args) -> None:
@@ -185,7 +288,7 @@ def _config(args, fabric, measured=None):
     from commsim.plan import gpus
     from commsim.plan.planner import Config
 
-    gpu = gpus.get(args.gpu) if args.gpu else gpus.default_for(fabric.name)
+    gpu = gpus.get(args.gpu) if args.gpu is not None else gpus.default_for(fabric.name)
     if args.step_compute_ms is not None and not args.step_compute_ms > 0:
         raise CommsimError("--step-compute-ms: must be a positive number of milliseconds")
     rate = measured.rate if measured is not None else None
@@ -204,22 +307,27 @@ def _config(args, fabric, measured=None):
                   overlap_param_gather=args.overlap_param_gather,
                   overlap_p2p=args.overlap_p2p_communication,
                   flash_attention=args.flash_attention,
-                  fp8_comm=args.fp8_comm.strip().lower() if args.fp8_comm else None)
+                  fp8_comm=(args.fp8_comm.strip().lower() if args.fp8_comm is not None
+                            else None))
 
 
 def run(args) -> int:
-    from commsim.cli.common import check_output, console, make_parent
+    from commsim.cli.common import check_output, console
     from commsim.plan import planner, view
     from commsim.plan.fabric import Fabric
     from commsim.report import html, markdown, tables
+    from commsim.report.files import write_atomic
 
-    for flag in ("json", "markdown", "report"):
-        if getattr(args, flag):
+    _check_text(args)
+    for flag in OUTPUTS:
+        if getattr(args, flag) is not None:
             check_output(getattr(args, flag), f"--{flag}")
     if args.simulate_max < 0:
         raise CommsimError("--simulate-max: must be 0 or more")
     _check_compute_flags(args)
     gpus_list = _gpus(args.gpus)
+    _check_counts(args)
+    tokens = _tokens(args.tokens)
     measured = None
     if args.from_ddp is not None:
         from commsim.plan import from_ddp
@@ -227,7 +335,7 @@ def run(args) -> int:
         measured = from_ddp.load(args.from_ddp)
     fabric = Fabric.load(args.topology)
     cfg = _config(args, fabric, measured)
-    tokens = _tokens(args.tokens)
+    _check_shape(cfg, args)
     err = console(stderr=True)
     progress = None
     bar = None
@@ -288,19 +396,21 @@ def run(args) -> int:
         out.print(line, markup=False, highlight=False)
     shown = view.tables_for(result) + search_tables
     tables.show(shown, lines=[f"note: {n}" for n in result.notes])
-    if args.json:
-        make_parent(args.json, "--json")
+    if args.json is not None:
         try:
             text = json.dumps(view.json_rows(result), indent=1, allow_nan=False)
         except ValueError:
             raise CommsimError("--json: a row holds inf or nan; nothing written") from None
-        with open(args.json, "w") as fh:
-            fh.write(text + "\n")
+        try:
+            write_atomic(args.json, text + "\n")
+        except OSError as exc:
+            raise CommsimError(f"--json: cannot write {args.json!r}: "
+                               f"{exc.strerror or exc}") from None
     title = f"commsim plan: {m.name} on {fabric.name}"
-    if args.report or args.markdown:
+    if args.report is not None or args.markdown is not None:
         doc = view.document(result, title, inputs, search_tables)
-        if args.report:
+        if args.report is not None:
             html.write(doc, args.report)
-        if args.markdown:
+        if args.markdown is not None:
             markdown.write(doc, args.markdown)
     return 0

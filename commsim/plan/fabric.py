@@ -33,15 +33,18 @@ import copy
 import inspect
 import math
 from functools import cached_property
-from pathlib import Path
 
 import numpy as np
-import yaml
 
 from commsim.errors import CommsimError
 from commsim.units import parse_bandwidth
 
 ANALYTIC = ("dgx_cluster", "leaf_spine")
+# the counts the analytic path reads from the file itself (the builder checks them only
+# when it builds the whole graph), with their least value
+COUNTS = {"dgx_cluster": {"nodes": 1, "gpus_per_node": 1, "nodes_per_leaf": 1, "spines": 0},
+          "leaf_spine": {"leaves": 1, "hosts_per_leaf": 1, "spines": 0}}
+MAX_COUNT = 2**31   # each of them: past any machine, and two multiplied still fit an int64
 # which link class a builder parameter changes (for "changes nothing, because ...")
 PARAM_CLASS = {"nvlink": "nvlink", "pcie": "pcie", "nic": "nic", "spine": "spine",
                "oversubscription": "spine", "spines": "spine", "host": "host",
@@ -51,25 +54,20 @@ CLASS_ORDER = ("nvlink", "pxn", "pcie", "host", "nic", "spine")
 
 
 def _read(source: str) -> tuple[dict, str]:
-    """The topology file's mapping and its name (preset name, path or profile)."""
-    from commsim import topology
-    from commsim.topology.spec import find_preset
+    """The topology file's mapping and its name (preset name, path or profile), read by
+    the one guarded reader (:func:`commsim.topology.spec.read_named_yaml`): an unknown
+    name, a name no file can have, a file that is not UTF-8 or not YAML, one line each."""
+    from commsim.topology import presets
+    from commsim.topology.spec import find_preset, read_named_yaml
 
-    text = str(source)
-    path = None if ("/" in text or text.endswith((".yaml", ".yml"))) else find_preset(text)
-    if path is None:
-        candidate = Path(text)
-        if not candidate.is_file():
-            topology.load(text)   # raises the loader's one-line error with suggestions
-            raise CommsimError(f"--topology: cannot read {text!r}")
-        path = candidate
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise CommsimError(f"--topology: cannot read {str(path)!r}: {exc}") from None
+    data, path = read_named_yaml(source, "topology", find_preset, presets)
     if not isinstance(data, dict):
-        raise CommsimError(f"--topology: {str(path)!r} is not a topology mapping")
-    return data, data.get("name") or path.stem
+        raise CommsimError(f"topology: {str(path)!r} is not a topology mapping (name, "
+                           "builder and params, or nodes and links)")
+    name = data.get("name")
+    if name is not None and not isinstance(name, str):
+        raise CommsimError(f"{str(path)}: name: {name!r} must be a string")
+    return data, name or path.stem
 
 
 class Fabric:
@@ -88,7 +86,40 @@ class Fabric:
     @classmethod
     def load(cls, source: str) -> Fabric:
         data, name = _read(source)
-        return cls(data, name)
+        fabric = cls(data, name)
+        fabric.check()
+        return fabric
+
+    def check(self) -> None:
+        """An analytic topology's parameters, checked now (one line each, not a traceback
+        or an invalid layout later): the counts the analytic path reads as whole numbers,
+        ``oversubscription`` as a positive number, and the rest by the builder itself on
+        the 2-node probe of :attr:`link_params`."""
+        if not self.analytic:
+            return
+        from commsim.plan.whatif import read_number, read_whole
+        from commsim.topology.builders import BUILDERS
+
+        field = f"topology {self.name!r} params:"
+        defaults = inspect.signature(BUILDERS[self.builder]).parameters
+        for key, least in COUNTS[self.builder].items():
+            value = self.params.get(key)
+            if key not in self.params or (value is None and defaults[key].default is None):
+                continue    # absent, or null where the builder derives it (spines)
+            self.params[key] = read_whole(key, value, field, least)
+            if self.params[key] > MAX_COUNT:
+                raise CommsimError(f"{field} {key}={value}: more than {MAX_COUNT:,}, beyond "
+                                   "any machine; check the number")
+        ratio = self.params.get("oversubscription")
+        if ratio is not None and not read_number("oversubscription", ratio, field) > 0:
+            raise CommsimError(f"{field} oversubscription={ratio}: must be a positive "
+                               "ratio, e.g. 2 for 2:1")
+        try:
+            _ = self.link_params    # the builder's own checks, on a 2-node probe
+        except CommsimError as exc:   # a bad value; an unknown parameter names the topology
+            text = str(exc)
+            raise CommsimError(text if text.startswith("topology ") else f"{field} {text}") \
+                from None
 
     # -- the graph (built only when needed: simulation, generic topologies) -------------
     @cached_property

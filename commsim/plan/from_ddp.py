@@ -90,18 +90,22 @@ def _fail(path, why: str) -> CommsimError:
 
 
 def _rows(path: str) -> list[dict]:
-    p = Path(path)
-    if not p.exists():
-        raise _fail(path, "no such file; give the --json file of a commsim ddp run")
-    if p.is_dir():
-        raise _fail(path, "is a folder; give the --json file of a commsim ddp run")
+    if not str(path).strip():
+        raise CommsimError(f"{FLAG}: empty; give the --json file of a commsim ddp run")
+    try:    # no exists() first: a name too long or holding a NUL raises there too
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise _fail(path, "no such file; give the --json file of a commsim ddp run") from None
+    except IsADirectoryError:
+        raise _fail(path, "is a folder; give the --json file of a commsim ddp run") from None
+    except (OSError, ValueError) as e:      # ValueError: a NUL in the name
+        raise CommsimError(f"{FLAG} {str(path)!r}: cannot be read "
+                           f"({getattr(e, 'strerror', None) or e})") from None
     try:
-        text = p.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise _fail(path, "is not text; give the --json file (JSON lines) of a commsim ddp "
                     "run") from None
-    except OSError as e:
-        raise _fail(path, f"cannot be read ({e.strerror or e})") from None
     lines = [(i, line) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
     if not lines:
         raise _fail(path, "is empty; give the --json file of a commsim ddp run")
@@ -109,6 +113,9 @@ def _rows(path: str) -> list[dict]:
     for i, line in lines:
         try:
             row = json.loads(line)
+        except RecursionError:
+            raise _fail(path, f"line {i} is nested too deeply to read; commsim ddp --json "
+                        "writes flat JSON objects") from None
         except ValueError as e:
             try:
                 json.loads(text)
