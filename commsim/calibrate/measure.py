@@ -93,6 +93,8 @@ def link_classes(hosts: list[str]) -> dict[str, tuple[int, int]]:
 def measure(comm, mode: str, sizes=SIZES, reduce_sizes=REDUCE_SIZES,
             progress=None) -> Measurements:
     """Run every measurement on every rank of ``comm`` (a :mod:`commsim.bench.comm`)."""
+    from commsim.bench.harness import cores_to_spare
+
     say = progress or (lambda text: None)
     hosts = [r["host"] for r in comm.allgather_objects({"host": comm.info.host})]
     classes = link_classes(hosts)
@@ -111,8 +113,6 @@ def measure(comm, mode: str, sizes=SIZES, reduce_sizes=REDUCE_SIZES,
     for size in reduce_sizes:
         result.reduction.sizes.append(size)
         result.reduction.seconds.append(_reduction(comm, size))
-    from commsim.bench.harness import cores_to_spare
-
     result.overlap = cores_to_spare(comm)
     say(f"executor overhead ({mode} mode)")
     result.overhead = _overhead(comm, mode)
