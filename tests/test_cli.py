@@ -106,7 +106,25 @@ def test_format_plain_and_rich_override_the_terminal_test(argv, capsys, monkeypa
         tables.set_format("auto")
     with pytest.raises(SystemExit) as exit_:
         main([*argv, "--format", "fancy"])
-    assert exit_.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    assert exit_.value.code == 2 and "--format: unknown choice 'fancy'" in \
+        capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["simulat"], "commsim: error: VERB: unknown verb 'simulat'; did you mean 'simulate'?"),
+    (["topo", "lst"], "commsim topo: error: COMMAND: unknown choice 'lst'; did you mean "
+                      "'list'?"),
+    (["bench", "--place", "bth", "--check-flags"],
+     "commsim bench: error: --place: unknown choice 'bth'; did you mean 'both'?"),
+    (["predict", "--collective", "allreduce", "--format", "zzz"],
+     "commsim predict: error: --format: unknown choice 'zzz' (known: auto, plain, rich)"),
+])
+def test_a_choice_not_offered_gets_close_matches_in_one_line(argv, line, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith(line), err
 
 
 def test_topo_export_keeps_its_own_format(tmp_path):

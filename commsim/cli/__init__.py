@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import signal
 import sys
 
 from commsim import __version__
-from commsim.errors import CommsimError
+from commsim.errors import CommsimError, unknown
 from commsim.report import tables
 
 VERBS = ("algorithms", "predict", "topo", "simulate", "bench", "calibrate", "compare", "ddp",
@@ -25,7 +26,19 @@ class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (usage stays behind ``--help``)."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {_suggest(message)} (see {self.prog} --help)\n")
+
+
+def _suggest(message: str) -> str:
+    """argparse's "invalid choice" with close matches offered first (``simulat``: did
+    you mean 'simulate'?); any other message as it is."""
+    found = re.fullmatch(r"argument (.+?): invalid choice: '(.*)' \(choose from (.*)\)",
+                         message, re.S)
+    if not found:
+        return message
+    where, value, listed = found.groups()
+    known = re.findall(r"'([^']*)'", listed) or [c.strip() for c in listed.split(",")]
+    return f"{where}: {unknown('verb' if where == 'VERB' else 'choice', value, known)}"
 
 
 def build_parser() -> argparse.ArgumentParser:
