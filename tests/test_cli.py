@@ -118,8 +118,14 @@ def test_format_plain_and_rich_override_the_terminal_test(argv, capsys, monkeypa
      "commsim bench: error: --place: unknown choice 'bth'; did you mean 'both'?"),
     (["predict", "--collective", "allreduce", "--format", "zzz"],
      "commsim predict: error: --format: unknown choice 'zzz' (known: auto, plain, rich)"),
+    (["plan", "--glboal-batch", "5"], "commsim plan: error: unrecognized arguments: "
+     "--glboal-batch 5 (--glboal-batch: did you mean '--global-batch'?) (see commsim plan "
+     "--help)"),
+    (["simulate", "--alpa", "5us"], "commsim simulate: error: unrecognized arguments: --alpa "
+     "5us (see commsim simulate --help)"),
+    (["--bogus"], "commsim: error: unrecognized arguments: --bogus (see commsim --help)"),
 ])
-def test_a_choice_not_offered_gets_close_matches_in_one_line(argv, line, capsys):
+def test_a_name_not_offered_gets_close_matches_in_one_line(argv, line, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     err = capsys.readouterr().err

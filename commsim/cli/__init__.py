@@ -9,6 +9,7 @@ exits with code 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import re
 import signal
@@ -27,6 +28,32 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {_suggest(message)} (see {self.prog} --help)\n")
+
+
+def _verb_parser(parser, args):
+    """The parser of the verb ``args`` name, or None."""
+    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)),
+               None)
+    verb = getattr(args, "verb", None)
+    return sub.choices.get(verb) if sub is not None and verb else None
+
+
+def _unrecognized(verb_parser, extra: list[str]) -> str:
+    """argparse's "unrecognized arguments", with the verb's closest flag for each
+    unknown one (``--topolgy``: did you mean '--topology'?)."""
+    text = f"unrecognized arguments: {' '.join(extra)}"
+    if verb_parser is None:
+        return text
+    flags = [f[2:] for a in verb_parser._actions for f in a.option_strings
+             if f.startswith("--")]
+    hints = []
+    for word in extra:
+        name = word.split("=", 1)[0]
+        if name.startswith("--"):   # compared without the dashes, which every flag shares
+            close = difflib.get_close_matches(name[2:], flags, n=1, cutoff=0.7)
+            if close:
+                hints.append(f"{name}: did you mean '--{close[0]}'?")
+    return text + (f" ({'; '.join(hints)})" if hints else "")
 
 
 def _suggest(message: str) -> str:
@@ -74,7 +101,10 @@ def _add_format(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        flags = _verb_parser(parser, args)
+        (flags or parser).error(_unrecognized(flags, extra))
     if not getattr(args, "func", None):  # no verb: say what there is, and fail
         parser.print_help(sys.stderr)
         return 2
