@@ -1,7 +1,7 @@
 """How fast ``commsim plan`` is: model-only at 100,000 GPUs, simulator-backed at 64..4096.
 
     python benchmarks/plan_speed.py                         # 100,000 model; 64..1024 simulated
-    python benchmarks/plan_speed.py --sim 64,256,1024,4096  # also 4096 (about half an hour)
+    python benchmarks/plan_speed.py --sim 64,256,1024,4096  # also 4096 (about 12 min)
     python benchmarks/plan_speed.py --model-gpus 200000 --sim ''
 
 Goals (issue 17): a model-only plan of 100,000 GPUs in under 1 s; a simulator-backed plan
@@ -20,7 +20,7 @@ of 4096 GPUs in under a minute.
 All rows are measured in this one run, side by side. The 4096-GPU case is left out by
 default: its six data-parallel phases are contended (ECMP collisions on the spines once a
 DP group of 128 nodes spans four scalable units), half a million flows each through the
-event engine, so it takes tens of minutes (docs/plan.md, Limits).
+event engine, so it takes about 12 minutes of CPU (docs/plan.md, Speed).
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     help="gpus of the model-only plan (default 100000)")
     ap.add_argument("--sim", default="64,256,1024", metavar="N,N,...",
                     help="gpu counts of the simulator-backed plans (default 64,256,1024; "
-                    "add 4096 for the goal's case, about half an hour; '' for none)")
+                    "add 4096 for the goal's case, about 12 minutes; '' for none)")
     args = ap.parse_args(argv)
     counts = [int(x) for x in args.sim.split(",") if x.strip()]
     for n in counts:

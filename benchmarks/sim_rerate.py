@@ -42,10 +42,10 @@ INCREMENTAL = events.EventEngine._maxmin
 
 def _component(engine, seeds) -> list:
     """The byte-phase flows connected to ``seeds`` links through shared links."""
-    flows_on = engine.flows_on
+    classes_on = engine.classes_on
     seen, todo, found = set(seeds), list(set(seeds)), set()
     while todo:
-        for f in flows_on[todo.pop()]:
+        for f in (f for c in classes_on[todo.pop()] for f in c.flows):
             if f not in found:
                 found.add(f)
                 for link in f.links:

@@ -33,6 +33,18 @@ def test_group_array_matches_layout_groups():
         assert planner.group_array(lay, dim).tolist() == lay.groups(dim)
 
 
+def test_micro_batches_divide_whole_numbers():
+    # rounded up, and exact for a batch far beyond a float's range (a float division
+    # would overflow there, or round above 2**53)
+    lay = Layout(tp=2, pp=2, dp=4)
+    assert planner.micro_batches(_cfg(global_batch=64, micro_batch=2), lay) == 8
+    assert planner.micro_batches(_cfg(global_batch=65, micro_batch=2), lay) == 9
+    assert planner.micro_batches(_cfg(global_batch=1, micro_batch=2), lay) == 1
+    huge = 10**400 + 1
+    assert planner.micro_batches(_cfg(global_batch=huge), lay) == 10**400 // 4 + 1
+    assert planner.micro_batches(_cfg(global_batch=2**53 + 8), Layout(dp=8)) == 2**50 + 1
+
+
 def test_fabric_paths_match_alpha_beta_on_the_graph():
     from commsim import model
     from commsim.topology import gpus as gpu_nodes

@@ -225,8 +225,9 @@ def sequence_parallel(cfg: Config, layout: Layout) -> bool:
 
 def micro_batches(cfg: Config, layout: Layout) -> int:
     """Micro-batches a step per pipeline: the global batch over ``b x dp``, rounded up (the
-    effective global batch is then ``m b dp``)."""
-    return max(1, math.ceil(cfg.batch / (cfg.micro_batch * layout.dp)))
+    effective global batch is then ``m b dp``). Whole numbers throughout: a float division
+    would overflow (or round) on a batch of hundreds of digits."""
+    return max(1, -(-cfg.batch // (cfg.micro_batch * layout.dp)))
 
 
 def make_shape(cfg: Config, layout: Layout) -> PlanShape:

@@ -13,13 +13,14 @@ from math import fsum
 import numpy as np
 
 from commsim.errors import CommsimError
-from commsim.sim.maxmin import NUMPY_FILL, RTT_FLOOR, fill_numpy, fill_python
+from commsim.sim.maxmin import RTT_FLOOR, fill_heap, fill_python
 from commsim.sim.run import Run, fifo_next, rank_spans
 
 _RTOL_T = 1e-13   # events closer than this (relative) are one instant
 _INF = np.inf
 PROGRESS_EVERY = 2048  # events between progress reports
 _FULL_RTOL = 1e-9     # a link is full, a rate the most on a link, within this (relative)
+SMALL_FILL = 8        # fills of at most this many items: fill_python (same bits, no heap)
 
 
 # # Most contended runs bring one or two transfers an event, where a numpy call on a tiny
@@ -81,7 +82,8 @@ class _Flow:
     """
 
     __slots__ = ("tid", "step", "size", "links", "bw", "latency", "narrow", "weight", "seq",
-                 "rate", "rem", "tupd", "t", "version", "limit", "held")
+                 "rate", "rem", "tupd", "t", "version", "limit", "held", "cls")
+    count = 1   # a fill item of one flow (maxmin.fill_python)
 
     def __init__(self, tid: int, step: int, size: float, links: tuple, bw: float,
                  latency: float, narrow: int = -1, weight: float = 1.0) -> None:
@@ -97,6 +99,31 @@ class _Flow:
         self.tupd = 0.0
         self.t = _INF
         self.version = 0
+        self.cls: _Class | None = None   # while in the byte phase
+
+
+class _Class:
+    """The byte-phase flows over one route (the same links, so the same weight).
+
+    Progressive filling gives flows over the same links the same rate and limit, and a
+    re-rating takes in all the flows of a link, then more by tests of a flow's rate,
+    weight and limit only, so it re-rates a class whole and the flows of a class always
+    have one rate and limit (``rate``, ``limit``). The fill, the fairness checks and the
+    sums of the other flows' rates then handle a class once instead of flow by flow; the
+    results are those of the per-flow re-rating to the bit (tests/test_sim_maxmin.py).
+    Contended runs have many flows a class: an rhd step sends a pair dozens of chunks
+    over at most 16 ECMP routes (a data-parallel group of 128 nodes on
+    dgx-h100-512node: 4 flows a class on average).
+    """
+
+    __slots__ = ("links", "weight", "flows", "count", "rate", "limit")
+
+    def __init__(self, links: tuple, weight: float) -> None:
+        self.links, self.weight = links, weight
+        self.flows: set[_Flow] = set()
+        self.count = 0   # len(flows), read by the fills
+        self.rate = 0.0
+        self.limit = -1
 
 
 class EventEngine:
@@ -119,8 +146,9 @@ class EventEngine:
         self.steps: dict[int, _Step] = {}
         nl = len(run.link_bw)
         self.link_bw = run.link_bw.tolist()
-        self.nflow_on = [0] * nl
-        self.flows_on: list[set] = [set() for _ in range(nl)]   # byte-phase flows per link
+        self.nflow_on = [0] * nl                                  # byte-phase flows per link
+        self.classes_on: list[set] = [set() for _ in range(nl)]  # and their classes
+        self.classes: dict[tuple, _Class] = {}   # (links, weight) -> class, empty or not
         self.busy_since = [0.0] * nl
         self.link_busy = run.link_busy.tolist()
         self.link_bytes = run.link_bytes.tolist()
@@ -460,23 +488,41 @@ class EventEngine:
     # --- rates ------------------------------------------------------------------------
 
     def _rerate(self, t: float, entered: list[_Flow], left: list[_Flow]) -> None:
-        """Flows entered or left the byte phase at ``t``: update links, then rates."""
-        n_on, flows_on = self.nflow_on, self.flows_on
+        """Flows entered or left the byte phase at ``t``: update links and classes, then
+        rates."""
+        n_on, classes, classes_on = self.nflow_on, self.classes, self.classes_on
         for f in left:
-            for link in f.links:
-                n_on[link] -= 1
-                flows_on[link].discard(f)
+            c, f.cls = f.cls, None
+            c.count -= 1
+            if c.count:
+                c.flows.remove(f)
+                for link in f.links:
+                    n_on[link] -= 1
+            else:                       # empty: off the links, kept for its route
+                c.flows.clear()
+                for link in f.links:
+                    n_on[link] -= 1
+                    classes_on[link].remove(c)
         for f in left:
             for link in f.links:
                 if n_on[link] == 0:     # idle now; a second visit adds 0
                     self.link_busy[link] += t - self.busy_since[link]
                     self.busy_since[link] = t
         for f in entered:
+            key = _class_key(f)
+            c = classes.get(key)
+            if c is None:
+                c = classes[key] = _Class(f.links, f.weight)
+            if not c.count:
+                for link in f.links:
+                    classes_on[link].add(c)
+            c.flows.add(f)
+            c.count += 1
+            f.cls = c
             for link in f.links:
                 if n_on[link] == 0:
                     self.busy_since[link] = t
                 n_on[link] += 1
-                flows_on[link].add(f)
         alone = (all(n_on[link] == 1 for f in entered for link in f.links)
                  and all(n_on[link] == 0 for f in left for link in f.links))
         link_bytes = self.link_bytes
@@ -489,6 +535,7 @@ class EventEngine:
                 for link in f.links:
                     self.link_peak[link] = max(self.link_peak[link], f.bw / self.link_bw[link])
                 self._set_rate(f, f.bw, t, f.narrow)
+                f.cls.rate, f.cls.limit = f.bw, f.narrow   # alone: its class is itself
             return
         seeds = [link for f in entered for link in f.links]
         seeds += [link for f in left for link in f.links]
@@ -516,70 +563,114 @@ class EventEngine:
         flow has a bottleneck (a full link on which no flow gets more, relative to its
         weight), which makes the allocation the max-min fair one (Bertsekas & Gallager,
         Data Networks, 6.5.2): the same rates as filling the whole connected component
-        at once, to rounding (links count as full within ``_FULL_RTOL``).
+        at once, to rounding (links count as full within ``_FULL_RTOL``). C is kept as
+        flow classes (:class:`_Class`): it takes in or leaves out a class whole.
         """
-        flows_on, bw = self.flows_on, self.link_bw
+        classes_on, bw = self.classes_on, self.link_bw
         grow: set = set()
         for link in set(seeds):
-            grow.update(flows_on[link])
+            grow.update(classes_on[link])
         if not grow:
             return
         C: set = set()
+        others: dict[int, list] = {}     # per link of C's: the classes outside C on it,
+        outside: dict[int, float] = {}   # their rates summed,
+        cap: dict[int, float] = {}       # and what they leave
         while grow:
             C |= grow
-            flows = sorted(C, key=lambda f: f.seq)
-            links = {link for f in flows for link in f.links}
-            outside = {}
-            cap = {}
-            for link in links:
-                # fsum: exact, so the order a set yields the flows in cannot matter
-                o = fsum([g.rate for g in flows_on[link] if g not in C])
+            classes = list(C)
+            # only the links of the classes C just took in have other flows to sum anew
+            for link in {link for c in grow for link in c.links}:
+                on = classes_on[link]
+                if on <= C:                # often: a gpu's links carry C's flows only
+                    others[link], outside[link], cap[link] = (), 0.0, bw[link]
+                    continue
+                out = others[link] = [c for c in on if c not in C]
+                # fsum: exact, so neither the order a set yields the classes in nor
+                # adding a class's flows as repeats of its one rate can change a bit
+                rates = []
+                for c in out:
+                    rates += [c.rate] * c.count
+                o = fsum(rates)
                 outside[link] = o
                 cap[link] = bw[link] - o
-            if sum(len(f.links) for f in flows) > NUMPY_FILL:
-                rates, load, limits = fill_numpy(flows, cap)
-            else:
-                rates, load, limits = fill_python(flows, cap)
-            grow = self._unfair(C, flows, rates, limits, links, outside, dict(load))
+            links = outside.keys()
+            flows = sorted([f for c in classes for f in c.flows], key=_by_seq)
+            new = self._fill(classes, flows, cap)
+            # each link's load as the fill of flows sums it: their rates one by one, in
+            # the order they entered (a class's rate times its count rounds otherwise)
+            load = dict.fromkeys(links, 0.0)
+            for f in flows:
+                r = new[f.cls][0]
+                for link in f.links:
+                    load[link] += r
+            grow = self._unfair(new, others, outside, load)
         peak = self.link_peak
-        for link, value in load:
+        for link, value in load.items():
             peak[link] = max(peak[link], (outside[link] + value) / bw[link])
-        for f, rate, limit in zip(flows, rates, limits):
+        for f in flows:
+            rate, limit = new[f.cls]
             if rate != f.rate or limit != f.limit:
                 self._set_rate(f, rate, t, limit)
+        for c, (rate, limit) in new.items():
+            c.rate, c.limit = rate, limit
 
-    def _unfair(self, C: set, flows: list, rates: list, limits: list, links: set,
-                outside: dict, load: dict) -> set:
-        """The flows outside ``C`` whose rates ``C``'s new ``rates`` make unfair: one
-        whose bottleneck is a link of C's that is no longer full or on which a C flow now
-        gets more; one on a link that froze a C flow, getting more there than it."""
-        flows_on, bw = self.flows_on, self.link_bw
+    @staticmethod
+    def _fill(classes: list, flows: list, cap: dict) -> dict:
+        """``{class: (rate, limit)}`` of progressive filling over ``cap``: class by class
+        where that is exact (max-min: weights of 1 sum to whole numbers in any order,
+        see :func:`fill_python`), else flow by flow in the order they entered."""
+        items = classes
+        if any(c.weight != 1.0 for c in classes):
+            items = flows
+        if len(items) > SMALL_FILL:
+            rates, _, limits = fill_heap(items, cap, loads=False)
+        else:
+            rates, _, limits = fill_python(items, cap)
+        if items is classes:
+            return dict(zip(classes, zip(rates, limits)))
+        return {f.cls: (r, limit) for f, r, limit in zip(flows, rates, limits)}
+
+    def _unfair(self, new: dict, others: dict, outside: dict, load: dict) -> set:
+        """The classes outside C (``others`` on each of its links) whose rates C's
+        ``new`` rates make unfair: one whose bottleneck is a link of C's that is no longer
+        full or on which a C flow now gets more; one on a link that froze a C flow,
+        getting more there than it."""
+        bw = self.link_bw
         top: dict[int, float] = {}     # per link: the most a C flow gets (per weight)
         froze: dict[int, float] = {}   # per link: the level at which it froze C flows
-        for f, r, limit in zip(flows, rates, limits):
-            v = r / f.weight
-            for link in f.links:
+        for c, (r, limit) in new.items():
+            v = r / c.weight
+            for link in c.links:
                 if v > top.get(link, 0.0):
                     top[link] = v
             if limit >= 0:
                 froze[limit] = max(froze.get(limit, 0.0), v)
         out: set = set()
         hi, lo = 1.0 + _FULL_RTOL, 1.0 - _FULL_RTOL
-        for link in links:
-            if len(flows_on[link]) == 0:
+        for link, gs in others.items():
+            if not gs:
                 continue
-            full = outside[link] + load.get(link, 0.0) >= bw[link] * lo
+            full = outside[link] + load[link] >= bw[link] * lo
             best = top.get(link, 0.0)
             level = froze.get(link)
-            for g in flows_on[link]:
-                if g in C:
-                    continue
+            for g in gs:
                 v = g.rate / g.weight
                 if g.limit == link and (not full or v < best * lo):
                     out.add(g)
                 elif level is not None and v > level * hi:
                     out.add(g)
         return out
+
+
+def _class_key(f: _Flow):
+    """The flows of one class: one route (links and sharing weight). The tests put each
+    flow in a class of its own (the per-flow re-rating) to check classes change no bit."""
+    return f.links, f.weight
+
+
+def _by_seq(f: _Flow) -> int:
+    return f.seq
 
 
 def _pop_due(heap: list, tt: float) -> list:
