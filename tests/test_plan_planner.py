@@ -163,3 +163,10 @@ def test_hundred_thousand_gpus_fast():
                        simulate=False).rows[0]
     assert time.perf_counter() - t0 < 1.0
     assert row.source == "extrapolated" and row.step_time_s > 0
+
+
+@given(st.integers(1, 5000))
+def test_divisors_are_every_divisor_ascending(n):
+    from commsim.plan.planner import _divisors
+
+    assert _divisors(n) == [d for d in range(1, n + 1) if n % d == 0]

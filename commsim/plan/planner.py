@@ -680,7 +680,9 @@ def _links(res, G) -> tuple[list, dict]:
 # -- search --------------------------------------------------------------------------------
 
 def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+    """The divisors of ``n``, ascending, in time proportional to its square root."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return small + [n // d for d in reversed(small) if d * d != n]
 
 
 def candidate_layouts(cfg: Config, gpus: int, gpn: int) -> list[Layout]:
