@@ -69,12 +69,18 @@ def fill_python(flows: list, link_bw) -> tuple[list, list, list]:
             cap[link] -= k * m
             nfl[link] -= k
         live = still
-    load = dict.fromkeys(nfl, 0.0)
+    return rate, _loads(flows, rate, nfl), limit
+
+
+def _loads(flows: list, rate: list, links) -> list:
+    """``(link, load B/s)`` over ``links``: each flow's rate times its count, summed flow
+    by flow in the flows' order (the order every fill sums in)."""
+    load = dict.fromkeys(links, 0.0)
     for f, r in zip(flows, rate):
         r *= f.count
         for link in f.links:
             load[link] += r
-    return rate, list(load.items()), limit
+    return list(load.items())
 
 
 def fill_numpy(flows: list, link_bw: np.ndarray) -> tuple[list, list, list]:
@@ -189,9 +195,4 @@ def fill_heap(flows: list, link_bw, loads: bool = True) -> tuple[list, list, lis
                 heappush(heap, (v, link))
     if not loads:
         return rate, None, limit
-    load = dict.fromkeys(state, 0.0)
-    for f, r in zip(flows, rate):
-        r *= f.count
-        for link in f.links:
-            load[link] += r
-    return rate, list(load.items()), limit
+    return rate, _loads(flows, rate, state), limit
