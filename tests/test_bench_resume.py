@@ -114,3 +114,10 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(tmp_path):
     # a third run finds every row there and measures nothing
     text = assert_all_ok(run_torch_ranks(BENCH, 2, tmp_path, timeout=90, args=args))
     assert out.read_text().splitlines() == after
+
+
+def test_a_file_whose_config_line_holds_no_settings_is_refused(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps({"type": "config", "nranks": 2, "backend": "gloo"}) + "\n")
+    with pytest.raises(CommsimError, match="without their settings"):
+        resume.measured(_cfg(path), 2)

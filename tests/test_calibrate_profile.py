@@ -311,6 +311,10 @@ def test_drift_compares_the_profile_s_ring_shift_with_one_timed_now():
     size, seconds = drift.reference(G)
     assert size == 2 << 20 and seconds == m.ring.seconds[m.ring.sizes.index(2 << 20)]
     assert drift.reference(topology.load("localhost")) is None and drift.reference(None) is None
+    for ring in ({"bytes": ["a"], "seconds": [1.0]}, {"bytes": 5, "seconds": None}, [1, 2],
+                 {"bytes": [2 << 20], "seconds": [float("nan")]}, {"bytes": [-1], "seconds": [1]}):
+        G.graph["profile"]["measurements"]["ring"] = ring   # a profile edited by hand
+        assert drift.reference(G) is None, ring
     same = {"bytes": size, "profile_us": 100.0, "now_us": 110.0, "ratio": 1.1}
     assert drift.note(same) is None and drift.note(None) is None
     slow = drift.note({**same, "now_us": 250.0, "ratio": 2.5})

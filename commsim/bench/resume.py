@@ -38,7 +38,10 @@ def measured(cfg, nranks: int | None = None) -> set[tuple] | None:
     if not path.is_file() or path.stat().st_size == 0:
         return None
     run = load(path, rows_required=False)
-    theirs = run.config.get("config") or {}
+    theirs = run.config.get("config")
+    if not isinstance(theirs, dict):   # no settings recorded: nothing shows it the same sweep
+        raise CommsimError(f"--json: {cfg.json} holds results without their settings (no "
+                           "config in its first line); give a new file, or delete it")
     ours = json.loads(json.dumps(cfg.as_dict()))  # as the config line holds it
     differ = sorted(k for k in ours if k not in FREE and theirs.get(k) != ours[k])
     if nranks is not None and run.config.get("nranks") != nranks:

@@ -18,10 +18,17 @@ NOTED = 0.2      # a ratio beyond 1 +- this is noted in the header
 def reference(G) -> tuple[int, float] | None:
     """``(bytes, seconds)``: the profile's ring shift at the size nearest :data:`SIZE`,
     or None when ``G`` is no profile (or holds no ring shift)."""
-    ring = (((G.graph.get("profile") or {}).get("measurements") or {}).get("ring") or {}) \
-        if G is not None else {}
-    sizes, seconds = ring.get("bytes") or [], ring.get("seconds") or []
-    pairs = [(int(b), float(t)) for b, t in zip(sizes, seconds) if b > 0 and t > 0]
+    profile = G.graph.get("profile") if G is not None else None
+    measured = profile.get("measurements") if isinstance(profile, dict) else None
+    ring = measured.get("ring") if isinstance(measured, dict) else None
+    if not isinstance(ring, dict):
+        return None
+    sizes, seconds = ring.get("bytes"), ring.get("seconds")
+    try:   # a profile edited by hand may hold anything here: then there is no reference
+        pairs = [(int(b), float(t)) for b, t in zip(sizes, seconds)
+                 if float(b) > 0 and 0 < float(t) < float("inf")]
+    except (TypeError, ValueError, OverflowError):
+        return None
     if not pairs:
         return None
     return min(pairs, key=lambda bt: abs(bt[0] - SIZE))
