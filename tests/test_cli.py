@@ -46,10 +46,9 @@ def test_algorithms_piped_is_one_line_an_algorithm(capsys):
     assert ["allreduce", "ring"] in [r[:2] for r in rows]
 
 
-def test_out_of_memory_is_one_line_and_exit_2(tmp_path):
-    """A simulation too big for the memory it is given (an address-space limit of 1.5 GB;
-    ring allreduce on 8 ranks in 2,000,000 chunks: 224 million transfers, about 4 GB of
-    schedule) fails with one line, not an allocator traceback."""
+def _simulate_in_1_5_gib(tmp_path, chunks: int):
+    """``commsim simulate`` of ring allreduce of 1M on ring-8 in ``chunks`` chunks, in a
+    process whose address space is limited to 1.5 GiB."""
     import resource
     import subprocess
 
@@ -57,10 +56,17 @@ def test_out_of_memory_is_one_line_and_exit_2(tmp_path):
         resource.setrlimit(resource.RLIMIT_AS, (1536 << 20, 1536 << 20))
 
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    p = subprocess.run([sys.executable, "-m", "commsim", "simulate", "--topology",
-                        "ring-8", "--algorithm", "ring", "--size", "1M", "--chunks", "2000000"],
-                       capture_output=True, text=True, preexec_fn=limit, env=env, timeout=300,
-                       cwd=tmp_path)
+    return subprocess.run([sys.executable, "-m", "commsim", "simulate", "--topology",
+                           "ring-8", "--algorithm", "ring", "--size", "1M", "--chunks",
+                           str(chunks)], capture_output=True, text=True, preexec_fn=limit,
+                          env=env, timeout=300, cwd=tmp_path)
+
+
+def test_out_of_memory_is_one_line_and_exit_2(tmp_path):
+    """A simulation too big for the memory it is given (an address-space limit of 1.5 GB;
+    ring allreduce on 8 ranks in 2,000,000 chunks: 224 million transfers, about 4 GB of
+    schedule) fails with one line, not an allocator traceback."""
+    p = _simulate_in_1_5_gib(tmp_path, 2_000_000)
     assert p.returncode == 2, p.stderr
     assert "out of memory" in p.stderr and "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
@@ -70,17 +76,7 @@ def test_a_simulation_that_cannot_fit_is_refused_up_front_with_what_it_needs(tmp
     """Its schedule fits (28 million transfers of ring allreduce on 8 ranks, about half a
     GB) but the simulator's arrays (about 160 B a transfer) would not, in an address space
     of 1.5 GB: refused before the simulation starts, in one line that says how much."""
-    import resource
-    import subprocess
-
-    def limit():
-        resource.setrlimit(resource.RLIMIT_AS, (1536 << 20, 1536 << 20))
-
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    p = subprocess.run([sys.executable, "-m", "commsim", "simulate", "--topology",
-                        "ring-8", "--algorithm", "ring", "--size", "1M", "--chunks", "250000"],
-                       capture_output=True, text=True, preexec_fn=limit, env=env, timeout=300,
-                       cwd=tmp_path)
+    p = _simulate_in_1_5_gib(tmp_path, 250_000)
     assert p.returncode == 2, p.stderr
     assert "transfers needs about" in p.stderr and "GiB is available" in p.stderr, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
