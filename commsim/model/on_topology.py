@@ -72,6 +72,7 @@ class TopologyModel:
         self.exchange_overhead = None if exchange_overhead is None else \
             float(exchange_overhead)
         self._priced: dict = {}
+        self._met: dict = {}
 
     def estimate(self, schedule: Schedule, nbytes: int, gamma: float = 0.0,
                  mode: str = "step", overlap: bool = True) -> Estimate:
@@ -83,7 +84,9 @@ class TopologyModel:
         s = schedule
         if not len(s):
             return Estimate(0.0, False)
-        streams = mode == "dataflow" and s.algorithm in model.PIPELINED_IN_DATAFLOW
+        # in dataflow mode a connection's pieces stream down it one after another, so
+        # they share its links as one connection
+        streams = mode == "dataflow"
         got = self._priced.get((id(s), streams))
         if got is None or got[0] is not s:
             got = self._priced[(id(s), streams)] = (
@@ -91,7 +94,7 @@ class TopologyModel:
         _, latency, rate, shared, crossing = got
         size = s.transfer_sizes(int(nbytes)).astype(np.float64)
         o = self.message_overhead
-        if streams:
+        if streams and s.algorithm in model.PIPELINED_IN_DATAFLOW:
             m = max(1, s.nchunks // chunk_unit(s.collective, s.algorithm, s.nranks))
             return Estimate(_pipelined(s, size, latency, rate, m, gamma, overlap, o), shared)
         moving = np.divide(size, rate, out=np.zeros_like(size), where=size > 0)
@@ -101,16 +104,22 @@ class TopologyModel:
             edges, owner = crossing
             load = np.bincount(edges, weights=size[owner], minlength=len(self.router.links))
             busiest = float((load / self.router.link_bandwidth).max())
-            # any two connections on one link, whatever their steps, may meet there
-            pair = s.src.astype(np.int64)[owner] * s.nranks + s.dst.astype(np.int64)[owner]
-            links = np.unique(np.column_stack([edges, pair]), axis=0)[:, 0]
-            shared = shared or bool((np.bincount(links) > 1).any())
             return Estimate(max(_dataflow(s, latency, o + moving, size, gamma, overlap),
-                                busiest), shared)
+                                busiest), shared or self._meet(s, edges, owner))
         time, start = _steps(s, latency + o + moving, size, gamma)
         if not shared:   # steps apart, ranks drift: do byte phases of two steps meet?
             shared = _overlapping(s, self.router, start + o, start + o + moving)
         return Estimate(time, shared)
+
+    def _meet(self, s: Schedule, edges: np.ndarray, owner: np.ndarray) -> bool:
+        """Whether two connections of ``s``, whatever their steps, cross one link (where
+        steps overlap, as in dataflow mode, they may meet there); once a schedule."""
+        got = self._met.get(id(s))
+        if got is None or got[0] is not s:
+            pair = s.src.astype(np.int64)[owner] * s.nranks + s.dst.astype(np.int64)[owner]
+            links = np.unique(np.column_stack([edges, pair]), axis=0)[:, 0]
+            got = self._met[id(s)] = (s, bool((np.bincount(links) > 1).any()))
+        return got[1]
 
     def _added(self, s: Schedule):
         """Latency (s) added to each transfer of ``s``: a float, or an array."""
@@ -215,11 +224,10 @@ def _dataflow(s: Schedule, latency: np.ndarray, sending: np.ndarray, size: np.nd
         later = prev >= a          # the previous on the connection is in this very step
         start[earlier & ~later] = np.maximum(start[earlier & ~later],
                                              freed[prev[earlier & ~later]])
+        freed[a:b] = start + hold[a:b]
         for i in np.flatnonzero(later):   # in schedule order: one after another
-            freed[a + i] = 0.0
             start[i] = max(start[i], freed[prev[i]])
             freed[a + i] = start[i] + hold[a + i]
-        freed[a:b] = start + hold[a:b]
         released[a:b] = start + sending[a:b] + latency[a:b] + reduce_s[a:b]
     return float(released.max())
 
