@@ -37,8 +37,8 @@ class _Probe:
 
         zero = {"overhead": 0.0, "exchange_overhead": 0.0, "message_overhead": 0.0}
         self.base = TopologyModel(G, nranks, **zero)
-        self.probes = [TopologyModel(G, nranks, **{**zero, _ARGUMENT[n]: _PROBE})
-                       for n in names]
+        self.probes = [TopologyModel(G, nranks, router=self.base.router,  # routed once
+                                     **{**zero, _ARGUMENT[n]: _PROBE}) for n in names]
         self.args = (gamma, mode, overlap)
 
     def __call__(self, schedule, nbytes: int) -> tuple[float, list[float]]:
