@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 import commsim.sim.events as events  # noqa: E402
 from commsim import collectives, topology  # noqa: E402
 from commsim.sim import simulate  # noqa: E402
-from commsim.sim.maxmin import NUMPY_FILL, fill_numpy, fill_python  # noqa: E402
+from commsim.sim.maxmin import fill_heap  # noqa: E402
 from commsim.topology.placement import place  # noqa: E402
 from commsim.units import parse_size  # noqa: E402
 
@@ -55,18 +55,12 @@ def _component(engine, seeds) -> list:
     return sorted(found, key=lambda f: f.seq)
 
 
-def _fill(engine, flows):
-    if sum(len(f.links) for f in flows) > NUMPY_FILL:
-        return fill_numpy(flows, engine.run.link_bw)
-    return fill_python(flows, engine.link_bw)
-
-
 def component_maxmin(self, t, seeds) -> None:
     """The former rule: fill the whole connected component of the changed links."""
     flows = _component(self, seeds)
     if not flows:
         return
-    rates, load, limits = _fill(self, flows)
+    rates, load, limits = fill_heap(flows, self.link_bw)
     for link, value in load:
         self.link_peak[link] = max(self.link_peak[link], value / self.link_bw[link])
     for f, rate, limit in zip(flows, rates, limits):
@@ -114,7 +108,7 @@ def main() -> int:
 
             def checked(self, t, seeds):
                 flows = _component(self, seeds)
-                full = _fill(self, flows)[0] if flows else []
+                full = fill_heap(flows, self.link_bw)[0] if flows else []
                 INCREMENTAL(self, t, seeds)
                 for f, rate in zip(flows, full):
                     worst[0] = max(worst[0], abs(f.rate - rate) / max(rate, 1e-300))

@@ -435,10 +435,10 @@ def test_routing_every_transfer_at_once_changes_nothing(monkeypatch, engine):
 @settings(max_examples=60, deadline=None)
 @given(st.data())
 def test_both_progressive_fillings_agree_to_the_bit(data):
-    """The pure-Python filling (small components) and the numpy one (big components)
-    must give the same rates and link loads, so results never depend on the switch."""
+    """The pure-Python filling (small components) and the heap one (the others) must
+    give the same rates and link loads, so results never depend on the switch."""
     from commsim.sim.events import _Flow
-    from commsim.sim.maxmin import fill_numpy, fill_python
+    from commsim.sim.maxmin import fill_heap, fill_python
 
     nlinks = data.draw(st.integers(1, 12))
     bw = np.array(data.draw(st.lists(st.sampled_from([1e9, 3.3e9, 25e9, 46.875e9, 7e9]),
@@ -450,7 +450,7 @@ def test_both_progressive_fillings_agree_to_the_bit(data):
     flows = [_Flow(i, 0, 1.0, tuple(sorted(r)), 0.0, 0.0, weight=w)
              for i, (r, w) in enumerate(zip(routes, weights))]
     rates_py, load_py, limit_py = fill_python(flows, bw.tolist())
-    rates_np, load_np, limit_np = fill_numpy(flows, bw)
+    rates_np, load_np, limit_np = fill_heap(flows, bw.tolist())
     assert rates_py == rates_np
     assert dict(load_py) == dict(load_np)
     assert limit_py == limit_np               # the same link sets each flow's rate

@@ -10,7 +10,7 @@ from commsim import collectives, topology
 from commsim.sim import events, simulate, simulate_many
 from commsim.sim.events import _Flow
 from commsim.sim.jobs import Job
-from commsim.sim.maxmin import fill_heap, fill_numpy, fill_python
+from commsim.sim.maxmin import fill_heap, fill_python
 from commsim.topology import builders
 from commsim.topology.placement import place
 
@@ -58,8 +58,8 @@ def test_classes_fill_as_their_flows_to_the_bit(case):
     for f in flows:
         by_route[f.links] = by_route.get(f.links, 0) + 1
     classes = [_Class(links, 1.0, n) for links, n in by_route.items()]
-    for fill in (fill_python, fill_heap, fill_numpy):
-        c_rates, c_load, c_limits = fill(classes, np.array(bw) if fill is fill_numpy else bw)
+    for fill in (fill_python, fill_heap):
+        c_rates, c_load, c_limits = fill(classes, bw)
         got = {c.links: (r, lim) for c, r, lim in zip(classes, c_rates, c_limits)}
         assert [got[f.links] for f in flows] == list(zip(rates, limits))
         assert dict(c_load) == pytest.approx(dict(load), rel=1e-12)

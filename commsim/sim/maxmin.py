@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 from heapq import heapify, heappop, heappush
-from itertools import chain
-
-import numpy as np
-
-_INF = np.inf
 
 # Progressive filling: raise every flow's rate together, each in proportion to its weight
 # (all 1 under max-min), until a link is full (within 1e-12), freeze the flows on it,
-# repeat. The three versions below do the same arithmetic in the same order (rates, then
+# repeat. The two versions below do the same arithmetic in the same order (rates, then
 # each link's load summed flow by flow), so they agree to the bit: fill_python is the
-# reference, fill_numpy pays off over fill_python above this many flow-link incidences,
-# and fill_heap, which the event engine uses (fill_python for a few flows), beats both
-# once a fill has more than a few levels.
-NUMPY_FILL = 128
+# reference, and fill_heap, which the event engine uses (fill_python for a few flows),
+# beats it once a fill has more than a few levels.
 RTT_FLOOR = 1e-9  # s: under rtt sharing a route of no latency weighs as one of 1 ns
 
 
@@ -81,44 +74,6 @@ def _loads(flows: list, rate: list, links) -> list:
         for link in f.links:
             load[link] += r
     return list(load.items())
-
-
-def fill_numpy(flows: list, link_bw: np.ndarray) -> tuple[list, list, list]:
-    """:func:`fill_python` over the flow-link incidence in numpy, for big components."""
-    counts = [len(f.links) for f in flows]
-    inc_l = np.fromiter(chain.from_iterable(f.links for f in flows), np.int64, sum(counts))
-    inc_f = np.repeat(np.arange(len(flows)), counts)
-    links, inv = np.unique(inc_l, return_inverse=True)
-    if isinstance(link_bw, dict):
-        cap = np.fromiter((link_bw[k] for k in links.tolist()), np.float64, len(links))
-    else:
-        cap = link_bw[links].copy()
-    weight = np.fromiter((f.weight for f in flows), np.float64, len(flows))
-    count = np.fromiter((f.count for f in flows), np.float64, len(flows))
-    w_inc = (weight * count)[inc_f]
-    k_inc = count[inc_f]
-    nfl = np.bincount(inv, weights=w_inc, minlength=len(links))
-    rising = np.bincount(inv, weights=k_inc, minlength=len(links))
-    rate = np.zeros(len(flows))
-    limit = np.full(len(flows), np.iinfo(np.int64).max)
-    frozen = np.zeros(len(flows), dtype=bool)
-    live = np.ones(len(inc_f), dtype=bool)
-    while live.any():
-        with np.errstate(divide="ignore", invalid="ignore"):
-            share = np.where(rising > 0, np.maximum(cap, 0.0) / nfl, _INF)
-        m = share.min()
-        hit = live & (share <= m * (1 + 1e-12))[inv]
-        rate[inc_f[hit]] = weight[inc_f[hit]] * m
-        np.minimum.at(limit, inc_f[hit], inc_l[hit])
-        frozen[inc_f[hit]] = True
-        now = live & frozen[inc_f]
-        k = np.bincount(inv[now], weights=w_inc[now], minlength=len(links))
-        cap -= k * m
-        nfl -= k
-        rising -= np.bincount(inv[now], weights=k_inc[now], minlength=len(links))
-        live &= ~now
-    load = np.bincount(inv, weights=(rate * count)[inc_f], minlength=len(links))
-    return rate.tolist(), list(zip(links.tolist(), load.tolist())), limit.tolist()
 
 
 def fill_heap(flows: list, link_bw, loads: bool = True) -> tuple[list, list, list]:
