@@ -26,7 +26,8 @@ bytes over its bandwidth. On a contention-free case (no two connections share a 
 this is exactly the simulator's answer, to rounding; where connections share a link the
 even split is an estimate (max-min may give some of them more; in dataflow mode,
 connections of overlapping steps share it too: -22% to +7% of the simulator for trees on
-a star), and :attr:`Estimate.shared` says so: the simulator is then the reference.
+a star, benchmarks/model_vs_sim_dataflow.py), and :attr:`Estimate.shared` says so: the
+simulator is then the reference.
 """
 
 from __future__ import annotations
