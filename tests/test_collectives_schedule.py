@@ -162,3 +162,43 @@ def test_both_ways_agrees_with_rank_steps(p, algorithm):
                     if any(x.step == t.step and x.src == r for x in s)
                     and any(x.step == t.step and x.dst == r for x in s)]
             assert busy
+
+
+def test_connection_is_checked_and_all_zero_is_none():
+    base = dict(step=[0], src=[0], dst=[1], chunk=[0], reduce=[False])
+    cols = [np.asarray(base[k]) for k in ("step", "src", "dst", "chunk", "reduce")]
+    with pytest.raises(ScheduleError, match="connection must be 2 integers"):
+        Schedule("broadcast", "hand", 2, 2, *cols, connection=np.array([0]))
+    with pytest.raises(ScheduleError, match="connection"):
+        Schedule("broadcast", "hand", 2, 2, *cols, connection=np.array([0, -1]))
+    s = Schedule("broadcast", "hand", 2, 2, *cols, connection=np.array([0, 0]))
+    assert s.connection is None and s.transfer_connections().tolist() == [0]
+    s = Schedule("broadcast", "hand", 2, 2, *cols, connection=np.array([0, 5]))
+    assert s.transfer_connections().tolist() == [0]
+
+
+@given(st.integers(2, 12), st.integers(1, 4), st.sampled_from([None, 2, 4]))
+def test_each_ring_channel_is_one_connection(p, c, g):
+    """Channel j's ring carries exactly the transfers of connection j: the (src, dst)
+    pairs of a connection are its ring's edges (what ECMP hashes, with the gpus)."""
+    if g is not None and p % g:
+        g = None
+    s = collectives.build("allreduce", "ring", p, channels=c, gpus_per_node=g)
+    conn = s.transfer_connections()
+    rings = collectives.ring.channel_rings(p, c, g)
+    for j in range(c):
+        pairs = {(int(a), int(b)) for a, b in zip(s.src[conn == j], s.dst[conn == j])}
+        ring = rings[j].tolist()
+        assert pairs == {(ring[i], ring[(i + 1) % p]) for i in range(p)}
+    assert (s.connection is None) == (c == 1)
+
+
+@given(st.integers(2, 16), st.integers(1, 3))
+def test_each_nccl_tree_is_one_connection_and_dbt_two(p, c):
+    s = collectives.build("allreduce", "nccl_tree", p, channels=c)
+    k = s.nchunks // (2 * c)
+    np.testing.assert_array_equal(s.transfer_connections(), s.chunk // k)
+    d = collectives.build("allreduce", "dbt", p, 4)
+    np.testing.assert_array_equal(d.transfer_connections(), d.chunk // 2)
+    for algorithm in ("rhd", "tree"):
+        assert collectives.build("allreduce", algorithm, p).connection is None

@@ -56,14 +56,24 @@ def test_fat_tree_paths_and_equal_cost_sets():
     assert len({p[2][1] for p in routes}) == 4          # four different cores
 
 
-def test_ecmp_spreads_transfers_and_static_does_not():
+def test_ecmp_spreads_connections_and_static_does_not():
     G = builders.fat_tree(4)
     src, dst = np.zeros(64, dtype=np.int64), np.full(64, 15)
-    chunk = np.arange(64)
-    ecmp = Router(G, gpus(G), routing="ecmp").route_ids(src, dst, chunk, 0)
-    static = Router(G, gpus(G), routing="static").route_ids(src, dst, chunk, 0)
+    conn = np.arange(64)
+    ecmp = Router(G, gpus(G), routing="ecmp").route_ids(src, dst, conn)
+    static = Router(G, gpus(G), routing="static").route_ids(src, dst, conn)
     assert len(set(ecmp.tolist())) >= 3
     assert len(set(static.tolist())) == 1
+
+
+def test_ecmp_keeps_a_connection_on_one_path():
+    """A switch hashes a connection's header, not its messages: every transfer of one
+    connection between a pair of gpus takes one path, whatever chunk or step it is."""
+    G = builders.fat_tree(4)
+    R = Router(G, gpus(G), routing="ecmp")
+    src, dst = np.zeros(64, dtype=np.int64), np.full(64, 15)
+    assert len(set(R.route_ids(src, dst).tolist())) == 1
+    assert len(set(R.route_ids(src, dst, np.full(64, 3)).tolist())) == 1
 
 
 def test_routes_do_not_depend_on_the_order_pairs_are_met():
@@ -71,14 +81,14 @@ def test_routes_do_not_depend_on_the_order_pairs_are_met():
     rng = np.random.default_rng(0)
     src = rng.integers(0, 16, 300)
     dst = (src + rng.integers(1, 16, 300)) % 16
-    chunk, step = rng.integers(0, 50, 300), rng.integers(0, 9, 300)
+    conn = rng.integers(0, 50, 300)
     a = Router(G, gpus(G))
     b = Router(G, gpus(G))
-    ra = a.route_ids(src, dst, chunk, step)
+    ra = a.route_ids(src, dst, conn)
     order = rng.permutation(300)
     rb = np.empty(300, dtype=np.int64)
     for part in np.array_split(order, 7):
-        rb[part] = b.route_ids(src[part], dst[part], chunk[part], step[part])
+        rb[part] = b.route_ids(src[part], dst[part], conn[part])
     for i in range(300):
         pa = a.route_edges[a.route_ptr[ra[i]]:a.route_ptr[ra[i] + 1]].tolist()
         pb = b.route_edges[b.route_ptr[rb[i]]:b.route_ptr[rb[i] + 1]].tolist()
@@ -179,8 +189,8 @@ def test_every_route_is_a_shortest_gpu_free_path(which, data):
     R = Router(G, g)
     i = data.draw(st.integers(0, len(g) - 1))
     j = data.draw(st.integers(0, len(g) - 1).filter(lambda x: x != i))
-    chunk = data.draw(st.integers(0, 1000))
-    for path in [R.path(i, j, chunk, 3)] + R.equal_cost_routes(i, j):
+    conn = data.draw(st.integers(0, 1000))
+    for path in [R.path(i, j, conn)] + R.equal_cost_routes(i, j):
         _check_path(G, path, g[i], g[j])
         lat = sum(G.edges[e]["latency"] for e in path)
         assert lat == pytest.approx(_reference_latency(G, g[i], g[j]), rel=1e-9, abs=1e-15)

@@ -280,7 +280,7 @@ def test_bytes_are_conserved(which, ca, p, nbytes, rnd):
     G, s, placement = _random_case(which, ca, p, rnd)
     r = simulate(s, G, nbytes, placement=placement)
     R = r.router
-    rid = R.route_ids(s.src, s.dst, s.chunk, s.step)
+    rid = R.route_ids(s.src, s.dst, s.transfer_connections())
     size = s.transfer_sizes(nbytes).astype(float)
     edges, cnt = R.route_links(rid)
     per_link = np.bincount(edges, weights=np.repeat(size, cnt), minlength=len(r.links))

@@ -98,4 +98,6 @@ def allreduce(nranks: int, nchunks: int | None = None, channels: int = 1,
         for i, tree in enumerate(channel_trees(nranks, c, g)):
             _add_tree_allreduce(b, tree, np.arange(i * k, (i + 1) * k), half)
     options = {} if (c, g) == (1, None) else {"channels": c, "gpus_per_node": g}
-    return b.build("allreduce", "nccl_tree", nranks, nchunks, options=options)
+    # every (channel, tree) its own connection, as each NCCL channel has its own
+    return b.build("allreduce", "nccl_tree", nranks, nchunks, options=options,
+                   connection=np.arange(nchunks) // k)

@@ -133,7 +133,8 @@ def channel_rings(nranks: int, channels: int = 1, gpus_per_node: int | None = No
 
 
 def _layout(nranks: int, nchunks: int | None, channels, gpus_per_node, pxn=False):
-    """``(rings, seg_chunks, nchunks, options)`` for :func:`ring_phase`."""
+    """``(rings, seg_chunks, nchunks, options, connection)`` for :func:`ring_phase`;
+    ``connection[chunk]`` is the chunk's channel (None with one channel)."""
     c, g = check(nranks, channels, gpus_per_node)
     if not isinstance(pxn, bool):
         raise CommsimError(f"pxn: {pxn!r} must be true or false (the rail-strict layout "
@@ -148,28 +149,30 @@ def _layout(nranks: int, nchunks: int | None, channels, gpus_per_node, pxn=False
         options["pxn"] = True
     if not options:
         m = nchunks // nranks
-        return np.arange(nranks)[None, :], np.arange(nchunks).reshape(1, nranks, m), nchunks, {}
+        return (np.arange(nranks)[None, :], np.arange(nchunks).reshape(1, nranks, m),
+                nchunks, {}, None)
     rings = channel_rings(nranks, c, g, pxn)
     chunks = np.arange(nchunks).reshape(nranks, c, nchunks // unit)  # [segment, channel]
-    return rings, chunks[rings, np.arange(c)[:, None]], nchunks, options
+    connection = (np.arange(nchunks) // (nchunks // unit)) % c if c > 1 else None
+    return rings, chunks[rings, np.arange(c)[:, None]], nchunks, options, connection
 
 
 def reduce_scatter(nranks: int, nchunks: int | None = None, channels: int = 1,
                    gpus_per_node: int | None = None, pxn: bool = False) -> Schedule:
     """Ring reduce-scatter: ``p - 1`` steps, each rank sends ``(p-1)/p`` of the buffer."""
-    rings, segs, nchunks, opts = _layout(nranks, nchunks, channels, gpus_per_node, pxn)
+    rings, segs, nchunks, opts, conn = _layout(nranks, nchunks, channels, gpus_per_node, pxn)
     cols = ring_phase(rings, segs, reduce=True)
     return Schedule("reduce_scatter", "ring", nranks, nchunks, *cols, segments=nranks,
-                    options=opts)
+                    options=opts, connection=conn)
 
 
 def allgather(nranks: int, nchunks: int | None = None, channels: int = 1,
               gpus_per_node: int | None = None, pxn: bool = False) -> Schedule:
     """Ring allgather: ``p - 1`` steps, each rank sends ``(p-1)/p`` of the gathered buffer."""
-    rings, segs, nchunks, opts = _layout(nranks, nchunks, channels, gpus_per_node, pxn)
+    rings, segs, nchunks, opts, conn = _layout(nranks, nchunks, channels, gpus_per_node, pxn)
     cols = ring_phase(rings, segs, reduce=False)
     return Schedule("allgather", "ring", nranks, nchunks, *cols, segments=nranks,
-                    options=opts)
+                    options=opts, connection=conn)
 
 
 def allreduce(nranks: int, nchunks: int | None = None, channels: int = 1,
@@ -179,7 +182,7 @@ def allreduce(nranks: int, nchunks: int | None = None, channels: int = 1,
     Both phases are written into one preallocated set of arrays: at 16384 ranks a
     concatenation would double the peak memory of the half-billion transfers.
     """
-    rings, segs, nchunks, opts = _layout(nranks, nchunks, channels, gpus_per_node, pxn)
+    rings, segs, nchunks, opts, conn = _layout(nranks, nchunks, channels, gpus_per_node, pxn)
     dtype = index_dtype(max(nranks, nchunks, 2 * nranks))
     half = (nranks - 1) * nchunks
     cols = tuple(np.empty(2 * half, dtype=dtype) for _ in range(4)) + (
@@ -187,4 +190,4 @@ def allreduce(nranks: int, nchunks: int | None = None, channels: int = 1,
     ring_phase(rings, segs, reduce=True, out=cols, at=0)
     ring_phase(rings, segs, reduce=False, step0=nranks - 1, out=cols, at=half)
     return Schedule("allreduce", "ring", nranks, nchunks, *cols, segments=nranks,
-                    options=opts)
+                    options=opts, connection=conn)

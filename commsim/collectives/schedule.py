@@ -89,6 +89,13 @@ class Schedule:
     per transfer, in non-decreasing ``step`` order. ``root`` is the root rank for
     broadcast and reduce; ``blocks`` the blocks of a segment (``nranks`` for alltoall,
     else 1); ``options`` records the builder's options (for display).
+
+    ``connection`` (length ``nchunks``, or None: all 0) names the connection that
+    carries each chunk between a pair of ranks: a ring's or a tree's channel, each
+    with its own queue pair or stream, as NCCL's channels are. Everything else sends
+    over one connection a pair of ranks (MPI's and gloo's pairs). A network's ECMP
+    hashes a connection, not a message, so every message of one connection takes one
+    path (:mod:`commsim.topology.routing`).
     """
 
     collective: str
@@ -104,6 +111,7 @@ class Schedule:
     root: int = 0
     blocks: int = 1
     options: dict = field(default_factory=dict)
+    connection: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.collective not in COLLECTIVES:
@@ -133,6 +141,15 @@ class Schedule:
             setattr(self, name, a)
         self.reduce = np.asarray(self.reduce, dtype=bool)
         self.reduce.flags.writeable = False
+        if self.connection is not None:
+            conn = np.asarray(self.connection)
+            if conn.shape != (self.nchunks,) or (conn.size and (
+                    conn.dtype.kind not in "ui" or conn.min() < 0)):
+                raise ScheduleError(f"connection must be {self.nchunks} integers >= 0, one "
+                                    "a chunk")
+            conn = conn.astype(index_dtype(int(conn.max()) if conn.size else 0))
+            conn.flags.writeable = False
+            self.connection = None if not conn.any() else conn
         if n > 1 and np.any(self.step[1:] < self.step[:-1]):
             order = np.argsort(self.step, kind="stable")
             for name in ("step", "src", "dst", "chunk", "reduce"):
@@ -245,6 +262,12 @@ class Schedule:
     def segment_of(self, chunk: np.ndarray | int) -> np.ndarray | int:
         """The segment a chunk belongs to."""
         return np.asarray(chunk, dtype=np.int64) // self.chunks_per_segment
+
+    def transfer_connections(self) -> np.ndarray:
+        """Each transfer's connection (see the class docstring), an integer array."""
+        if self.connection is None:
+            return np.zeros(len(self), dtype=np.uint8)
+        return self.connection[self.chunk]
 
     def both_ways(self) -> np.ndarray:
         """Per transfer: does one of its ranks both send and receive in its step?

@@ -106,7 +106,8 @@ def allreduce_double_tree(nranks: int, nchunks: int | None = None) -> Schedule:
         half = tree_height(nranks) + k - 1
         _add_tree_allreduce(b, inorder_tree(nranks), np.arange(k), half)
         _add_tree_allreduce(b, second_tree(nranks), np.arange(k, 2 * k), half)
-    return b.build("allreduce", "dbt", nranks, nchunks)
+    # the two trees run on channels of their own (NCCL's double binary tree)
+    return b.build("allreduce", "dbt", nranks, nchunks, connection=np.arange(nchunks) // k)
 
 
 def _binomial_rounds(nranks: int) -> int:

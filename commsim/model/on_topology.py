@@ -148,7 +148,8 @@ def _priced(s: Schedule, router, overhead, streams: bool = False) -> tuple:
     links every transfer crosses (link ids, and the transfer of each). ``streams``: the pieces
     of one connection follow each other down it (dataflow), so a link is shared by the
     step's connections, not by its pieces."""
-    rid = router.route_ids(s.src.astype(np.intp), s.dst.astype(np.intp), s.chunk, s.step)
+    rid = router.route_ids(s.src.astype(np.intp), s.dst.astype(np.intp),
+                           s.transfer_connections())
     edges, cnt = router.route_links(rid)
     owner = np.repeat(np.arange(len(s)), cnt)
     key = s.step.astype(np.int64)[owner] * len(router.links) + edges
@@ -237,7 +238,7 @@ def _overlapping(s: Schedule, router, begin: np.ndarray, until: np.ndarray) -> b
     """Whether two connections' byte phases ``[begin, until)`` (s) meet on a link."""
     moving = np.flatnonzero(until > begin)
     rid = router.route_ids(s.src[moving].astype(np.intp), s.dst[moving].astype(np.intp),
-                           s.chunk[moving], s.step[moving])
+                           s.transfer_connections()[moving])
     edges, cnt = router.route_links(rid)
     owner = moving[np.repeat(np.arange(len(moving)), cnt)]
     order = np.lexsort((begin[owner], edges))

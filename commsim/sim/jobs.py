@@ -56,8 +56,9 @@ class Job:
 class _Merged:
     """The jobs' schedules as one, with the schedule views the executors read.
 
-    ``chunk`` indexes the concatenated chunk sizes of all jobs; ``hash_chunk`` and
-    ``step_base`` give back each transfer's own chunk and step for route hashing.
+    ``chunk`` indexes the concatenated chunk sizes of all jobs, and ``connection`` (or
+    None) the jobs' chunk connections alike, so a transfer hashes its own job's
+    connection for ECMP.
     """
 
     def __init__(self, schedules: list[Schedule], chunk_counts: list[int]) -> None:
@@ -77,13 +78,21 @@ class _Merged:
         self.src = cat(lambda k, s: s.src.astype(np.int64) + ro[k])
         self.dst = cat(lambda k, s: s.dst.astype(np.int64) + ro[k])
         self.chunk = cat(lambda k, s: s.chunk.astype(np.int64) + co[k])
-        self.hash_chunk = cat(lambda k, s: s.chunk.astype(np.int64))
         self.reduce = cat(lambda k, s: s.reduce).astype(bool)
-        self.step_base = np.repeat(so[:-1], [s.nsteps for s in schedules])
+        self.connection = None
+        if any(s.connection is not None for s in schedules):
+            self.connection = np.concatenate([
+                np.zeros(n, dtype=np.int64) if s.connection is None
+                else s.connection.astype(np.int64) for s, n in zip(schedules, chunk_counts)])
         self._schedules = schedules
 
     def __len__(self) -> int:
         return len(self.step)
+
+    def transfer_connections(self) -> np.ndarray:
+        if self.connection is None:
+            return np.zeros(len(self), dtype=np.uint8)
+        return self.connection[self.chunk]
 
     def step_bounds(self) -> np.ndarray:
         keys = np.arange(self.nsteps, dtype=np.int64)
@@ -107,13 +116,13 @@ class _JobRouter:
         self._router = router
         self._offset = int(offset)
 
-    def route_ids(self, src, dst, chunk=0, step=0) -> np.ndarray:
+    def route_ids(self, src, dst, connection=0) -> np.ndarray:
         off = self._offset
         return self._router.route_ids(np.asarray(src, dtype=np.int64) + off,
-                                      np.asarray(dst, dtype=np.int64) + off, chunk, step)
+                                      np.asarray(dst, dtype=np.int64) + off, connection)
 
-    def path(self, src: int, dst: int, chunk: int = 0, step: int = 0) -> list[tuple]:
-        return self._router.path(src + self._offset, dst + self._offset, chunk, step)
+    def path(self, src: int, dst: int, connection: int = 0) -> list[tuple]:
+        return self._router.path(src + self._offset, dst + self._offset, connection)
 
     def __getattr__(self, name):
         return getattr(self._router, name)

@@ -261,8 +261,8 @@ class SimResult(LinkFigures):
 
     def _route_ids(self, transfers: np.ndarray) -> np.ndarray:
         s = self.schedule
-        return self.router.route_ids(s.src[transfers], s.dst[transfers], s.chunk[transfers],
-                                     s.step[transfers])
+        return self.router.route_ids(s.src[transfers], s.dst[transfers],
+                                     s.transfer_connections()[transfers])
 
     def _added(self, transfers: np.ndarray):
         """The added latency (s) of ``transfers``: the one overhead, or each one's."""

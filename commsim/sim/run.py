@@ -81,10 +81,9 @@ class Run:
             logical = schedule.logical_length(nbytes)  # p times the size for alltoall
             chunk_bytes = schedule.chunk_sizes(logical)
         self.chunk_bytes = np.asarray(chunk_bytes, dtype=np.float64)
-        # what a transfer hashes as for ECMP: its chunk and step within its own collective
-        # (several jobs at once: see commsim.sim.jobs)
-        self.hash_chunk = getattr(schedule, "hash_chunk", schedule.chunk)
-        self.step_base = getattr(schedule, "step_base", None)
+        # what ECMP hashes besides the gpus: each transfer's connection (0: one a pair)
+        self.connection = (0 if schedule.connection is None
+                           else schedule.transfer_connections())
         # ranks of several jobs on one gpu: its links carry more than one rank's sends
         self.shared_gpus = len(set(router.placement)) < len(router.placement)
         self.gamma = float(gamma)
@@ -129,21 +128,18 @@ class Run:
         first time (:meth:`all_route_ids`): routing costs a numpy call a step otherwise,
         which is most of the time of a run of thousands of small steps (several jobs at
         once). The routes are the same either way (a transfer's route depends only on its
-        gpus, chunk and step), only their numbering differs."""
+        gpus and connection), only their numbering differs."""
         if self.T <= ROUTE_ALL:
             return self.all_route_ids()[a:b]
-        step = st if self.step_base is None else st - int(self.step_base[st])
-        return self.router.route_ids(src, dst, self.hash_chunk[a:b], step)
+        conn = self.connection if np.isscalar(self.connection) else self.connection[a:b]
+        return self.router.route_ids(src, dst, conn)
 
     def all_route_ids(self) -> np.ndarray:
         """Every transfer's route, computed in one call on first use."""
         if self._rid is None:
             s = self.s
-            step = s.step.astype(np.int64)
-            if self.step_base is not None:
-                step = step - self.step_base[step]
             self._rid = self.router.route_ids(s.src.astype(np.intp), s.dst.astype(np.intp),
-                                              self.hash_chunk, step)
+                                              self.connection)
         return self._rid
 
 

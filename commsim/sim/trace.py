@@ -70,7 +70,7 @@ def rank_slices(result) -> list[dict]:
 def link_intervals(result) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Busy intervals of every link: ``(link_ids, starts, ends)`` in seconds."""
     s, R = result.schedule, result.router
-    rid = R.route_ids(s.src, s.dst, s.chunk, s.step)
+    rid = R.route_ids(s.src, s.dst, s.transfer_connections())
     t0 = result.start + result.message_overhead
     t1 = result.end - (R.route_latency[rid] + result.overhead)
     moving = t1 > t0

@@ -4,10 +4,13 @@ A route is a path of directed links (edge ids: positions in ``list(G.edges)``) f
 rank's gpu to another rank's gpu that never transits a gpu. Routes are the shortest by
 total latency (seconds), ties broken by fewer hops; all paths equal in both are the
 equal-cost set. Under ``ecmp`` each transfer picks one of them by hashing its source
-and destination gpus, chunk and step (the gpus, not the ranks: a switch hashes
-addresses, so a pair of gpus takes the same paths in whichever collective) and, along
-the path, one next hop per switch (like a real switch hashing a flow's header), so the
-choice is deterministic: runs repeat exactly.
+and destination gpus and its connection (``Schedule.connection``: a channel of a ring
+or tree; one connection a pair otherwise) and, along the path, one next hop per switch,
+like a real switch hashing a flow's header. The gpus, not the ranks: a switch hashes
+addresses, so a pair of gpus takes the same paths in whichever collective. The
+connection, not the message: a queue pair or TCP stream keeps its header, so all its
+messages take one path, and two connections that hash onto one link share it for the
+whole collective (ECMP's collisions). The choice is deterministic: runs repeat exactly.
 At most ``width`` distinct routes are kept per pair of ranks (the flow hash modulo
 ``width`` picks one). ``static`` routing gives every pair one fixed path.
 
@@ -62,13 +65,13 @@ def flow_hash(*columns) -> np.ndarray:
     return out
 
 
-def transfer_variant(src, dst, chunk, step, width: int) -> np.ndarray:
-    """Which of ``width`` ECMP choices a transfer takes: a hash of its four ids."""
+def transfer_variant(src, dst, connection, width: int) -> np.ndarray:
+    """Which of ``width`` ECMP choices a transfer takes: a hash of its source and
+    destination gpus (node numbers) and its connection."""
     with np.errstate(over="ignore"):
         x = (np.asarray(src).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
              + np.asarray(dst).astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
-             + np.asarray(chunk).astype(np.uint64) * np.uint64(0x165667B19E3779F9)
-             + np.asarray(step).astype(np.uint64) * np.uint64(0x27D4EB2F165667C5))
+             + np.asarray(connection).astype(np.uint64) * np.uint64(0x165667B19E3779F9))
     return (mix64(x) % np.uint64(width)).astype(np.int64)
 
 
@@ -568,19 +571,19 @@ class Router:
         pid[todo] = got
         return pid
 
-    def route_ids(self, src, dst, chunk=0, step=0) -> np.ndarray:
-        """The route of each transfer ``src -> dst`` (ranks) moving ``chunk`` in ``step``."""
+    def route_ids(self, src, dst, connection=0) -> np.ndarray:
+        """The route of each transfer ``src -> dst`` (ranks) on ``connection``
+        (``Schedule.transfer_connections``; a scalar or one per transfer)."""
         src, dst = np.atleast_1d(src), np.atleast_1d(dst)
         rid = self._p0_rid[src]
         slow = np.flatnonzero(self._p0_fast[src] != dst)
         if len(slow) == 0:
             return rid
-        chunk = np.broadcast_to(np.asarray(chunk), src.shape)[slow]
-        step = np.broadcast_to(np.asarray(step), src.shape)[slow]
-        rid[slow] = self._route_ids(src[slow], dst[slow], chunk, step)
+        connection = np.broadcast_to(np.asarray(connection), src.shape)[slow]
+        rid[slow] = self._route_ids(src[slow], dst[slow], connection)
         return rid
 
-    def _route_ids(self, src, dst, chunk, step) -> np.ndarray:
+    def _route_ids(self, src, dst, connection) -> np.ndarray:
         src = np.asarray(src, dtype=np.int64)
         dst = np.asarray(dst, dtype=np.int64)
         if len(src) and (int(src.min()) < 0 or int(max(src.max(), dst.max())) >= self.nranks):
@@ -593,10 +596,9 @@ class Router:
             nvar = self._pair_nvar[pid]
             many = np.flatnonzero(nvar > 1)
             if len(many):
-                ch = np.broadcast_to(np.asarray(chunk), src.shape)[many]
-                st = np.broadcast_to(np.asarray(step), src.shape)[many]
+                conn = np.broadcast_to(np.asarray(connection), src.shape)[many]
                 slot[many] += transfer_variant(self._rank_node[src[many]],
-                                               self._rank_node[dst[many]], ch, st, self.width)
+                                               self._rank_node[dst[many]], conn, self.width)
         rid = self._route_of[slot]
         miss = rid < 0
         if miss.any():
@@ -618,9 +620,9 @@ class Router:
         counts = self.route_fabric_ptr[route_ids + 1] - starts
         return self.route_fabric_edges[expand_ranges(starts, counts)], counts
 
-    def path(self, src: int, dst: int, chunk: int = 0, step: int = 0) -> list[tuple]:
-        """The route of one transfer as a list of ``(u, v)`` links."""
-        rid = int(self.route_ids(np.array([src]), np.array([dst]), chunk, step)[0])
+    def path(self, src: int, dst: int, connection: int = 0) -> list[tuple]:
+        """The route of one transfer on ``connection`` as a list of ``(u, v)`` links."""
+        rid = int(self.route_ids(np.array([src]), np.array([dst]), connection)[0])
         edges = self.route_edges[self.route_ptr[rid]:self.route_ptr[rid + 1]]
         return [self.links[e] for e in edges.tolist()]
 
