@@ -794,6 +794,13 @@ def plan(cfg: Config, fabric: Fabric, gpus_list: list[int], what_ifs: list[str] 
     if simulate and simulate_many is None:
         from commsim.sim import simulate_many as sim_many
         simulate_many = sim_many
+    if simulate and "memo" not in (sim_options or {}):
+        from commsim.workload.simulate import takes_memo
+
+        if takes_memo(simulate_many):
+            # one memo for every row: a group of jobs simulated at one gpu count or
+            # scenario is copied wherever it meets the same links again
+            sim_options = {**(sim_options or {}), "memo": {}}
     notes: list[str] = []
     compute_gpu_s = cfg.step_compute_gpu_s
     if compute_gpu_s is not None:

@@ -14,9 +14,21 @@ mixes two jobs and every flow of every job shares links max-min fairly with all 
 others. Several jobs may place ranks on one gpu (a tensor-parallel and a
 data-parallel group of the same gpus): those ranks are independent, as two streams
 of one gpu are, and their flows share the gpu's links. Each job picks its
-equal-cost paths as it would alone (ECMP hashes the gpus of a transfer, and the chunk
-and step within its own collective), so a job that shares no link with another takes
-the time it takes alone.
+equal-cost paths as it would alone (ECMP hashes the gpus of a transfer and its
+connection, not the job it belongs to).
+
+Jobs interact only through shared links, so the run is split (:mod:`commsim.sim.split`)
+into *components*, the jobs that share links with one another (directly or through
+other jobs), and each component is simulated on its own. A job that shares no link
+with another therefore gets exactly, bit for bit, what ``simulate_many([job], G)``
+gives it; jobs of one component are one run as before (events of its jobs within 1e-13
+s relative of each other are handled as one batch, so such a job's times may differ from
+its times alone in the last bits even where its flows never meet the others'). A run
+of one component is simulated exactly as before the split. Components that are the
+same simulation on different links (a tensor-parallel group in each of 512 nodes) are
+simulated once and copied, and a ``memo`` dict carries such results from call to call
+(a training step's phases share their data-parallel groups): ``ManyResult.components``
+and ``ManyResult.simulated`` say how many there were and how many were simulated.
 """
 
 from __future__ import annotations
@@ -30,9 +42,10 @@ import numpy as np
 
 from commsim.collectives.schedule import Schedule
 from commsim.errors import CommsimError
-from commsim.sim.engine import check_options, execute
+from commsim.sim.engine import check_options
 from commsim.sim.result import LinkFigures, SimResult
 from commsim.sim.run import check_placement
+from commsim.sim.split import play
 from commsim.topology.routing import Router
 
 
@@ -65,7 +78,7 @@ class _Merged:
         self.rank_off = np.cumsum([0] + [s.nranks for s in schedules])
         self.step_off = np.cumsum([0] + [s.nsteps for s in schedules])
         self.tid_off = np.cumsum([0] + [len(s) for s in schedules])
-        chunk_off = np.cumsum([0] + chunk_counts)
+        chunk_off = self.chunk_off = np.cumsum([0] + chunk_counts)
         self.nranks = int(self.rank_off[-1])
         self.nsteps = int(self.step_off[-1])
         ro, so, co = self.rank_off, self.step_off, chunk_off
@@ -137,10 +150,20 @@ class ManyResult(LinkFigures, list):
     run as a whole: ``time`` (s, from 0 to the last job's end), ``starts`` (each
     job's start, s) and the links' combined ``link_bytes``, ``link_busy`` and
     ``link_peak`` (see :class:`SimResult`), with :meth:`busiest_links`.
+
+    ``components`` is the number of groups of jobs that share links (each simulated on
+    its own, see :mod:`commsim.sim.split`) and ``simulated`` how many of them were
+    actually simulated: the others copied the result of an identical component (the
+    same jobs on links of the same bandwidths and latencies) met earlier in the run or
+    in the ``memo`` given. ``engine`` is ``"sweep"`` if every component took the
+    contention-free sweep, else ``"events"``; ``events`` sums the components' events
+    (sweep: steps), a copied component's counted again: it describes the run, not the
+    work done.
     """
 
     def __init__(self, results: list[SimResult], jobs: list[Job], run, router: Router,
-                 engine: str, wall: float) -> None:
+                 engine: str, wall: float, components: int = 1,
+                 simulated: int = 1) -> None:
         super().__init__(results)
         self.jobs = jobs
         self.names = [job.name or f"job {k}" for k, job in enumerate(jobs)]
@@ -156,6 +179,8 @@ class ManyResult(LinkFigures, list):
         self.engine = engine
         self.events = run.events
         self.wall = wall
+        self.components = components
+        self.simulated = simulated
         self._run = run
 
     def link_bytes_by(self, labels: Sequence) -> dict:
@@ -211,12 +236,18 @@ def simulate_many(jobs: Sequence[Job], topology: nx.DiGraph, routing: str = "ecm
                   mode: str = "step", gamma: float = 0.0, *, record_transfers: bool = True,
                   ecmp_width: int = 16, engine: str = "auto", progress=None,
                   overhead: float = 0.0, message_overhead: float = 0.0,
-                  overlap: bool = True, sharing: str = "maxmin") -> ManyResult:
+                  overlap: bool = True, sharing: str = "maxmin",
+                  memo: dict | None = None) -> ManyResult:
     """Play several collectives at once over ``topology``: a :class:`ManyResult`.
 
     The options are :func:`~commsim.sim.simulate`'s, for every job alike. Jobs that
-    share no link take exactly the time each takes alone; on shared links their flows
-    get max-min fair (or ``sharing="rtt"``) shares like any others.
+    share no link take exactly the time each takes alone (bit for bit: each group of
+    jobs that share links is simulated on its own); on shared links their flows get
+    max-min fair (or ``sharing="rtt"``) shares like any others. ``memo``: a dict, empty
+    at first, that keeps each simulated group's results for later calls (on any
+    topology; a group is reused only where the same jobs meet links of the same
+    bandwidths and latencies under the same options). ``progress(done, total)`` counts
+    transfers of the whole run; a copied group's advance it at once.
     """
     check_options(mode, sharing, engine, gamma, overhead, message_overhead)
     jobs = list(jobs)
@@ -229,12 +260,12 @@ def simulate_many(jobs: Sequence[Job], topology: nx.DiGraph, routing: str = "ecm
              for s, job in zip(schedules, jobs)]
     merged = _Merged(schedules, [len(c) for c in sizes])
     router = Router(topology, [g for p in placements for g in p], routing, ecmp_width)
-    offsets = np.repeat([float(job.start) for job in jobs], [s.nranks for s in schedules])
-    slowdown = np.ones(merged.nranks)
-    run, used = execute(merged, router, 0, float(gamma), offsets, slowdown, mode=mode,
-                        engine=engine, record_transfers=True, progress=progress,
-                        overhead=float(overhead), message_overhead=float(message_overhead),
-                        overlap=overlap, sharing=sharing, chunk_bytes=np.concatenate(sizes))
+    run, router, used, ncomp, nsim = play(
+        merged, router, schedules, [int(job.nbytes) for job in jobs], sizes,
+        [float(job.start) for job in jobs], _Merged,
+        gamma=float(gamma), mode=mode, engine=engine, progress=progress,
+        overhead=float(overhead), message_overhead=float(message_overhead),
+        overlap=overlap, sharing=sharing, memo=memo)
     wall = _time.perf_counter() - wall0
     results = [_job_result(run, merged, router, topology, k, job, mode, used, wall)
                for k, job in enumerate(jobs)]
@@ -242,7 +273,7 @@ def simulate_many(jobs: Sequence[Job], topology: nx.DiGraph, routing: str = "ecm
         for r in results:
             r._fill_links()      # its link figures, while it has its transfers' times
             r.start = r.end = r.limit = r.limit_s = None
-    return ManyResult(results, jobs, run, router, used, wall)
+    return ManyResult(results, jobs, run, router, used, wall, ncomp, nsim)
 
 
 def _lazy(name: str) -> property:

@@ -13,6 +13,7 @@ where a phase's communication time is its slowest job's. Units: seconds, bytes, 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -191,6 +192,21 @@ def _key(phase: Phase) -> tuple:
                          and op.collective == "send") for op in phase.ops))
 
 
+def takes_memo(simulate_many: Callable) -> bool:
+    """Whether ``simulate_many`` takes a ``memo`` keyword: the simulator's
+    (:func:`commsim.sim.simulate_many`) does; a stand-in must name it to get one."""
+    from commsim.sim import simulate_many as simulator
+
+    if simulate_many is simulator:
+        return True
+    try:
+        param = inspect.signature(simulate_many).parameters.get("memo")
+    except (TypeError, ValueError):
+        return False
+    return param is not None and param.kind in (param.POSITIONAL_OR_KEYWORD,
+                                                 param.KEYWORD_ONLY)
+
+
 def run_step(timeline: list[Phase], G, layout: Layout, placement: Sequence,
              algorithms: dict | None = None, simulate_many: Callable | None = None,
              model: Callable | None = None, **sim_options) -> StepResult:
@@ -201,10 +217,18 @@ def run_step(timeline: list[Phase], G, layout: Layout, placement: Sequence,
     ``link_bytes`` are read when present. ``model(job) -> seconds or None``, if given,
     estimates each job too (the phase's estimate is its slowest job); without
     ``simulate_many`` the model's times are the step's (a model-only step).
+
+    A ``simulate_many`` that takes a ``memo`` (:func:`takes_memo`; the simulator's does)
+    gets one dict for the whole step unless ``sim_options`` brings one: groups of jobs
+    met in an earlier phase (the data-parallel groups beside each phase's
+    tensor-parallel ones) are then not simulated again.
     """
     if simulate_many is None and model is None:
         raise CommsimError("run_step: give simulate_many (the simulator) or model (an "
                            "estimate per job), or both")
+    if (simulate_many is not None and "memo" not in sim_options
+            and takes_memo(simulate_many)):
+        sim_options = {**sim_options, "memo": {}}
     cache: dict = {}
     done: dict[tuple, PhaseResult] = {}
     results = []
