@@ -50,6 +50,7 @@ def test_plan_search(capsys):
     (["--model", "70B", "--tp", "8", "--no-sequence-parallel", "--tp-comm-overlap"],
      "needs sequence parallelism"),
     (["--model", "70B", "--what-if", "tp_comm_overlap=maybe"], "true or false"),
+    (["--model", "70B", "--workers", "0"], "--workers: must be 1 or more"),
 ])
 def test_bad_input_one_line_exit_2(argv, match, capsys):
     rc = main(["plan", "--topology", "dgx-h100-32node", "--no-simulate"] + argv)

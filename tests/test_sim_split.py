@@ -3,6 +3,8 @@ each simulated on its own, identical ones once, results kept across calls in a m
 
 from __future__ import annotations
 
+import os
+
 import networkx as nx
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from commsim import collectives
+from commsim.errors import CommsimError
 from commsim.sim import Job, simulate_many
 from commsim.sim.jobs import ManyResult
 from commsim.topology import builders, gpus, load
@@ -390,3 +393,38 @@ def test_run_step_passes_one_memo_to_a_simulator_that_takes_it():
     assert not takes_memo(fake)
     run_step(timeline, _DGX, lay, placement, simulate_many=fake, routing="static")
     assert calls == [{"routing": "static"}, {"routing": "static"}]
+
+
+@pytest.mark.parametrize("mode", ["step", "dataflow"])
+def test_forked_workers_give_the_same_run_to_the_bit(monkeypatch, mode):
+    """Components simulated in forked workers (``workers=2``) give what one process gives,
+    every job and link to the bit, and count as simulated."""
+    from commsim.sim import split
+
+    jobs = _pod_jobs(seed=3)
+    one = simulate_many(jobs, _FAT, mode=mode, workers=1)
+    monkeypatch.setattr(split, "PARALLEL_MIN", 0)
+    pids = []
+    real = split._in_parallel
+
+    def spy(*args):
+        got = real(*args)
+        pids.extend(d.pid for d in got.values())
+        return got
+
+    monkeypatch.setattr(split, "_in_parallel", spy)
+    two = simulate_many(jobs, _FAT, mode=mode, workers=2)
+    assert len(pids) == 4 and os.getpid() not in pids     # simulated in other processes
+    assert (two.components, two.simulated) == (one.components, one.simulated) == (4, 4)
+    assert two.engine == one.engine == "events" and two.events == one.events
+    for a, b in zip(one, two):
+        _same(b, a)
+    for name in PER_LINK:
+        assert np.array_equal(getattr(one, name), getattr(two, name)), name
+
+
+def test_workers_must_be_a_whole_number():
+    jobs = _pod_jobs(pods=2)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(CommsimError, match="workers"):
+            simulate_many(jobs, _FAT, workers=bad)

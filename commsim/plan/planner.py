@@ -768,8 +768,12 @@ class Plan:
 def plan(cfg: Config, fabric: Fabric, gpus_list: list[int], what_ifs: list[str] = (), *,
          simulate: bool = True, simulate_max: int = 1024, extrapolate: bool = True,
          tokens: float | None = None, progress: Callable | None = None,
-         simulate_many: Callable | None = None, sim_options: dict | None = None) -> Plan:
-    """Every (scenario, GPU count) row, scaling efficiency and the what-ifs' changes."""
+         simulate_many: Callable | None = None, sim_options: dict | None = None,
+         workers: int = 1) -> Plan:
+    """Every (scenario, GPU count) row, scaling efficiency and the what-ifs' changes.
+
+    ``workers``: processes the simulator may fork for a phase's groups of jobs
+    (``simulate_many(workers=...)``; the rows are the same for any number)."""
     if not gpus_list:
         raise CommsimError("--gpus: give at least one gpu count, e.g. 8,64,512")
     for n in gpus_list:
@@ -801,6 +805,11 @@ def plan(cfg: Config, fabric: Fabric, gpus_list: list[int], what_ifs: list[str] 
             # one memo for every row: a group of jobs simulated at one gpu count or
             # scenario is copied wherever it meets the same links again
             sim_options = {**(sim_options or {}), "memo": {}}
+    if simulate and workers > 1 and "workers" not in (sim_options or {}):
+        from commsim.sim import simulate_many as simulator
+
+        if simulate_many is simulator:
+            sim_options = {**(sim_options or {}), "workers": int(workers)}
     notes: list[str] = []
     compute_gpu_s = cfg.step_compute_gpu_s
     if compute_gpu_s is not None:

@@ -237,7 +237,7 @@ def simulate_many(jobs: Sequence[Job], topology: nx.DiGraph, routing: str = "ecm
                   ecmp_width: int = 16, engine: str = "auto", progress=None,
                   overhead: float = 0.0, message_overhead: float = 0.0,
                   overlap: bool = True, sharing: str = "maxmin",
-                  memo: dict | None = None) -> ManyResult:
+                  memo: dict | None = None, workers: int = 1) -> ManyResult:
     """Play several collectives at once over ``topology``: a :class:`ManyResult`.
 
     The options are :func:`~commsim.sim.simulate`'s, for every job alike. Jobs that
@@ -247,9 +247,13 @@ def simulate_many(jobs: Sequence[Job], topology: nx.DiGraph, routing: str = "ecm
     at first, that keeps each simulated group's results for later calls (on any
     topology; a group is reused only where the same jobs meet links of the same
     bandwidths and latencies under the same options). ``progress(done, total)`` counts
-    transfers of the whole run; a copied group's advance it at once.
+    transfers of the whole run; a copied group's advance it at once. ``workers > 1``:
+    groups still to simulate run in that many forked processes at once, when there are
+    enough of them (:mod:`commsim.sim.split`); the results are the same for any number.
     """
     check_options(mode, sharing, engine, gamma, overhead, message_overhead)
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise CommsimError(f"workers: {workers!r} must be a whole number >= 1")
     jobs = list(jobs)
     if not jobs:
         raise CommsimError("jobs: no job to simulate; give at least one Job")
@@ -265,7 +269,7 @@ def simulate_many(jobs: Sequence[Job], topology: nx.DiGraph, routing: str = "ecm
         [float(job.start) for job in jobs], _Merged,
         gamma=float(gamma), mode=mode, engine=engine, progress=progress,
         overhead=float(overhead), message_overhead=float(message_overhead),
-        overlap=overlap, sharing=sharing, memo=memo)
+        overlap=overlap, sharing=sharing, memo=memo, workers=int(workers))
     wall = _time.perf_counter() - wall0
     results = [_job_result(run, merged, router, topology, k, job, mode, used, wall)
                for k, job in enumerate(jobs)]

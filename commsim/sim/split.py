@@ -40,11 +40,21 @@ in its component gets what ``simulate_many([job])`` gives, bit for bit
 (tests/test_sim_split.py). A component of more than :data:`~commsim.sim.run.ROUTE_ALL`
 transfers is routed step by step, as it would be alone, so it gets its own router and is
 neither shared nor remembered.
+
+With ``workers > 1`` the components still to simulate run in that many forked
+processes at once (:func:`_in_parallel`), when there are at least two and
+:data:`PARALLEL_MIN` transfers among them (forking costs tens of milliseconds). Each is
+simulated exactly as it would be here, so the results are the same, to the bit, for
+any number of workers; only where the fork start method exists (Linux), else one after
+the other.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
+import sys
 from collections.abc import Callable
 
 import numpy as np
@@ -53,6 +63,9 @@ from commsim.errors import CommsimError
 from commsim.sim.engine import execute
 from commsim.sim.run import ROUTE_ALL, Run
 from commsim.topology.routing import Router, expand_ranges
+
+PARALLEL_MIN = 100_000   # transfers to simulate before forking workers pays
+_FORKED: Callable | None = None   # what a forked worker simulates: set before the fork
 
 
 class _SubRouter:
@@ -116,7 +129,7 @@ class _Done:
     the component's links): what a component of the same signature copies."""
 
     __slots__ = ("start", "end", "limit", "limit_s", "rank_end", "link_bytes", "link_busy",
-                 "link_peak", "events", "engine")
+                 "link_peak", "events", "engine", "pid")
 
     def __init__(self, run: Run, links: np.ndarray, engine: str, copy: bool = False) -> None:
         own = np.copy if copy else np.asarray    # copies of arrays the caller gets too
@@ -130,6 +143,7 @@ class _Done:
         self.link_peak = run.link_peak[links]
         self.events = run.events
         self.engine = engine
+        self.pid = os.getpid()   # the process that simulated it
 
 
 class _Component:
@@ -243,14 +257,14 @@ def signature(comp: _Component, router: Router, job_keys: list[bytes],
 def play(merged, router: Router, schedules: list, nbytes: list[int], sizes: list,
          starts: list[float], merge: Callable, *, gamma: float, mode: str, engine: str,
          progress, overhead: float, message_overhead: float, overlap: bool, sharing: str,
-         memo: dict | None) -> tuple[Run, Router, str, int, int]:
+         memo: dict | None, workers: int = 1) -> tuple[Run, Router, str, int, int]:
     """Simulate the jobs of ``merged`` (the run of every job, over ``router``) component
     by component: the run's :class:`Run` with every transfer's, rank's and link's
     figures, the router its routes are numbered by, the engine (``"sweep"`` if every
     component took it, else ``"events"``), the number of components and how many were
     simulated (the others copied). Per job: ``schedules``, ``nbytes``, chunk ``sizes``
     (bytes) and ``starts`` (s). ``merge(schedules, chunk_counts)`` builds a run's
-    schedule of several jobs. ``memo``: see the module docstring."""
+    schedule of several jobs. ``memo`` and ``workers``: see the module docstring."""
     P, T = merged.nranks, len(merged)
     offsets = np.repeat(np.asarray(starts, dtype=np.float64),
                         [s.nranks for s in schedules])
@@ -286,27 +300,37 @@ def play(merged, router: Router, schedules: list, nbytes: list[int], sizes: list
     full.start, full.end = np.empty(T), np.empty(T)
     full.limit, full.limit_s = np.full(T, -1, dtype=np.int64), np.zeros(T)
     full.record = True
+
+    def simulate(i: int, tick=None) -> _Done:
+        c = comps[i]
+        sub = merge([schedules[k] for k in c.jobs], [len(sizes[k]) for k in c.jobs])
+        if sigs[i] is None:   # too many transfers to route at once: a router of its own
+            view = Router(router.G, [router.placement[r] for r in c.ranks.tolist()],
+                          router.routing, router.width)
+        else:
+            view = _SubRouter(router, c.ranks, c.rids)
+        run, used = execute(sub, view, 0, gamma, offsets[c.ranks], np.ones(len(c.ranks)),
+                            progress=tick, chunk_bytes=chunk_bytes[_chunks(merged, c)],
+                            **opts)
+        return _Done(run, c.links, used)
+
+    ahead = _in_parallel(simulate, _to_simulate(comps, sigs, store), comps, workers)
     simulated, engines, done = 0, set(), 0
-    for c, sig in zip(comps, sigs):
-        got = store.get(sig) if sig is not None else None
+    for i, (c, sig) in enumerate(zip(comps, sigs)):
+        got = ahead.pop(i, None)
         if got is None:
-            sub = merge([schedules[k] for k in c.jobs], [len(sizes[k]) for k in c.jobs])
-            if sig is None:   # too many transfers to route at once: a router of its own
-                view = Router(router.G, [router.placement[r] for r in c.ranks.tolist()],
-                              router.routing, router.width)
-            else:
-                view = _SubRouter(router, c.ranks, c.rids)
-            tick = None
-            if progress is not None:
-                def tick(n, _total, base=done):
-                    progress(base + n, T)
-            run, used = execute(sub, view, 0, gamma, offsets[c.ranks], np.ones(len(c.ranks)),
-                                progress=tick, chunk_bytes=chunk_bytes[_chunks(merged, c)],
-                                **opts)
+            got = store.get(sig) if sig is not None else None
+            if got is None:
+                tick = None
+                if progress is not None:
+                    def tick(n, _total, base=done):
+                        progress(base + n, T)
+                got = simulate(i, tick)
+                simulated += 1
+        else:
             simulated += 1
-            got = _Done(run, c.links, used)
-            if sig is not None:
-                store[sig] = got
+        if sig is not None and sig not in store:
+            store[sig] = got
         _scatter(full, c, got)
         engines.add(got.engine)
         done += c.ntransfers
@@ -330,6 +354,49 @@ def _signatures(comps: list[_Component], router: Router, schedules: list, nbytes
     rank_node = np.array([index[g] for g in router.placement], dtype=np.int64)
     return [signature(c, router, job_keys, rank_node, options)
             if c.ntransfers <= ROUTE_ALL else None for c in comps]
+
+
+def _to_simulate(comps: list[_Component], sigs: list, store: dict) -> list[int]:
+    """The components a run must simulate: the first of each signature not in ``store``
+    (and every one without a signature)."""
+    seen, out = set(), []
+    for i, sig in enumerate(sigs):
+        if sig is None or (sig not in store and sig not in seen):
+            out.append(i)
+            if sig is not None:
+                seen.add(sig)
+    return out
+
+
+def _in_parallel(simulate: Callable, todo: list[int], comps: list[_Component],
+                 workers: int) -> dict:
+    """``{i: simulate(i)}`` for the components ``todo``, computed by ``workers`` forked
+    processes, or ``{}`` where that does not pay or cannot be done (the caller then
+    simulates them itself)."""
+    global _FORKED
+    if (workers <= 1 or len(todo) < 2 or sys.platform != "linux"
+            or sum(comps[i].ntransfers for i in todo) < PARALLEL_MIN):
+        return {}
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    _FORKED = simulate      # the workers inherit it (and the run) when they are forked
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)),
+                               mp_context=multiprocessing.get_context("fork"),
+                               initializer=signal.signal,
+                               initargs=(signal.SIGINT, signal.SIG_IGN))
+    try:
+        # the largest first, so that no worker is left with a long one at the end
+        todo = sorted(todo, key=lambda i: -comps[i].ntransfers)
+        futures = {i: pool.submit(_forked, i) for i in todo}
+        return {i: f.result() for i, f in futures.items()}
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        _FORKED = None
+
+
+def _forked(i: int) -> _Done:
+    return _FORKED(i)
 
 
 def _chunks(merged, c: _Component) -> np.ndarray:
