@@ -16,6 +16,14 @@ time is the median of its N means, and ``spread`` is how far those means lie apa
 be judged. Without it, ``spread`` is the iterations' (p99 - p50) / p50 in the one run.
 The last line gives each run's drift: the profile's ring shift timed again before it,
 over the time calibrate measured (``bench`` records it: ``prediction.drift``).
+
+``--recalibrate`` calibrates again right before every run, so that each run is predicted
+from a profile measured a minute earlier rather than once for all repeats: a row's
+predictions are then the median of the runs' own predictions (and its measured time
+the median of their means), which separates the model's errors from the machine's
+drift between calibrating and measuring.
+
+    python benchmarks/prediction_error.py --repeat 3 --recalibrate
 """
 
 from __future__ import annotations
@@ -48,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1, metavar="N",
                     help="run each benchmark N times and compare with the median of its "
                     "means (default 1)")
+    ap.add_argument("--recalibrate", action="store_true",
+                    help="calibrate again before every run (default: once per backend and "
+                    "rank count)")
     ap.add_argument("--profiles", metavar="DIR",
                     help="keep profiles here and reuse those already there (default: fresh)")
     args = ap.parse_args(argv)
@@ -60,17 +71,20 @@ def main(argv: list[str] | None = None) -> int:
         for backend in _split(args.backends):
             for nproc in map(int, _split(args.nproc)):
                 prof = folder / f"profile-{backend}-{nproc}.yaml"
-                if not prof.exists():
+                if not prof.exists() and not args.recalibrate:
                     run_verb("calibrate", backend, nproc, ["--out", str(prof)])
                 runs = []
                 for i in range(args.repeat):
+                    if args.recalibrate:
+                        prof = Path(tmp) / f"profile-{backend}-{nproc}-{i}.yaml"
+                        run_verb("calibrate", backend, nproc, ["--out", str(prof)])
                     out = Path(tmp) / f"run-{backend}-{nproc}-{i}.jsonl"
                     runs.append(bench(backend, nproc, [
                         "--profile", str(prof), "--algorithm", args.algorithms, "-b",
                         args.minbytes, "-e", args.maxbytes, "-f", "4", "-n", args.iters,
                         "-w", args.warmup], out))
                     drifts.setdefault(f"{backend}/{nproc}", []).append(_drift(out))
-                rows += _merged(runs) if args.repeat > 1 else runs[0]
+                rows += _merged(runs, args.recalibrate) if args.repeat > 1 else runs[0]
     _print(rows, repeated=args.repeat > 1)
     print("drift (the profile's ring shift timed again before each run, now / then): "
           + "; ".join(f"{key} " + ", ".join("-" if d is None else f"{d:.2f}x" for d in ds)
@@ -84,17 +98,22 @@ def _drift(path: Path) -> float | None:
     return ((config.get("prediction") or {}).get("drift") or {}).get("ratio")
 
 
-def _merged(runs: list[list[dict]]) -> list[dict]:
+def _merged(runs: list[list[dict]], predictions: bool = False) -> list[dict]:
     """One row per (algorithm, size) of the first run: the median of the runs' mean times,
-    and ``repeat_spread``, (max - min) / median of them."""
+    and ``repeat_spread``, (max - min) / median of them; with ``predictions`` (each run
+    had a profile of its own) the medians of the runs' predictions too."""
     out = []
     for row in runs[0]:
         key = (row["algorithm"], row["size"])
-        times = sorted(r["time_us"] for run in runs for r in run
-                       if (r["algorithm"], r["size"]) == key)
+        same = [r for run in runs for r in run if (r["algorithm"], r["size"]) == key]
+        times = sorted(r["time_us"] for r in same)
         median = float(statistics.median(times))
-        out.append({**row, "time_us": median, "repeat_spread": (times[-1] - times[0]) / median,
-                    "repeat_times": times})
+        merged = {**row, "time_us": median, "repeat_spread": (times[-1] - times[0]) / median,
+                  "repeat_times": times}
+        for name in ("t_model_us", "t_sim_us") if predictions else ():
+            got = [r[name] for r in same if r.get(name) is not None]
+            merged[name] = float(statistics.median(got)) if got else None
+        out.append(merged)
     return out
 
 
