@@ -303,7 +303,7 @@ def test_first_touch_is_fitted_and_charged_to_native_rows_that_map_fresh_scratch
 def test_drift_compares_the_profile_s_ring_shift_with_one_timed_now():
     """The reference is the profile's ring shift nearest 2 MiB; a move beyond 20% is
     noted in one line that says which way and what to do."""
-    from commsim.calibrate import drift
+    from commsim.bench import drift
 
     m = synthetic(["h", "h"])
     G = spec.parse(profile.build(m, fit_all(m), {"backend": "gloo", "exec": "dataflow",

@@ -15,7 +15,7 @@ import numpy as np
 
 from commsim import model
 from commsim.backends.native import Unsupported
-from commsim.bench import data, watchdog
+from commsim.bench import data, drift, watchdog
 from commsim.bench.config import (
     BenchConfig,
     algorithm_names,
@@ -27,7 +27,6 @@ from commsim.bench.config import (
 from commsim.bench.env import detect, usable_cores
 from commsim.bench.output import Reporter
 from commsim.bench.predictions import Predictor, build_schedule
-from commsim.calibrate import drift
 from commsim.errors import CommsimError
 from commsim.machine import host_available_memory
 from commsim.topology import model_parameter

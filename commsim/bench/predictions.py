@@ -46,7 +46,7 @@ class Predictor:
         self.exchange_overhead = None  # a step where ranks send and receive (None: a step's)
         self.exchange_latency = None  # the host's, reported (not charged)
         self.first_touch = 0.0  # a profile's: seconds a byte of fresh memory's first write
-        self.drift = None  # the profile's ring shift timed again (commsim.calibrate.drift)
+        self.drift = None  # the profile's ring shift timed again (commsim.bench.drift)
         G = topo.load(topology)  # a bad name or file is the user's to fix: it raises
         self.topology_name = G.graph.get("name", topology)
         measured = (G.graph.get("profile") or {}).get("nranks")
@@ -78,8 +78,8 @@ class Predictor:
 
     def set_drift(self, drift: dict | None) -> None:
         """Record how this machine's ring shift compares with the profile's
-        (:func:`commsim.calibrate.drift.measure`), and note it when it has moved."""
-        from commsim.calibrate.drift import note
+        (:func:`commsim.bench.drift.measure`), and note it when it has moved."""
+        from commsim.bench.drift import note
 
         self.drift = drift
         text = note(drift)
@@ -93,7 +93,7 @@ class Predictor:
         ``message_overhead`` (s, commsim's executor: not charged to ``native`` rows),
         ``exchange_latency`` (s, the host's, reported: no prediction charges it),
         ``gamma_source``, ``mode``, ``overlap`` and ``drift`` (the profile's ring shift
-        timed again: :mod:`commsim.calibrate.drift`; null without a profile)."""
+        timed again: :mod:`commsim.bench.drift`; null without a profile)."""
         alpha, beta = self.alpha_beta or (None, None)
         return {"alpha": alpha, "beta": beta, "gamma": self.gamma or None,
                 "contention": self.contention, "step_overhead": self.step_overhead,

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from commsim import collectives
+from commsim.bench.timing import buffer, iterations, ring_shift, slowest_median
 
 SIZES = tuple(8 * 4**i for i in range(12)) + (64 << 20,)  # 8 B .. 32 MiB x4, then 64 MiB
 REDUCE_SIZES = tuple(64 << 10 << 2 * i for i in range(6))  # 64 KiB .. 64 MiB
@@ -45,7 +46,6 @@ OVERHEAD_CASES = (("ring", 1), ("ring", 2), ("ring", 4), ("rhd", 1), ("rhd", 2),
 OVERHEAD_ITERS = 60
 OVERHEAD_SIZES = (0, 256 << 10, 2 << 20)  # bytes; 0: the fewest the case can cut (tiny)
 NATIVE_SIZES = (256 << 10, 2 << 20, 8 << 20)
-WORK_BYTES = 256 << 20  # the bytes each size's iterations move, roughly
 ARENA_BYTES = 64 << 20  # the reduction's buffers cycle through this much, past the caches
 FIRST_TOUCH_SIZES = (48 << 20, 64 << 20, 96 << 20)  # above glibc's largest mmap threshold
 
@@ -71,11 +71,6 @@ class Measurements:
     first_touch: Series = field(default_factory=Series)   # fresh memory's first writes
     native: Series = field(default_factory=Series)   # the backend's allreduce (mean)
     overlap: bool = True   # could reductions overlap transfers (cores to spare)?
-
-
-def iterations(size: int, low: int = 5, high: int = 40) -> int:
-    """Iterations at ``size`` bytes: enough to move about :data:`WORK_BYTES`."""
-    return int(min(high, max(low, WORK_BYTES // max(size, 1))))
 
 
 def link_classes(hosts: list[str]) -> dict[str, tuple[int, int]]:
@@ -127,17 +122,8 @@ def measure(comm, mode: str, sizes=SIZES, reduce_sizes=REDUCE_SIZES,
     return result
 
 
-def _buffer(comm, size: int):
-    return comm.array(np.zeros(1), size // 4, "float32")
-
-
-def _slowest_median(comm, laps: list[float]) -> float:
-    """The median over iterations of the slowest rank's time in each."""
-    return float(np.median(comm.allgather_floats(laps).max(axis=0)))
-
-
 def _pingpong(comm, a: int, b: int, size: int) -> float:
-    out, into = _buffer(comm, size), _buffer(comm, size)
+    out, into = buffer(comm, size), buffer(comm, size)
     n = iterations(size)
     laps = []
     comm.barrier()
@@ -157,28 +143,10 @@ def _pingpong(comm, a: int, b: int, size: int) -> float:
     return float(np.median(times[a]))
 
 
-def ring_shift(comm, size: int) -> float:
-    """Every rank sends ``size`` bytes to its successor and receives as many from its
-    predecessor, all at once: the median over iterations of the slowest rank's seconds."""
-    p, r = comm.size, comm.rank
-    out, into = _buffer(comm, size), _buffer(comm, size)
-    right, left = (r + 1) % p, (r - 1) % p
-    laps = []
-    comm.barrier()
-    for _ in range(iterations(size) + 1):
-        clock = comm.clock()
-        clock.mark()
-        comm.exchange([(out, right)], [(into, left)])
-        comm.synchronize()
-        clock.mark()
-        laps.append(float(clock.seconds()[-1]))
-    return _slowest_median(comm, laps[1:])
-
-
 def _reduction(comm, size: int) -> float:
     count = size // 4
     slots = max(2, ARENA_BYTES // max(size, 1))
-    a, b = _buffer(comm, slots * size), _buffer(comm, slots * size)
+    a, b = buffer(comm, slots * size), buffer(comm, slots * size)
     laps = []
     for i in range(iterations(size) + 1):
         lo = (i % slots) * count
@@ -189,7 +157,7 @@ def _reduction(comm, size: int) -> float:
         comm.synchronize()
         clock.mark()
         laps.append(float(clock.seconds()[-1]))
-    return _slowest_median(comm, laps[1:])
+    return slowest_median(comm, laps[1:])
 
 
 def _first_touch(comm, size: int) -> float:
@@ -206,7 +174,7 @@ def _first_touch(comm, size: int) -> float:
         clock.mark()
         laps.append(float(clock.seconds()[-1]))
         del fresh
-    return _slowest_median(comm, laps[1:])
+    return slowest_median(comm, laps[1:])
 
 
 def _mean_call(comm, op, iters: int) -> float:

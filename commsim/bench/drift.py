@@ -38,7 +38,7 @@ def measure(comm, G) -> dict | None:
     """Time the profile's ring shift again on every rank of ``comm`` (every rank calls
     it): ``{"bytes", "profile_us", "now_us", "ratio"}`` (now over then), or None when
     there is no profile to compare with."""
-    from commsim.calibrate.measure import ring_shift
+    from commsim.bench.timing import ring_shift
 
     ref = comm.allgather_objects(reference(G))[0]   # rank 0's view decides for all
     if ref is None:
