@@ -308,6 +308,7 @@ SIM = ["simulate", "--topology", "ring-8", "--algorithm", "ring", "--size", "1K"
     (["simulate", "--topology", "ring-8", "--workload", ""], "workload: give a name or"),
     ([*SIM, "--tp", "-1"], "--tp: only for a training step"),
     ([*SIM, "--compute", "forward=1ms"], "--compute: only for a training step"),
+    ([*SIM, "--workers", "2"], "--workers: only for a training step"),
     (["simulate", "--topology", "ring-8", "--workload", "tp8-dp32", "--dp", "4",
       "--nranks", "-5"], "--nranks: not used with --workload"),
     (["simulate", "--topology", "ring-8", "--workload", "tp8-dp32", "--dp", "4",

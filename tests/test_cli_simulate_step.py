@@ -74,6 +74,7 @@ def test_the_dp_phase_is_all_dp_groups_at_once(capsys, tmp_path):
     (["--algorithms", "allreduce=nope"], "unknown allreduce algorithm 'nope'"),
     (["--algorithms", "allreduse=ring"], "did you mean 'allreduce'"),
     (["--tp", "3"], "does not split over tp=3"),
+    (["--workers", "0"], "--workers: must be 1 or more"),
 ])
 def test_bad_step_options_get_one_line(capsys, argv, message):
     code, out, err = _run(capsys, "--topology", "dgx-a100-4node", "--workload", "tp8-dp32",

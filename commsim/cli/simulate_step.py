@@ -22,7 +22,7 @@ COMPUTE_KEYS = ("forward", "backward", "optimizer")
 # workload) does not use; and the flags only a training step uses
 ONE_COLLECTIVE = ("collective", "algorithm", "size", "nranks", "chunks", "group_size", "root",
                   "late", "slow_reduce", "links", "channels")
-STEP_ONLY = (*DIMS, "compute", "algorithms")
+STEP_ONLY = (*DIMS, "compute", "algorithms", "workers")
 
 
 def add_arguments(p) -> None:
@@ -43,6 +43,10 @@ def add_arguments(p) -> None:
                    help="algorithm per collective, or per dim:collective, e.g. "
                    "allreduce=rhd,dp:reduce_scatter=ring (defaults: ring; alltoall "
                    "pairwise; PP sends chain)")
+    g.add_argument("--workers", type=int, metavar="N",
+                   help="processes that simulate a phase's independent groups at once "
+                   "(default: every core this process may use; 1: none forked); the "
+                   "results are the same for any number")
 
 
 def check_flags(args) -> None:
@@ -97,6 +101,7 @@ def run(args, G, name: str, gamma: float | None) -> int:
     """Simulate one step of ``args.workload`` on ``G`` and print where the time goes."""
     from commsim import topology
     from commsim.cli.common import console
+    from commsim.plan.pool import default_workers
     from commsim.report import tables
     from commsim.sim import simulate_many
     from commsim.workload import (
@@ -111,6 +116,9 @@ def run(args, G, name: str, gamma: float | None) -> int:
     for flag in ("trace", "json"):
         if getattr(args, flag) is not None:
             check_output(getattr(args, flag), f"--{flag}")
+    if args.workers is not None and args.workers < 1:
+        raise CommsimError("--workers: must be 1 or more (1: simulate in this process)")
+    workers = args.workers if args.workers is not None else default_workers()
     ngpus = len(topology.gpus(G))
     spec = read_workload(args.workload)
     layout = resolve_layout(spec.layout, ngpus, tp=args.tp, cp=args.cp, pp=args.pp,
@@ -124,7 +132,8 @@ def run(args, G, name: str, gamma: float | None) -> int:
                     routing=args.routing, mode=args.mode, gamma=gamma, sharing=args.sharing,
                     overhead=float(topology.model_parameter(G, "step_overhead", 0.0)),
                     message_overhead=float(topology.model_parameter(G, "message_overhead",
-                                                                    0.0)))
+                                                                    0.0)),
+                    workers=workers)
     many = next((p.many for p in step.phases if p.many is not None), None)
     links = step.slowest_links(5)
     for d in links:
