@@ -111,9 +111,8 @@ class _Class:
     have one rate and limit (``rate``, ``limit``). The fill, the fairness checks and the
     sums of the other flows' rates then handle a class once instead of flow by flow; the
     results are those of the per-flow re-rating to the bit (tests/test_sim_maxmin.py).
-    Contended runs have many flows a class: an rhd step sends a pair dozens of chunks
-    over at most 16 ECMP routes (a data-parallel group of 128 nodes on
-    dgx-h100-512node: 4 flows a class on average).
+    Contended runs have many flows a class: a step of rhd sends a pair dozens of chunks,
+    all on one connection and so over one route (commsim.topology.routing, ECMP).
     """
 
     __slots__ = ("links", "weight", "flows", "count", "rate", "limit")

@@ -102,10 +102,7 @@ class _Merged:
     def __len__(self) -> int:
         return len(self.step)
 
-    def transfer_connections(self) -> np.ndarray:
-        if self.connection is None:
-            return np.zeros(len(self), dtype=np.uint8)
-        return self.connection[self.chunk]
+    transfer_connections = Schedule.transfer_connections
 
     def step_bounds(self) -> np.ndarray:
         keys = np.arange(self.nsteps, dtype=np.int64)

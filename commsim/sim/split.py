@@ -62,7 +62,7 @@ import numpy as np
 from commsim.errors import CommsimError
 from commsim.sim.engine import execute
 from commsim.sim.run import ROUTE_ALL, Run
-from commsim.topology.routing import Router, expand_ranges
+from commsim.topology.routing import Router
 
 PARALLEL_MIN = 100_000   # transfers to simulate before forking workers pays
 _FORKED: Callable | None = None   # what a forked worker simulates: set before the fork
@@ -111,17 +111,9 @@ class _SubRouter:
                                "the component (internal error)")
         return rid
 
-    def route_links(self, route_ids) -> tuple[np.ndarray, np.ndarray]:
-        route_ids = np.asarray(route_ids, dtype=np.int64)
-        starts = self.route_ptr[route_ids]
-        counts = self.route_ptr[route_ids + 1] - starts
-        return self.route_edges[expand_ranges(starts, counts)], counts
-
-    def route_fabric_links(self, route_ids) -> tuple[np.ndarray, np.ndarray]:
-        route_ids = np.asarray(route_ids, dtype=np.int64)
-        starts = self.route_fabric_ptr[route_ids]
-        counts = self.route_fabric_ptr[route_ids + 1] - starts
-        return self.route_fabric_edges[expand_ranges(starts, counts)], counts
+    # the router's own lookups, over this view's route arrays
+    route_links = Router.route_links
+    route_fabric_links = Router.route_fabric_links
 
 
 class _Done:
@@ -154,9 +146,8 @@ class _Component:
 
     def __init__(self, jobs: list[int], merged, rid: np.ndarray, job_rids: list) -> None:
         self.jobs = jobs
-        to, ro = merged.tid_off, merged.rank_off
-        self.tids = np.concatenate([np.arange(to[k], to[k + 1]) for k in jobs])
-        self.ranks = np.concatenate([np.arange(ro[k], ro[k + 1]) for k in jobs])
+        self.tids = _spans(merged.tid_off, jobs)
+        self.ranks = _spans(merged.rank_off, jobs)
         if len(jobs) == 1:
             self.rids, self.route = job_rids[jobs[0]]
         else:
@@ -401,8 +392,12 @@ def _forked(i: int) -> _Done:
 
 def _chunks(merged, c: _Component) -> np.ndarray:
     """The run's chunk ids of the component's jobs, in order."""
-    co = merged.chunk_off
-    return np.concatenate([np.arange(co[k], co[k + 1]) for k in c.jobs])
+    return _spans(merged.chunk_off, c.jobs)
+
+
+def _spans(offsets: np.ndarray, jobs: list[int]) -> np.ndarray:
+    """The ids ``offsets[k]:offsets[k + 1]`` of each job ``k`` of ``jobs``, in order."""
+    return np.concatenate([np.arange(offsets[k], offsets[k + 1]) for k in jobs])
 
 
 def _scatter(full: Run, c: _Component, got: _Done) -> None:
