@@ -153,20 +153,23 @@ def execute(schedule, router: Router, nbytes: int, gamma: float, offsets: np.nda
             slowdown: np.ndarray, *, mode: str, engine: str, record_transfers: bool,
             progress, overhead: float, message_overhead: float, overlap: bool,
             sharing: str, chunk_bytes: np.ndarray | None = None,
-            exchange_overhead: float | None = None) -> tuple[Run, str]:
+            exchange_overhead: float | None = None,
+            routes: np.ndarray | None = None) -> tuple[Run, str]:
     """Run ``schedule`` (checked inputs) with the sweep when it applies, else the event
-    engine; the finished :class:`Run` and the name of the executor used."""
-    def new_run(record: bool) -> Run:
+    engine; the finished :class:`Run` and the name of the executor used. ``routes``:
+    every transfer's route id on ``router``, if already known."""
+    def new_run(record: bool, routes) -> Run:
         return Run(schedule, router, nbytes, gamma, offsets, slowdown, record, overhead,
-                   message_overhead, overlap, sharing, chunk_bytes, exchange_overhead)
+                   message_overhead, overlap, sharing, chunk_bytes, exchange_overhead,
+                   routes)
 
-    run = new_run(record_transfers)
+    run = new_run(record_transfers, routes)
     if mode == "step" and engine in ("auto", "sweep") and sweep_uncontended(run):
         return run, "sweep"
     if engine == "sweep":
         raise CommsimError("engine: 'sweep' needs a contention-free step-mode run; this "
                            "one shares links (use engine='auto')")
-    run = new_run(True)
+    run = new_run(True, run._rid)    # the sweep's routes, if it routed the run at once
     EventEngine(run, mode, progress).run_all()
     if mode == "dataflow":
         ends = run.end + np.where(

@@ -62,7 +62,8 @@ class Run:
                  overhead: float = 0.0, message_overhead: float = 0.0,
                  overlap: bool = True, sharing: str = "maxmin",
                  chunk_bytes: np.ndarray | None = None,
-                 exchange_overhead: float | None = None) -> None:
+                 exchange_overhead: float | None = None,
+                 routes: np.ndarray | None = None) -> None:
         self.s = schedule
         self.router = router
         self.overhead = float(overhead)  # seconds added to every transfer's latency
@@ -107,7 +108,9 @@ class Run:
         self.limit_s = np.zeros(self.T) if record else None
         self.rank_end = offsets.copy()
         self.events = 0
-        self._rid = None              # every transfer's route (all_route_ids)
+        # every transfer's route (all_route_ids): ``routes`` if given, ``router``'s ids
+        # that an earlier run of the same schedule computed, else on first use
+        self._rid = routes
 
     def overheads(self, a: int, b: int):
         """Seconds added to the latency of transfers ``a:b``: a float, or an array."""

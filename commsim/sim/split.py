@@ -263,13 +263,15 @@ def play(merged, router: Router, schedules: list, nbytes: list[int], sizes: list
     opts = dict(mode=mode, engine=engine, record_transfers=True, overhead=overhead,
                 message_overhead=message_overhead, overlap=overlap, sharing=sharing)
 
-    def whole(router: Router) -> tuple[Run, Router, str]:
-        """The run as one, as before the split; routed step by step (as alone) by a
-        router of its own when it has too many transfers to route at once."""
+    def whole(router: Router, routes=None) -> tuple[Run, Router, str]:
+        """The run as one, as before the split (``routes``: its route ids on ``router``,
+        if known); routed step by step (as alone) by a router of its own when it has too
+        many transfers to route at once."""
         if T > ROUTE_ALL and router.nroutes:
-            router = Router(router.G, router.placement, router.routing, router.width)
+            router, routes = Router(router.G, router.placement, router.routing,
+                                    router.width), None
         run, used = execute(merged, router, 0, gamma, offsets, np.ones(P),
-                            progress=progress, chunk_bytes=chunk_bytes, **opts)
+                            progress=progress, chunk_bytes=chunk_bytes, routes=routes, **opts)
         return run, router, used
 
     if len(schedules) == 1 and (memo is None or T > ROUTE_ALL):
@@ -284,7 +286,7 @@ def play(merged, router: Router, schedules: list, nbytes: list[int], sizes: list
             (mode, float(gamma).hex(), float(overhead).hex(), float(message_overhead).hex(),
              bool(overlap), sharing, engine, True)).encode())
     if len(comps) == 1 and (sigs[0] is None or sigs[0] not in store):
-        run, router, used = whole(router)
+        run, router, used = whole(router, full.all_route_ids())
         if sigs[0] is not None:
             store[sigs[0]] = _Done(run, comps[0].links, used, copy=True)
         return run, router, used, 1, 1
