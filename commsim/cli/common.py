@@ -111,6 +111,23 @@ def add_profile(parser) -> None:
                         "--topology PATH, and its gamma unless --gamma is given)")
 
 
+def add_sim_workers(parser) -> None:
+    """``--workers N``: processes the simulator forks for a run's independent groups."""
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="processes that simulate a phase's independent groups at once "
+                        "(default: every core this process may use; 1: none forked); the "
+                        "results are the same for any number")
+
+
+def sim_workers(args) -> int:
+    """``--workers`` (:func:`add_sim_workers`), checked; every usable core if not given."""
+    from commsim.plan.pool import default_workers
+
+    if args.workers is not None and args.workers < 1:
+        raise CommsimError("--workers: must be 1 or more (1: simulate in this process)")
+    return args.workers if args.workers is not None else default_workers()
+
+
 def topology_choice(args, default: str | None) -> str | None:
     """The topology a verb uses: ``--profile``, ``--topology`` (not both), or ``default``."""
     profile = getattr(args, "profile", None)

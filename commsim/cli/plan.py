@@ -32,6 +32,8 @@ FIELD_DESTS = (*SHAPE_DESTS, "seq_len", "micro_batch")
 
 
 def register(subparsers) -> None:
+    from commsim.cli.common import add_sim_workers
+
     p = subparsers.add_parser(
         "plan", help="capacity planning: step time, MFU, memory and what-ifs of a training "
         "job at several gpu counts",
@@ -126,10 +128,7 @@ def register(subparsers) -> None:
     s.add_argument("--simulate-max", type=int, default=1024, metavar="N",
                    help="simulate gpu counts up to N (default 1024); larger ones use the model")
     s.add_argument("--no-simulate", action="store_true", help="the model only")
-    s.add_argument("--workers", type=int, metavar="N",
-                   help="processes that simulate a phase's independent groups at once "
-                   "(default: every core this process may use; 1: none forked); the "
-                   "results are the same for any number")
+    add_sim_workers(s)
     s.add_argument("--no-extrapolate", action="store_true",
                    help="refuse gpu counts beyond the topology instead of growing it")
     o = p.add_argument_group("output")
@@ -316,10 +315,9 @@ def _config(args, fabric, measured=None):
 
 
 def run(args) -> int:
-    from commsim.cli.common import check_output, console
+    from commsim.cli.common import check_output, console, sim_workers
     from commsim.plan import planner, view
     from commsim.plan.fabric import Fabric
-    from commsim.plan.pool import default_workers
     from commsim.report import html, markdown, tables
     from commsim.report.files import write_atomic
 
@@ -327,9 +325,7 @@ def run(args) -> int:
     for flag in OUTPUTS:
         if getattr(args, flag) is not None:
             check_output(getattr(args, flag), f"--{flag}")
-    if args.workers is not None and args.workers < 1:
-        raise CommsimError("--workers: must be 1 or more (1: simulate in this process)")
-    workers = args.workers if args.workers is not None else default_workers()
+    workers = sim_workers(args)
     if args.simulate_max < 0:
         raise CommsimError("--simulate-max: must be 0 or more")
     _check_compute_flags(args)

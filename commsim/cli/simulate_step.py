@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import json
 
-from commsim.cli.common import check_output, model_gamma, write_json_lines
+from commsim.cli.common import (
+    add_sim_workers,
+    check_output,
+    model_gamma,
+    sim_workers,
+    write_json_lines,
+)
 from commsim.errors import CommsimError, unknown
 from commsim.report.files import write_atomic
 from commsim.units import format_bandwidth, format_bytes, format_time, parse_pairs, parse_time
@@ -43,10 +49,7 @@ def add_arguments(p) -> None:
                    help="algorithm per collective, or per dim:collective, e.g. "
                    "allreduce=rhd,dp:reduce_scatter=ring (defaults: ring; alltoall "
                    "pairwise; PP sends chain)")
-    g.add_argument("--workers", type=int, metavar="N",
-                   help="processes that simulate a phase's independent groups at once "
-                   "(default: every core this process may use; 1: none forked); the "
-                   "results are the same for any number")
+    add_sim_workers(g)
 
 
 def check_flags(args) -> None:
@@ -101,7 +104,6 @@ def run(args, G, name: str, gamma: float | None) -> int:
     """Simulate one step of ``args.workload`` on ``G`` and print where the time goes."""
     from commsim import topology
     from commsim.cli.common import console
-    from commsim.plan.pool import default_workers
     from commsim.report import tables
     from commsim.sim import simulate_many
     from commsim.workload import (
@@ -116,9 +118,7 @@ def run(args, G, name: str, gamma: float | None) -> int:
     for flag in ("trace", "json"):
         if getattr(args, flag) is not None:
             check_output(getattr(args, flag), f"--{flag}")
-    if args.workers is not None and args.workers < 1:
-        raise CommsimError("--workers: must be 1 or more (1: simulate in this process)")
-    workers = args.workers if args.workers is not None else default_workers()
+    workers = sim_workers(args)
     ngpus = len(topology.gpus(G))
     spec = read_workload(args.workload)
     layout = resolve_layout(spec.layout, ngpus, tp=args.tp, cp=args.cp, pp=args.pp,
