@@ -175,6 +175,9 @@ def test_default_path_is_keyed_by_host_backend_and_ranks(monkeypatch, tmp_path):
 @pytest.mark.parametrize("block,match", [
     ({"reduce_bandwith": "1GB/s"}, "reduce_bandwidth"),
     ({"contention": 0.5}, "contention"),
+    ({"cores_per_rank": 0}, "cores_per_rank: 0 must be a number above 0"),
+    ({"cores_per_rank": "two"}, "cores_per_rank"),
+    ({"cores_per_rank": True}, "cores_per_rank"),
     ({"step_overhead": "fast"}, "step_overhead"),
     ("5GB/s", "mapping"),
 ])
@@ -188,26 +191,80 @@ def test_bad_model_blocks_are_one_line_errors(tmp_path, block, match):
 def test_predict_and_simulate_use_the_profile(tmp_path, capsys):
     path, _ = _write(tmp_path, ["a", "a", "a", "a"])
     G = topology.load(path)
+    params = G.graph["model"]
     assert main(["predict", "--profile", str(path), "--algorithm", "ring", "--size", "64M",
-                 "--json", str(tmp_path / "pred.jsonl")]) == 0
+                 "--mode", "step", "--json", str(tmp_path / "pred.jsonl")]) == 0
     row = yaml.safe_load((tmp_path / "pred.jsonl").read_text().splitlines()[0])
     a, b = model.alpha_beta(G, 4)
-    alpha = a + G.graph["model"]["step_overhead"]
-    from commsim import collectives
+    # the flat alpha picks pipeline depths: the larger of the two step costs
+    alpha = a + max(params["step_overhead"], params["exchange_overhead"])
     from commsim.model.on_topology import predict_on
 
-    params = G.graph["model"]
     want = predict_on(collectives.build("allreduce", "ring", 4, row["nchunks"]), G, 64 << 20,
                       gamma=params["gamma"], overhead=params["step_overhead"],
                       message_overhead=params["message_overhead"],
                       exchange_overhead=params["exchange_overhead"])
     assert row["time_us"] == pytest.approx(want.time * 1e6)
-    assert row["model"] == "topology"
+    assert row["model"] == "topology" and row["mode"] == "step"
     assert row["alpha_us"] == pytest.approx(alpha * 1e6)
     assert main(["simulate", "--profile", str(path), "--algorithm", "ring", "--size", "1M"]) == 0
     assert "gamma" in capsys.readouterr().out
     assert main(["predict", "--profile", str(path), "--topology", "localhost"]) == 2
     assert "exclude each other" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cores,overlap", [(0.5, False), (1.5, False), (2.0, True), (8, True)])
+def test_predict_simulate_and_bench_assume_what_the_profile_measured(tmp_path, cores,
+                                                                      overlap):
+    """The profile's execution mode and cores per rank (whether reductions overlap
+    transfers) are what predict and simulate assume by default: the same times as
+    bench's t_model and t_sim for the same schedule, whatever verb asks."""
+    from commsim.bench.predictions import Predictor
+
+    m = synthetic(["a"] * 4, noise=0.0)
+    m.cores_per_rank = cores
+    data = profile.build(m, fit_all(m), {"backend": "mpi", "exec": "dataflow", "versions": {}})
+    assert data["model"]["cores_per_rank"] == cores
+    path = profile.write(data, tmp_path / "p.yaml")
+    G = topology.load(path)
+    assert G.graph["model"]["cores_per_rank"] == cores
+    bench = Predictor(str(path), 4, mode="dataflow")
+    assert bench.overlap is overlap and bench.overlap_known
+    bench.gamma = G.graph["model"]["gamma"]   # as bench's harness sets it from a profile
+    for algo in ("tree", "ring"):
+        for verb in ("predict", "simulate"):
+            out = tmp_path / f"{verb}-{algo}.jsonl"
+            assert main([verb, "--profile", str(path), "--algorithm", algo, "--size", "16M",
+                         "--chunks", "4", "--json", str(out)]) == 0
+            row = json.loads(out.read_text().splitlines()[0])
+            assert row["mode"] == "dataflow" and row["overlap"] is overlap
+            s = collectives.build("allreduce", algo, 4, row["nchunks"])
+            t_model = bench.model(s, 16 << 20)
+            if verb == "predict":
+                assert row["time_us"] == pytest.approx(t_model * 1e6, rel=1e-12)
+            else:
+                assert row["t_model_us"] == pytest.approx(t_model * 1e6, rel=1e-12)
+                assert row["time_us"] == pytest.approx(bench.sim(s, 16 << 20) * 1e6,
+                                                       rel=1e-12)
+    # without overlap a tree's reductions hold its connections: never faster
+    s = collectives.build("allreduce", "tree", 4, 16)
+    free = TopologyModel(G, 4, **topology.executor_overheads(G))
+    assert bench.model(s, 16 << 20) >= free.estimate(s, 16 << 20, G.graph["model"]["gamma"],
+                                                     "dataflow", True).time * (1 - 1e-12)
+    # --mode overrides the profile's mode
+    out = tmp_path / "step.jsonl"
+    assert main(["predict", "--profile", str(path), "--algorithm", "tree", "--size", "1M",
+                 "--mode", "step", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["mode"] == "step"
+
+
+def test_a_topology_without_cores_per_rank_overlaps_in_step_mode():
+    from commsim.model.setup import prediction_setting
+
+    assert prediction_setting(None) == ("step", True)
+    assert prediction_setting(topology.load("dgx-a100-4node")) == ("step", True)
+    assert prediction_setting(topology.load("dgx-a100-4node"), "dataflow") == \
+        ("dataflow", True)
 
 
 CALIBRATE = """

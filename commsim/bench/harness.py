@@ -29,6 +29,7 @@ from commsim.bench.output import Reporter
 from commsim.bench.predictions import Predictor, build_schedule
 from commsim.errors import CommsimError
 from commsim.machine import host_available_memory
+from commsim.model.setup import reductions_overlap
 from commsim.topology import model_parameter
 from commsim.units import format_size
 
@@ -118,12 +119,17 @@ def reduction_gamma(comm, dtype, repeats: int = 3) -> float:
     return float(comm.allgather_floats([best / (n * dtype.size)]).mean())
 
 
+def cores_per_rank(comm) -> float:
+    """The cores each rank has: its host's usable cores over the ranks on that host, the
+    fewest of any host (below 1, ranks share cores); the same number on every rank."""
+    mine = usable_cores() / max(1, comm.info.local_world_size)
+    return float(comm.allgather_floats([mine]).min())
+
+
 def cores_to_spare(comm) -> bool:
-    """Can the ranks' reductions overlap their transfers? Only with two cores a rank on
-    every host (one reduces while the other moves bytes: gloo's thread, MPI's copy by the
-    peer); decided alike on every rank."""
-    mine = usable_cores() >= 2 * max(1, comm.info.local_world_size)
-    return bool(comm.allgather_floats([float(mine)]).min() > 0)
+    """Can the ranks' reductions overlap their transfers here
+    (:func:`commsim.model.setup.reductions_overlap` of :func:`cores_per_rank`)?"""
+    return reductions_overlap(cores_per_rank(comm))
 
 
 def aggregate(values: np.ndarray, how: str) -> np.ndarray:
@@ -211,7 +217,8 @@ def _run(cfg: BenchConfig, comm) -> int:
     profiled = model_parameter(predictor.graph, "gamma")
     predictor.gamma = profiled if profiled is not None else reduction_gamma(comm, dtype)
     predictor.gamma_source = "profile" if profiled is not None else "measured"
-    predictor.overlap = cores_to_spare(comm)
+    if not predictor.overlap_known:  # a profile says (predict and simulate read it too)
+        predictor.overlap = cores_to_spare(comm)
     with watchdog.operation("the profile's drift check (a ring shift)", row=False):
         predictor.set_drift(drift.measure(comm, predictor.graph))
     ranks = comm.allgather_objects({"rank": rank, "host": comm.info.host,

@@ -22,6 +22,7 @@ from commsim import collectives
 from commsim import model as closed_form  # the class has a method named model
 from commsim import topology as topo
 from commsim.errors import CommsimError
+from commsim.model.setup import executor_alpha, prediction_setting
 
 
 class Predictor:
@@ -34,6 +35,7 @@ class Predictor:
         self.gamma = 0.0  # seconds per byte reduced: the harness measures it on the ranks
         self.gamma_source = "measured"
         self.overlap = True  # can reductions overlap transfers (cores to spare)?
+        self.overlap_known = False  # the profile said (its cores_per_rank)
         self.notes: list[str] = []
         self._warned: set = set()
         self._warn = warn or (lambda text: print(f"commsim bench: {text}", file=sys.stderr))
@@ -66,13 +68,12 @@ class Predictor:
         self.exchange_latency = topo.model_parameter(G, "exchange_latency")
         self.contention = float(topo.model_parameter(G, "contention", 1.0))
         self.first_touch = float(topo.model_parameter(G, "first_touch", 0.0))
+        self.overlap_known = topo.model_parameter(G, "cores_per_rank") is not None
+        self.overlap = prediction_setting(G, mode)[1]
         try:
             alpha, beta = closed_form.alpha_beta(G, nranks)
-            # a profile's measured executor overhead: every step of commsim's pays it (the
-            # larger of a one-way step's and an exchange's: this alpha picks pipeline
-            # depths, where a step too cheap would cut messages too fine)
-            self.alpha_beta = (alpha + max(self.step_overhead, self.exchange_overhead or 0.0),
-                               beta)
+            # a profile's measured executor overhead: every step of commsim's pays it
+            self.alpha_beta = (alpha + executor_alpha(G), beta)
         except CommsimError as exc:
             self.notes.append(f"no model predictions: {exc}")
 

@@ -70,7 +70,14 @@ class Measurements:
     overhead: dict[str, list] = field(default_factory=dict)
     first_touch: Series = field(default_factory=Series)   # fresh memory's first writes
     native: Series = field(default_factory=Series)   # the backend's allreduce (mean)
-    overlap: bool = True   # could reductions overlap transfers (cores to spare)?
+    cores_per_rank: float = 2.0   # a host's usable cores over its ranks, the fewest
+
+    @property
+    def overlap(self) -> bool:
+        """Could the ranks' reductions overlap their transfers (cores to spare)?"""
+        from commsim.model.setup import reductions_overlap
+
+        return reductions_overlap(self.cores_per_rank)
 
 
 def link_classes(hosts: list[str]) -> dict[str, tuple[int, int]]:
@@ -88,7 +95,7 @@ def link_classes(hosts: list[str]) -> dict[str, tuple[int, int]]:
 def measure(comm, mode: str, sizes=SIZES, reduce_sizes=REDUCE_SIZES,
             progress=None) -> Measurements:
     """Run every measurement on every rank of ``comm`` (a :mod:`commsim.bench.comm`)."""
-    from commsim.bench.harness import cores_to_spare
+    from commsim.bench.harness import cores_per_rank
 
     say = progress or (lambda text: None)
     hosts = [r["host"] for r in comm.allgather_objects({"host": comm.info.host})]
@@ -108,7 +115,7 @@ def measure(comm, mode: str, sizes=SIZES, reduce_sizes=REDUCE_SIZES,
     for size in reduce_sizes:
         result.reduction.sizes.append(size)
         result.reduction.seconds.append(_reduction(comm, size))
-    result.overlap = cores_to_spare(comm)
+    result.cores_per_rank = cores_per_rank(comm)
     say(f"executor overhead ({mode} mode)")
     result.overhead = _overhead(comm, mode)
     say("the backend's own allreduce")

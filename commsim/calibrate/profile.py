@@ -20,10 +20,13 @@ A profile is a topology file that :func:`commsim.topology.load` reads like any o
   ``message_overhead`` (commsim's executor, on top of the network latency: a one-way
   step, a step in which ranks both send and receive, a message), ``exchange_latency``
   (what an exchange of every rank at once adds to one pair's latency: the ring shift's
-  alpha less the pair's; reported, not charged) and ``contention`` (ring shift of
+  alpha less the pair's; reported, not charged), ``contention`` (ring shift of
   every rank at once / one pair alone: reported; the predictions get its effect from
   the shared-capacity link, which both the simulator and
-  :mod:`commsim.model.on_topology` read);
+  :mod:`commsim.model.on_topology` read) and ``cores_per_rank`` (the host's usable
+  cores over its ranks, the fewest of any host: below 2 a rank's reductions cannot
+  overlap its transfers, below 1 ranks share cores; the executor's costs were fitted
+  under it, and every prediction from the profile assumes it);
 - ``profile``: how it was made (date, hosts, backend, versions, execution mode), the fit
   of every class with its R^2 and residuals, and the raw measurements.
 """
@@ -126,7 +129,8 @@ def build(m: Measurements, fits: dict, meta: dict) -> dict:
                      if "native" in fits else {}),
                   "contention": round(contention, 4),
                   **({"first_touch_bandwidth": _bw(1.0 / _first_touch(m))}
-                     if "first_touch" in fits else {})},
+                     if "first_touch" in fits else {}),
+                  "cores_per_rank": round(m.cores_per_rank, 4)},
         "profile": {"tool": "commsim calibrate", "format": FORMAT, "date": now.isoformat(),
                     "hosts": hosts,
                     "nranks": p, **meta,
@@ -184,10 +188,11 @@ def _raw(m: Measurements) -> dict:
     return out
 
 
-FORMAT = 5  # 2: shared host capacity, two-regime fits, cold reduction; 3: first touch;
+FORMAT = 6  # 2: shared host capacity, two-regime fits, cold reduction; 3: first touch;
 # 4: exchange steps apart from one-way ones (exchange_overhead, exchange_latency);
 # 5: executor costs fitted against the model at 256 KiB and 2 MiB too; the native
-# allreduce's cost per message (native_message_overhead)
+# allreduce's cost per message (native_message_overhead); 6: cores_per_rank (whether
+# reductions overlap transfers, so that predict and simulate assume what bench does)
 
 
 def stale(path: Path) -> str | None:

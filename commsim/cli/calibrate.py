@@ -129,4 +129,10 @@ def _summary(data: dict, fits: dict) -> None:
                    f"{f.r2:.3f}", str(f.npoints)])
     table.notes.append(f"contention {data['model']['contention']:g} (all ranks at once vs "
                        "one pair alone); links of the profile carry it")
+    from commsim.model.setup import reductions_overlap
+
+    cores = data["model"]["cores_per_rank"]
+    table.notes.append(f"{cores:g} cores per rank: reductions "
+                       f"{'overlap' if reductions_overlap(cores) else 'do not overlap'} "
+                       "transfers in every prediction from this profile")
     show(table)

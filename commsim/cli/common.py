@@ -22,6 +22,7 @@ from commsim.model.setup import (  # noqa: F401  (the verbs import them from her
     MODEL_BUDGET,
     build_options,
     layout_options,
+    prediction_setting,
     topology_model,
     topology_params,
 )
@@ -109,6 +110,22 @@ def add_profile(parser) -> None:
                         help="a network profile written by commsim calibrate: a topology with "
                         "measured links, reduction rate and executor overhead (the same as "
                         "--topology PATH, and its gamma unless --gamma is given)")
+
+
+def add_mode(parser, verb: str) -> None:
+    """``--mode step|dataflow``: the execution mode to ``verb``; default: the profile's."""
+    parser.add_argument("--mode", choices=("step", "dataflow"),
+                        help=f"the execution mode to {verb}: step (ranks go step by step, "
+                        "the executors' step mode) or dataflow (a transfer waits only for "
+                        "its data, the executors' default); default: the mode the profile "
+                        "measured, else step")
+
+
+def mode_words(mode: str, overlap: bool) -> str:
+    """The header's words for an execution mode, and for reductions that cannot overlap
+    transfers (a profile whose ranks have fewer than two cores each)."""
+    return f"{mode} mode" + ("" if overlap else ", reductions not overlapping transfers "
+                             "(the profile's cores per rank)")
 
 
 def add_sim_workers(parser) -> None:

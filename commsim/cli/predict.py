@@ -7,6 +7,7 @@ from commsim.cli.common import (
     SIZE_CONVENTION,
     add_channels,
     add_collectives,
+    add_mode,
     add_profile,
     check_finite,
     check_group_size,
@@ -15,8 +16,10 @@ from commsim.cli.common import (
     console,
     layout_options,
     load_topology,
+    mode_words,
     model_gamma,
     one_level_note,
+    prediction_setting,
     skipped,
     sweep,
     topology_model,
@@ -57,6 +60,7 @@ def register(sub) -> None:
                    "depth for trees and chains, pieces per message for rings and rhd) or "
                    "auto (best per size; default)")
     add_channels(p)
+    add_mode(p, "predict for")
     p.add_argument("--group-size", type=int,
                    help="hierarchical (allreduce, alltoall): ranks per group, a divisor of "
                    "--nranks (default: the topology's gpus per node, else gcd(ranks, 8)); "
@@ -110,30 +114,35 @@ def run(args) -> int:
     algos = list(dict.fromkeys(a for _, names in runs for a in names))
     params = {algo: _algorithm_params(prm, algo, args.group_size) for algo in algos}
     on_topology = topology_model(prm["graph"], p)
+    mode, overlap = prediction_setting(prm["graph"], args.mode)
     for coll, names in runs:
         for size, algo in ((size, algo) for size in size_list for algo in names):
             a, b, opts = params[algo]
-            k = model.nchunks_for(nchunks, coll, algo, p, size, a, b, gamma, **opts)
+            k = model.nchunks_for(nchunks, coll, algo, p, size, a, b, gamma, mode=mode,
+                                  overlap=overlap, **opts)
             k = k or model.default_nchunks(coll, algo, p)
-            est = on_topology and on_topology(coll, algo, p, k, opts, size, gamma)
+            est = on_topology and on_topology(coll, algo, p, k, opts, size, gamma, mode,
+                                              overlap=overlap)
             if est is not None:
                 t, how, shared = est.time, "topology", est.shared
             else:
-                t = model.predict(coll, algo, p, size, a, b, gamma, nchunks=k, **opts)
+                t = model.predict(coll, algo, p, size, a, b, gamma, nchunks=k, mode=mode,
+                                  overlap=overlap, **opts)
                 how, shared = "flat", prm["graph"] is not None
             algbw = size / t if t > 0 else float("nan")   # refused by check_finite
             rows.append(dict(collective=coll, algorithm=algo, nranks=p, size=size,
                              nchunks=k, time_us=t * 1e6, algbw_gbps=algbw / 1e9,
                              busbw_gbps=algbw * model.busbw_factor(coll, p) / 1e9,
                              alpha_us=a * 1e6, bandwidth_gbps=1e-9 / b, model=how,
-                             estimate=shared))
+                             estimate=shared, mode=mode, overlap=overlap))
     check_finite(rows, "give realistic --alpha, --bandwidth and --gamma (with units)"
                  if prm["graph"] is None else "check the topology's links and --gamma")
     out = console()
     colls = [c for c, _ in runs]
     flat_a, flat_b, _ = _algorithm_params(prm, "ring", None)
     line = (f"[bold]{', '.join(colls)}[/] on {p} ranks, {prm['where']}: alpha "
-            f"{format_time(flat_a)}, link {format_bandwidth(1 / flat_b)}")
+            f"{format_time(flat_a)}, link {format_bandwidth(1 / flat_b)}, "
+            f"{mode_words(mode, overlap)}")
     hier = params.get("hierarchical")
     if hier and "alpha_inter" in hier[2]:
         line += (f"; hierarchical: groups of {hier[2]['group_size']}, alpha "

@@ -15,6 +15,7 @@ from commsim.cli.common import (
     SIZE_CONVENTION,
     add_channels,
     add_collectives,
+    add_mode,
     add_profile,
     build_options,
     check_finite,
@@ -23,9 +24,11 @@ from commsim.cli.common import (
     check_output,
     console,
     load_topology,
+    mode_words,
     model_gamma,
     one_level_note,
     per_rank,
+    prediction_setting,
     skipped,
     sweep,
     topology_model,
@@ -57,9 +60,7 @@ def register(sub) -> None:
     p.add_argument("--chunks", default="auto",
                    help="pipeline depth: a number (times the algorithm's natural chunking) "
                         "or auto (the model's best per size; default)")
-    p.add_argument("--mode", choices=("step", "dataflow"), default="step",
-                   help="step: ranks go step by step (the executors' semantics); dataflow: "
-                        "a transfer waits only for its data (a what-if)")
+    add_mode(p, "simulate")
     p.add_argument("--group-size", type=int,
                    help="hierarchical (allreduce, alltoall): ranks per group, a divisor of "
                    "--nranks (default: the topology's gpus per node, else gcd(ranks, 8)); "
@@ -124,6 +125,7 @@ def run(args) -> int:
     simulate_step.check_flags(args)
     runs, size_list, setting, gamma = sweep(args)
     args.topology, G = load_topology(args, DEFAULT_TOPOLOGY, ideal=args.ideal)
+    args.mode, overlap = prediction_setting(G, args.mode)
     if args.workload is not None:
         return simulate_step.run(args, G, G.graph.get("name", args.topology), gamma)
     gamma = model_gamma(gamma, G)
@@ -144,7 +146,8 @@ def run(args) -> int:
     out = console()
     err = console(stderr=True)
     header = (f"[bold]{', '.join(colls)}[/] on {p} ranks of [bold]{name}[/] ({ngpus} gpus), "
-              f"{args.placement} placement, {args.mode} mode, {args.routing} routing, "
+              f"{args.placement} placement, {mode_words(args.mode, overlap)}, "
+              f"{args.routing} routing, "
               f"{args.sharing} sharing"
               + (f", gamma {format_time(gamma)}/byte" if gamma else "")
               + "".join(f", rank {r} {format_time(t)} late" for r, t in late.items())
@@ -160,14 +163,15 @@ def run(args) -> int:
             a, b, opts = topology_params(G, p, algo, args.group_size, args.channels,
                                          linear=args.placement == "linear")
             k = model.nchunks_for(setting, coll, algo, p, size, a, b, gamma, mode=args.mode,
-                                  **opts)
+                                  overlap=overlap, **opts)
             build_opts = build_options(opts)
             if coll in ("broadcast", "reduce"):
                 build_opts["root"] = root
             s = collectives.build(coll, algo, p, k, **build_opts)
             res = simulate(s, G, size, placement=gpus_of_ranks, routing=args.routing,
                            sharing=args.sharing,
-                           mode=args.mode, gamma=gamma, start_offsets=late, reduce_slowdown=slow,
+                           mode=args.mode, overlap=overlap, gamma=gamma, start_offsets=late,
+                           reduce_slowdown=slow,
                            **topology.executor_overheads(G),
                            router=routers.get((coll, algo)), progress=bar.within)
             # the simulator's routes depend on the pairs, not on the size
@@ -176,16 +180,18 @@ def run(args) -> int:
                 models[(coll, algo)] = topology_model(G, p, res.router)
             if algo == "hierarchical":
                 notes[coll] = one_level_note(coll, s.options["group_size"], p, len(colls) > 1)
-            est = models[(coll, algo)](coll, algo, p, s.nchunks, opts, size, gamma, args.mode, s)
+            est = models[(coll, algo)](coll, algo, p, s.nchunks, opts, size, gamma, args.mode, s,
+                                       overlap)
             if est is not None:
                 t_model, estimate = est.time, est.shared
             else:
                 t_model = model.predict(coll, algo, p, size, a, b, gamma, nchunks=s.nchunks,
-                                        mode=args.mode, **opts)
+                                        mode=args.mode, overlap=overlap, **opts)
                 estimate = True
             bott = res.bottleneck
             row = dict(collective=coll, algorithm=algo, nranks=p, size=size, nchunks=s.nchunks,
                        topology=name, placement=args.placement, mode=args.mode,
+                       overlap=overlap,
                        routing=args.routing, sharing=args.sharing,
                        time_us=res.time * 1e6, algbw_gbps=res.algbw / 1e9,
                        busbw_gbps=res.busbw / 1e9, t_model_us=t_model * 1e6,

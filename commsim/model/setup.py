@@ -9,6 +9,29 @@ from __future__ import annotations
 
 from commsim import model, topology
 
+OVERLAP_CORES_PER_RANK = 2  # a rank reduces on one core while another moves its bytes
+
+
+def reductions_overlap(cores_per_rank: float) -> bool:
+    """Whether the ranks' reductions can overlap their transfers, given the cores each
+    rank has (the host's usable cores over its ranks; the fewest of any host): only with
+    two a rank, one reducing while the other moves bytes (gloo's thread, MPI's copy by
+    the peer). Below that, a rank's one core does both in turn."""
+    return cores_per_rank >= OVERLAP_CORES_PER_RANK
+
+
+def prediction_setting(G, mode: str | None = None) -> tuple[str, bool]:
+    """``(mode, overlap)`` that predictions on ``G`` assume: ``mode`` when given, else the
+    execution mode a profile measured (``profile.exec``), else ``step``; ``overlap``
+    from a profile's ``cores_per_rank`` (:func:`reductions_overlap`), else True (a
+    topology that does not say how many cores its ranks have: reductions overlap, as
+    on GPUs)."""
+    block = (G.graph.get("profile") or {}) if G is not None else {}
+    if mode is None:
+        mode = block.get("exec") if block.get("exec") in ("step", "dataflow") else "step"
+    cores = topology.model_parameter(G, "cores_per_rank")
+    return mode, True if cores is None else reductions_overlap(float(cores))
+
 
 def layout_options(G, nranks: int, algorithm: str, channels="auto",
                    linear: bool = True) -> dict:
@@ -32,7 +55,7 @@ def topology_params(G, nranks: int, algorithm: str, group_size: int | None = Non
     """``(alpha, beta, options)`` the closed form should use for ``algorithm`` on ``G``.
 
     Flat algorithms see the slowest path from rank 0 (:func:`commsim.model.alpha_beta`).
-    A profile's measured executor ``step_overhead`` adds to alpha: every step pays it;
+    A profile's measured executor step cost adds to alpha (:func:`executor_alpha`);
     its ``message_overhead`` is in the options (every piece pays it). This flat view
     is what :func:`topology_model` falls back to; the host contention of a profile is
     in its topology, which the model on the topology reads.
@@ -40,7 +63,7 @@ def topology_params(G, nranks: int, algorithm: str, group_size: int | None = Non
     ``group_size``): alpha and beta inside a group, ``alpha_inter`` and ``beta_inter``
     across groups. ``ring`` and ``nccl_tree`` get :func:`layout_options`.
     """
-    extra = float(topology.model_parameter(G, "step_overhead", 0.0))
+    extra = executor_alpha(G)
     per_message = float(topology.model_parameter(G, "message_overhead", 0.0))
     alpha, beta = model.alpha_beta(G, nranks)
     group = group_size or (G.graph.get("params") or {}).get("gpus_per_node")
@@ -57,6 +80,14 @@ def topology_params(G, nranks: int, algorithm: str, group_size: int | None = Non
                                 "beta_inter": beta} | costs
 
 
+def executor_alpha(G) -> float:
+    """Seconds a profile's executor adds to every step of the flat closed form: the
+    larger of its one-way step's and its exchange step's cost (this alpha picks pipeline
+    depths, where a step too cheap would cut messages too fine); 0 without a profile."""
+    return max(float(topology.model_parameter(G, "step_overhead", 0.0)),
+               float(topology.model_parameter(G, "exchange_overhead", 0.0) or 0.0))
+
+
 MODEL_BUDGET = 4_000_000  # transfers: larger schedules get the flat formula (any scale)
 BUILD_OPTIONS = ("group_size", "root", "channels", "gpus_per_node", "pxn")  # of the options
 
@@ -68,7 +99,8 @@ def build_options(options: dict) -> dict:
 
 
 def topology_model(G, nranks: int, router=None):
-    """``estimate(collective, algorithm, p, nchunks, options, size, gamma, mode, schedule)``
+    """``estimate(collective, algorithm, p, nchunks, options, size, gamma, mode, schedule,
+    overlap)``
     on ``G`` with :class:`commsim.model.on_topology.TopologyModel` (a profile's executor
     overheads included; ``router``: reuse the simulator's routes), or None without a
     topology. It prices ``schedule`` when given, else the one those arguments build, and
@@ -83,7 +115,7 @@ def topology_model(G, nranks: int, router=None):
     built: dict = {}
 
     def estimate(collective, algorithm, p, nchunks, options, size, gamma, mode="step",
-                 schedule=None):
+                 schedule=None, overlap=True):
         if schedule is None:
             if 2 * p * max(p, nchunks) > MODEL_BUDGET:
                 return None
@@ -94,6 +126,6 @@ def topology_model(G, nranks: int, router=None):
             schedule = built[key]
         elif len(schedule) > MODEL_BUDGET:
             return None
-        return tm.estimate(schedule, size, gamma, mode)
+        return tm.estimate(schedule, size, gamma, mode, overlap)
 
     return estimate

@@ -42,8 +42,9 @@ TOP_FIELDS = ("name", "description", "notes", "builder", "params", "nodes", "lin
               "profile")
 MODEL_FIELDS = ("reduce_bandwidth", "step_overhead", "exchange_overhead", "exchange_latency",
                 "message_overhead", "native_message_overhead", "contention",
-                "first_touch_bandwidth")
+                "first_touch_bandwidth", "cores_per_rank")
 MAX_CONTENTION = 1e6    # model.contention: a ring's slowdown over one pair alone
+MAX_CORES_PER_RANK = 1e6
 LINK_FIELDS = ("src", "dst", "bandwidth", "latency", "duplex", "efficiency", "class")
 _META = ("name", "description", "notes")
 
@@ -280,7 +281,8 @@ def _model(spec) -> dict:
     ``exchange_overhead``, ``exchange_latency``, ``message_overhead`` and
     ``native_message_overhead`` (s),
     ``contention`` (a factor >= 1), ``first_touch`` (s/byte of freshly mapped memory
-    written for the first time)."""
+    written for the first time), ``cores_per_rank`` (the cores each rank had: below 2
+    its reductions cannot overlap its transfers, below 1 ranks share cores)."""
     if not isinstance(spec, dict):
         raise CommsimError("model: must be a mapping like {reduce_bandwidth: 5GB/s, "
                            "step_overhead: 20us, message_overhead: 5us, contention: 1.2}")
@@ -304,6 +306,14 @@ def _model(spec) -> dict:
             raise CommsimError(f"model.contention: {value!r} must be a number from 1 to "
                                f"{MAX_CONTENTION:g}")
         out["contention"] = float(value)
+    if "cores_per_rank" in spec:
+        value = spec["cores_per_rank"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not 0 < value <= MAX_CORES_PER_RANK:
+            raise CommsimError(f"model.cores_per_rank: {value!r} must be a number above 0 "
+                               f"and at most {MAX_CORES_PER_RANK:g} (a host's usable cores "
+                               "over its ranks, e.g. 0.5 for 4 ranks on 2 cores)")
+        out["cores_per_rank"] = float(value)
     return out
 
 
