@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="calibrate again before every run (default: once per backend and "
                     "rank count)")
     ap.add_argument("--profiles", metavar="DIR",
-                    help="keep profiles here and reuse those already there (default: fresh)")
+                    help="keep profiles here and reuse those already there, unless an older "
+                    "calibration wrote them (default: fresh)")
     args = ap.parse_args(argv)
     if args.repeat < 1:
         ap.error(f"--repeat: {args.repeat} must be at least 1")
@@ -71,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         for backend in _split(args.backends):
             for nproc in map(int, _split(args.nproc)):
                 prof = folder / f"profile-{backend}-{nproc}.yaml"
-                if not prof.exists() and not args.recalibrate:
-                    run_verb("calibrate", backend, nproc, ["--out", str(prof)])
+                if not args.recalibrate:   # --reuse: one already there, if current
+                    run_verb("calibrate", backend, nproc, ["--out", str(prof), "--reuse"])
                 runs = []
                 for i in range(args.repeat):
                     if args.recalibrate:

@@ -61,8 +61,11 @@ def fit_all(m: Measurements, meta: dict) -> dict[str, fitting.Fit]:
     if len(m.first_touch.sizes) >= 3:
         fits["first_touch"] = fitting.fit_rate(m.first_touch.sizes, m.first_touch.seconds,
                                                what="first touch")
+    # the model the costs are fitted against is the one that predicts from the profile:
+    # its links, and its cores per rank (commsim.model.host_work)
     G = spec.parse({"name": "calibrating", "nodes": [], "links": [],
-                    **network(m, fits)}, source="calibrate")
+                    **network(m, fits), "model": {"cores_per_rank": m.cores_per_rank}},
+                   source="calibrate")
     p, gamma, mode = len(m.hosts), fits["reduction"]["gamma"], meta["exec"]
     fits["overhead"] = costs.fit_executor(m.overhead, G, p, gamma, mode, m.overlap)
     native = costs.fit_native(m.native, G, p, gamma, mode, m.overlap, meta["backend"],

@@ -200,7 +200,8 @@ def run(args) -> int:
                        bottleneck_share=bott.get("share") if bott else None,
                        bottleneck_util=bott["utilization"] if bott else None,
                        bottleneck_peak=bott["peak_utilization"] if bott else None,
-                       transfers=res.ntransfers, events=res.events)
+                       transfers=res.ntransfers, events=res.events,
+                       host_work_us=res.host_work * 1e6)
             if args.links:
                 bound = res.bottlenecks(5)
                 row["links"] = bound
@@ -225,7 +226,7 @@ def run(args) -> int:
     several = len(colls) > 1
     tables.show([_table(rows, several)]
                 + ([_links_table(link_rows, several)] if args.links else []))
-    for note in [skipped(args, runs), *notes.values()]:
+    for note in [skipped(args, runs), *notes.values(), _host_note(rows, G)]:
         if note:
             out.print(f"note: {note}")
     shares = "max-min fair" if args.sharing == "maxmin" else "rtt-weighted (TCP-like)"
@@ -241,6 +242,19 @@ def run(args) -> int:
         write_json_lines(args.json, rows)
         out.print(f"wrote {args.json}")
     return 0
+
+
+def _host_note(rows: list[dict], G) -> str | None:
+    """Where ranks share their host's cores: which rows the host's work set."""
+    from commsim import topology
+
+    bound = [r for r in rows if r["host_work_us"] > 0 and r["time_us"] <= r["host_work_us"]]
+    if not bound:
+        return None
+    cores = topology.model_parameter(G, "cores_per_rank")
+    return (f"ranks share their host's cores ({cores:g} a rank): {len(bound)} of "
+            f"{len(rows)} rows take the host's copies and reductions one after another, "
+            "whatever the schedule lets overlap (commsim.model.host_work)")
 
 
 def _root(root: int | None, colls: list[str], p: int) -> int:

@@ -28,6 +28,10 @@ even split is an estimate (max-min may give some of them more; in dataflow mode,
 connections of overlapping steps share it too: -22% to +7% of the simulator for trees on
 a star, benchmarks/model_vs_sim_dataflow.py), and :attr:`Estimate.shared` says so: the
 simulator is then the reference.
+
+Where a profile's ranks share their host's cores (``cores_per_rank`` below 1), no
+schedule is faster than the host's copies and reductions done one after another
+(:mod:`commsim.model.host_work`); the simulator applies the same bound.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import numpy as np
 from commsim.collectives import chunk_unit
 from commsim.collectives.schedule import Schedule
 from commsim.errors import CommsimError
+from commsim.model.host_work import host_work
 
 
 @dataclass(frozen=True)
@@ -95,9 +100,12 @@ class TopologyModel:
         _, latency, rate, shared, crossing = got
         size = s.transfer_sizes(int(nbytes)).astype(np.float64)
         o = self.message_overhead
+        # where ranks share their host's cores, never before the cores did the host's work
+        floor = host_work(s, nbytes, self.router, gamma)
         if streams and s.algorithm in model.PIPELINED_IN_DATAFLOW:
             m = max(1, s.nchunks // chunk_unit(s.collective, s.algorithm, s.nranks))
-            return Estimate(_pipelined(s, size, latency, rate, m, gamma, overlap, o), shared)
+            return Estimate(max(_pipelined(s, size, latency, rate, m, gamma, overlap, o),
+                                floor), shared)
         moving = np.divide(size, rate, out=np.zeros_like(size), where=size > 0)
         if mode == "dataflow":
             # steps overlap there, and the even split sees only a step's own flows: no
@@ -106,11 +114,11 @@ class TopologyModel:
             load = np.bincount(edges, weights=size[owner], minlength=len(self.router.links))
             busiest = float((load / self.router.link_bandwidth).max())
             return Estimate(max(_dataflow(s, latency, o + moving, size, gamma, overlap),
-                                busiest), shared or self._meet(s, edges, owner))
+                                busiest, floor), shared or self._meet(s, edges, owner))
         time, start = _steps(s, latency + o + moving, size, gamma)
         if not shared:   # steps apart, ranks drift: do byte phases of two steps meet?
             shared = _overlapping(s, self.router, start + o, start + o + moving)
-        return Estimate(time, shared)
+        return Estimate(max(time, floor), shared)
 
     def _meet(self, s: Schedule, edges: np.ndarray, owner: np.ndarray) -> bool:
         """Whether two connections of ``s``, whatever their steps, cross one link (where

@@ -43,6 +43,7 @@ import numpy as np
 
 from commsim.collectives.schedule import Schedule
 from commsim.errors import CommsimError
+from commsim.model.host_work import host_work
 from commsim.sim.events import EventEngine
 from commsim.sim.run import MODES, SHARINGS, Run, check_placement, per_rank_values
 from commsim.sim.sweep import sweep_uncontended
@@ -89,6 +90,10 @@ def simulate(schedule: Schedule, topology: nx.DiGraph, nbytes: int, placement=No
     ``overlap=False`` (dataflow): a rank's one core reduces and moves its bytes, so a
     connection's next transfer waits until the receiver has reduced the one before
     (the model's ``overlap=False``); step mode never overlaps the two anyway.
+    Where ``topology`` is a profile whose ranks share their host's cores
+    (``cores_per_rank`` below 1), the time is never less than the host's copies and
+    reductions done one after another (:mod:`commsim.model.host_work`, as the model on
+    the topology; :attr:`SimResult.host_work`).
     """
     from commsim.sim.result import SimResult
 
@@ -110,8 +115,10 @@ def simulate(schedule: Schedule, topology: nx.DiGraph, nbytes: int, placement=No
                         progress=progress, overhead=float(overhead),
                         message_overhead=float(message_overhead), overlap=overlap,
                         sharing=sharing, exchange_overhead=exchange_overhead)
+    floor = host_work(schedule, int(nbytes), router, float(gamma), slowdown)
     wall = _time.perf_counter() - wall0
-    return SimResult.from_run(run, schedule, topology, mode=mode, engine=used, wall=wall)
+    return SimResult.from_run(run, schedule, topology, mode=mode, engine=used, wall=wall,
+                              host_work=floor)
 
 
 BYTES_PER_TRANSFER = 160  # what a run holds a transfer: 170-180 B measured in either engine

@@ -100,12 +100,15 @@ class SimResult(LinkFigures):
     limit_s: np.ndarray | None = field(default=None, repr=False)
     message_overhead: float = 0.0
     overhead: float | np.ndarray = 0.0  # added latency (s): one for all, or per transfer
+    # s: where ranks share their host's cores, the host's copies and reductions one after
+    # another (commsim.model.host_work); ``time`` is never less (0: not applied)
+    host_work: float = 0.0
     _critical: CriticalPath | None = field(default=None, repr=False)
 
     @classmethod
     def from_run(cls, run, schedule: Schedule, topology, mode: str, engine: str,
-                 wall: float) -> SimResult:
-        time = float(run.rank_end.max()) if len(run.rank_end) else 0.0
+                 wall: float, host_work: float = 0.0) -> SimResult:
+        time = max(float(run.rank_end.max()) if len(run.rank_end) else 0.0, host_work)
         return cls(schedule=schedule, topology_name=str(topology.graph.get("name", "")),
                    nbytes=run.nbytes, time=time, start=run.start, end=run.end,
                    rank_end=run.rank_end, links=run.router.links,
@@ -113,7 +116,8 @@ class SimResult(LinkFigures):
                    link_busy=run.link_busy, link_peak=run.link_peak, mode=mode,
                    engine=engine, events=run.events, wall=wall, gamma=run.gamma,
                    router=run.router, limit=run.limit, limit_s=run.limit_s,
-                   message_overhead=run.message_overhead, overhead=run.added_latency())
+                   message_overhead=run.message_overhead, overhead=run.added_latency(),
+                   host_work=host_work)
 
     # --- headline figures -------------------------------------------------------------
 
