@@ -29,7 +29,7 @@ from commsim.bench.output import Reporter
 from commsim.bench.predictions import Predictor, build_schedule
 from commsim.errors import CommsimError
 from commsim.machine import host_available_memory
-from commsim.model.setup import reductions_overlap
+from commsim.model.cores import reductions_overlap
 from commsim.topology import model_parameter
 from commsim.units import format_size
 
@@ -128,7 +128,7 @@ def cores_per_rank(comm) -> float:
 
 def cores_to_spare(comm) -> bool:
     """Can the ranks' reductions overlap their transfers here
-    (:func:`commsim.model.setup.reductions_overlap` of :func:`cores_per_rank`)?"""
+    (:func:`commsim.model.cores.reductions_overlap` of :func:`cores_per_rank`)?"""
     return reductions_overlap(cores_per_rank(comm))
 
 

@@ -75,7 +75,7 @@ class Measurements:
     @property
     def overlap(self) -> bool:
         """Could the ranks' reductions overlap their transfers (cores to spare)?"""
-        from commsim.model.setup import reductions_overlap
+        from commsim.model.cores import reductions_overlap
 
         return reductions_overlap(self.cores_per_rank)
 

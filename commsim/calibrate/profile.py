@@ -62,7 +62,7 @@ def fit_all(m: Measurements, meta: dict) -> dict[str, fitting.Fit]:
         fits["first_touch"] = fitting.fit_rate(m.first_touch.sizes, m.first_touch.seconds,
                                                what="first touch")
     # the model the costs are fitted against is the one that predicts from the profile:
-    # its links, and its cores per rank (commsim.model.host_work)
+    # its links, and its cores per rank (commsim.model.cores.host_work)
     G = spec.parse({"name": "calibrating", "nodes": [], "links": [],
                     **network(m, fits), "model": {"cores_per_rank": m.cores_per_rank}},
                    source="calibrate")

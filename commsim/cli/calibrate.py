@@ -129,7 +129,7 @@ def _summary(data: dict, fits: dict) -> None:
                    f"{f.r2:.3f}", str(f.npoints)])
     table.notes.append(f"contention {data['model']['contention']:g} (all ranks at once vs "
                        "one pair alone); links of the profile carry it")
-    from commsim.model.setup import reductions_overlap
+    from commsim.model.cores import reductions_overlap
 
     cores = data["model"]["cores_per_rank"]
     table.notes.append(f"{cores:g} cores per rank: reductions "

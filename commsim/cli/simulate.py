@@ -254,7 +254,7 @@ def _host_note(rows: list[dict], G) -> str | None:
     cores = topology.model_parameter(G, "cores_per_rank")
     return (f"ranks share their host's cores ({cores:g} a rank): {len(bound)} of "
             f"{len(rows)} rows take the host's copies and reductions one after another, "
-            "whatever the schedule lets overlap (commsim.model.host_work)")
+            "whatever the schedule lets overlap (commsim.model.cores.host_work)")
 
 
 def _root(root: int | None, colls: list[str], p: int) -> int:

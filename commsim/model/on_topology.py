@@ -31,7 +31,7 @@ simulator is then the reference.
 
 Where a profile's ranks share their host's cores (``cores_per_rank`` below 1), no
 schedule is faster than the host's copies and reductions done one after another
-(:mod:`commsim.model.host_work`); the simulator applies the same bound.
+(:func:`commsim.model.cores.host_work`); the simulator applies the same bound.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ import numpy as np
 from commsim.collectives import chunk_unit
 from commsim.collectives.schedule import Schedule
 from commsim.errors import CommsimError
-from commsim.model.host_work import host_work
+from commsim.model.cores import host_work
 
 
 @dataclass(frozen=True)

@@ -8,16 +8,7 @@ sweeps (:mod:`commsim.plan.sweep`) share them.
 from __future__ import annotations
 
 from commsim import model, topology
-
-OVERLAP_CORES_PER_RANK = 2  # a rank reduces on one core while another moves its bytes
-
-
-def reductions_overlap(cores_per_rank: float) -> bool:
-    """Whether the ranks' reductions can overlap their transfers, given the cores each
-    rank has (the host's usable cores over its ranks; the fewest of any host): only with
-    two a rank, one reducing while the other moves bytes (gloo's thread, MPI's copy by
-    the peer). Below that, a rank's one core does both in turn."""
-    return cores_per_rank >= OVERLAP_CORES_PER_RANK
+from commsim.model.cores import reductions_overlap
 
 
 def prediction_setting(G, mode: str | None = None) -> tuple[str, bool]:

@@ -43,7 +43,7 @@ import numpy as np
 
 from commsim.collectives.schedule import Schedule
 from commsim.errors import CommsimError
-from commsim.model.host_work import host_work
+from commsim.model.cores import host_work
 from commsim.sim.events import EventEngine
 from commsim.sim.run import MODES, SHARINGS, Run, check_placement, per_rank_values
 from commsim.sim.sweep import sweep_uncontended
@@ -92,8 +92,8 @@ def simulate(schedule: Schedule, topology: nx.DiGraph, nbytes: int, placement=No
     (the model's ``overlap=False``); step mode never overlaps the two anyway.
     Where ``topology`` is a profile whose ranks share their host's cores
     (``cores_per_rank`` below 1), the time is never less than the host's copies and
-    reductions done one after another (:mod:`commsim.model.host_work`, as the model on
-    the topology; :attr:`SimResult.host_work`).
+    reductions done one after another (:func:`commsim.model.cores.host_work`, as the
+    model on the topology; :attr:`SimResult.host_work`).
     """
     from commsim.sim.result import SimResult
 

@@ -101,7 +101,7 @@ class SimResult(LinkFigures):
     message_overhead: float = 0.0
     overhead: float | np.ndarray = 0.0  # added latency (s): one for all, or per transfer
     # s: where ranks share their host's cores, the host's copies and reductions one after
-    # another (commsim.model.host_work); ``time`` is never less (0: not applied)
+    # another (commsim.model.cores.host_work); ``time`` is never less (0: not applied)
     host_work: float = 0.0
     _critical: CriticalPath | None = field(default=None, repr=False)
 

@@ -1,10 +1,16 @@
-"""Cores shared by ranks: a host's copies and reductions done by the same cores.
+"""The cores a host gives each of its ranks (a profile's ``cores_per_rank``), and what
+follows from them.
 
-Where a host runs more ranks than it has cores (a profile's ``cores_per_rank`` below
-1: 4 ranks on the 2-core machine), every core is busy for the whole collective: the
-ranks with nothing to do poll for messages. The cores then do the host's copies and
-its reductions one after another, whichever algorithm asks for them, so no schedule
-finishes before
+**Overlap.** With two cores a rank or more, a rank reduces on one while another moves
+its bytes (gloo's I/O thread, or the peer's copy under MPI): reductions overlap
+transfers (:func:`reductions_overlap`). Below that, a rank's one core does both in turn:
+the model and the simulator run with ``overlap=False``.
+
+**Cores shared by ranks.** Where a host runs more ranks than it has cores (a profile's
+``cores_per_rank`` below 1: 4 ranks on the 2-core machine), every core is busy for the
+whole collective: the ranks with nothing to do poll for messages. The cores then do
+the host's copies and its reductions one after another, whichever algorithm asks for
+them, so no schedule finishes before
 
     W_H = bytes_H / capacity_H + reduced_H * gamma / n_H
 
@@ -17,8 +23,8 @@ so together they reduce ``n_H / gamma`` bytes a second).
 A ring's steps keep every rank busy and already cost about that. A pipelined tree's
 levels, which the model and the simulator let work side by side, do not: on the 2-core
 machine a 4-rank MPI tree allreduce measured about what the ring did at 16 and 64 MiB,
-whatever its pipeline depth (docs/calibrate.md), where both predictions without this
-bound put it up to 25% below the ring. With a core per rank or more, the bound is not
+whatever its pipeline depth (docs/calibrate.md), where the model without this bound put
+a 16-piece tree 24% to 28% below the ring. With a core per rank or more, the bound is not
 applied: ranks' cores work side by side.
 
 The host's shared-capacity link is found as a profile lays it out
@@ -34,6 +40,14 @@ import numpy as np
 
 from commsim import topology
 from commsim.collectives.schedule import Schedule
+
+OVERLAP_CORES_PER_RANK = 2  # a rank reduces on one core while another moves its bytes
+
+
+def reductions_overlap(cores_per_rank: float) -> bool:
+    """Whether the ranks' reductions can overlap their transfers, given the cores each
+    rank has (the host's usable cores over its ranks; the fewest of any host)."""
+    return cores_per_rank >= OVERLAP_CORES_PER_RANK
 
 
 def shared_cores(G: nx.DiGraph | None) -> bool:

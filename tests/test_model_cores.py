@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from commsim import collectives
-from commsim.model.host_work import host_links, host_work, shared_cores
+from commsim.model.cores import host_links, host_work, shared_cores
 from commsim.model.on_topology import TopologyModel
 from commsim.sim import simulate
 from commsim.topology import gpus, spec
