@@ -153,6 +153,22 @@ def test_a_host_that_moves_one_pair_s_bytes_at_a_time_halves_a_ring_not_a_tree(t
                       rel=0.02)
 
 
+def test_the_ring_shift_is_the_median_of_its_passes_and_the_profile_keeps_them(tmp_path):
+    """One slow pass (a neighbour's burst) moves neither the ring fit nor the host's
+    shared capacity; the passes are kept in the profile's raw measurements."""
+    assert measure.ring_medians([[1.0, 5.0], [3.0, 1.0], [2.0, 9.0]]) == [2.0, 5.0]
+    m = synthetic(["h"] * 4, noise=0.0)
+    slow = [t * 1.8 for t in m.ring.seconds]
+    m.ring_passes = [list(m.ring.seconds), slow, list(m.ring.seconds)]
+    quiet = fit_all(m)
+    m.ring = Series(list(m.ring.sizes), measure.ring_medians(m.ring_passes))
+    data = profile.build(m, fit_all(m), {"backend": "gloo", "exec": "dataflow",
+                                         "versions": {}})
+    assert data["profile"]["fits"]["ring"]["beta"] == pytest.approx(quiet["ring"]["beta"])
+    raw = data["profile"]["measurements"]["ring_passes"]
+    assert raw["bytes"] == list(m.ring.sizes) and raw["seconds"][1] == slow
+
+
 def test_one_host_has_no_fabric(tmp_path):
     path, _ = _write(tmp_path, ["h"] * 3)
     G = topology.load(path)

@@ -188,6 +188,9 @@ def _raw(m: Measurements) -> dict:
            for name, s in series.items()}
     out["overhead"] = {k: [v if isinstance(v, str) else float(v) for v in vals]
                        for k, vals in m.overhead.items()}
+    if m.ring_passes:
+        out["ring_passes"] = {"bytes": list(map(int, m.ring.sizes)),
+                              "seconds": [[float(t) for t in p] for p in m.ring_passes]}
     return out
 
 
@@ -195,7 +198,8 @@ FORMAT = 6  # 2: shared host capacity, two-regime fits, cold reduction; 3: first
 # 4: exchange steps apart from one-way ones (exchange_overhead, exchange_latency);
 # 5: executor costs fitted against the model at 256 KiB and 2 MiB too; the native
 # allreduce's cost per message (native_message_overhead); 6: cores_per_rank (whether
-# reductions overlap transfers, so that predict and simulate assume what bench does)
+# reductions overlap transfers, so that predict and simulate assume what bench does);
+# the ring shift the median of passes at the start and the end
 
 
 def stale(path: Path) -> str | None:
