@@ -68,6 +68,23 @@ def test_fit_rate_recovers_gamma(overhead, rate, seed):
     assert _close(fit["overhead"], overhead, 0.25), (fit["overhead"], overhead)
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.floats(1e9, 20e9), st.floats(1.5, 4.0), seeds)
+def test_fit_rate_is_the_large_sizes_rate_where_small_reductions_run_faster(rate, faster,
+                                                                           seed):
+    """Ranks sharing cores: a reduction that ends within a time slice runs ``faster``;
+    gamma is what the large ones cost, the rate a collective of MiBs pays."""
+    from commsim.calibrate.fit import RATE_LARGE_BYTES
+    from commsim.calibrate.measure import REDUCE_SIZES
+
+    sizes = np.repeat(np.array(REDUCE_SIZES, dtype=float), 3)
+    per_byte = np.where(sizes >= RATE_LARGE_BYTES, 1 / rate, 1 / rate / faster)
+    noise = np.random.default_rng(seed).lognormal(0, 0.02, sizes.size)
+    fit = fit_rate(sizes, (2e-6 + per_byte * sizes) * noise)
+    assert _close(fit["gamma"], 1 / rate, 0.10), (fit["gamma"], 1 / rate)
+    assert fit["overhead"] >= 0
+
+
 # rings (every step an exchange) at 1, 2 and 4 pieces, rhd, and trees (one-way steps and
 # a few exchanges): (one-way steps, exchange steps, messages) on the critical path
 CASES = np.array([(0, 2, 2), (0, 2, 4), (0, 2, 8), (0, 2, 2), (0, 2, 4), (2, 0, 1),
