@@ -184,17 +184,17 @@ def fit_alpha_beta(sizes, seconds, what: str = "link") -> Fit:
     With fewer than 3 large or 2 small sizes, one fit over every size gives both.
     Residuals and ``r2`` are over every point.
     """
-    x, _ = _series(sizes, seconds, what)
-    return _two_regimes(sizes, seconds, what, ("alpha", "beta"), x <= SMALL_BYTES, 2)
+    return _two_regimes(sizes, seconds, what, ("alpha", "beta"), LARGE_BYTES,
+                        SMALL_BYTES + 1, 2)
 
 
-def _two_regimes(sizes, seconds, what: str, names: tuple[str, str], small, nsmall: int,
-                 large_bytes: int = LARGE_BYTES) -> Fit:
+def _two_regimes(sizes, seconds, what: str, names: tuple[str, str], large_bytes: int,
+                 small_below: int, nsmall: int) -> Fit:
     """The slope ``names[1]`` over the sizes of at least ``large_bytes``, the intercept
-    ``names[0]`` (>= 0) over the ``small`` ones; one fit over every size unless there are
-    3 large and ``nsmall`` small sizes."""
+    ``names[0]`` (>= 0) over those below ``small_below``; one fit over every size unless
+    there are 3 large and ``nsmall`` small sizes."""
     x, t = _series(sizes, seconds, what)
-    large = x >= large_bytes
+    large, small = x >= large_bytes, x < small_below
     whole = _line(x, t, what, names)  # raises unless time grows with size
     if np.unique(x[large]).size < 3 or np.unique(x[small]).size < nsmall:
         return whole
@@ -233,9 +233,8 @@ def fit_rate(sizes, seconds, what: str = "reduction") -> Fit:
     gave 3.4 to 3.7 GB/s, and charged the reductions of collectives of MiBs about half
     what they cost there.
     """
-    x, _ = _series(sizes, seconds, what)
-    return _two_regimes(sizes, seconds, what, ("overhead", "gamma"), x < RATE_LARGE_BYTES,
-                        1, RATE_LARGE_BYTES)
+    return _two_regimes(sizes, seconds, what, ("overhead", "gamma"), RATE_LARGE_BYTES,
+                        RATE_LARGE_BYTES, 1)
 
 
 def fit_costs(columns, extra, seconds, names: Sequence[str], what: str = "overhead") -> Fit:
