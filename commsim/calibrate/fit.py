@@ -228,10 +228,10 @@ def fit_rate(sizes, seconds, what: str = "reduction") -> Fit:
     at least :data:`RATE_LARGE_BYTES`, ``overhead`` from the smaller ones (one fit over
     every size with fewer than 3 such sizes or none smaller). A reduction that ends
     within the scheduler's time slice runs at a whole core's rate even where ranks share
-    cores: on the 2-core machine 4 ranks at once added 64 KiB to 1 MiB at 2.3 to 5 GB/s
-    each and 16 to 64 MiB at 1.8 to 2.1 GB/s. One fit over every size, in relative terms,
-    gave 3.4 to 3.7 GB/s, and charged the reductions of collectives of MiBs about half
-    what they cost there.
+    cores: on the 2-core machine 4 ranks at once added 64 KiB to 1 MiB at 1.6 to 5 GB/s
+    each and 16 to 64 MiB at 1.3 to 2.1 GB/s. One fit over every size, in relative terms,
+    gave 2.2 to 3.7 GB/s, and charged the reductions of collectives of MiBs down to half
+    what they cost there (docs/calibrate.md).
     """
     return _two_regimes(sizes, seconds, what, ("overhead", "gamma"), RATE_LARGE_BYTES,
                         RATE_LARGE_BYTES, 1)
