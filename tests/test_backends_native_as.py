@@ -8,6 +8,7 @@ threshold from both sides and build every answer.
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from commsim import collectives
@@ -19,6 +20,7 @@ from commsim.backends.native_as import (
     nccl_model,
     ompi_tuned_rule,
 )
+from commsim.bench.predictions import native_schedule
 from commsim.errors import CommsimError
 
 COLLS = ("allreduce", "reduce_scatter", "allgather", "broadcast", "reduce")
@@ -52,6 +54,8 @@ def test_every_choice_builds(backend, coll):
                 assert s.nranks == p and s.collective == c.collective
                 if "root" in c.options:
                     assert c.options["root"] == (p - 1 if c.collective == coll else 0)
+                # gloo's rings keep two segments in flight; nothing else is modelled so
+                assert c.in_flight == (2 if (backend, c.algorithm) == ("gloo", "ring") else 1)
 
 
 def test_one_rank_and_empty_buffers():
@@ -117,6 +121,10 @@ def test_gloo_allreduce_ring_segments(nbytes, p, segments):
     assert (c.name, c.algorithm, c.exact) == ("ring", "ring", True)
     assert c.options == {"nchunks": segments}
     assert "gloo/allreduce.cc" in c.source and "AsyncAllreduceWork" in c.source
+    # two segments in flight: a message's segments alternate over two connections
+    s = native_schedule(c, p)
+    m = segments // p   # at least two a rank
+    np.testing.assert_array_equal(s.connection, (np.arange(segments) % m) % 2)
 
 
 def test_gloo_segment_size_is_a_whole_number_of_elements():

@@ -176,3 +176,34 @@ def test_large_ring_is_compact():
     assert len(s) == 2 * 1023 * 1024
     assert s.src.dtype == np.uint16 and s.step.dtype == np.uint16
     assert s.nsteps == 2 * 1023
+
+
+@given(st.integers(2, 7), st.integers(1, 6), st.integers(1, 3),
+       st.sampled_from(["allreduce", "allgather", "reduce_scatter"]))
+def test_in_flight_deals_each_messages_pieces_over_k_connections(p, m, k, collective):
+    """Piece ``i`` of every message on connection ``i mod k``: within a step, each pair's
+    consecutive pieces alternate, and nothing else about the schedule changes."""
+    s = collectives.build(collective, "ring", p, m * p)
+    t = collectives.in_flight(s, k)
+    for field in ("step", "src", "dst", "chunk", "reduce"):
+        np.testing.assert_array_equal(getattr(t, field), getattr(s, field))
+    if k == 1 or m == 1:
+        assert t is s
+        return
+    np.testing.assert_array_equal(t.connection, (np.arange(s.nchunks) % m) % k)
+    conn = t.transfer_connections()
+    for st_ in range(t.nsteps):
+        on = (t.step == st_) & (t.src == 0)
+        assert list(conn[on]) == [i % k for i in range(m)]
+    pairs = np.unique(t.src.astype(np.int64) * p + t.dst).size
+    assert np.unique(t.connection_keys()).size == pairs * min(k, m)
+
+
+def test_in_flight_keeps_channels_and_refuses_bad_counts():
+    s = collectives.build("allreduce", "ring", 4, 16, channels=2)   # 2 pieces a channel
+    t = collectives.in_flight(s, 2)
+    # a segment's chunks: channel 0's two pieces, then channel 1's
+    np.testing.assert_array_equal(t.connection, s.connection * 2 + np.arange(16) % 2)
+    for bad in (0, -1, 1.5):
+        with pytest.raises(CommsimError, match="in_flight"):
+            collectives.in_flight(s, bad)

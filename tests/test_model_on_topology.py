@@ -156,6 +156,9 @@ def test_dataflow_mode_is_the_simulator_s_where_no_link_is_shared(
                               pieces * collectives.chunk_unit(collective, algorithm, p))
     except (CommsimError, ValueError):
         assume(False)   # not defined at this rank count
+    # a pair's two connections (dbt's two trees at 2 ranks) share its link
+    assume(np.unique(s.connection_keys()).size
+           == np.unique(s.src.astype(np.int64) * p + s.dst).size)
     kw = dict(mode="dataflow", gamma=gamma, overlap=overlap, message_overhead=overhead,
               overhead=overhead)
     size = 720720 * 8

@@ -377,6 +377,27 @@ def test_dataflow_connections_deliver_in_order():
     np.testing.assert_allclose(r.end, [2 * lat + c / B, 2 * lat + 2 * c / B], rtol=REL)
 
 
+def test_a_pairs_connections_queue_apart():
+    """Four pieces from rank 0 to rank 1 (and back), each paying a message overhead ``o``
+    on its connection before its bytes: on one connection one after another, ``4 (o +
+    z/B)``; dealt over two (gloo's two segments in flight) each connection streams two,
+    their bytes sharing the link, ``2 (o + 2 z/B)``: the posting of one piece overlaps
+    the other's bytes. The model's dataflow rules give the same times."""
+    from commsim.model.on_topology import predict_on
+
+    B, lat, o, z = 1e9, 1e-6, 300e-6, 2**18
+    G = builders.star(2, bandwidth=B, latency=lat)
+    one = collectives.build("allgather", "ring", 2, 8)          # 4 pieces a message
+    two = collectives.in_flight(one, 2)
+    assert list(two.connection) == [0, 1, 0, 1, 0, 1, 0, 1]
+    kw = dict(mode="dataflow", message_overhead=o)
+    size = 8 * z                                                # the gathered buffer
+    expect = {1: 2 * lat + 4 * (o + z / B), 2: 2 * lat + 2 * (o + 2 * z / B)}
+    for k, s in ((1, one), (2, two)):
+        assert simulate(s, G, size, **kw).time == pytest.approx(expect[k], rel=REL)
+        assert predict_on(s, G, size, **kw).time == pytest.approx(expect[k], rel=REL)
+
+
 def test_zero_bytes_cost_pure_latency():
     G = builders.star(4, latency=1e-6)
     s = collectives.build("allreduce", "ring", 4)

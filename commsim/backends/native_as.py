@@ -52,6 +52,8 @@ class NativeChoice:
     source: str = ""       # file and function read, with the version
     note: str = ""         # one line: why, or how the stand-in differs
     scratch: int = 0       # bytes of freshly mapped memory it writes each call (first touch)
+    in_flight: int = 1     # a pair's messages in flight at once, each on its own buffer
+    # (gloo's rings: two); the schedule deals its pieces over that many connections
 
 
 def native_as(backend: str, collective: str, nranks: int, nbytes: int, *, dtype_size: int = 4,
@@ -141,7 +143,10 @@ def _gloo(coll, p, size, dsize, root, nodes, versions):
         f"; torch {_dotted(torch_v)} not checked (rules read from torch 2.x)"
 
     def choice(c, name, algo, options, exact, source, note):
-        return NativeChoice("gloo", c, name, algo, options, exact, source, note + caveat)
+        # gloo's rings and its allgather post a segment's send and receive while the one
+        # before is still moving: two in flight (gloo/allreduce.cc ring, gloo/allgather.cc)
+        return NativeChoice("gloo", c, name, algo, options, exact, source, note + caveat,
+                            in_flight=2 if algo == "ring" else 1)
 
     if coll in ("allreduce", "reduce_scatter"):
         segs = gloo_ring_segments(size, dsize, p)

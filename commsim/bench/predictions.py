@@ -180,11 +180,14 @@ def native_schedule(choice, nranks: int):
     options = dict(choice.options)
     nchunks = options.pop("nchunks", None)
     return build_schedule(choice.collective, choice.algorithm, nranks, nchunks,
-                          tuple(sorted(options.items())))
+                          tuple(sorted(options.items())), choice.in_flight)
 
 
 @functools.lru_cache(maxsize=64)
-def build_schedule(collective, algorithm, nranks, nchunks, options: tuple):
+def build_schedule(collective, algorithm, nranks, nchunks, options: tuple,
+                   in_flight: int = 1):
     """:func:`commsim.collectives.build`, cached: a sweep asks for the same schedule at
-    many sizes. ``options`` is a sorted tuple of ``(name, value)`` pairs."""
-    return collectives.build(collective, algorithm, nranks, nchunks, **dict(options))
+    many sizes. ``options`` is a sorted tuple of ``(name, value)`` pairs; ``in_flight``
+    deals its pieces over that many connections a pair (:func:`collectives.in_flight`)."""
+    return collectives.in_flight(
+        collectives.build(collective, algorithm, nranks, nchunks, **dict(options)), in_flight)

@@ -27,7 +27,7 @@ from commsim.errors import CommsimError, unknown
 
 __all__ = ["COLLECTIVES", "Algorithm", "Schedule", "ScheduleBuilder", "ScheduleError",
            "Transfer", "algorithms", "auto_options", "available", "build", "chunk_unit",
-           "resolve"]
+           "in_flight", "resolve"]
 
 
 @dataclass(frozen=True)
@@ -185,3 +185,26 @@ def chunk_unit(collective: str, algorithm: str, nranks: int, **options) -> int:
     if entry.name == "rhd":
         return rhd.core_size(nranks) if entry.collective == "allreduce" else nranks
     return 2 if entry.name == "dbt" else 1
+
+
+def in_flight(schedule: Schedule, k: int) -> Schedule:
+    """``schedule`` with the pieces of every message dealt in turn over ``k`` connections
+    between each pair of ranks: piece ``i`` (of the ``nchunks / unit`` pieces a message
+    is cut into, :func:`chunk_unit`) on connection ``i mod k``, as gloo's ring keeps two
+    segments in flight, each on a buffer of its own. The connections queue apart, so one
+    piece's posting overlaps another's bytes (:meth:`Schedule.connection_keys`). A
+    schedule that already names connections (channels) keeps them, ``k`` slots each."""
+    import dataclasses
+
+    import numpy as np
+
+    if k < 1 or int(k) != k:
+        raise CommsimError(f"in_flight: {k!r} must be a whole number of connections >= 1")
+    m = schedule.nchunks // chunk_unit(schedule.collective, schedule.algorithm,
+                                       schedule.nranks, **(schedule.options or {}))
+    if k == 1 or m < 2:
+        return schedule
+    chunk = np.arange(schedule.nchunks, dtype=np.int64)
+    base = (np.zeros(schedule.nchunks, dtype=np.int64) if schedule.connection is None
+            else np.asarray(schedule.connection, dtype=np.int64))
+    return dataclasses.replace(schedule, connection=base * k + (chunk % m) % k)

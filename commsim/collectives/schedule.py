@@ -269,6 +269,16 @@ class Schedule:
             return np.zeros(len(self), dtype=np.uint8)
         return self.connection[self.chunk]
 
+    def connection_keys(self) -> np.ndarray:
+        """Each transfer's connection as one integer over its src, its dst and
+        :meth:`transfer_connections`: transfers with equal keys queue on one connection
+        (a pair's channel, or one of its slots for messages in flight), the others do
+        not."""
+        key = self.src.astype(np.int64) * self.nranks + self.dst.astype(np.int64)
+        if self.connection is None:
+            return key
+        return self.transfer_connections().astype(np.int64) * self.nranks**2 + key
+
     def both_ways(self) -> np.ndarray:
         """Per transfer: does one of its ranks both send and receive in its step?
 

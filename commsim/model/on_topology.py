@@ -97,12 +97,14 @@ class TopologyModel:
         if got is None or got[0] is not s:
             got = self._priced[(id(s), streams)] = (
                 s, *_priced(s, self.router, self._added(s), streams))
-        _, latency, rate, shared, crossing = got
+        _, latency, rate, shared, crossing, queues = got
         size = s.transfer_sizes(int(nbytes)).astype(np.float64)
         o = self.message_overhead
         # where ranks share their host's cores, never before the cores did the host's work
         floor = host_work(s, nbytes, self.router, gamma)
-        if streams and s.algorithm in model.PIPELINED_IN_DATAFLOW:
+        # the closed form streams a pair's pieces down one connection; a pair with
+        # several (channels, messages in flight) takes the dataflow rules
+        if streams and s.algorithm in model.PIPELINED_IN_DATAFLOW and not queues:
             m = max(1, s.nchunks // chunk_unit(s.collective, s.algorithm, s.nranks))
             return Estimate(max(_pipelined(s, size, latency, rate, m, gamma, overlap, o),
                                 floor), shared)
@@ -125,7 +127,7 @@ class TopologyModel:
         steps overlap, as in dataflow mode, they may meet there); once a schedule."""
         got = self._met.get(id(s))
         if got is None or got[0] is not s:
-            pair = s.src.astype(np.int64)[owner] * s.nranks + s.dst.astype(np.int64)[owner]
+            pair = s.connection_keys()[owner]
             links = np.unique(np.column_stack([edges, pair]), axis=0)[:, 0]
             got = self._met[id(s)] = (s, bool((np.bincount(links) > 1).any()))
         return got[1]
@@ -153,7 +155,8 @@ def predict_on(schedule: Schedule, topology: nx.DiGraph, nbytes: int, *, placeme
 def _priced(s: Schedule, router, overhead, streams: bool = False) -> tuple:
     """Each transfer's latency (s) and rate (B/s) on its route, its step's own flows
     sharing every link evenly; whether any link was shared; and ``(edges, owner)``, the
-    links every transfer crosses (link ids, and the transfer of each). ``streams``: the pieces
+    links every transfer crosses (link ids, and the transfer of each); and whether a pair
+    of ranks has more than one connection. ``streams``: the pieces
     of one connection follow each other down it (dataflow), so a link is shared by the
     step's connections, not by its pieces."""
     rid = router.route_ids(s.src.astype(np.intp), s.dst.astype(np.intp),
@@ -163,7 +166,7 @@ def _priced(s: Schedule, router, overhead, streams: bool = False) -> tuple:
     key = s.step.astype(np.int64)[owner] * len(router.links) + edges
     # the step's connections on each link: one connection's pieces alone on a link move
     # as one message would, exactly; two connections there make the even split a guess
-    pair = s.src.astype(np.int64)[owner] * s.nranks + s.dst.astype(np.int64)[owner]
+    pair = s.connection_keys()[owner]
     conns = np.unique(np.column_stack([key, pair]), axis=0)[:, 0]
     links, per_link = np.unique(conns, return_counts=True)
     connections = per_link[np.searchsorted(links, key)]
@@ -175,8 +178,11 @@ def _priced(s: Schedule, router, overhead, streams: bool = False) -> tuple:
     share = router.link_bandwidth[edges] / counts
     rate = np.full(len(s), np.inf)
     np.minimum.at(rate, owner, share)
+    queues = s.connection is not None and bool(
+        np.unique(s.connection_keys()).size
+        > np.unique(s.src.astype(np.int64) * s.nranks + s.dst.astype(np.int64)).size)
     return (router.route_latency[rid] + overhead, rate, bool((connections > 1).any()),
-            (edges, owner))
+            (edges, owner), queues)
 
 
 def _steps(s: Schedule, duration: np.ndarray, size: np.ndarray,
@@ -210,11 +216,16 @@ def _dataflow(s: Schedule, latency: np.ndarray, sending: np.ndarray, size: np.nd
     seconds (message overhead and bytes) and arrives ``latency`` later."""
     indptr, indices = s.dependencies()
     reduce_s = np.where(s.reduce, gamma * size, 0.0)
-    conn = s.src.astype(np.int64) * s.nranks + s.dst.astype(np.int64)
+    conn = s.connection_keys()
     order = np.lexsort((np.arange(len(s)), conn))   # by connection, in schedule order
     before = np.full(len(s), -1)
     same = conn[order][1:] == conn[order][:-1]
     before[order[1:][same]] = order[:-1][same]
+    # how many transfers before it on its connection in its own step: those go first
+    run = np.concatenate([[False], same & (s.step[order][1:] == s.step[order][:-1])])
+    at = np.arange(len(s))
+    depth = np.empty(len(s), dtype=np.int64)
+    depth[order] = at - np.maximum.accumulate(np.where(run, 0, at))
     hold = sending + (0.0 if overlap else reduce_s)  # until the connection is free again
     released = np.zeros(len(s))
     freed = np.zeros(len(s))   # when each transfer's connection is free for the next
@@ -235,9 +246,15 @@ def _dataflow(s: Schedule, latency: np.ndarray, sending: np.ndarray, size: np.nd
         start[earlier & ~later] = np.maximum(start[earlier & ~later],
                                              freed[prev[earlier & ~later]])
         freed[a:b] = start + hold[a:b]
-        for i in np.flatnonzero(later):   # in schedule order: one after another
-            start[i] = max(start[i], freed[prev[i]])
-            freed[a + i] = start[i] + hold[a + i]
+        queued = np.flatnonzero(later)
+        if queued.size:   # one after another: each waits for the one before it
+            level = depth[a + queued]
+            queued = queued[np.argsort(level, kind="stable")]
+            bounds = np.searchsorted(np.sort(level), np.arange(1, int(level.max()) + 2))
+            for lo_, hi_ in zip(bounds[:-1], bounds[1:]):
+                i = queued[lo_:hi_]
+                start[i] = np.maximum(start[i], freed[prev[i]])
+                freed[a + i] = start[i] + hold[a + i]
         released[a:b] = start + sending[a:b] + latency[a:b] + reduce_s[a:b]
     return float(released.max())
 
@@ -251,7 +268,7 @@ def _overlapping(s: Schedule, router, begin: np.ndarray, until: np.ndarray) -> b
     owner = moving[np.repeat(np.arange(len(moving)), cnt)]
     order = np.lexsort((begin[owner], edges))
     e, t = edges[order], owner[order]
-    pair = s.src.astype(np.int64)[t] * s.nranks + s.dst.astype(np.int64)[t]
+    pair = s.connection_keys()[t]
     same_link = e[1:] == e[:-1]
     other = pair[1:] != pair[:-1]
     tol = 1e-12 * np.maximum(np.abs(until[t][:-1]), 1e-300)

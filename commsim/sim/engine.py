@@ -16,11 +16,13 @@ Model (see docs/simulator.md):
   Ranks drift; there is no global barrier.
 - ``mode="dataflow"``: a transfer starts as soon as every transfer that wrote the data
   it sends has arrived and been reduced (``Schedule.dependencies``), the previous
-  transfer on its connection (same src and dst, in schedule order) has sent its last
-  byte (so messages stream down a connection, their latencies overlapping), and
-  both its ranks have started (their start offsets). Connections deliver in order,
-  like NCCL's channels or one TCP/RDMA stream; without that, max-min fairness lets
-  transfers that ran ahead share a connection with the urgent one and slow it down.
+  transfer on its connection (same src, dst and ``Schedule.connection``, in schedule
+  order) has sent its last byte (so messages stream down a connection, their
+  latencies overlapping), and both its ranks have started (their start offsets).
+  Connections deliver in order, like NCCL's channels or one TCP/RDMA stream; without
+  that, max-min fairness lets transfers that ran ahead share a connection with the
+  urgent one and slow it down. A pair's connections (NCCL's channels, gloo's two
+  segments in flight) queue apart and share the links as flows.
 
 Two executors give the same answer:
 

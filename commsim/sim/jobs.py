@@ -103,6 +103,7 @@ class _Merged:
         return len(self.step)
 
     transfer_connections = Schedule.transfer_connections
+    connection_keys = Schedule.connection_keys
 
     def step_bounds(self) -> np.ndarray:
         keys = np.arange(self.nsteps, dtype=np.int64)

@@ -147,8 +147,9 @@ class Run:
 
 
 def fifo_next(s: Schedule) -> np.ndarray:
-    """The next transfer on the same connection (src, dst) in schedule order, or -1."""
-    key = s.src.astype(np.int64) * s.nranks + s.dst.astype(np.int64)
+    """The next transfer on the same connection (src, dst and ``Schedule.connection``)
+    in schedule order, or -1."""
+    key = s.connection_keys()
     order = np.argsort(key, kind="stable")
     same = key[order[1:]] == key[order[:-1]]
     out = np.full(len(s), -1, dtype=np.int64)
