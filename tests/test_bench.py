@@ -643,6 +643,25 @@ def test_usable_cores_is_the_affinity_else_the_core_count(monkeypatch):
     assert env.usable_cores() == 7
 
 
+def test_cores_per_rank_counts_the_cores_a_hosts_ranks_may_use_together():
+    """mpirun binds each of 2 ranks to its own core: a core each, not half a core; 4
+    unbound ranks on 2 cores: half; 2 pinned to one core: half; a host whose ranks'
+    affinity is unknown counts the most cores any of them has; the fewest host wins."""
+    def rank(host, cpus, cores=None):
+        return {"host": host, "cpus": cpus, "cores": cores or len(cpus or [0])}
+
+    assert env.host_cores_per_rank([rank("a", [0]), rank("a", [1])]) == 1.0
+    assert env.host_cores_per_rank([rank("a", [0, 1])] * 4) == 0.5
+    assert env.host_cores_per_rank([rank("a", [0])] * 2) == 0.5
+    assert env.host_cores_per_rank([rank("a", None, 8), rank("a", [0], 1)]) == 4.0
+    assert env.host_cores_per_rank([rank("a", [0, 1, 2, 3]), rank("b", [0]),
+                                    rank("b", [0])]) == 0.5
+    from commsim.bench.output import host_load
+
+    load = host_load([rank("a", [0]), rank("a", [1])])
+    assert load == [("a", 2, 2, False)]
+
+
 def test_rings_take_the_prediction_topology_s_layout_when_ranks_fill_its_nodes():
     from commsim.bench.harness import algorithm_plans
     from commsim.topology import builders

@@ -66,6 +66,35 @@ def detect(env: Mapping[str, str] | None = None) -> RankInfo:
     return RankInfo(0, 1, 0, 1, "none", host)
 
 
+def usable_cpus() -> list[int] | None:
+    """The ids of the cores this process may run on (its CPU affinity), or None where
+    the platform does not say."""
+    try:
+        return sorted(os.sched_getaffinity(0)) or None
+    except (AttributeError, OSError):  # pragma: no cover - not on Linux
+        return None
+
+
+def host_cores_per_rank(ranks: list[dict]) -> float:
+    """The cores each rank has, from every rank's ``host``, ``cpus`` (:func:`usable_cpus`)
+    and ``cores`` (:func:`usable_cores`): per host, the cores its ranks may run on
+    together (:func:`host_cores`: ranks that a launcher binds to a core each, as
+    ``mpirun`` does up to a core a rank, have a core each, not one between them) over
+    its ranks; the fewest of any host."""
+    hosts: dict[str, list[dict]] = {}
+    for r in ranks:
+        hosts.setdefault(r["host"], []).append(r)
+    return float(min(host_cores(on) / len(on) for on in hosts.values()))
+
+
+def host_cores(ranks: list[dict]) -> int:
+    """The cores one host's ``ranks`` may run on together: the union of their ``cpus``
+    (:func:`usable_cpus`), or the most ``cores`` any of them has where one's are unknown."""
+    if all(r.get("cpus") for r in ranks):
+        return len(set().union(*(r["cpus"] for r in ranks)))
+    return max(int(r.get("cores") or 1) for r in ranks)
+
+
 def usable_cores() -> int:
     """The cores this process may run on: its CPU affinity (``taskset``, cgroup cpusets,
     a batch scheduler's binding) where the platform tells it, else every core the host

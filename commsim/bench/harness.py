@@ -24,7 +24,7 @@ from commsim.bench.config import (
     resolve_dtype,
     sizes,
 )
-from commsim.bench.env import detect, usable_cores
+from commsim.bench.env import detect, host_cores_per_rank, usable_cores, usable_cpus
 from commsim.bench.output import Reporter
 from commsim.bench.predictions import Predictor, build_schedule
 from commsim.errors import CommsimError
@@ -120,10 +120,11 @@ def reduction_gamma(comm, dtype, repeats: int = 3) -> float:
 
 
 def cores_per_rank(comm) -> float:
-    """The cores each rank has: its host's usable cores over the ranks on that host, the
-    fewest of any host (below 1, ranks share cores); the same number on every rank."""
-    mine = usable_cores() / max(1, comm.info.local_world_size)
-    return float(comm.allgather_floats([mine]).min())
+    """The cores each rank has: the cores its host's ranks may run on over the ranks on
+    that host, the fewest of any host (below 1, ranks share cores;
+    :func:`commsim.bench.env.host_cores_per_rank`); the same number on every rank."""
+    return host_cores_per_rank(comm.allgather_objects(
+        {"host": comm.info.host, "cpus": usable_cpus(), "cores": usable_cores()}))
 
 
 def cores_to_spare(comm) -> bool:
@@ -225,7 +226,7 @@ def _run(cfg: BenchConfig, comm) -> int:
                                     "device": comm.device_name(),
                                     "local_rank": comm.info.local_rank,
                                     "launcher": comm.info.launcher,
-                                    "cores": usable_cores()})
+                                    "cores": usable_cores(), "cpus": usable_cpus()})
     versions = comm.versions()
     nnodes = len({r["host"] for r in ranks})
     done = _resumed(cfg, comm)

@@ -334,12 +334,15 @@ def _native_cell(r: dict) -> str:
 
 def host_load(ranks: list[dict]) -> list[tuple[str, int, int | None, bool]]:
     """Per host, in rank order: ``(host, ranks on it, its usable cores, oversubscribed)``.
-    A host is oversubscribed when it runs more CPU ranks than it has cores (the ranks'
-    ``cores``: their CPU affinity); ranks that drive a GPU do not count."""
+    A host is oversubscribed when it runs more CPU ranks than it has cores (the union of
+    its ranks' CPU affinities, :func:`commsim.bench.env.host_cores`); ranks that drive a
+    GPU do not count."""
+    from commsim.bench.env import host_cores
+
     out = []
     for host in dict.fromkeys(r["host"] for r in ranks):
         mine = [r for r in ranks if r["host"] == host]
-        cores = mine[0].get("cores")
+        cores = host_cores(mine) if any(r.get("cores") for r in mine) else None
         cpu = [r for r in mine if not str(r.get("device", "")).startswith("cuda")]
         out.append((host, len(mine), cores, bool(cores) and len(cpu) > cores))
     return out

@@ -194,12 +194,14 @@ def _raw(m: Measurements) -> dict:
     return out
 
 
-FORMAT = 6  # 2: shared host capacity, two-regime fits, cold reduction; 3: first touch;
+FORMAT = 7  # 2: shared host capacity, two-regime fits, cold reduction; 3: first touch;
 # 4: exchange steps apart from one-way ones (exchange_overhead, exchange_latency);
 # 5: executor costs fitted against the model at 256 KiB and 2 MiB too; the native
 # allreduce's cost per message (native_message_overhead); 6: cores_per_rank (whether
 # reductions overlap transfers, so that predict and simulate assume what bench does);
-# the ring shift the median of passes at the start and the end
+# the ring shift the median of passes at the start and the end; 7: cores_per_rank from
+# the union of the host's ranks' affinities (mpirun binds 2 ranks to a core each), the
+# native cost fitted on gloo's rings with two segments in flight
 
 
 def stale(path: Path) -> str | None:

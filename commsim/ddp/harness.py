@@ -96,7 +96,7 @@ def run(cfg: DdpConfig) -> int:
 
 
 def _run(cfg: DdpConfig, comm, backend: str) -> int:
-    from commsim.bench.env import usable_cores
+    from commsim.bench.env import usable_cores, usable_cpus
     from commsim.ddp import output
     from commsim.ddp.train import train
 
@@ -106,7 +106,7 @@ def _run(cfg: DdpConfig, comm, backend: str) -> int:
     ranks = comm.allgather_objects({"rank": comm.rank, "host": comm.info.host,
                                     "device": comm.device_name(),
                                     "local_rank": comm.info.local_rank,
-                                    "cores": usable_cores()})
+                                    "cores": usable_cores(), "cpus": usable_cpus()})
     versions = comm.versions()
     trained = train(cfg, comm, schedule, MODE)
     gathered = comm.allgather_objects({"steps": trained.steps, "baseline": trained.baseline,

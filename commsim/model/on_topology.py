@@ -18,8 +18,11 @@ reaches step ``s`` when its transfers of earlier steps have ended and their redu
 (``gamma`` seconds a byte, at the receiver) are applied; a transfer starts when both
 its ranks are there. So ranks drift, and the time is the longest path through the
 steps. Rings and rhd in dataflow mode use :func:`commsim.model.pipelined` with each
-step's slowest latency and rate; other schedules in dataflow mode (trees, chains) the
-simulator's dataflow rules (:func:`_dataflow`): a transfer starts when the data it
+step's slowest latency and rate, unless a pair of their ranks has several connections
+(NCCL's channels, gloo's segments in flight: :meth:`Schedule.connection_keys`), which
+the closed form would stream down one; those and other schedules in dataflow mode
+(trees, chains) take the simulator's dataflow rules (:func:`_dataflow`): a transfer
+starts when the data it
 sends has arrived and been reduced and its connection is free, so a tree's reduce and
 broadcast overlap; and since steps then overlap, never less than the busiest link's
 bytes over its bandwidth. On a contention-free case (no two connections share a link)
