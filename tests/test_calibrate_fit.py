@@ -243,3 +243,15 @@ def test_robust_linear_rejects_bad_arguments():
         robust_linear(X, y, ["a", "b"], loss="cauchy")
     with pytest.raises(CommsimError, match="nonnegative"):
         robust_linear(X, y, ["a", "b"], nonnegative=["c"])
+
+
+def test_median_of_means_keeps_common_ticks_and_drops_a_lone_stall():
+    from commsim.calibrate.measure import median_of_means
+
+    calm = [1.0] * 60
+    assert median_of_means(calm) == 1.0
+    stalled = calm[:30] + [31.0] + calm[31:]          # one call in 60 waits 30 s more
+    assert median_of_means(stalled) == 1.0            # the plain mean would be 1.5
+    ticks = [5.0 if i % 4 == 0 else 1.0 for i in range(60)]   # every group pays them
+    assert median_of_means(ticks) == pytest.approx(np.mean(ticks))
+    assert median_of_means([2.0, 4.0]) == 3.0         # fewer values than groups
