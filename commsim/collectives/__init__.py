@@ -11,8 +11,11 @@ module maps ``(collective, algorithm)`` names to them::
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import numpy as np
 
 from commsim.collectives import alltoall, chain, hierarchical, layout, nccl_tree, rhd, ring, tree
 from commsim.collectives.layout import auto_options
@@ -194,10 +197,6 @@ def in_flight(schedule: Schedule, k: int) -> Schedule:
     segments in flight, each on a buffer of its own. The connections queue apart, so one
     piece's posting overlaps another's bytes (:meth:`Schedule.connection_keys`). A
     schedule that already names connections (channels) keeps them, ``k`` slots each."""
-    import dataclasses
-
-    import numpy as np
-
     if k < 1 or int(k) != k:
         raise CommsimError(f"in_flight: {k!r} must be a whole number of connections >= 1")
     m = schedule.nchunks // chunk_unit(schedule.collective, schedule.algorithm,

@@ -22,15 +22,14 @@ step's slowest latency and rate, unless a pair of their ranks has several connec
 (NCCL's channels, gloo's segments in flight: :meth:`Schedule.connection_keys`), which
 the closed form would stream down one; those and other schedules in dataflow mode
 (trees, chains) take the simulator's dataflow rules (:func:`_dataflow`): a transfer
-starts when the data it
-sends has arrived and been reduced and its connection is free, so a tree's reduce and
-broadcast overlap; and since steps then overlap, never less than the busiest link's
-bytes over its bandwidth. On a contention-free case (no two connections share a link)
-this is exactly the simulator's answer, to rounding; where connections share a link the
-even split is an estimate (max-min may give some of them more; in dataflow mode,
-connections of overlapping steps share it too: -22% to +7% of the simulator for trees on
-a star, benchmarks/model_vs_sim_dataflow.py), and :attr:`Estimate.shared` says so: the
-simulator is then the reference.
+starts when the data it sends has arrived and been reduced and its connection is free,
+so a tree's reduce and broadcast overlap; and since steps then overlap, never less than
+the busiest link's bytes over its bandwidth. On a contention-free case (no two
+connections share a link) this is exactly the simulator's answer, to rounding; where
+connections share a link the even split is an estimate (max-min may give some of them
+more; in dataflow mode, connections of overlapping steps share it too: -22% to +7% of
+the simulator for trees on a star, benchmarks/model_vs_sim_dataflow.py), and
+:attr:`Estimate.shared` says so: the simulator is then the reference.
 
 Where a profile's ranks share their host's cores (``cores_per_rank`` below 1), no
 schedule is faster than the host's copies and reductions done one after another
@@ -159,9 +158,9 @@ def _priced(s: Schedule, router, overhead, streams: bool = False) -> tuple:
     """Each transfer's latency (s) and rate (B/s) on its route, its step's own flows
     sharing every link evenly; whether any link was shared; and ``(edges, owner)``, the
     links every transfer crosses (link ids, and the transfer of each); and whether a pair
-    of ranks has more than one connection. ``streams``: the pieces
-    of one connection follow each other down it (dataflow), so a link is shared by the
-    step's connections, not by its pieces."""
+    of ranks has more than one connection. ``streams``: the pieces of one connection
+    follow each other down it (dataflow), so a link is shared by the step's
+    connections, not by its pieces."""
     rid = router.route_ids(s.src.astype(np.intp), s.dst.astype(np.intp),
                            s.transfer_connections())
     edges, cnt = router.route_links(rid)
