@@ -17,6 +17,7 @@ from commsim.cli import main
 from commsim.errors import CommsimError
 from commsim.model.on_topology import TopologyModel
 from commsim.topology import spec
+from commsim.units import format_size
 
 INTRA = (20e-6, 1 / 8e9)    # alpha (s), beta (s/byte)
 INTER = (60e-6, 1 / 2e9)
@@ -315,10 +316,12 @@ raise SystemExit(main(["bench"] + sys.argv[1:]))
     assert moved["bytes"] == 2 << 20 and moved["now_us"] > 0 and moved["ratio"] > 0
     assert moved["profile_us"] == pytest.approx(
         G.graph["profile"]["measurements"]["ring"]["seconds"][-1] * 1e6)
-    # --reuse: an existing profile is kept, its path printed, nothing measured
+    # --reuse: an existing profile measured as far as asked is kept, its path printed,
+    # nothing measured
     before = out.stat().st_mtime_ns
     text = assert_all_ok(run_torch_ranks(CALIBRATE, 2, tmp_path, timeout=100,
-                                         args=("--out", str(out), "--reuse")))
+                                         args=("--out", str(out), "--reuse",
+                                               "--max-size", "4M")))
     assert str(out) in text and "ping-pong" not in text and out.stat().st_mtime_ns == before
 
 
@@ -347,6 +350,16 @@ def test_a_profile_from_an_older_calibration_is_stale_and_measured_again(tmp_pat
     assert "older calibration (format 1" in profile.stale(path)
     path.write_text("[not, a, profile]")
     assert "cannot be read" in profile.stale(path)
+
+
+def test_a_profile_measured_to_smaller_sizes_than_asked_is_stale(tmp_path):
+    path, data = _write(tmp_path, ["h", "h"])
+    largest = max(data["profile"]["measurements"]["ring"]["bytes"])
+    assert profile.stale(path, largest) is None
+    assert profile.stale(path, largest // 4) is None     # a smaller ask is covered
+    why = profile.stale(path, 4 * largest)
+    assert why.startswith(f"was measured up to {format_size(largest)}, not the ")
+    assert "(--max-size)" in why
 
 
 def test_first_touch_is_fitted_and_charged_to_native_rows_that_map_fresh_scratch(tmp_path):

@@ -45,6 +45,7 @@ from commsim.calibrate.measure import Measurements
 from commsim.errors import CommsimError
 from commsim.report.files import write_atomic
 from commsim.topology import spec
+from commsim.units import format_size
 
 
 def fit_all(m: Measurements, meta: dict) -> dict[str, fitting.Fit]:
@@ -204,11 +205,11 @@ FORMAT = 7  # 2: shared host capacity, two-regime fits, cold reduction; 3: first
 # native cost fitted on gloo's rings with two segments in flight
 
 
-def stale(path: Path) -> str | None:
+def stale(path: Path, largest: int | None = None) -> str | None:
     """Why the profile at ``path`` should be measured again (written by an older
-    calibration, or unreadable: not UTF-8, not YAML, not a profile), or None when it is
-    current or absent. Read by the one guarded YAML reader
-    (:func:`commsim.topology.spec.read_yaml`)."""
+    calibration, measured to a smaller size than ``largest`` bytes, or unreadable: not
+    UTF-8, not YAML, not a profile), or None when it is current or absent. Read by the
+    one guarded YAML reader (:func:`commsim.topology.spec.read_yaml`)."""
     if not spec.is_file(path):
         return None
     try:
@@ -221,6 +222,11 @@ def stale(path: Path) -> str | None:
     version = block.get("format", 1)
     if version != FORMAT:
         return f"is from an older calibration (format {version}, now {FORMAT})"
+    ring = (block.get("measurements") or {}).get("ring") or {}
+    measured = max(ring.get("bytes") or [0])
+    if largest is not None and measured < largest:
+        return (f"was measured up to {format_size(int(measured))}, not the "
+                f"{format_size(int(largest))} asked (--max-size)")
     return None
 
 

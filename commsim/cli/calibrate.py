@@ -31,8 +31,8 @@ def register(sub) -> None:
                    help="execution mode whose overhead is measured (default dataflow)")
     p.add_argument("--reuse", action="store_true",
                    help="when the profile (--out, or the default path) already exists and "
-                   "was written by this version's calibration, print its path and measure "
-                   "nothing")
+                   "was written by this version's calibration up to at least --max-size, "
+                   "print its path and measure nothing")
     p.add_argument("--max-size", default="64M", metavar="SIZE",
                    help="largest message measured (default 64M; at least 1M)")
     add_timeout(p)
@@ -82,7 +82,7 @@ def _calibrate(args, sizes: list[int]) -> int:
         lead = comm.rank == 0
         hosts = [r["host"] for r in comm.allgather_objects({"host": comm.info.host})]
         path = Path(args.out) if args.out else profile.default_path(hosts, args.backend)
-        stale = profile.stale(path) if args.reuse and lead else None
+        stale = profile.stale(path, max(sizes)) if args.reuse and lead else None
         if args.reuse and comm.allgather_objects(spec.is_file(path) and not stale)[0]:
             if lead:   # rank 0 decides
                 print(str(path))
