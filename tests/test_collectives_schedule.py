@@ -202,3 +202,17 @@ def test_each_nccl_tree_is_one_connection_and_dbt_two(p, c):
     np.testing.assert_array_equal(d.transfer_connections(), d.chunk // 2)
     for algorithm in ("rhd", "tree"):
         assert collectives.build("allreduce", algorithm, p).connection is None
+
+
+@given(st.integers(2, 9), st.integers(1, 4), st.integers(1, 3))
+def test_connection_keys_tell_connections_apart_exactly(p, channels, k):
+    """Two transfers share a key exactly when they share src, dst and connection."""
+    s = collectives.in_flight(
+        collectives.build("allreduce", "ring", p, 2 * p * channels, channels=channels), k)
+    keys = s.connection_keys()
+    triples = np.column_stack([s.src, s.dst, s.transfer_connections()]).astype(np.int64)
+    _, by_triple = np.unique(triples, axis=0, return_inverse=True)
+    _, by_key = np.unique(keys, return_inverse=True)
+    # the same partition of the transfers
+    assert len(set(zip(by_triple.ravel(), by_key.ravel()))) == by_key.max() + 1 \
+        == by_triple.max() + 1
