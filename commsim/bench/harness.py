@@ -218,15 +218,15 @@ def _run(cfg: BenchConfig, comm) -> int:
     profiled = model_parameter(predictor.graph, "gamma")
     predictor.gamma = profiled if profiled is not None else reduction_gamma(comm, dtype)
     predictor.gamma_source = "profile" if profiled is not None else "measured"
-    if not predictor.overlap_known:  # a profile says (predict and simulate read it too)
-        predictor.overlap = cores_to_spare(comm)
-    with watchdog.operation("the profile's drift check (a ring shift)", row=False):
-        predictor.set_drift(drift.measure(comm, predictor.graph))
     ranks = comm.allgather_objects({"rank": rank, "host": comm.info.host,
                                     "device": comm.device_name(),
                                     "local_rank": comm.info.local_rank,
                                     "launcher": comm.info.launcher,
                                     "cores": usable_cores(), "cpus": usable_cpus()})
+    if not predictor.overlap_known:  # a profile says (predict and simulate read it too)
+        predictor.overlap = reductions_overlap(host_cores_per_rank(ranks))
+    with watchdog.operation("the profile's drift check (a ring shift)", row=False):
+        predictor.set_drift(drift.measure(comm, predictor.graph))
     versions = comm.versions()
     nnodes = len({r["host"] for r in ranks})
     done = _resumed(cfg, comm)

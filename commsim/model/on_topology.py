@@ -168,7 +168,8 @@ def _priced(s: Schedule, router, overhead, streams: bool = False) -> tuple:
     key = s.step.astype(np.int64)[owner] * len(router.links) + edges
     # the step's connections on each link: one connection's pieces alone on a link move
     # as one message would, exactly; two connections there make the even split a guess
-    pair = s.connection_keys()[owner]
+    keys = s.connection_keys()
+    pair = keys[owner]
     conns = np.unique(np.column_stack([key, pair]), axis=0)[:, 0]
     links, per_link = np.unique(conns, return_counts=True)
     connections = per_link[np.searchsorted(links, key)]
@@ -181,7 +182,7 @@ def _priced(s: Schedule, router, overhead, streams: bool = False) -> tuple:
     rate = np.full(len(s), np.inf)
     np.minimum.at(rate, owner, share)
     queues = s.connection is not None and bool(
-        np.unique(s.connection_keys()).size
+        np.unique(keys).size
         > np.unique(s.src.astype(np.int64) * s.nranks + s.dst.astype(np.int64)).size)
     return (router.route_latency[rid] + overhead, rate, bool((connections > 1).any()),
             (edges, owner), queues)
@@ -251,8 +252,9 @@ def _dataflow(s: Schedule, latency: np.ndarray, sending: np.ndarray, size: np.nd
         queued = np.flatnonzero(later)
         if queued.size:   # one after another: each waits for the one before it
             level = depth[a + queued]
-            queued = queued[np.argsort(level, kind="stable")]
-            bounds = np.searchsorted(np.sort(level), np.arange(1, int(level.max()) + 2))
+            by = np.argsort(level, kind="stable")
+            queued, level = queued[by], level[by]
+            bounds = np.searchsorted(level, np.arange(1, int(level[-1]) + 2))
             for lo_, hi_ in zip(bounds[:-1], bounds[1:]):
                 i = queued[lo_:hi_]
                 start[i] = np.maximum(start[i], freed[prev[i]])
