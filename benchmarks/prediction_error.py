@@ -24,6 +24,16 @@ the median of their means), which separates the model's errors from the machine'
 drift between calibrating and measuring.
 
     python benchmarks/prediction_error.py --repeat 3 --recalibrate
+
+On this machine a run's misses move with the quarter hour more than with the code, so a
+change to the model is judged on the same measurements: ``--keep DIR`` keeps the
+profiles and the runs' JSON lines, and ``--replay DIR`` measures nothing: it fits each
+kept profile again from the raw measurements it holds, with this checkout's fits
+(:func:`commsim.calibrate.profile.refit`), predicts every kept row again, and prints the
+same table. Replayed in two checkouts, one kept measurement compares two models.
+
+    python benchmarks/prediction_error.py --repeat 3 --keep /tmp/kept
+    python benchmarks/prediction_error.py --replay /tmp/kept
 """
 
 from __future__ import annotations
@@ -62,13 +72,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profiles", metavar="DIR",
                     help="keep profiles here and reuse those already there, unless an older "
                     "calibration wrote them (default: fresh)")
+    ap.add_argument("--keep", metavar="DIR",
+                    help="keep the profiles (as --profiles) and the runs' JSON lines here, "
+                    "for --replay")
+    ap.add_argument("--replay", metavar="DIR",
+                    help="measure nothing: fit the profiles kept in DIR (--keep) again with "
+                    "this checkout and predict its runs' rows again")
     args = ap.parse_args(argv)
     if args.repeat < 1:
         ap.error(f"--repeat: {args.repeat} must be at least 1")
+    if args.replay:
+        return _replay(Path(args.replay))
     rows, drifts = [], {}
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(args.profiles or tmp)
+        folder = Path(args.keep or args.profiles or tmp)
         folder.mkdir(parents=True, exist_ok=True)
+        kept = Path(args.keep or tmp)
         for backend in _split(args.backends):
             for nproc in map(int, _split(args.nproc)):
                 prof = folder / f"profile-{backend}-{nproc}.yaml"
@@ -77,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
                 runs = []
                 for i in range(args.repeat):
                     if args.recalibrate:
-                        prof = Path(tmp) / f"profile-{backend}-{nproc}-{i}.yaml"
+                        prof = kept / f"profile-{backend}-{nproc}-{i}.yaml"
                         run_verb("calibrate", backend, nproc, ["--out", str(prof)])
-                    out = Path(tmp) / f"run-{backend}-{nproc}-{i}.jsonl"
+                    out = kept / f"run-{backend}-{nproc}-{i}.jsonl"
                     runs.append(bench(backend, nproc, [
                         "--profile", str(prof), "--algorithm", args.algorithms, "-b",
                         args.minbytes, "-e", args.maxbytes, "-f", "4", "-n", args.iters,
@@ -91,6 +110,61 @@ def main(argv: list[str] | None = None) -> int:
           + "; ".join(f"{key} " + ", ".join("-" if d is None else f"{d:.2f}x" for d in ds)
                       for key, ds in drifts.items()))
     return 0
+
+
+def _replay(folder: Path) -> int:
+    """:func:`_print` of the runs kept in ``folder``, every prediction made again from its
+    profile fitted again by this checkout."""
+    runs: dict[tuple, list] = {}
+    for path in sorted(folder.glob("run-*-*-*.jsonl")):
+        backend, nproc, i = path.stem.split("-")[1:4]
+        prof = folder / f"profile-{backend}-{nproc}-{i}.yaml"
+        if not prof.exists():
+            prof = folder / f"profile-{backend}-{nproc}.yaml"
+        runs.setdefault((backend, int(nproc)), []).append(_predicted_again(path, prof))
+    if not runs:
+        raise SystemExit(f"--replay: {folder} holds no run-BACKEND-NPROC-I.jsonl (--keep)")
+    rows, repeated = [], max(len(r) for r in runs.values()) > 1
+    for same in runs.values():
+        rows += _merged(same, predictions=True) if repeated else same[0]
+    _print(rows, repeated=repeated)
+    print(f"replayed: the runs kept in {folder}, predicted from their profiles fitted again")
+    return 0
+
+
+def _predicted_again(run: Path, prof: Path) -> list[dict]:
+    """The result rows of ``run`` with ``t_model_us`` and ``t_sim_us`` predicted again
+    from ``prof`` fitted again (:func:`commsim.calibrate.profile.refit`), as ``bench``
+    predicted them: the schedule that ran, or for native rows what the backend runs."""
+    from commsim.bench.config import resolve_dtype
+    from commsim.bench.predictions import Predictor, build_schedule
+    from commsim.calibrate import profile
+    from commsim.topology import model_parameter, spec
+
+    lines = [json.loads(line) for line in run.read_text().splitlines() if line.strip()]
+    config = lines[0]
+    rows = [r for r in lines if r.get("type") == "result" and r.get("status") == "ok"]
+    with tempfile.TemporaryDirectory() as tmp:
+        fitted = profile.write(profile.refit(spec.read_yaml(prof, "profile")),
+                               Path(tmp) / prof.name)
+        p = rows[0]["nranks"]
+        predictor = Predictor(str(fitted), p, warn=lambda text: None,
+                              mode=(config.get("prediction") or {}).get("mode", "dataflow"))
+        predictor.gamma = model_parameter(predictor.graph, "gamma")
+        nnodes = len({r["host"] for r in config.get("ranks") or [{"host": None}]})
+        for r in rows:
+            native, extra = r["algorithm"] == "native", 0.0
+            if native:
+                choice, schedule = predictor.native(
+                    r["backend"], r["collective"], r["size"], resolve_dtype(r["dtype"]).size,
+                    config, max(0, r.get("root") or 0), nnodes)
+                extra = predictor.native_extra(choice)
+            else:
+                schedule = build_schedule(r["collective"], r["algorithm"], p, r["nchunks"], ())
+            for key, fn in (("t_model_us", predictor.model), ("t_sim_us", predictor.sim)):
+                t = fn(schedule, r["size"], native)
+                r[key] = None if t is None else (t + extra) * 1e6
+    return rows
 
 
 def _drift(path: Path) -> float | None:

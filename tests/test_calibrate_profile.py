@@ -275,6 +275,29 @@ def test_predict_simulate_and_bench_assume_what_the_profile_measured(tmp_path, c
     assert json.loads(out.read_text())["mode"] == "step"
 
 
+@pytest.mark.parametrize("hosts", [["h"] * 4, ["a", "a", "b", "b"], ["a", "b", "a"]])
+def test_a_profile_keeps_what_it_was_fitted_from_and_fits_again_the_same(tmp_path, hosts):
+    """The raw measurements in a profile file are the ones it was fitted from (each
+    rank's host read back from its links), and fitting them again gives its model."""
+    m = synthetic(hosts)
+    meta = {"backend": "gloo", "exec": "dataflow", "versions": {}}
+    data = profile.build(m, fit_all(m), meta)
+    path = profile.write(data, tmp_path / "p.yaml")
+    back = profile.measurements_of(yaml.safe_load(path.read_text()))
+    assert back.hosts == m.hosts and back.pair_ranks == m.pair_ranks
+    for name in ("ring", "reduction", "native"):
+        assert getattr(back, name).sizes == list(getattr(m, name).sizes)
+        assert getattr(back, name).seconds == pytest.approx(getattr(m, name).seconds)
+    assert back.overhead["algorithm"] == m.overhead["algorithm"]
+    assert back.overhead["seconds"] == pytest.approx(m.overhead["seconds"])
+    again = profile.refit(yaml.safe_load(path.read_text()))
+    assert again["model"] == data["model"] and again["links"] == data["links"]
+    assert again["profile"]["hosts"] == data["profile"]["hosts"]
+    with pytest.raises(CommsimError, match="no raw measurements"):
+        profile.measurements_of({"profile": {"nranks": 2}})
+    assert main(["predict", "--profile", str(path), "--size", "1M"]) == 0
+
+
 def test_a_topology_without_cores_per_rank_overlaps_in_step_mode():
     from commsim.model.setup import prediction_setting
 

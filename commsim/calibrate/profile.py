@@ -144,6 +144,61 @@ def build(m: Measurements, fits: dict, meta: dict) -> dict:
     }
 
 
+def measurements_of(data: dict) -> Measurements:
+    """The raw measurements a profile (its YAML mapping, as :func:`build` writes it)
+    keeps, as :func:`commsim.calibrate.measure.measure` returned them. Raises
+    :class:`CommsimError` naming what a file lacks."""
+    from commsim.calibrate.measure import Series
+
+    block = data.get("profile") if isinstance(data, dict) else None
+    raw = (block or {}).get("measurements")
+    if not isinstance(raw, dict) or not {"ring", "reduction", "overhead"} <= set(raw):
+        raise CommsimError("profile.measurements: this file keeps no raw measurements "
+                           "(ring, reduction, overhead) to fit again; calibrate again")
+
+    def series(name: str) -> Series:
+        s = raw.get(name) or {}
+        return Series(list(s.get("bytes") or []), [float(t) for t in s.get("seconds") or []])
+
+    m = Measurements(_rank_hosts(data, block),
+                     {name[len("pair_"):]: series(name) for name in raw
+                      if name.startswith("pair_")},
+                     {name: tuple(pair) for name, pair in (block.get("pairs") or {}).items()},
+                     series("ring"), series("reduction"))
+    m.overhead = dict(raw["overhead"])
+    m.first_touch, m.native = series("first_touch"), series("native")
+    m.cores_per_rank = float((data.get("model") or {}).get("cores_per_rank", 2.0))
+    m.ring_passes = [list(p) for p in (raw.get("ring_passes") or {}).get("seconds") or []]
+    return m
+
+
+def _rank_hosts(data: dict, block: dict) -> list[str]:
+    """Each rank's host, from the profile's links ``rankR -> hostH.in`` (:func:`network`)."""
+    hosts, nranks = block.get("hosts") or [], int(block.get("nranks") or 0)
+    into = {str(link.get("src")): str(link.get("dst")) for link in data.get("links") or []
+            if isinstance(link, dict)}
+    out = []
+    for r in range(nranks):
+        switch = into.get(f"rank{r}", "")
+        index = switch.removeprefix("host").removesuffix(".in")
+        if not index.isdigit() or int(index) >= len(hosts):
+            raise CommsimError(f"links: rank{r} has no link to a host's switch (hostH.in); "
+                               "this is not a profile that calibrate wrote")
+        out.append(hosts[int(index)])
+    return out
+
+
+def refit(data: dict) -> dict:
+    """A profile (its YAML mapping) fitted again, with this version's fits, from the raw
+    measurements it keeps (:func:`measurements_of`): the same machine, nothing measured
+    again. Its date and format are this fit's."""
+    block = data["profile"] if isinstance(data.get("profile"), dict) else {}
+    m = measurements_of(data)
+    meta = {"backend": block.get("backend"), "exec": block.get("exec", "dataflow"),
+            "versions": block.get("versions") or {}}
+    return build(m, fit_all(m, meta), meta)
+
+
 def exchange_latency(fits: dict, m: Measurements) -> float:
     """Seconds an exchange step (every rank sending and receiving at once, the ring
     shift) adds to the latency of one pair alone (the fastest class's): never below 0."""
