@@ -662,6 +662,38 @@ def test_cores_per_rank_counts_the_cores_a_hosts_ranks_may_use_together():
     assert load == [("a", 2, 2, False)]
 
 
+def _cache(root, cpu, index, level, kind, size, shared):
+    d = root / f"cpu{cpu}" / "cache" / f"index{index}"
+    d.mkdir(parents=True)
+    for name, text in (("level", str(level)), ("type", kind), ("size", size),
+                       ("shared_cpu_list", shared)):
+        (d / name).write_text(text + "\n")
+
+
+def test_cpu_caches_are_each_core_s_last_level_cache_named_once(tmp_path):
+    """Two cores with their own L2 and one L3 each of two 4-core dies: cores 0 and 1 share
+    die 0's L3, core 4 has die 1's; instruction caches never count."""
+    for cpu, die in ((0, "0-3"), (1, "0-3"), (4, "4-7")):
+        _cache(tmp_path, cpu, 0, 1, "Instruction", "64K", str(cpu))
+        _cache(tmp_path, cpu, 1, 2, "Unified", "1024K", str(cpu))
+        _cache(tmp_path, cpu, 2, 3, "Unified", "16384K", die)
+    assert env.cpu_caches([0, 1], root=tmp_path) == {"0-3": 16 << 20}
+    assert env.cpu_caches([0, 4], root=tmp_path) == {"0-3": 16 << 20, "4-7": 16 << 20}
+    assert env.cpu_caches([9], root=tmp_path) == {}   # no sysfs entry: unknown
+    assert env.cpu_caches(None, root=tmp_path) == {}
+
+
+def test_a_host_s_cache_is_its_ranks_distinct_caches_and_the_least_host_wins():
+    def rank(host, caches):
+        return {"host": host, "caches": caches}
+
+    die0, die1 = {"0-3": 16 << 20}, {"4-7": 16 << 20}
+    assert env.host_cache_bytes([rank("a", die0), rank("a", die0)]) == 16 << 20
+    assert env.host_cache_bytes([rank("a", die0), rank("a", die1)]) == 32 << 20
+    assert env.host_cache_bytes([rank("a", die0 | die1), rank("b", die0)]) == 16 << 20
+    assert env.host_cache_bytes([rank("a", die0), rank("a", {})]) is None
+
+
 def test_rings_take_the_prediction_topology_s_layout_when_ranks_fill_its_nodes():
     from commsim.bench.harness import algorithm_plans
     from commsim.topology import builders

@@ -14,6 +14,7 @@ from commsim.calibrate.fit import (
     fit_costs,
     fit_rate,
     robust_linear,
+    warm_speedup,
 )
 from commsim.errors import CommsimError
 
@@ -255,3 +256,25 @@ def test_median_of_means_keeps_common_ticks_and_drops_a_lone_stall():
     ticks = [5.0 if i % 4 == 0 else 1.0 for i in range(60)]   # every group pays them
     assert median_of_means(ticks) == pytest.approx(np.mean(ticks))
     assert median_of_means([2.0, 4.0]) == 3.0         # fewer values than groups
+
+
+@given(st.floats(1.0, 3.0), st.integers(0, 2**16))
+def test_warm_speedup_recovers_how_much_faster_sizes_that_fit_the_cache_ran(speedup, seed):
+    """Sizes up to 2 MiB fit the cache and run ``speedup`` times faster a byte than the
+    line; the latency-bound and the cold sizes do not count."""
+    rng = np.random.default_rng(seed)
+    alpha, beta = 20e-6, 1 / 4e9
+    sizes = [8 * 4**i for i in range(12)] + [64 << 20]
+    fits = lambda n: n <= 2 << 20   # noqa: E731
+    seconds = [(alpha + n * beta / (speedup if fits(n) else 1.0)) * rng.lognormal(0, 0.01)
+               for n in sizes]
+    assert warm_speedup(sizes, seconds, alpha, beta, fits) == pytest.approx(speedup, rel=0.03)
+
+
+def test_warm_speedup_needs_two_bandwidth_bound_sizes_and_is_never_below_one():
+    alpha, beta = 20e-6, 1 / 4e9
+    sizes = [8, 4096, 512 << 10, 2 << 20]
+    slow = [alpha + 2 * n * beta for n in sizes]   # the fitting sizes ran slower: noise
+    assert warm_speedup(sizes, slow, alpha, beta, lambda n: True) == 1.0
+    # only one size both fits and is bandwidth-bound (4 KiB takes less than 2 alphas)
+    assert warm_speedup(sizes, slow, alpha, beta, lambda n: n < 1 << 20) is None

@@ -298,6 +298,62 @@ def test_a_profile_keeps_what_it_was_fitted_from_and_fits_again_the_same(tmp_pat
     assert main(["predict", "--profile", str(path), "--size", "1M"]) == 0
 
 
+def test_warm_rates_are_fitted_and_every_verb_predicts_a_warm_call_alike(tmp_path):
+    """Two ranks sharing 8 MiB of cache: the ring shift ran 1.4 times faster a byte at
+    the sizes whose buffers fit (2 x 2 x 2 MiB at most), the same adds 4 times faster on
+    the same buffers. The profile says so, with the ring's line fitted to the other
+    sizes; bench's Predictor, predict and simulate then price a 1 MiB allreduce (all of
+    it in the cache) on the warm view, faster than cold, and a 64 MiB one (1/64 of it in
+    the cache) nearly cold, all three alike."""
+    from commsim.bench.predictions import Predictor
+    from commsim.topology import warm
+
+    m = synthetic(["h", "h"], noise=0.0)
+    m.cache_bytes = 8 << 20
+    a, b = 20e-6, INTRA[1] * CONTENTION
+    m.ring.seconds = [a + n * b / (1.4 if 2 * n * 2 <= m.cache_bytes else 1.0)
+                      for n in m.ring.sizes]
+    m.warm_reduction = Series([64 << 10, 256 << 10, 1 << 20, 4 << 20],
+                              [1e-6 + n * GAMMA / 4 for n in (64 << 10, 256 << 10, 1 << 20,
+                                                              4 << 20)])
+    data = profile.build(m, fit_all(m), {"backend": "gloo", "exec": "dataflow",
+                                         "versions": {}})
+    params = data["model"]
+    assert params["cache_bytes"] == 8 << 20
+    assert data["profile"]["fits"]["ring"]["beta"] == pytest.approx(b)   # the cold sizes
+    assert params["warm_link_speedup"] == pytest.approx(1.4, rel=0.02)
+    assert float(params["warm_reduce_bandwidth"].removesuffix("GB/s")) == pytest.approx(20,
+                                                                                       rel=0.02)
+    path = profile.write(data, tmp_path / "p.yaml")
+    again = profile.refit(yaml.safe_load(path.read_text()))   # the warm series kept too
+    assert again["model"] == params
+    G = topology.load(path)
+    assert G.graph["model"]["warm_gamma"] == pytest.approx(GAMMA / 4, rel=0.02)
+    bench = Predictor(str(path), 2, mode="dataflow")
+    bench.gamma = G.graph["model"]["gamma"]
+    for size, share in ((1 << 20, 1.0), (64 << 20, 1 / 64)):
+        assert warm.hit_fraction(G, size, 2) == share
+        out = tmp_path / f"{size}.jsonl"
+        assert main(["predict", "--profile", str(path), "--algorithm", "ring", "--size",
+                     str(size), "--chunks", "2", "--json", str(out)]) == 0
+        row = json.loads(out.read_text().splitlines()[0])
+        assert row["warm"] == share
+        s = collectives.build("allreduce", "ring", 2, row["nchunks"])
+        assert row["time_us"] == pytest.approx(bench.model(s, size) * 1e6, rel=1e-12)
+        assert main(["simulate", "--profile", str(path), "--algorithm", "ring", "--size",
+                     str(size), "--chunks", "2", "--json", str(out)]) == 0
+        row = json.loads(out.read_text().splitlines()[0])
+        assert row["time_us"] == pytest.approx(bench.sim(s, size) * 1e6, rel=1e-12)
+        cold = Predictor(str(path), 2, mode="dataflow")
+        cold.gamma, cold.repeated = bench.gamma, False   # as a training step's buckets
+        assert bench.model(s, size) < cold.model(s, size)
+    # a profile without a cache measures no warm rates
+    m.cache_bytes = None
+    assert "cache_bytes" not in profile.build(m, fit_all(m), {"backend": "mpi",
+                                                           "exec": "dataflow",
+                                                           "versions": {}})["model"]
+
+
 def test_a_topology_without_cores_per_rank_overlaps_in_step_mode():
     from commsim.model.setup import prediction_setting
 

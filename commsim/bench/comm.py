@@ -24,7 +24,7 @@ from commsim.backends import native
 from commsim.backends.plan import PLACES, segment_range
 from commsim.bench.config import check_dtype, resolve_dtype
 from commsim.bench.data import typed
-from commsim.bench.env import RankInfo
+from commsim.bench.env import RankInfo, cpu_caches, usable_cpus
 from commsim.errors import CommsimError
 
 OUT_OF_PLACE, IN_PLACE = PLACES
@@ -130,6 +130,16 @@ class TorchComm:
         if self.device.type == "cuda":
             return f"{self.device} ({self.torch.cuda.get_device_name(self.device)})"
         return f"cpu ({platform.processor() or platform.machine()})"
+
+    def caches(self) -> dict[str, int]:
+        """The cache this rank's data passes through, ``{name: bytes}``: its GPU's L2
+        (its own), else the last-level caches of the cores it may run on
+        (:func:`commsim.bench.env.cpu_caches`)."""
+        if self.device.type == "cuda":
+            props = self.torch.cuda.get_device_properties(self.device)
+            size = int(getattr(props, "L2_cache_size", 0) or 0)
+            return {f"{self.device}": size} if size else {}
+        return cpu_caches(usable_cpus())
 
     # --- collectives the harness itself needs -----------------------------------------
     def barrier(self) -> None:
@@ -262,6 +272,11 @@ class MpiComm:
 
     def device_name(self) -> str:
         return f"cpu ({platform.processor() or platform.machine()})"
+
+    def caches(self) -> dict[str, int]:
+        """The last-level caches of the cores this rank may run on
+        (:func:`commsim.bench.env.cpu_caches`)."""
+        return cpu_caches(usable_cpus())
 
     def barrier(self) -> None:
         self.comm.Barrier()

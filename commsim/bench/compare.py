@@ -58,16 +58,20 @@ def verdict(error_pct: float | None) -> str | None:
 
 
 def terms(collective: str, algorithm: str, nranks: int, size: int, prediction: dict | None,
-          nchunks: int | None = None, **options) -> dict[str, float] | None:
+          nchunks: int | None = None, warm: float | None = None,
+          **options) -> dict[str, float] | None:
     """Seconds of each model term, ``{"latency", "bandwidth", "reduction"}``: the model
-    with only alpha, only beta, only gamma (the others zero). None without a prediction
-    (an older file), for native rows (their schedule's chunking is not in the row), or
-    when the model has no formula for the algorithm."""
+    with only alpha, only beta, only gamma (the others zero; gamma ``warm`` of the way to
+    the profile's ``warm_gamma``, the row's share of data in the cache). None without a
+    prediction (an older file), for native rows (their schedule's chunking is not in the
+    row), or when the model has no formula for the algorithm."""
     if algorithm == "native" or not prediction or prediction.get("alpha") is None \
             or prediction.get("beta") is None:
         return None
     alpha, beta = float(prediction["alpha"]), float(prediction["beta"])
     gamma = float(prediction.get("gamma") or 0.0)
+    if warm and prediction.get("warm_gamma") is not None:
+        gamma = warm * float(prediction["warm_gamma"]) + (1.0 - warm) * gamma
     mode = prediction.get("mode") or "step"
     overlap = bool(prediction.get("overlap", True))
     out = {}
@@ -207,7 +211,7 @@ def point(run_index: int, run: Run, row: dict) -> Point:
     parts = None
     if model_us is not None:
         parts = terms(row["collective"], row["algorithm"], row["nranks"], size,
-                      run.prediction, row["nchunks"], **_options(run, row))
+                      run.prediction, row["nchunks"], row.get("warm"), **_options(run, row))
     m_err, s_err = rel_error(model_us, t), rel_error(sim_us, t)
     measured = row["busbw_gbps"]
     if measured is None:

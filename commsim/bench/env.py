@@ -12,6 +12,7 @@ import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from commsim.errors import CommsimError
 
@@ -103,3 +104,51 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0)) or 1
     except (AttributeError, OSError):  # pragma: no cover - not on Linux
         return os.cpu_count() or 1
+
+
+CPU_CACHES = Path("/sys/devices/system/cpu")
+_CACHE_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def cpu_caches(cpus: list[int] | None, root: Path = CPU_CACHES) -> dict[str, int]:
+    """The last-level caches of the cores ``cpus``: ``{the cores sharing it: bytes}``
+    from Linux's sysfs, one entry per cache (cores that share one name it once); empty
+    where the platform does not say."""
+    out: dict[str, int] = {}
+    for cpu in cpus or []:
+        best = None
+        for index in sorted((root / f"cpu{cpu}" / "cache").glob("index*")):
+            try:
+                if (index / "type").read_text().strip() == "Instruction":
+                    continue
+                level = int((index / "level").read_text())
+                size = _cache_size((index / "size").read_text())
+                shared = (index / "shared_cpu_list").read_text().strip()
+            except (OSError, ValueError):
+                continue
+            if best is None or level > best[0]:
+                best = (level, shared, size)
+        if best is not None:
+            out[best[1]] = best[2]
+    return out
+
+
+def _cache_size(text: str) -> int:
+    """Bytes from sysfs's ``8192K`` (or ``1M``, or plain bytes)."""
+    text = text.strip().upper()
+    if text and text[-1] in _CACHE_UNITS:
+        return int(text[:-1]) * _CACHE_UNITS[text[-1]]
+    return int(text)
+
+
+def host_cache_bytes(ranks: list[dict]) -> int | None:
+    """The cache the ranks of a host share, from every rank's ``host`` and ``caches``
+    (:func:`cpu_caches`, or a GPU's own: ``{name: bytes}``): per host, the bytes of the
+    distinct caches its ranks use; the least of any host, or None where a rank's are
+    unknown."""
+    hosts: dict[str, dict] = {}
+    for r in ranks:
+        if not r.get("caches"):
+            return None
+        hosts.setdefault(r["host"], {}).update(r["caches"])
+    return min(sum(caches.values()) for caches in hosts.values()) if hosts else None

@@ -248,10 +248,12 @@ def _run(cfg: BenchConfig, comm) -> int:
                 local = comm.array(base, length, dtype.name)
                 expect = (data.expectation(collective, rank, p, count, m, cfg.root)
                           if cfg.check else [])
+                flat, gamma = predictor.flat(nbytes) if predictor.graph is not None \
+                    else (predictor.alpha_beta, predictor.gamma)
                 for algorithm, options in runs:
                     schedule = schedule_for(cfg, collective, algorithm, options, p, nbytes,
-                                            count, predictor.alpha_beta, predictor.gamma,
-                                            predictor.overlap, predictor.message_overhead)
+                                            count, flat, gamma, predictor.overlap,
+                                            predictor.message_overhead)
                     predicted = None  # once per (algorithm, size), for every place
                     for place in cfg.places:
                         if done and (collective, algorithm, nbytes, place) in done:
@@ -296,6 +298,7 @@ def _predictions(cfg, predictor, collective: str, schedule, nbytes: int, dtype, 
     extra = predictor.native_extra(choice) if native else 0.0
     out["t_model_us"] = _us(_plus(predictor.model(predicted, nbytes, native), extra))
     out["t_sim_us"] = _us(_plus(predictor.sim(predicted, nbytes, native), extra))
+    out["warm"] = predictor.warm_share(nbytes)
     return out
 
 

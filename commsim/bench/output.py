@@ -33,7 +33,7 @@ RESULT_KEYS = (
     "redop", "root", "nchunks", "exec", "native_as", "native_model", "native_exact",
     "time_us", "algbw_gbps", "busbw_gbps", "busbw_factor",
     "wrong",
-    "t_model_us", "t_sim_us", "eff_pct", "iter_min_us", "iter_p50_us", "iter_p99_us",
+    "t_model_us", "t_sim_us", "warm", "eff_pct", "iter_min_us", "iter_p50_us", "iter_p99_us",
     "iter_max_us", "iters", "warmup", "average", "per_op_barrier", "topology", "status",
     "note",
 )

@@ -23,6 +23,7 @@ from commsim import model as closed_form  # the class has a method named model
 from commsim import topology as topo
 from commsim.errors import CommsimError
 from commsim.model.setup import executor_alpha, prediction_setting
+from commsim.topology import warm
 
 
 class Predictor:
@@ -42,13 +43,16 @@ class Predictor:
         self.graph = None
         self.alpha_beta: tuple[float, float] | None = None
         self.contention = 1.0  # a profile's: all ranks at once vs one pair alone
-        self._models: dict = {}  # native? -> the model on the topology
+        self._models: dict = {}  # (native?, id of the topology or its warm view) -> model
         self.step_overhead = 0.0  # a profile's: commsim's executor, seconds a step
         self.message_overhead = 0.0  # and seconds a message
         self.exchange_overhead = None  # a step where ranks send and receive (None: a step's)
         self.exchange_latency = None  # the host's, reported (not charged)
         self.first_touch = 0.0  # a profile's: seconds a byte of fresh memory's first write
         self.drift = None  # the profile's ring shift timed again (commsim.bench.drift)
+        # calls repeat on the same buffers back to back (bench's): a profile's warm rates
+        # apply where their data stays in the cache (commsim.topology.warm)
+        self.repeated = True
         G = topo.load(topology)  # a bad name or file is the user's to fix: it raises
         self.topology_name = G.graph.get("name", topology)
         measured = (G.graph.get("profile") or {}).get("nranks")
@@ -93,10 +97,14 @@ class Predictor:
         null when unknown), ``contention``, ``step_overhead``, ``exchange_overhead`` and
         ``message_overhead`` (s, commsim's executor: not charged to ``native`` rows),
         ``exchange_latency`` (s, the host's, reported: no prediction charges it),
-        ``gamma_source``, ``mode``, ``overlap`` and ``drift`` (the profile's ring shift
-        timed again: :mod:`commsim.bench.drift`; null without a profile)."""
+        ``warm_gamma`` (s/byte: a profile's, for calls whose data stays in its cache;
+        null otherwise), ``gamma_source``, ``mode``, ``overlap`` and ``drift`` (the
+        profile's ring shift timed again: :mod:`commsim.bench.drift`; null without a
+        profile)."""
         alpha, beta = self.alpha_beta or (None, None)
+        warm_gamma = topo.model_parameter(self.graph, "warm_gamma")
         return {"alpha": alpha, "beta": beta, "gamma": self.gamma or None,
+                "warm_gamma": warm_gamma if self.repeated else None,
                 "contention": self.contention, "step_overhead": self.step_overhead,
                 "message_overhead": self.message_overhead,
                 "exchange_overhead": self.exchange_overhead,
@@ -129,6 +137,34 @@ class Predictor:
         ``first_touch`` rate (0 without one)."""
         return float(getattr(choice, "scratch", 0) or 0) * self.first_touch
 
+    def for_call(self, nbytes: int) -> tuple:
+        """``(topology, gamma)`` to predict a call of ``nbytes`` a rank on: the profile's
+        warm view and its gamma where some of the call's data stays in the cache
+        (:mod:`commsim.topology.warm`) and calls are :attr:`repeated`, else the topology
+        and :attr:`gamma`."""
+        G = warm.for_call(self.graph, nbytes, self.nranks) if self.repeated else self.graph
+        if G is self.graph:
+            return G, self.gamma
+        return G, float(topo.model_parameter(G, "gamma", self.gamma))
+
+    def warm_share(self, nbytes: int) -> float | None:
+        """The share of a call's data that the profile's cache holds, as predicted
+        (:func:`commsim.topology.warm.hit_fraction`; 0 where none does), or None without a
+        topology."""
+        if self.graph is None:
+            return None
+        return float(self.for_call(nbytes)[0].graph.get("warm", 0.0))
+
+    def flat(self, nbytes: int) -> tuple:
+        """``(alpha_beta, gamma)`` of the flat closed form for a call of ``nbytes`` a rank
+        (what ``--chunks auto`` cuts by): :attr:`alpha_beta` and :attr:`gamma`, or the
+        warm view's where the call's data stays in the cache."""
+        G, gamma = self.for_call(nbytes)
+        if G is self.graph or self.alpha_beta is None:
+            return self.alpha_beta, gamma
+        alpha, beta = closed_form.alpha_beta(G, self.nranks)
+        return (alpha + executor_alpha(G), beta), gamma
+
     def _once(self, key, text: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
@@ -141,14 +177,14 @@ class Predictor:
         if schedule is None or self.graph is None:
             return None
         try:
-            tm = self._models.get(native)
+            G, gamma = self.for_call(nbytes)
+            tm = self._models.get((native, id(G)))
             if tm is None:
                 from commsim.model.on_topology import TopologyModel
 
-                tm = self._models[native] = TopologyModel(
-                    self.graph, self.nranks, **topo.executor_overheads(self.graph, native))
-            return float(tm.estimate(schedule, nbytes, self.gamma, self.mode,
-                                     self.overlap).time)
+                tm = self._models[(native, id(G))] = TopologyModel(
+                    G, self.nranks, **topo.executor_overheads(G, native))
+            return float(tm.estimate(schedule, nbytes, gamma, self.mode, self.overlap).time)
         except Exception as exc:  # noqa: BLE001 - a prediction never stops a measurement
             self._once(("model", schedule.algorithm),
                        f"no model prediction for {schedule.algorithm}: {exc}")
@@ -162,9 +198,10 @@ class Predictor:
         try:
             from commsim.sim import simulate
 
+            G, gamma = self.for_call(nbytes)
             return float(simulate(
-                schedule, self.graph, nbytes, mode=self.mode, gamma=self.gamma,
-                overlap=self.overlap, **topo.executor_overheads(self.graph, native)).time)
+                schedule, G, nbytes, mode=self.mode, gamma=gamma,
+                overlap=self.overlap, **topo.executor_overheads(G, native)).time)
         except Exception as exc:  # noqa: BLE001 - a prediction never stops a measurement
             self._once(("sim", schedule.algorithm),
                        f"no simulator prediction for {schedule.algorithm}: {exc}")

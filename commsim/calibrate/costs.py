@@ -16,9 +16,10 @@ catch many more of the scheduler's ticks than a step that moves a MiB (docs/cali
 
 from __future__ import annotations
 
-from commsim import collectives
+from commsim import collectives, topology
 from commsim.calibrate import fit as fitting
 from commsim.errors import CommsimError
+from commsim.topology import warm
 
 EXECUTOR = ("per_step", "per_exchange", "per_message")
 NATIVE = ("per_message",)
@@ -30,21 +31,32 @@ _PROBE = 1e-5  # s: each cost's count on the critical path is the model's slope 
 
 class _Probe:
     """The model on ``G`` with every cost 0, and with each named cost alone at
-    :data:`_PROBE`: predicted seconds and each cost's count per operation."""
+    :data:`_PROBE`: predicted seconds and each cost's count per operation. A call whose
+    data stays in the cache is priced on the profile's warm view
+    (:func:`commsim.topology.warm.for_call`), as the predictions price it."""
 
     def __init__(self, G, nranks: int, names, gamma: float, mode: str, overlap: bool):
+        self.G, self.nranks, self.names = G, nranks, names
+        self.gamma, self.mode, self.overlap = gamma, mode, overlap
+        self._models: dict = {}
+
+    def _on(self, view):
         from commsim.model.on_topology import TopologyModel
 
-        zero = {"overhead": 0.0, "exchange_overhead": 0.0, "message_overhead": 0.0}
-        self.base = TopologyModel(G, nranks, **zero)
-        self.probes = [TopologyModel(G, nranks, router=self.base.router,  # routed once
-                                     **{**zero, _ARGUMENT[n]: _PROBE}) for n in names]
-        self.args = (gamma, mode, overlap)
+        if id(view) not in self._models:
+            zero = {"overhead": 0.0, "exchange_overhead": 0.0, "message_overhead": 0.0}
+            base = TopologyModel(view, self.nranks, **zero)
+            probes = [TopologyModel(view, self.nranks, router=base.router,  # routed once
+                                    **{**zero, _ARGUMENT[n]: _PROBE}) for n in self.names]
+            gamma = self.gamma if view is self.G else float(
+                topology.model_parameter(view, "gamma", self.gamma))
+            self._models[id(view)] = (base, probes, (gamma, self.mode, self.overlap))
+        return self._models[id(view)]
 
     def __call__(self, schedule, nbytes: int) -> tuple[float, list[float]]:
-        t0 = self.base.estimate(schedule, nbytes, *self.args).time
-        return t0, [(m.estimate(schedule, nbytes, *self.args).time - t0) / _PROBE
-                    for m in self.probes]
+        base, probes, args = self._on(warm.for_call(self.G, nbytes, self.nranks))
+        t0 = base.estimate(schedule, nbytes, *args).time
+        return t0, [(m.estimate(schedule, nbytes, *args).time - t0) / _PROBE for m in probes]
 
 
 def fit_executor(overhead: dict, G, nranks: int, gamma: float, mode: str,

@@ -12,6 +12,10 @@
 - ``reduction``: an in-place add of two buffers on the rank's device, each iteration on
   the next slices of a 64 MiB arena (or two sizes' worth, if larger), so that the data
   comes from memory as in a collective of MiBs, not from a cache that repeats warm;
+- ``warm_reduction``: the same add on the same two buffers again and again (a loop's time
+  over its calls, the slowest rank's), at the sizes whose two buffers on every rank of a
+  host fit in the cache they share (``cache_bytes``: :mod:`commsim.topology.warm`), as
+  a benchmark's repeated calls find their data;
 - ``first_touch``: writing every page of freshly allocated memory (48 to 96 MiB, above
   the C library's mmap threshold), for backends that allocate a scratch buffer a call;
 - ``overhead``: commsim's executor on tiny buffers and at 256 KiB and 2 MiB (ring
@@ -42,7 +46,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from commsim import collectives
+from commsim.bench.env import host_cache_bytes
 from commsim.bench.timing import buffer, iterations, ring_shift, slowest_median
+from commsim.topology import warm
 
 SIZES = tuple(8 * 4**i for i in range(12)) + (64 << 20,)  # 8 B .. 32 MiB x4, then 64 MiB
 REDUCE_SIZES = tuple(64 << 10 << 2 * i for i in range(6))  # 64 KiB .. 64 MiB
@@ -63,6 +69,8 @@ OVERHEAD_ITERS = 60
 MEAN_GROUPS = 5  # a call's time: the median of the means of 5 groups of 12 calls
 OVERHEAD_SIZES = (0, 256 << 10, 2 << 20)  # bytes; 0: the fewest the case can cut (tiny)
 NATIVE_SIZES = (256 << 10, 2 << 20, 8 << 20)
+WARM_LOOP_BYTES = 256 << 20  # a warm reduction's loop adds this much (about 15 ms)
+WARM_LOOPS = 3
 ARENA_BYTES = 64 << 20  # the reduction's buffers cycle through this much, past the caches
 FIRST_TOUCH_SIZES = (48 << 20, 64 << 20, 96 << 20)  # above glibc's largest mmap threshold
 
@@ -88,6 +96,8 @@ class Measurements:
     first_touch: Series = field(default_factory=Series)   # fresh memory's first writes
     native: Series = field(default_factory=Series)   # the backend's allreduce (mean)
     cores_per_rank: float = 2.0   # a host's usable cores over its ranks, the fewest
+    cache_bytes: int | None = None  # the cache a host's ranks share, the least (None: unknown)
+    warm_reduction: Series = field(default_factory=Series)  # adds on the same buffers
     ring_passes: list[list[float]] = field(default_factory=list)  # seconds, per pass
 
     @property
@@ -133,6 +143,16 @@ def measure(comm, mode: str, sizes=SIZES, reduce_sizes=REDUCE_SIZES,
         result.reduction.sizes.append(size)
         result.reduction.seconds.append(_reduction(comm, size))
     result.cores_per_rank = cores_per_rank(comm)
+    result.cache_bytes = host_cache_bytes(comm.allgather_objects(
+        {"host": comm.info.host, "caches": comm.caches()}))
+    per_host = max(hosts.count(h) for h in hosts)
+    fits = [size for size in reduce_sizes if result.cache_bytes
+            and warm.working_set(size, per_host, buffers=2) <= result.cache_bytes]
+    if fits:
+        say("local reduction, warm")
+    for size in fits:
+        result.warm_reduction.sizes.append(size)
+        result.warm_reduction.seconds.append(_warm_reduction(comm, size))
     say(f"executor overhead ({mode} mode)")
     result.overhead = _overhead(comm, mode)
     say("the backend's own allreduce")
@@ -191,6 +211,28 @@ def _reduction(comm, size: int) -> float:
         clock.mark()
         laps.append(float(clock.seconds()[-1]))
     return slowest_median(comm, laps[1:])
+
+
+def _warm_reduction(comm, size: int) -> float:
+    """Seconds of an in-place add of ``size`` bytes on the same two buffers, every rank
+    adding back to back at once: a loop of :data:`WARM_LOOP_BYTES` over its calls, the
+    slowest rank's, the median of :data:`WARM_LOOPS` loops. A loop's time, not each
+    add's: adds that end within a time slice would time a whole core's rate where ranks
+    share cores, and a collective's ranks reduce together."""
+    into, other = buffer(comm, size), buffer(comm, size)
+    calls = max(8, WARM_LOOP_BYTES // size)
+    comm.add(into, other)
+    loops = []
+    for _ in range(WARM_LOOPS):
+        comm.barrier()
+        clock = comm.clock()
+        clock.mark()
+        for _ in range(calls):
+            comm.add(into, other)
+        comm.synchronize()
+        clock.mark()
+        loops.append(float(clock.seconds()[-1]) / calls)
+    return slowest_median(comm, loops)
 
 
 def _first_touch(comm, size: int) -> float:

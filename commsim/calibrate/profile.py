@@ -9,7 +9,8 @@ A profile is a topology file that :func:`commsim.topology.load` reads like any o
   one (what one pair alone reaches). ``hostH.in -> hostH.out`` is the host's **shared
   capacity**: every byte a rank of the host sends or receives crosses it, whatever its
   direction, so it holds what the host moves at once: the ring shift's flows through
-  the host over the ring's time per byte (never less than one pair alone). On a host
+  the host over the ring's time per byte (never less than one pair alone; its class
+  ``host_capacity``, which a warm call's view speeds: :mod:`commsim.topology.warm`). On a host
   whose copies share one memory bus or too few cores, two flows then each get half of
   it, as measured; where the host has capacity to spare, it never binds.
   ``hostH.out -> fabric -> hostG.in`` carries the ``inter_host`` class (its latency is
@@ -26,7 +27,9 @@ A profile is a topology file that :func:`commsim.topology.load` reads like any o
   :mod:`commsim.model.on_topology` read) and ``cores_per_rank`` (the host's usable
   cores over its ranks, the fewest of any host: below 2 a rank's reductions cannot
   overlap its transfers, below 1 ranks share cores; the executor's costs were fitted
-  under it, and every prediction from the profile assumes it);
+  under it, and every prediction from the profile assumes it); ``cache_bytes``,
+  ``warm_link_speedup`` and ``warm_reduce_bandwidth`` (for calls whose data stays in
+  the cache the host's ranks share: :mod:`commsim.topology.warm`);
 - ``profile``: how it was made (date, hosts, backend, versions, execution mode), the fit
   of every class with its R^2 and residuals, and the raw measurements.
 """
@@ -44,8 +47,8 @@ from commsim.calibrate import fit as fitting
 from commsim.calibrate.measure import Measurements
 from commsim.errors import CommsimError
 from commsim.report.files import write_atomic
-from commsim.topology import spec
-from commsim.units import format_size
+from commsim.topology import spec, warm
+from commsim.units import format_size, parse_size
 
 
 def fit_all(m: Measurements, meta: dict) -> dict[str, fitting.Fit]:
@@ -57,15 +60,25 @@ def fit_all(m: Measurements, meta: dict) -> dict[str, fitting.Fit]:
     support a fit."""
     fits = {name: fitting.fit_alpha_beta(s.sizes, s.seconds, what=f"{name} ping-pong")
             for name, s in m.pairs.items()}
-    fits["ring"] = fitting.fit_alpha_beta(m.ring.sizes, m.ring.seconds, what="ring shift")
+    sizes, seconds = _cold_ring(m)
+    fits["ring"] = fitting.fit_alpha_beta(sizes, seconds, what="ring shift")
     fits["reduction"] = fitting.fit_rate(m.reduction.sizes, m.reduction.seconds)
     if len(m.first_touch.sizes) >= 3:
         fits["first_touch"] = fitting.fit_rate(m.first_touch.sizes, m.first_touch.seconds,
                                                what="first touch")
+    if len(m.warm_reduction.sizes) >= 2:
+        try:
+            fits["warm_reduction"] = fitting.fit_rate(m.warm_reduction.sizes,
+                                                      m.warm_reduction.seconds,
+                                                      what="warm reduction")
+        except CommsimError:
+            pass  # no warm rate: warm calls reduce at the cold one
     # the model the costs are fitted against is the one that predicts from the profile:
-    # its links, and its cores per rank (commsim.model.cores.host_work)
+    # its links, its cores per rank (commsim.model.cores.host_work) and its warm rates
     G = spec.parse({"name": "calibrating", "nodes": [], "links": [],
-                    **network(m, fits), "model": {"cores_per_rank": m.cores_per_rank}},
+                    **network(m, fits), "profile": {"hosts": list(dict.fromkeys(m.hosts))},
+                    "model": {"cores_per_rank": m.cores_per_rank, **warm_model(m, fits),
+                              "reduce_bandwidth": _bw(1.0 / fits["reduction"]["gamma"])}},
                    source="calibrate")
     p, gamma, mode = len(m.hosts), fits["reduction"]["gamma"], meta["exec"]
     fits["overhead"] = costs.fit_executor(m.overhead, G, p, gamma, mode, m.overlap)
@@ -90,7 +103,8 @@ def network(m: Measurements, fits: dict) -> dict:
         # what the host moves at once, whichever ranks send: the ring shift's flows over
         # its time, and never less than one pair alone moved through it
         capacity = max(1.0 / intra["beta"], flows[host] / fits["ring"]["beta"])
-        links.append(_link(f"host{h}.in", f"host{h}.out", 0.0, 1.0 / capacity))
+        links.append(_link(f"host{h}.in", f"host{h}.out", 0.0, 1.0 / capacity,
+                           warm.CAPACITY_CLASS))
     for r, host in enumerate(m.hosts):
         h = hosts.index(host)
         links += [_link(f"rank{r}", f"host{h}.in", intra["alpha"] / 2, intra["beta"]),
@@ -103,6 +117,46 @@ def network(m: Measurements, fits: dict) -> dict:
             links += [_link(f"host{h}.out", "fabric", extra, inter["beta"]),
                       _link("fabric", f"host{h}.in", extra, inter["beta"])]
     return {"nodes": nodes, "links": links}
+
+
+def _ring_fits_cache(m: Measurements):
+    """Does the ring shift's send and receive buffers of ``size`` bytes on every rank of
+    a host fit in its cache? (Never, where the cache is unknown.)"""
+    per_host = max(m.hosts.count(h) for h in m.hosts)
+    return lambda size: bool(m.cache_bytes) and \
+        warm.working_set(size, per_host, buffers=2) <= m.cache_bytes
+
+
+def _cold_ring(m: Measurements) -> tuple[list, list]:
+    """The ring shift's sizes and seconds that its links' line is fitted to: without the
+    bandwidth-bound sizes whose buffers stayed in the cache (their speedup is fitted
+    apart: :func:`warm_model`), where 3 bandwidth-bound sizes are left."""
+    warm_size = _ring_fits_cache(m)
+    keep = [i for i, n in enumerate(m.ring.sizes)
+            if not (n >= fitting.LARGE_BYTES and warm_size(n))]
+    if sum(m.ring.sizes[i] >= fitting.LARGE_BYTES for i in keep) < 3:
+        return list(m.ring.sizes), list(m.ring.seconds)
+    return [m.ring.sizes[i] for i in keep], [m.ring.seconds[i] for i in keep]
+
+
+def warm_model(m: Measurements, fits: dict) -> dict:
+    """The profile's model parameters for calls whose data stays in the cache
+    (:mod:`commsim.topology.warm`): ``cache_bytes`` where calibrate read it, with
+    ``warm_link_speedup`` (:func:`commsim.calibrate.fit.warm_speedup` of the ring shift,
+    at the sizes whose send and receive buffers fit) and ``warm_reduce_bandwidth`` where
+    they were measured and beat the cold ones."""
+    if not m.cache_bytes:
+        return {}
+    out: dict = {"cache_bytes": int(m.cache_bytes)}
+    ring = fits["ring"]
+    speedup = fitting.warm_speedup(m.ring.sizes, m.ring.seconds, ring["alpha"], ring["beta"],
+                                   _ring_fits_cache(m))
+    if speedup is not None and speedup > 1.0:
+        out["warm_link_speedup"] = round(speedup, 4)
+    reduction = fits.get("warm_reduction")
+    if reduction is not None and reduction["gamma"] < fits["reduction"]["gamma"]:
+        out["warm_reduce_bandwidth"] = _bw(1.0 / reduction["gamma"])
+    return out
 
 
 def _first_touch(m: Measurements) -> float:
@@ -134,7 +188,7 @@ def build(m: Measurements, fits: dict, meta: dict) -> dict:
                   "contention": round(contention, 4),
                   **({"first_touch_bandwidth": _bw(1.0 / _first_touch(m))}
                      if "first_touch" in fits else {}),
-                  "cores_per_rank": round(m.cores_per_rank, 4)},
+                  "cores_per_rank": round(m.cores_per_rank, 4), **warm_model(m, fits)},
         "profile": {"tool": "commsim calibrate", "format": FORMAT, "date": now.isoformat(),
                     "hosts": hosts,
                     "nranks": p, **meta,
@@ -167,7 +221,11 @@ def measurements_of(data: dict) -> Measurements:
                      series("ring"), series("reduction"))
     m.overhead = dict(raw["overhead"])
     m.first_touch, m.native = series("first_touch"), series("native")
-    m.cores_per_rank = float((data.get("model") or {}).get("cores_per_rank", 2.0))
+    model = data.get("model") or {}
+    m.cores_per_rank = float(model.get("cores_per_rank", 2.0))
+    if model.get("cache_bytes"):
+        m.cache_bytes = parse_size(model["cache_bytes"], "model.cache_bytes")
+    m.warm_reduction = series("warm_reduction")
     m.ring_passes = [list(p) for p in (raw.get("ring_passes") or {}).get("seconds") or []]
     return m
 
@@ -219,10 +277,10 @@ def ring_flows(hosts: list[str]) -> dict[str, int]:
     return out
 
 
-def _link(src: str, dst: str, latency: float, beta: float) -> dict:
+def _link(src: str, dst: str, latency: float, beta: float, cls: str | None = None) -> dict:
     """One direction only: the host's shared capacity makes every path one-way."""
     return {"src": src, "dst": dst, "bandwidth": _bw(1.0 / beta), "latency": _us(latency),
-            "duplex": False}
+            "duplex": False, **({"class": cls} if cls else {})}
 
 
 def _bw(rate: float) -> str:
@@ -236,6 +294,8 @@ def _us(seconds: float) -> str:
 def _raw(m: Measurements) -> dict:
     series = {f"pair_{name}": s for name, s in m.pairs.items()}
     series.update(ring=m.ring, reduction=m.reduction)
+    if m.warm_reduction.sizes:
+        series["warm_reduction"] = m.warm_reduction
     if m.first_touch.sizes:
         series["first_touch"] = m.first_touch
     if m.native.sizes:
@@ -250,14 +310,15 @@ def _raw(m: Measurements) -> dict:
     return out
 
 
-FORMAT = 7  # 2: shared host capacity, two-regime fits, cold reduction; 3: first touch;
+FORMAT = 8  # 2: shared host capacity, two-regime fits, cold reduction; 3: first touch;
 # 4: exchange steps apart from one-way ones (exchange_overhead, exchange_latency);
 # 5: executor costs fitted against the model at 256 KiB and 2 MiB too; the native
 # allreduce's cost per message (native_message_overhead); 6: cores_per_rank (whether
 # reductions overlap transfers, so that predict and simulate assume what bench does);
 # the ring shift the median of passes at the start and the end; 7: cores_per_rank from
 # the union of the host's ranks' affinities (mpirun binds 2 ranks to a core each), the
-# native cost fitted on gloo's rings with two segments in flight
+# native cost fitted on gloo's rings with two segments in flight; 8: warm calls
+# (cache_bytes, warm_link_speedup, warm_reduce_bandwidth: commsim.topology.warm)
 
 
 def stale(path: Path, largest: int | None = None) -> str | None:

@@ -177,6 +177,32 @@ def model_gamma(gamma: float | None, G) -> float:
     return float(topology.model_parameter(G, "gamma", 0.0))
 
 
+def call_setting(G, size: int, nranks: int, gamma_flag: float | None) -> tuple:
+    """``(topology, gamma)`` for a call of ``size`` bytes a rank, repeated as a benchmark
+    repeats it: a profile's warm view where some of the call's data stays in its cache
+    (:func:`commsim.topology.warm.for_call`), and that view's gamma unless ``--gamma``
+    (``gamma_flag``) was given."""
+    if G is None:
+        return None, model_gamma(gamma_flag, None)
+    from commsim.topology import warm
+
+    view = warm.for_call(G, size, nranks)
+    return view, model_gamma(gamma_flag, view)
+
+
+def warm_note(rows: list[dict]) -> str | None:
+    """A line on the rows whose calls find their data in a profile's cache (``warm``: the
+    share of it, :mod:`commsim.topology.warm`), or None where none do."""
+    warm = [r for r in rows if r.get("warm")]
+    if not warm:
+        return None
+    whole = [r["size"] for r in warm if r["warm"] >= 1]
+    return (f"{len(warm)} of {len(rows)} rows are calls whose data stays in the profile's "
+            "cache, repeated as a benchmark repeats them"
+            + (f" (all of it up to {format_size(max(whole))})" if whole else "")
+            + ": the profile's warm rates apply in that share (docs/calibrate.md)")
+
+
 def per_rank(items: list[str] | None, field: str, parse) -> dict[int, float]:
     """``{rank: value}`` from repeated ``RANK:VALUE`` flags (``3:200us``, ``0:2.5``)."""
     out: dict[int, float] = {}

@@ -9,6 +9,7 @@ from commsim.cli.common import (
     add_collectives,
     add_mode,
     add_profile,
+    call_setting,
     check_finite,
     check_group_size,
     check_nranks,
@@ -17,13 +18,13 @@ from commsim.cli.common import (
     layout_options,
     load_topology,
     mode_words,
-    model_gamma,
     one_level_note,
     prediction_setting,
     skipped,
     sweep,
     topology_model,
     topology_params,
+    warm_note,
     write_json_lines,
 )
 from commsim.collectives.hierarchical import default_group_size
@@ -92,19 +93,20 @@ def _parameters(args) -> dict:
             "nranks": ngpus if args.nranks is None else args.nranks}
 
 
-def _algorithm_params(prm: dict, algo: str, group_size: int | None) -> tuple:
-    """``(alpha, beta, options)`` for one algorithm."""
+def _algorithm_params(prm: dict, algo: str, group_size: int | None, G=None) -> tuple:
+    """``(alpha, beta, options)`` for one algorithm (on ``G``, a view of the topology,
+    when given)."""
     if prm["graph"] is None:
         opts = {"group_size": group_size} if algo == "hierarchical" and group_size else {}
         opts |= layout_options(None, prm["nranks"], algo, prm["channels"])
         return prm["alpha"], prm["beta"], opts
-    return topology_params(prm["graph"], prm["nranks"], algo, group_size, prm["channels"])
+    return topology_params(prm["graph"] if G is None else G, prm["nranks"], algo, group_size,
+                           prm["channels"])
 
 
 def run(args) -> int:
-    runs, size_list, nchunks, gamma = sweep(args)
+    runs, size_list, nchunks, gamma_flag = sweep(args)
     prm = _parameters(args)
-    gamma = model_gamma(gamma, prm["graph"])
     p = prm["nranks"]
     check_nranks(p, args.nranks is not None, prm["where"], prm["gpus"])
     check_group_size(args.group_size, runs, p)
@@ -112,11 +114,19 @@ def run(args) -> int:
         check_output(args.json, "--json")
     rows = []
     algos = list(dict.fromkeys(a for _, names in runs for a in names))
-    params = {algo: _algorithm_params(prm, algo, args.group_size) for algo in algos}
-    on_topology = topology_model(prm["graph"], p)
+    views: dict = {}  # id of the topology or its warm view -> (params, model on it)
+
+    def on(G) -> tuple:
+        if id(G) not in views:
+            views[id(G)] = ({a: _algorithm_params(prm, a, args.group_size, G) for a in algos},
+                            topology_model(G, p))
+        return views[id(G)]
+
     mode, overlap = prediction_setting(prm["graph"], args.mode)
     for coll, names in runs:
         for size, algo in ((size, algo) for size in size_list for algo in names):
+            G, gamma = call_setting(prm["graph"], size, p, gamma_flag)
+            params, on_topology = on(G)
             a, b, opts = params[algo]
             k = model.nchunks_for(nchunks, coll, algo, p, size, a, b, gamma, mode=mode,
                                   overlap=overlap, **opts)
@@ -134,7 +144,8 @@ def run(args) -> int:
                              nchunks=k, time_us=t * 1e6, algbw_gbps=algbw / 1e9,
                              busbw_gbps=algbw * model.busbw_factor(coll, p) / 1e9,
                              alpha_us=a * 1e6, bandwidth_gbps=1e-9 / b, model=how,
-                             estimate=shared, mode=mode, overlap=overlap))
+                             estimate=shared, mode=mode, overlap=overlap,
+                             warm=G.graph.get("warm", 0.0) if G is not None else 0.0))
     check_finite(rows, "give realistic --alpha, --bandwidth and --gamma (with units)"
                  if prm["graph"] is None else "check the topology's links and --gamma")
     out = console()
@@ -143,6 +154,7 @@ def run(args) -> int:
     line = (f"[bold]{', '.join(colls)}[/] on {p} ranks, {prm['where']}: alpha "
             f"{format_time(flat_a)}, link {format_bandwidth(1 / flat_b)}, "
             f"{mode_words(mode, overlap)}")
+    params, on_topology = on(prm["graph"])  # the header's: the topology as given
     hier = params.get("hierarchical")
     if hier and "alpha_inter" in hier[2]:
         line += (f"; hierarchical: groups of {hier[2]['group_size']}, alpha "
@@ -157,7 +169,7 @@ def run(args) -> int:
     group = hier[2].get("group_size") if hier else None   # None: the builder's default
     for note in [skipped(args, runs)] + [
             one_level_note(c, group or default_group_size(p), p, several)
-            for c, names in runs if "hierarchical" in names]:
+            for c, names in runs if "hierarchical" in names] + [warm_note(rows)]:
         if note:
             out.print(f"note: {note}")
     if on_topology:

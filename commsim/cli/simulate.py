@@ -18,6 +18,7 @@ from commsim.cli.common import (
     add_mode,
     add_profile,
     build_options,
+    call_setting,
     check_finite,
     check_group_size,
     check_nranks,
@@ -33,6 +34,7 @@ from commsim.cli.common import (
     sweep,
     topology_model,
     topology_params,
+    warm_note,
     write_json_lines,
 )
 from commsim.errors import CommsimError
@@ -123,12 +125,12 @@ def run(args) -> int:
 
     # every check comes before the first line of output and before any work
     simulate_step.check_flags(args)
-    runs, size_list, setting, gamma = sweep(args)
+    runs, size_list, setting, gamma_flag = sweep(args)
     args.topology, G = load_topology(args, DEFAULT_TOPOLOGY, ideal=args.ideal)
     args.mode, overlap = prediction_setting(G, args.mode)
     if args.workload is not None:
-        return simulate_step.run(args, G, G.graph.get("name", args.topology), gamma)
-    gamma = model_gamma(gamma, G)
+        return simulate_step.run(args, G, G.graph.get("name", args.topology), gamma_flag)
+    gamma = model_gamma(gamma_flag, G)
     ngpus = len(topology.gpus(G))
     name = G.graph.get("name", args.topology)
     p = args.nranks if args.nranks is not None else ngpus
@@ -160,32 +162,34 @@ def run(args) -> int:
     with Staged() as staged:
         for n, (coll, algo, size) in enumerate(jobs):
             bar.job(n)
-            a, b, opts = topology_params(G, p, algo, args.group_size, args.channels,
+            # a profile's warm rates where the call's data stays in its cache
+            on, g = call_setting(G, size, p, gamma_flag)
+            a, b, opts = topology_params(on, p, algo, args.group_size, args.channels,
                                          linear=args.placement == "linear")
-            k = model.nchunks_for(setting, coll, algo, p, size, a, b, gamma, mode=args.mode,
+            k = model.nchunks_for(setting, coll, algo, p, size, a, b, g, mode=args.mode,
                                   overlap=overlap, **opts)
             build_opts = build_options(opts)
             if coll in ("broadcast", "reduce"):
                 build_opts["root"] = root
             s = collectives.build(coll, algo, p, k, **build_opts)
-            res = simulate(s, G, size, placement=gpus_of_ranks, routing=args.routing,
-                           sharing=args.sharing,
-                           mode=args.mode, overlap=overlap, gamma=gamma, start_offsets=late,
-                           reduce_slowdown=slow,
-                           **topology.executor_overheads(G),
-                           router=routers.get((coll, algo)), progress=bar.within)
             # the simulator's routes depend on the pairs, not on the size
-            routers[(coll, algo)] = res.router
-            if (coll, algo) not in models:
-                models[(coll, algo)] = topology_model(G, p, res.router)
+            key = (coll, algo, id(on))
+            res = simulate(s, on, size, placement=gpus_of_ranks, routing=args.routing,
+                           sharing=args.sharing,
+                           mode=args.mode, overlap=overlap, gamma=g, start_offsets=late,
+                           reduce_slowdown=slow,
+                           **topology.executor_overheads(on),
+                           router=routers.get(key), progress=bar.within)
+            routers[key] = res.router
+            if key not in models:
+                models[key] = topology_model(on, p, res.router)
             if algo == "hierarchical":
                 notes[coll] = one_level_note(coll, s.options["group_size"], p, len(colls) > 1)
-            est = models[(coll, algo)](coll, algo, p, s.nchunks, opts, size, gamma, args.mode, s,
-                                       overlap)
+            est = models[key](coll, algo, p, s.nchunks, opts, size, g, args.mode, s, overlap)
             if est is not None:
                 t_model, estimate = est.time, est.shared
             else:
-                t_model = model.predict(coll, algo, p, size, a, b, gamma, nchunks=s.nchunks,
+                t_model = model.predict(coll, algo, p, size, a, b, g, nchunks=s.nchunks,
                                         mode=args.mode, overlap=overlap, **opts)
                 estimate = True
             bott = res.bottleneck
@@ -201,7 +205,7 @@ def run(args) -> int:
                        bottleneck_util=bott["utilization"] if bott else None,
                        bottleneck_peak=bott["peak_utilization"] if bott else None,
                        transfers=res.ntransfers, events=res.events,
-                       host_work_us=res.host_work * 1e6)
+                       host_work_us=res.host_work * 1e6, warm=on.graph.get("warm", 0.0))
             if args.links:
                 bound = res.bottlenecks(5)
                 row["links"] = bound
@@ -226,7 +230,7 @@ def run(args) -> int:
     several = len(colls) > 1
     tables.show([_table(rows, several)]
                 + ([_links_table(link_rows, several)] if args.links else []))
-    for note in [skipped(args, runs), *notes.values(), _host_note(rows, G)]:
+    for note in [skipped(args, runs), *notes.values(), _host_note(rows, G), warm_note(rows)]:
         if note:
             out.print(f"note: {note}")
     shares = "max-min fair" if args.sharing == "maxmin" else "rtt-weighted (TCP-like)"

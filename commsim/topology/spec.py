@@ -34,7 +34,7 @@ from commsim.errors import CommsimError, unknown
 from commsim.topology import KINDS, check, preset_dirs, presets
 from commsim.topology.builders import BUILDERS
 from commsim.topology.efficiency import is_efficiency_param, link, parse_efficiency
-from commsim.units import parse_bandwidth, parse_time
+from commsim.units import parse_bandwidth, parse_size, parse_time
 
 __all__ = ["builder_params", "dumps", "find_preset", "load", "parse", "read_yaml"]
 
@@ -42,9 +42,11 @@ TOP_FIELDS = ("name", "description", "notes", "builder", "params", "nodes", "lin
               "profile")
 MODEL_FIELDS = ("reduce_bandwidth", "step_overhead", "exchange_overhead", "exchange_latency",
                 "message_overhead", "native_message_overhead", "contention",
-                "first_touch_bandwidth", "cores_per_rank")
+                "first_touch_bandwidth", "cores_per_rank", "cache_bytes", "warm_link_speedup",
+                "warm_reduce_bandwidth")
 MAX_CONTENTION = 1e6    # model.contention: a ring's slowdown over one pair alone
 MAX_CORES_PER_RANK = 1e6
+MAX_WARM_SPEEDUP = 1e3  # model.warm_link_speedup: a cache's gain over memory
 LINK_FIELDS = ("src", "dst", "bandwidth", "latency", "duplex", "efficiency", "class")
 _META = ("name", "description", "notes")
 
@@ -282,7 +284,9 @@ def _model(spec) -> dict:
     ``native_message_overhead`` (s),
     ``contention`` (a factor >= 1), ``first_touch`` (s/byte of freshly mapped memory
     written for the first time), ``cores_per_rank`` (the cores each rank had: below 2
-    its reductions cannot overlap its transfers, below 1 ranks share cores)."""
+    its reductions cannot overlap its transfers, below 1 ranks share cores), and for calls
+    whose data stays in the cache (:mod:`commsim.topology.warm`) ``cache_bytes``,
+    ``warm_link_speedup`` (a factor >= 1) and ``warm_gamma`` (s/byte)."""
     if not isinstance(spec, dict):
         raise CommsimError("model: must be a mapping like {reduce_bandwidth: 5GB/s, "
                            "step_overhead: 20us, message_overhead: 5us, contention: 1.2}")
@@ -314,6 +318,19 @@ def _model(spec) -> dict:
                                f"and at most {MAX_CORES_PER_RANK:g} (a host's usable cores "
                                "over its ranks, e.g. 0.5 for 4 ranks on 2 cores)")
         out["cores_per_rank"] = float(value)
+    if "cache_bytes" in spec:
+        out["cache_bytes"] = parse_size(spec["cache_bytes"], "model.cache_bytes")
+    if "warm_reduce_bandwidth" in spec:
+        out["warm_gamma"] = 1.0 / parse_bandwidth(spec["warm_reduce_bandwidth"],
+                                                  "model.warm_reduce_bandwidth")
+    if "warm_link_speedup" in spec:
+        value = spec["warm_link_speedup"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not 1 <= value <= MAX_WARM_SPEEDUP:
+            raise CommsimError(f"model.warm_link_speedup: {value!r} must be a number from 1 "
+                               f"to {MAX_WARM_SPEEDUP:g} (how much faster transfers run "
+                               "where their buffers stay in the cache)")
+        out["warm_link_speedup"] = float(value)
     return out
 
 
