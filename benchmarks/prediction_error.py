@@ -41,10 +41,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 
-from launching import bench, run_verb
+from launching import ROOT, bench, run_verb
 
 GOAL = 0.25
 
@@ -115,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 def _replay(folder: Path) -> int:
     """:func:`_print` of the runs kept in ``folder``, every prediction made again from its
     profile fitted again by this checkout."""
+    sys.path.insert(0, str(ROOT))  # this checkout's commsim, as run_verb's ranks get it
     runs: dict[tuple, list] = {}
     for path in sorted(folder.glob("run-*-*-*.jsonl")):
         backend, nproc, i = path.stem.split("-")[1:4]
