@@ -133,3 +133,19 @@ def test_topo_export_keeps_its_own_format(tmp_path):
     assert main(["topo", "export", "ring-8", "--format", "yaml", "-o",
                  str(tmp_path / "r.yaml")]) == 0
     assert "ring-8" in (tmp_path / "r.yaml").read_text()
+
+
+def test_the_warm_note_says_how_much_of_which_rows_a_profile_s_cache_holds():
+    from commsim.cli.common import warm_note
+
+    def row(size, warm):
+        return {"size": size, "warm": warm}
+
+    assert warm_note([row(1 << 20, 0.0)]) is None
+    assert warm_note([row(1 << 20, None)]) is None
+    text = warm_note([row(1 << 20, 1.0), row(2 << 20, 0.5), row(64 << 20, 1 / 64),
+                      row(128 << 20, 0.0)])
+    assert text.startswith("3 of 4 rows keep part of their data")
+    assert "all of it up to 2M" not in text and "all of it up to 1M" in text
+    assert "2% of it at 64M" in text
+    assert "all of it" not in warm_note([row(4 << 20, 0.25)])

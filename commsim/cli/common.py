@@ -197,10 +197,13 @@ def warm_note(rows: list[dict]) -> str | None:
     if not warm:
         return None
     whole = [r["size"] for r in warm if r["warm"] >= 1]
-    return (f"{len(warm)} of {len(rows)} rows are calls whose data stays in the profile's "
-            "cache, repeated as a benchmark repeats them"
-            + (f" (all of it up to {format_size(max(whole))})" if whole else "")
-            + ": the profile's warm rates apply in that share (docs/calibrate.md)")
+    least = min(warm, key=lambda r: (r["warm"], -r["size"]))
+    parts = ([f"all of it up to {format_size(max(whole))}"] if whole else []) + \
+        ([f"{least['warm']:.0%} of it at {format_size(least['size'])}"]
+         if least["warm"] < 1 else [])
+    return (f"{len(warm)} of {len(rows)} rows keep part of their data in the profile's "
+            f"cache from one call to the next, as a benchmark repeats them ({', '.join(parts)})"
+            ": its warm rates price that share (docs/calibrate.md)")
 
 
 def per_rank(items: list[str] | None, field: str, parse) -> dict[int, float]:
