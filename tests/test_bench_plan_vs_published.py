@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import benchmark_scripts
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,12 +17,7 @@ SCRIPT = ROOT / "benchmarks" / "plan_vs_published.py"
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        import plan_vs_published
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
-    return plan_vs_published
+    return benchmark_scripts.load("plan_vs_published")
 
 
 def _run(bench, name):

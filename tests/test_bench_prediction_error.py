@@ -4,9 +4,8 @@ fitted again by this checkout, with nothing measured."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
+import benchmark_scripts
 import pytest
 from test_calibrate_profile import fit_all, synthetic
 
@@ -14,17 +13,10 @@ from commsim import collectives
 from commsim.bench.predictions import Predictor
 from commsim.calibrate import profile
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "prediction_error.py"
-
 
 @pytest.fixture(scope="module")
 def script():
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        import prediction_error
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
-    return prediction_error
+    return benchmark_scripts.load("prediction_error")
 
 
 def _row(algorithm, size, nchunks, time_us):
