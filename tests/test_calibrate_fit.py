@@ -276,5 +276,5 @@ def test_warm_speedup_needs_two_bandwidth_bound_sizes_and_is_never_below_one():
     sizes = [8, 4096, 512 << 10, 2 << 20]
     slow = [alpha + 2 * n * beta for n in sizes]   # the fitting sizes ran slower: noise
     assert warm_speedup(sizes, slow, alpha, beta, lambda n: True) == 1.0
-    # only one size both fits and is bandwidth-bound (4 KiB takes less than 2 alphas)
+    # only one size both fits and is bandwidth-bound (4 KiB takes less than alpha)
     assert warm_speedup(sizes, slow, alpha, beta, lambda n: n < 1 << 20) is None

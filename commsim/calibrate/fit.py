@@ -298,11 +298,11 @@ WARM_MIN_POINTS = 2  # sizes that fit the cache and are bandwidth-bound, for a w
 def warm_speedup(sizes, seconds, alpha: float, beta: float, warm) -> float | None:
     """How much faster transfers whose buffers stay in the cache ran than ``alpha`` +
     ``bytes * beta`` says: over the sizes ``warm(size)`` says fit and whose bytes take at
-    least twice ``alpha`` at ``beta`` (bandwidth-bound), the median of ``bytes * beta /
+    least ``alpha`` at ``beta`` (bandwidth-bound), the median of ``bytes * beta /
     (seconds - alpha)``, at least 1 (a cache never slows a copy: below 1 is noise, or
     latency the line leaves out). None with fewer than :data:`WARM_MIN_POINTS` sizes."""
     ratios = [x * beta / (t - alpha) for x, t in zip(sizes, seconds)
-              if warm(x) and x * beta >= 2 * alpha and t > alpha]
+              if warm(x) and x * beta >= alpha and t > alpha]
     if len(ratios) < WARM_MIN_POINTS:
         return None
     return max(1.0, float(np.median(ratios)))

@@ -6,9 +6,9 @@
 - ``ring``: every rank sending ``size`` bytes to its successor while it receives as many
   from its predecessor (a ring shift: every rank's link busy in both directions at once,
   as in a ring collective's step), so shared resources show: one memory bus, one NIC,
-  fewer cores than ranks; timed in :data:`RING_PASSES` passes (one before the reduction,
-  the others at the end), each size the median of its passes (``ring_passes`` keeps
-  them);
+  fewer cores than ranks (at :data:`RING_EXTRA_SIZES` too); timed in
+  :data:`RING_PASSES` passes (one before the reduction, the others at the end), each
+  size the median of its passes (``ring_passes`` keeps them);
 - ``reduction``: an in-place add of two buffers on the rank's device, each iteration on
   the next slices of a 64 MiB arena (or two sizes' worth, if larger), so that the data
   comes from memory as in a collective of MiBs, not from a cache that repeats warm;
@@ -58,6 +58,10 @@ REDUCE_SIZES = tuple(64 << 10 << 2 * i for i in range(6))  # 64 KiB .. 64 MiB
 # So it is timed in passes at the start and at the end of the calibration, each size
 # the median of its passes.
 RING_PASSES = 3
+# and at 256 KiB and 1 MiB too, between the x4 sizes: where a host's ranks' buffers fit
+# in its cache, a warm speedup needs two bandwidth-bound sizes (fit.warm_speedup), and 4
+# ranks on the 2-core machine, whose ring shift's alpha is about 150 us, had only 512 KiB
+RING_EXTRA_SIZES = (256 << 10, 1 << 20)
 # The cost per message is charged wherever ``--chunks auto`` cuts messages, up to pieces
 # of 4 KiB; timed at up to 4 pieces a message, the fit could put every cost into the
 # step (MPI at 4 ranks on the 2-core machine: 0 us a message, 95 us an exchange) and
@@ -137,7 +141,8 @@ def measure(comm, mode: str, sizes=SIZES, reduce_sizes=REDUCE_SIZES,
             series.seconds.append(_pingpong(comm, a, b, size))
     passes = result.ring_passes
     say(f"ring shift, {comm.size} ranks at once (pass 1 of {RING_PASSES})")
-    passes.append([ring_shift(comm, size) for size in sizes])
+    ring_sizes = sorted(set(sizes) | {n for n in RING_EXTRA_SIZES if n <= max(sizes)})
+    passes.append([ring_shift(comm, size) for size in ring_sizes])
     say("local reduction")
     for size in reduce_sizes:
         result.reduction.sizes.append(size)
@@ -165,8 +170,8 @@ def measure(comm, mode: str, sizes=SIZES, reduce_sizes=REDUCE_SIZES,
         result.first_touch.seconds.append(_first_touch(comm, size))
     while len(passes) < RING_PASSES:
         say(f"ring shift, pass {len(passes) + 1} of {RING_PASSES}")
-        passes.append([ring_shift(comm, size) for size in sizes])
-    result.ring = Series(list(sizes), ring_medians(passes))
+        passes.append([ring_shift(comm, size) for size in ring_sizes])
+    result.ring = Series(ring_sizes, ring_medians(passes))
     return result
 
 
