@@ -120,7 +120,7 @@ def network(m: Measurements, fits: dict) -> dict:
 
 
 def _ring_fits_cache(m: Measurements):
-    """Does the ring shift's send and receive buffers of ``size`` bytes on every rank of
+    """Do the ring shift's send and receive buffers of ``size`` bytes on every rank of
     a host fit in its cache? (Never, where the cache is unknown.)"""
     per_host = max(m.hosts.count(h) for h in m.hosts)
     return lambda size: bool(m.cache_bytes) and \
