@@ -272,3 +272,22 @@ def test_the_report_shows_how_far_the_machine_drifted_since_calibration(tmp_path
     page = (tmp_path / "r.html").read_text()
     head = page[page.index("input files"):page.index("summary per group")]
     assert ">drift<" in head and "1.67x" in head and "timed again" in head
+
+
+def test_the_report_says_what_share_of_a_row_s_data_the_cache_held(tmp_path, capsys):
+    """Rows predicted with a profile's warm rates (``warm``, the share in its cache) get
+    an ``in cache`` column; files without it have none."""
+    config, *rows = GLOO.read_text().splitlines()
+    warmed = []
+    for line in rows:
+        row = json.loads(line)
+        if row.get("type") == "result":
+            row["warm"] = 1.0 if row["size"] <= 1 << 20 else 0.0
+        warmed.append(json.dumps(row))
+    path = tmp_path / "warm.jsonl"
+    path.write_text("\n".join([config, *warmed]) + "\n")
+    assert main(["compare", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert re.search("in.cache", out) and "100%" in out   # plain columns: in_cache
+    assert main(["compare", str(GLOO)]) == 0
+    assert not re.search("in.cache", capsys.readouterr().out)

@@ -118,6 +118,7 @@ class Point:
     dominant: tuple[str, float] | None
     wrong: int = 0
     line: int = 0
+    warm: float | None = None  # the share of the call's data a profile's cache held
 
 
 @dataclass
@@ -222,7 +223,8 @@ def point(run_index: int, run: Run, row: dict) -> Point:
                  sim_busbw=busbw_gbps(size, sim_us, factor),
                  model_err=m_err, sim_err=s_err, model_verdict=verdict(m_err),
                  sim_verdict=verdict(s_err), terms=parts, dominant=dominant(parts),
-                 wrong=int(row.get("wrong") or 0), line=row.get("_line", 0))
+                 wrong=int(row.get("wrong") or 0), line=row.get("_line", 0),
+                 warm=row.get("warm"))
 
 
 def compare(runs: list[Run]) -> Comparison:

@@ -38,11 +38,12 @@ def group_table(group: Group, multi: bool) -> Table:
     lead = ["size"] + (["file"] if multi else [])
     align = ["r"] + (["l"] if multi else []) + ["r", "r"]
     predicted = group.has_predictions()
+    cached = predicted and any(p.warm for p in group.points)
     columns = lead + ["time(us)", "busbw(GB/s)"]
     if predicted:
         columns += ["model busbw", "model err%", "model verdict", "sim busbw", "sim err%",
-                    "sim verdict", "dominant term"]
-        align += ["r", "r", "l", "r", "r", "l", "l"]
+                    "sim verdict", "dominant term"] + (["in cache"] if cached else [])
+        align += ["r", "r", "l", "r", "r", "l", "l"] + (["r"] if cached else [])
     table = Table(title=group.title, columns=columns,
                   align=align)
     for p in group.points:
@@ -55,6 +56,9 @@ def group_table(group: Group, multi: bool) -> Table:
                       _dominant(p)]
             classes += [None, None, VERDICT_CLASS.get(p.model_verdict or "", "dim"),
                         None, None, VERDICT_CLASS.get(p.sim_verdict or "", "dim"), None]
+            if cached:
+                cells.append(f"{p.warm:.0%}" if p.warm else "-")
+                classes.append(None)
         table.add(cells, classes)
     table.notes = summary_lines(group)
     return table
@@ -211,6 +215,9 @@ DEFINITIONS = [
     "dominant term: the model evaluated with only alpha (latency), only beta (bandwidth) or "
     "only gamma (reduction), the others zero; the largest, with its share of the three. "
     "A profile's step overhead is inside alpha, so it counts as latency.",
+    "in cache: the share of the call's data that the profile's cache holds from one call to "
+    "the next, which the predictions price at its warm rates (docs/calibrate.md); shown "
+    "where some is.",
     "summary: per group and file, the median |error| and how many sizes are within "
     f"{WITHIN_25:.0f}%.",
 ]
