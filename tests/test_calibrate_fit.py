@@ -266,9 +266,11 @@ def test_warm_speedup_recovers_how_much_faster_sizes_that_fit_the_cache_ran(spee
     alpha, beta = 20e-6, 1 / 4e9
     sizes = [8 * 4**i for i in range(12)] + [64 << 20]
     fits = lambda n: n <= 2 << 20   # noqa: E731
-    seconds = [(alpha + n * beta / (speedup if fits(n) else 1.0)) * rng.lognormal(0, 0.01)
+    # 0.5% noise on the time: at 128 KiB, whose bytes take about alpha, the ratio moves
+    # 1.6 times as much
+    seconds = [(alpha + n * beta / (speedup if fits(n) else 1.0)) * rng.lognormal(0, 0.005)
                for n in sizes]
-    assert warm_speedup(sizes, seconds, alpha, beta, fits) == pytest.approx(speedup, rel=0.03)
+    assert warm_speedup(sizes, seconds, alpha, beta, fits) == pytest.approx(speedup, rel=0.05)
 
 
 def test_warm_speedup_needs_two_bandwidth_bound_sizes_and_is_never_below_one():
