@@ -83,3 +83,25 @@ def test_bad_step_options_get_one_line(capsys, argv, message):
     assert message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
     assert out == ""
+
+
+def test_a_step_on_a_topology_with_executor_costs_charges_each_kind_of_step(capsys,
+                                                                          tmp_path):
+    """A model block's ``exchange_overhead`` is what a ring's exchange steps pay in a
+    step's collectives too (as ``simulate`` charges one collective), not the one-way
+    ``step_overhead``."""
+    import yaml
+
+    from commsim.topology.spec import find_preset
+
+    spec = yaml.safe_load(find_preset("dgx-a100-4node").read_text())
+    times = {}
+    for name, model in (("one", {"step_overhead": "10us"}),
+                        ("both", {"step_overhead": "10us", "exchange_overhead": "500us"})):
+        path, rows = tmp_path / f"{name}.yaml", tmp_path / f"{name}.jsonl"
+        path.write_text(yaml.safe_dump({**spec, "name": name, "model": model}))
+        code, out, err = _run(capsys, "--topology", str(path), "--workload", "tp8-dp32",
+                              "--dp", "4", "--json", str(rows))
+        assert code == 0, err
+        times[name] = json.loads(rows.read_text())["comm_s"]
+    assert times["both"] > times["one"] * 1.5

@@ -113,6 +113,28 @@ def test_jobs_that_share_no_link_take_exactly_their_time_alone(mode, routing):
     assert res.time == pytest.approx(3e-3 + res[3].time, rel=1e-15)
 
 
+@pytest.mark.parametrize("memo", [None, {}])
+def test_a_profile_s_exchange_overhead_is_charged_to_each_job_as_alone(memo):
+    """An exchange step (a ring's) pays ``exchange_overhead``, a one-way step (a 2-rank
+    tree's) ``overhead``: each job as it would alone, whether its group is simulated
+    whole or split and memoised."""
+    G = load("dgx-a100-4node")
+    gs = gpus(G)
+    ring = collectives.build("allreduce", "ring", 8, nchunks=8)
+    tree = collectives.build("allreduce", "tree", 2, nchunks=2)
+    jobs = [Job(ring, 8 << 20, gs[:8], name="ring"), Job(tree, 8 << 20, gs[8:10], name="tree")]
+    costs = dict(overhead=20e-6, exchange_overhead=300e-6, message_overhead=5e-6)
+    res = simulate_many(jobs, G, mode="dataflow", memo=memo, **costs)
+    for job, r in zip(jobs, res):
+        alone = simulate(job.schedule, G, job.nbytes, job.placement, mode="dataflow",
+                         **costs)
+        assert r.time == pytest.approx(alone.time, rel=1e-12)
+    cheaper = simulate_many(jobs, G, mode="dataflow", memo=memo,
+                            **{**costs, "exchange_overhead": None})
+    assert cheaper[0].time < res[0].time   # the ring's exchanges paid 300 us, not 20
+    assert cheaper[1].time == pytest.approx(res[1].time, rel=1e-12)
+
+
 def test_ecmp_jobs_across_a_fat_tree_pick_their_own_routes():
     """Rhd allreduces in different pods of a k=4 fat-tree take, under ECMP, the paths
     they take alone (ECMP hashes their gpus and connections, not the run around them),

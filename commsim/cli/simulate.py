@@ -129,7 +129,8 @@ def run(args) -> int:
     args.topology, G = load_topology(args, DEFAULT_TOPOLOGY, ideal=args.ideal)
     args.mode, overlap = prediction_setting(G, args.mode)
     if args.workload is not None:
-        return simulate_step.run(args, G, G.graph.get("name", args.topology), gamma_flag)
+        return simulate_step.run(args, G, G.graph.get("name", args.topology), gamma_flag,
+                                 overlap)
     gamma = model_gamma(gamma_flag, G)
     ngpus = len(topology.gpus(G))
     name = G.graph.get("name", args.topology)

@@ -100,8 +100,9 @@ def _algorithms(text: str | None) -> dict[str, str]:
     return algos
 
 
-def run(args, G, name: str, gamma: float | None) -> int:
-    """Simulate one step of ``args.workload`` on ``G`` and print where the time goes."""
+def run(args, G, name: str, gamma: float | None, overlap: bool = True) -> int:
+    """Simulate one step of ``args.workload`` on ``G`` and print where the time goes
+    (``overlap``: may reductions overlap transfers, as a profile's cores per rank say)."""
     from commsim import topology
     from commsim.cli.common import console
     from commsim.report import tables
@@ -130,10 +131,7 @@ def run(args, G, name: str, gamma: float | None) -> int:
     gamma = model_gamma(gamma, G)
     step = run_step(timeline, G, layout, placement, algos, simulate_many,
                     routing=args.routing, mode=args.mode, gamma=gamma, sharing=args.sharing,
-                    overhead=float(topology.model_parameter(G, "step_overhead", 0.0)),
-                    message_overhead=float(topology.model_parameter(G, "message_overhead",
-                                                                    0.0)),
-                    workers=workers)
+                    overlap=overlap, workers=workers, **topology.executor_overheads(G))
     many = next((p.many for p in step.phases if p.many is not None), None)
     links = step.slowest_links(5)
     for d in links:

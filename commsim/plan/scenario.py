@@ -342,9 +342,7 @@ def _run_workload(p: dict, name: str) -> dict:
         float(topology.model_parameter(G, "gamma", 0.0))
     step = run_step(timeline, G, layout, placement, dict(p["algorithms"]), simulate_many,
                     routing=p["routing"], mode=p["mode"], gamma=gamma, sharing=p["sharing"],
-                    overhead=float(topology.model_parameter(G, "step_overhead", 0.0)),
-                    message_overhead=float(topology.model_parameter(G, "message_overhead",
-                                                                    0.0)))
+                    **topology.executor_overheads(G))
     once = step.phases_once()
     many = next((ph.many for ph in once if ph.many is not None), None)
     top = step.slowest_links(1)

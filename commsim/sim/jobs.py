@@ -104,6 +104,7 @@ class _Merged:
 
     transfer_connections = Schedule.transfer_connections
     connection_keys = Schedule.connection_keys
+    both_ways = Schedule.both_ways  # steps and ranks are offset per job: none collide
 
     def step_bounds(self) -> np.ndarray:
         keys = np.arange(self.nsteps, dtype=np.int64)
@@ -235,7 +236,8 @@ def simulate_many(jobs: Sequence[Job], topology: nx.DiGraph, routing: str = "ecm
                   ecmp_width: int = 16, engine: str = "auto", progress=None,
                   overhead: float = 0.0, message_overhead: float = 0.0,
                   overlap: bool = True, sharing: str = "maxmin",
-                  memo: dict | None = None, workers: int = 1) -> ManyResult:
+                  memo: dict | None = None, workers: int = 1,
+                  exchange_overhead: float | None = None) -> ManyResult:
     """Play several collectives at once over ``topology``: a :class:`ManyResult`.
 
     The options are :func:`~commsim.sim.simulate`'s, for every job alike. Jobs that
@@ -249,7 +251,7 @@ def simulate_many(jobs: Sequence[Job], topology: nx.DiGraph, routing: str = "ecm
     groups still to simulate run in that many forked processes at once, when there are
     enough of them (:mod:`commsim.sim.split`); the results are the same for any number.
     """
-    check_options(mode, sharing, engine, gamma, overhead, message_overhead)
+    check_options(mode, sharing, engine, gamma, overhead, message_overhead, exchange_overhead)
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise CommsimError(f"workers: {workers!r} must be a whole number >= 1")
     jobs = list(jobs)
@@ -267,7 +269,8 @@ def simulate_many(jobs: Sequence[Job], topology: nx.DiGraph, routing: str = "ecm
         [float(job.start) for job in jobs], _Merged,
         gamma=float(gamma), mode=mode, engine=engine, progress=progress,
         overhead=float(overhead), message_overhead=float(message_overhead),
-        overlap=overlap, sharing=sharing, memo=memo, workers=int(workers))
+        overlap=overlap, sharing=sharing, memo=memo, workers=int(workers),
+        exchange_overhead=None if exchange_overhead is None else float(exchange_overhead))
     wall = _time.perf_counter() - wall0
     results = [_job_result(run, merged, router, topology, k, job, mode, used, wall)
                for k, job in enumerate(jobs)]

@@ -248,7 +248,8 @@ def signature(comp: _Component, router: Router, job_keys: list[bytes],
 def play(merged, router: Router, schedules: list, nbytes: list[int], sizes: list,
          starts: list[float], merge: Callable, *, gamma: float, mode: str, engine: str,
          progress, overhead: float, message_overhead: float, overlap: bool, sharing: str,
-         memo: dict | None, workers: int = 1) -> tuple[Run, Router, str, int, int]:
+         memo: dict | None, workers: int = 1,
+         exchange_overhead: float | None = None) -> tuple[Run, Router, str, int, int]:
     """Simulate the jobs of ``merged`` (the run of every job, over ``router``) component
     by component: the run's :class:`Run` with every transfer's, rank's and link's
     figures, the router its routes are numbered by, the engine (``"sweep"`` if every
@@ -261,7 +262,8 @@ def play(merged, router: Router, schedules: list, nbytes: list[int], sizes: list
                         [s.nranks for s in schedules])
     chunk_bytes = np.concatenate(sizes) if sizes else np.zeros(0)
     opts = dict(mode=mode, engine=engine, record_transfers=True, overhead=overhead,
-                message_overhead=message_overhead, overlap=overlap, sharing=sharing)
+                message_overhead=message_overhead, overlap=overlap, sharing=sharing,
+                exchange_overhead=exchange_overhead)
 
     def whole(router: Router, routes=None) -> tuple[Run, Router, str]:
         """The run as one, as before the split (``routes``: its route ids on ``router``,
@@ -277,13 +279,14 @@ def play(merged, router: Router, schedules: list, nbytes: list[int], sizes: list
     if len(schedules) == 1 and (memo is None or T > ROUTE_ALL):
         return (*whole(router), 1, 1)
     full = Run(merged, router, 0, gamma, offsets, np.ones(P), False, overhead,
-               message_overhead, overlap, sharing, chunk_bytes)
+               message_overhead, overlap, sharing, chunk_bytes, exchange_overhead)
     comps = components(merged, router, full.all_route_ids())
     store = {} if memo is None else memo
     sigs: list = [None] * len(comps)
     if memo is not None or len(comps) > 1:
         sigs = _signatures(comps, router, schedules, nbytes, sizes, starts, repr(
             (mode, float(gamma).hex(), float(overhead).hex(), float(message_overhead).hex(),
+             None if exchange_overhead is None else float(exchange_overhead).hex(),
              bool(overlap), sharing, engine, True)).encode())
     if len(comps) == 1 and (sigs[0] is None or sigs[0] not in store):
         run, router, used = whole(router, full.all_route_ids())
