@@ -60,7 +60,7 @@ def test_the_share_in_cache_is_the_cache_over_the_working_set():
     assert warm.hit_fraction(G, 3 * MiB, 2) == round(64 / 3) / 64   # rounded to 1/64
     # ranks spread over hosts: each host's share of the ranks counts
     two_hosts = _profile(hosts=2)
-    assert warm.ranks_per_host(two_hosts, 4) == 2
+    assert warm.ranks_per_host(two_hosts.graph["profile"], 4) == 2
     assert warm.hit_fraction(two_hosts, 1 * MiB, 4) == 1.0
 
 

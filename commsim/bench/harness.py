@@ -248,8 +248,7 @@ def _run(cfg: BenchConfig, comm) -> int:
                 local = comm.array(base, length, dtype.name)
                 expect = (data.expectation(collective, rank, p, count, m, cfg.root)
                           if cfg.check else [])
-                flat, gamma = predictor.flat(nbytes) if predictor.graph is not None \
-                    else (predictor.alpha_beta, predictor.gamma)
+                flat, gamma = predictor.flat(nbytes)
                 for algorithm, options in runs:
                     schedule = schedule_for(cfg, collective, algorithm, options, p, nbytes,
                                             count, flat, gamma, predictor.overlap,

@@ -142,10 +142,9 @@ class Predictor:
         warm view and its gamma where some of the call's data stays in the cache
         (:mod:`commsim.topology.warm`) and calls are :attr:`repeated`, else the topology
         and :attr:`gamma`."""
-        G = warm.for_call(self.graph, nbytes, self.nranks) if self.repeated else self.graph
-        if G is self.graph:
-            return G, self.gamma
-        return G, float(topo.model_parameter(G, "gamma", self.gamma))
+        if not self.repeated:
+            return self.graph, self.gamma
+        return warm.call(self.graph, nbytes, self.nranks, self.gamma)
 
     def warm_share(self, nbytes: int) -> float | None:
         """The share of a call's data that the profile's cache holds, as predicted

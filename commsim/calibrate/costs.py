@@ -16,7 +16,7 @@ catch many more of the scheduler's ticks than a step that moves a MiB (docs/cali
 
 from __future__ import annotations
 
-from commsim import collectives, topology
+from commsim import collectives
 from commsim.calibrate import fit as fitting
 from commsim.errors import CommsimError
 from commsim.topology import warm
@@ -40,7 +40,7 @@ class _Probe:
         self.gamma, self.mode, self.overlap = gamma, mode, overlap
         self._models: dict = {}
 
-    def _on(self, view):
+    def _on(self, view, gamma: float):
         from commsim.model.on_topology import TopologyModel
 
         if id(view) not in self._models:
@@ -48,13 +48,11 @@ class _Probe:
             base = TopologyModel(view, self.nranks, **zero)
             probes = [TopologyModel(view, self.nranks, router=base.router,  # routed once
                                     **{**zero, _ARGUMENT[n]: _PROBE}) for n in self.names]
-            gamma = self.gamma if view is self.G else float(
-                topology.model_parameter(view, "gamma", self.gamma))
             self._models[id(view)] = (base, probes, (gamma, self.mode, self.overlap))
         return self._models[id(view)]
 
     def __call__(self, schedule, nbytes: int) -> tuple[float, list[float]]:
-        base, probes, args = self._on(warm.for_call(self.G, nbytes, self.nranks))
+        base, probes, args = self._on(*warm.call(self.G, nbytes, self.nranks, self.gamma))
         t0 = base.estimate(schedule, nbytes, *args).time
         return t0, [(m.estimate(schedule, nbytes, *args).time - t0) / _PROBE for m in probes]
 

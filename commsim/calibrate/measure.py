@@ -104,6 +104,14 @@ class Measurements:
     warm_reduction: Series = field(default_factory=Series)  # adds on the same buffers
     ring_passes: list[list[float]] = field(default_factory=list)  # seconds, per pass
 
+    def fits_cache(self, size: int) -> bool:
+        """Do two buffers of ``size`` bytes on every rank of the busiest host (a ring
+        shift's send and receive buffers, an add's two) fit in the cache its ranks share?
+        Never where the cache is unknown."""
+        per_host = max(self.hosts.count(h) for h in self.hosts)
+        return bool(self.cache_bytes) and \
+            warm.working_set(size, per_host, buffers=2) <= self.cache_bytes
+
     @property
     def overlap(self) -> bool:
         """Could the ranks' reductions overlap their transfers (cores to spare)?"""
@@ -150,9 +158,7 @@ def measure(comm, mode: str, sizes=SIZES, reduce_sizes=REDUCE_SIZES,
     result.cores_per_rank = cores_per_rank(comm)
     result.cache_bytes = host_cache_bytes(comm.allgather_objects(
         {"host": comm.info.host, "caches": comm.caches()}))
-    per_host = max(hosts.count(h) for h in hosts)
-    fits = [size for size in reduce_sizes if result.cache_bytes
-            and warm.working_set(size, per_host, buffers=2) <= result.cache_bytes]
+    fits = [size for size in reduce_sizes if result.fits_cache(size)]
     if fits:
         say("local reduction, warm")
     for size in fits:

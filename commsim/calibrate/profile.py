@@ -119,21 +119,12 @@ def network(m: Measurements, fits: dict) -> dict:
     return {"nodes": nodes, "links": links}
 
 
-def _ring_fits_cache(m: Measurements):
-    """Do the ring shift's send and receive buffers of ``size`` bytes on every rank of
-    a host fit in its cache? (Never, where the cache is unknown.)"""
-    per_host = max(m.hosts.count(h) for h in m.hosts)
-    return lambda size: bool(m.cache_bytes) and \
-        warm.working_set(size, per_host, buffers=2) <= m.cache_bytes
-
-
 def _cold_ring(m: Measurements) -> tuple[list, list]:
     """The ring shift's sizes and seconds that its links' line is fitted to: without the
     bandwidth-bound sizes whose buffers stayed in the cache (their speedup is fitted
     apart: :func:`warm_model`), where 3 bandwidth-bound sizes are left."""
-    warm_size = _ring_fits_cache(m)
     keep = [i for i, n in enumerate(m.ring.sizes)
-            if not (n >= fitting.LARGE_BYTES and warm_size(n))]
+            if not (n >= fitting.LARGE_BYTES and m.fits_cache(n))]
     if sum(m.ring.sizes[i] >= fitting.LARGE_BYTES for i in keep) < 3:
         return list(m.ring.sizes), list(m.ring.seconds)
     return [m.ring.sizes[i] for i in keep], [m.ring.seconds[i] for i in keep]
@@ -150,7 +141,7 @@ def warm_model(m: Measurements, fits: dict) -> dict:
     out: dict = {"cache_bytes": int(m.cache_bytes)}
     ring = fits["ring"]
     speedup = fitting.warm_speedup(m.ring.sizes, m.ring.seconds, ring["alpha"], ring["beta"],
-                                   _ring_fits_cache(m))
+                                   m.fits_cache)
     if speedup is not None and speedup > 1.0:
         out["warm_link_speedup"] = round(speedup, 4)
     reduction = fits.get("warm_reduction")

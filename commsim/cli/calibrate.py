@@ -150,7 +150,7 @@ def _warm_note(data: dict) -> str | None:
     cache = model.get("cache_bytes")
     if not cache:
         return None
-    per_host = -(-data["profile"]["nranks"] // len(data["profile"]["hosts"]))
+    per_host = warm.ranks_per_host(data["profile"], data["profile"]["nranks"])
     largest = cache // warm.working_set(1, per_host)
     rates = [f"links {model['warm_link_speedup']:g}x"] if "warm_link_speedup" in model else []
     if "warm_reduce_bandwidth" in model:

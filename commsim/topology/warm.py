@@ -22,9 +22,9 @@ cache. Its predictions use :func:`for_call`'s view of the profile: each host's s
 capacity (the link the ring shift sets) takes ``h / warm_link_speedup + (1 - h)`` of its
 cold time a byte (a pair's own links keep theirs: one pair alone, the ping-pong, moved
 2 MiB no faster than 64 MiB; nor does a cache speed a wire between hosts), and
-``gamma`` is ``h * warm_gamma + (1 - h) * gamma``. A share rather than a cliff: past
-the cache the calls slow gradually (on the 2-core machine two ranks' allreduce of 2 MiB
-ran at about half the warm rate). Topologies without these parameters are never warm.
+``gamma`` is ``h * warm_gamma + (1 - h) * gamma``. A share rather than a cliff is an
+assumption: that a cache keeps part of a working set larger than itself
+(docs/calibrate.md). Topologies without these parameters are never warm.
 """
 
 from __future__ import annotations
@@ -38,9 +38,8 @@ from commsim.topology import model_parameter
 
 CAPACITY_CLASS = "host_capacity"  # a profile's link of a host's shared capacity
 CALL_BUFFERS = 4  # a rank's buffer, what it receives, and as much again (the transport's
-# copies, scratch): on the 2-core machine, allreduces of 1 MiB a rank at 2 ranks ran warm
-# and of 2 MiB half cold, where the ring shift, which touches only its 2 buffers, moved
-# 2 MiB warm
+# copies, scratch); chosen on the 2-core machine, where 2 buffers priced allreduces of
+# 2 MiB at 2 ranks all warm and far below what they measured (docs/calibrate.md)
 HIT_STEPS = 64  # views are made for hit fractions rounded to 1/64
 
 _VIEWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -52,10 +51,10 @@ def working_set(nbytes: int, ranks_per_host: int, buffers: int = CALL_BUFFERS) -
     return int(buffers) * int(nbytes) * int(ranks_per_host)
 
 
-def ranks_per_host(G: nx.DiGraph, nranks: int) -> int:
-    """The most ranks one host holds when ``nranks`` are spread over a profile's hosts
-    (one host without a profile)."""
-    hosts = len((G.graph.get("profile") or {}).get("hosts") or []) or 1
+def ranks_per_host(profile: dict | None, nranks: int) -> int:
+    """The most ranks one host holds when ``nranks`` are spread over the hosts of a
+    profile's ``profile`` block (one host without one)."""
+    hosts = len((profile or {}).get("hosts") or []) or 1
     return max(1, math.ceil(nranks / hosts))
 
 
@@ -65,7 +64,8 @@ def hit_fraction(G: nx.DiGraph | None, nbytes: int, nranks: int) -> float:
     cache = model_parameter(G, "cache_bytes")
     if not cache or not has_warm_rates(G) or nbytes <= 0:
         return 0.0
-    share = min(1.0, cache / working_set(nbytes, ranks_per_host(G, nranks)))
+    share = min(1.0, cache / working_set(nbytes, ranks_per_host(G.graph.get("profile"),
+                                                                 nranks)))
     return round(share * HIT_STEPS) / HIT_STEPS
 
 
@@ -82,6 +82,13 @@ def for_call(G: nx.DiGraph | None, nbytes: int, nranks: int) -> nx.DiGraph | Non
     return warm_view(G, share) if share > 0 else G
 
 
+def call(G: nx.DiGraph | None, nbytes: int, nranks: int, gamma: float) -> tuple:
+    """``(topology, gamma)`` for a call of ``nbytes`` a rank: :func:`for_call`'s view,
+    and ``gamma`` (s/byte, the profile's cold rate) or, on a warm view, the view's."""
+    view = for_call(G, nbytes, nranks)
+    return view, gamma if view is G else float(model_parameter(view, "gamma", gamma))
+
+
 def warm_view(G: nx.DiGraph, share: float = 1.0) -> nx.DiGraph:
     """A copy of profile ``G`` for calls of which ``share`` is in the cache: each host's
     shared capacity (links of class :data:`CAPACITY_CLASS`) taking ``share /
@@ -92,8 +99,7 @@ def warm_view(G: nx.DiGraph, share: float = 1.0) -> nx.DiGraph:
         return views[share]
     speedup = float(model_parameter(G, "warm_link_speedup", 1.0))
     slower = share / speedup + 1.0 - share
-    view = G.copy()
-    view.graph = dict(G.graph)
+    view = G.copy()   # its own graph, node and edge attribute dicts
     for _, _, data in view.edges(data=True):
         if data.get("class") == CAPACITY_CLASS:
             data["bandwidth"] = data["bandwidth"] / slower
