@@ -115,15 +115,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def _replay(folder: Path) -> int:
     """:func:`_print` of the runs kept in ``folder``, every prediction made again from its
-    profile fitted again by this checkout."""
+    profile fitted again by this checkout (each profile once, for every run it served)."""
     sys.path.insert(0, str(ROOT))  # this checkout's commsim, as run_verb's ranks get it
     runs: dict[tuple, list] = {}
-    for path in sorted(folder.glob("run-*-*-*.jsonl")):
-        backend, nproc, i = path.stem.split("-")[1:4]
-        prof = folder / f"profile-{backend}-{nproc}-{i}.yaml"
-        if not prof.exists():
-            prof = folder / f"profile-{backend}-{nproc}.yaml"
-        runs.setdefault((backend, int(nproc)), []).append(_predicted_again(path, prof))
+    with tempfile.TemporaryDirectory() as tmp:
+        fitted: dict[Path, Path] = {}
+        for path in sorted(folder.glob("run-*-*-*.jsonl")):
+            backend, nproc, i = path.stem.split("-")[1:4]
+            prof = folder / f"profile-{backend}-{nproc}-{i}.yaml"
+            if not prof.exists():
+                prof = folder / f"profile-{backend}-{nproc}.yaml"
+            if prof not in fitted:
+                fitted[prof] = _fitted_again(prof, Path(tmp))
+            runs.setdefault((backend, int(nproc)), []).append(
+                _predicted_again(path, fitted[prof]))
     if not runs:
         raise SystemExit(f"--replay: {folder} holds no run-BACKEND-NPROC-I.jsonl (--keep)")
     rows, repeated = [], max(len(r) for r in runs.values()) > 1
@@ -134,38 +139,45 @@ def _replay(folder: Path) -> int:
     return 0
 
 
-def _predicted_again(run: Path, prof: Path) -> list[dict]:
+def _fitted_again(prof: Path, folder: Path) -> Path:
+    """``prof`` fitted again by this checkout (:func:`commsim.calibrate.profile.refit`),
+    written into ``folder``; its cache line printed."""
+    from commsim.calibrate import profile
+    from commsim.topology import spec
+
+    data = profile.refit(spec.read_yaml(prof, "profile"))
+    print(f"{prof.name} fitted again: {profile.warm_summary(data) or 'no cache'}")
+    return profile.write(data, folder / prof.name)
+
+
+def _predicted_again(run: Path, fitted: Path) -> list[dict]:
     """The result rows of ``run`` with ``t_model_us`` and ``t_sim_us`` predicted again
-    from ``prof`` fitted again (:func:`commsim.calibrate.profile.refit`), as ``bench``
-    predicted them: the schedule that ran, or for native rows what the backend runs."""
+    from the profile ``fitted`` (:func:`_fitted_again`), as ``bench`` predicted them: the
+    schedule that ran, or for native rows what the backend runs."""
     from commsim.bench.config import resolve_dtype
     from commsim.bench.predictions import Predictor, build_schedule
-    from commsim.calibrate import profile
-    from commsim.topology import model_parameter, spec
+    from commsim.topology import model_parameter
 
     lines = [json.loads(line) for line in run.read_text().splitlines() if line.strip()]
     config = lines[0]
     rows = [r for r in lines if r.get("type") == "result" and r.get("status") == "ok"]
-    with tempfile.TemporaryDirectory() as tmp:
-        fitted = profile.write(profile.refit(spec.read_yaml(prof, "profile")),
-                               Path(tmp) / prof.name)
-        p = rows[0]["nranks"]
-        predictor = Predictor(str(fitted), p, warn=lambda text: None,
-                              mode=(config.get("prediction") or {}).get("mode", "dataflow"))
-        predictor.gamma = model_parameter(predictor.graph, "gamma")
-        nnodes = len({r["host"] for r in config.get("ranks") or [{"host": None}]})
-        for r in rows:
-            native, extra = r["algorithm"] == "native", 0.0
-            if native:
-                choice, schedule = predictor.native(
-                    r["backend"], r["collective"], r["size"], resolve_dtype(r["dtype"]).size,
-                    config, max(0, r.get("root") or 0), nnodes)
-                extra = predictor.native_extra(choice)
-            else:
-                schedule = build_schedule(r["collective"], r["algorithm"], p, r["nchunks"], ())
-            for key, fn in (("t_model_us", predictor.model), ("t_sim_us", predictor.sim)):
-                t = fn(schedule, r["size"], native)
-                r[key] = None if t is None else (t + extra) * 1e6
+    p = rows[0]["nranks"]
+    predictor = Predictor(str(fitted), p, warn=lambda text: None,
+                          mode=(config.get("prediction") or {}).get("mode", "dataflow"))
+    predictor.gamma = model_parameter(predictor.graph, "gamma")
+    nnodes = len({r["host"] for r in config.get("ranks") or [{"host": None}]})
+    for r in rows:
+        native, extra = r["algorithm"] == "native", 0.0
+        if native:
+            choice, schedule = predictor.native(
+                r["backend"], r["collective"], r["size"], resolve_dtype(r["dtype"]).size,
+                config, max(0, r.get("root") or 0), nnodes)
+            extra = predictor.native_extra(choice)
+        else:
+            schedule = build_schedule(r["collective"], r["algorithm"], p, r["nchunks"], ())
+        for key, fn in (("t_model_us", predictor.model), ("t_sim_us", predictor.sim)):
+            t = fn(schedule, r["size"], native)
+            r[key] = None if t is None else (t + extra) * 1e6
     return rows
 
 

@@ -488,14 +488,12 @@ def test_drift_compares_the_profile_s_ring_shift_with_one_timed_now():
 
 
 def test_calibrate_s_summary_says_which_calls_the_cache_holds():
-    from commsim.cli.calibrate import _warm_note
-
     def data(**model):
         return {"model": model, "profile": {"nranks": 4, "hosts": ["h"]}}
 
-    assert _warm_note(data()) is None
-    assert _warm_note(data(cache_bytes=8 << 20, warm_link_speedup=1.5,
+    assert profile.warm_summary(data()) is None
+    assert profile.warm_summary(data(cache_bytes=8 << 20, warm_link_speedup=1.5,
                            warm_reduce_bandwidth="20GB/s")) == (
         "cache 8M a host: calls of up to 512K a rank stay in it, larger ones in part "
         "(links 1.5x, reductions at 20GB/s)")
-    assert "no faster" in _warm_note(data(cache_bytes=8 << 20))
+    assert "no faster" in profile.warm_summary(data(cache_bytes=8 << 20))

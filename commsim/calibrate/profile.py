@@ -150,6 +150,25 @@ def warm_model(m: Measurements, fits: dict) -> dict:
     return out
 
 
+def warm_summary(data: dict) -> str | None:
+    """What a profile (its YAML mapping) predicts for calls whose data stays in the
+    cache, in a line for calibrate's summary; None without a cache."""
+    model = data["model"]
+    cache = model.get("cache_bytes")
+    if not cache:
+        return None
+    per_host = warm.ranks_per_host(data["profile"], data["profile"]["nranks"])
+    largest = cache // warm.working_set(1, per_host)
+    rates = [f"links {model['warm_link_speedup']:g}x"] if "warm_link_speedup" in model else []
+    if "warm_reduce_bandwidth" in model:
+        rates.append(f"reductions at {model['warm_reduce_bandwidth']}")
+    if not rates:
+        return (f"cache {format_size(cache)} a host: calls measured no faster in it than "
+                "from memory")
+    return (f"cache {format_size(cache)} a host: calls of up to {format_size(largest)} a rank "
+            f"stay in it, larger ones in part ({', '.join(rates)})")
+
+
 def _first_touch(m: Measurements) -> float:
     """Seconds per byte of fresh memory's first writes (0 when not measured)."""
     return sum(m.first_touch.seconds) / sum(m.first_touch.sizes) if m.first_touch.sizes \

@@ -113,6 +113,7 @@ def _calibrate(args, sizes: list[int]) -> int:
 
 
 def _summary(data: dict, fits: dict) -> None:
+    from commsim.calibrate import profile
     from commsim.report.tables import Table, show
 
     table = Table(f"profile {data['name']}",
@@ -135,28 +136,8 @@ def _summary(data: dict, fits: dict) -> None:
     table.notes.append(f"{cores:g} cores per rank: reductions "
                        f"{'overlap' if reductions_overlap(cores) else 'do not overlap'} "
                        "transfers in every prediction from this profile")
-    note = _warm_note(data)
+    note = profile.warm_summary(data)
     if note:
         table.notes.append(note)
     show(table)
 
-
-def _warm_note(data: dict) -> str | None:
-    """What the profile predicts for calls whose data stays in the cache, in a line."""
-    from commsim.topology import warm
-    from commsim.units import format_size
-
-    model = data["model"]
-    cache = model.get("cache_bytes")
-    if not cache:
-        return None
-    per_host = warm.ranks_per_host(data["profile"], data["profile"]["nranks"])
-    largest = cache // warm.working_set(1, per_host)
-    rates = [f"links {model['warm_link_speedup']:g}x"] if "warm_link_speedup" in model else []
-    if "warm_reduce_bandwidth" in model:
-        rates.append(f"reductions at {model['warm_reduce_bandwidth']}")
-    if not rates:
-        return (f"cache {format_size(cache)} a host: calls measured no faster in it than "
-                "from memory")
-    return (f"cache {format_size(cache)} a host: calls of up to {format_size(largest)} a rank "
-            f"stay in it, larger ones in part ({', '.join(rates)})")
