@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from commsim.errors import CommsimError
+from commsim.units import parse_size
 
 # (launcher, rank, world size, local rank, local world size)
 _LAUNCHERS = (
@@ -107,7 +108,6 @@ def usable_cores() -> int:
 
 
 CPU_CACHES = Path("/sys/devices/system/cpu")
-_CACHE_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
 
 def cpu_caches(cpus: list[int] | None, root: Path = CPU_CACHES) -> dict[str, int]:
@@ -122,23 +122,15 @@ def cpu_caches(cpus: list[int] | None, root: Path = CPU_CACHES) -> dict[str, int
                 if (index / "type").read_text().strip() == "Instruction":
                     continue
                 level = int((index / "level").read_text())
-                size = _cache_size((index / "size").read_text())
+                size = parse_size((index / "size").read_text().strip(), "cache size")
                 shared = (index / "shared_cpu_list").read_text().strip()
-            except (OSError, ValueError):
+            except (OSError, ValueError):  # CommsimError is one: an unreadable size
                 continue
             if best is None or level > best[0]:
                 best = (level, shared, size)
         if best is not None:
             out[best[1]] = best[2]
     return out
-
-
-def _cache_size(text: str) -> int:
-    """Bytes from sysfs's ``8192K`` (or ``1M``, or plain bytes)."""
-    text = text.strip().upper()
-    if text and text[-1] in _CACHE_UNITS:
-        return int(text[:-1]) * _CACHE_UNITS[text[-1]]
-    return int(text)
 
 
 def host_cache_bytes(ranks: list[dict]) -> int | None:
