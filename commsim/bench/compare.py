@@ -71,7 +71,9 @@ def terms(collective: str, algorithm: str, nranks: int, size: int, prediction: d
     alpha, beta = float(prediction["alpha"]), float(prediction["beta"])
     gamma = float(prediction.get("gamma") or 0.0)
     if warm and prediction.get("warm_gamma") is not None:
-        gamma = warm * float(prediction["warm_gamma"]) + (1.0 - warm) * gamma
+        from commsim.topology.warm import mixed_gamma
+
+        gamma = mixed_gamma(warm, gamma, float(prediction["warm_gamma"]))
     mode = prediction.get("mode") or "step"
     overlap = bool(prediction.get("overlap", True))
     out = {}

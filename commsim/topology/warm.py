@@ -89,6 +89,12 @@ def call(G: nx.DiGraph | None, nbytes: int, nranks: int, gamma: float) -> tuple:
     return view, gamma if view is G else float(model_parameter(view, "gamma", gamma))
 
 
+def mixed_gamma(share: float, cold: float, hot: float) -> float:
+    """Seconds a byte reduced when ``share`` of a call's data is in the cache: ``share``
+    of the way from the ``cold`` rate to the ``hot`` one (both s/byte)."""
+    return share * hot + (1.0 - share) * cold
+
+
 def warm_view(G: nx.DiGraph, share: float = 1.0) -> nx.DiGraph:
     """A copy of profile ``G`` for calls of which ``share`` is in the cache: each host's
     shared capacity (links of class :data:`CAPACITY_CLASS`) taking ``share /
@@ -106,7 +112,7 @@ def warm_view(G: nx.DiGraph, share: float = 1.0) -> nx.DiGraph:
     model = dict(G.graph.get("model") or {})
     cold, hot = model.get("gamma"), model.get("warm_gamma")
     if cold is not None and hot is not None:
-        model["gamma"] = share * hot + (1.0 - share) * cold
+        model["gamma"] = mixed_gamma(share, cold, hot)
     view.graph["model"] = model
     view.graph["warm"] = share
     views[share] = view
