@@ -34,6 +34,12 @@ same table. Replayed in two checkouts, one kept measurement compares two models.
 
     python benchmarks/prediction_error.py --repeat 3 --keep /tmp/kept
     python benchmarks/prediction_error.py --replay /tmp/kept
+
+Rows are in place unless ``--place out`` or ``--place both`` says otherwise (bench's
+default measures both, as nccl-tests does; out of place Open MPI copies its input into
+its result first, and the call's input is one buffer more in the cache).
+
+    python benchmarks/prediction_error.py --backends mpi --nproc 2 --place both
 """
 
 from __future__ import annotations
@@ -64,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-e", "--maxbytes", default="64M")
     ap.add_argument("-n", "--iters", default="10")
     ap.add_argument("-w", "--warmup", default="2")
+    ap.add_argument("--place", default="in", choices=("in", "out", "both"),
+                    help="buffer layouts to measure (default in)")
     ap.add_argument("--repeat", type=int, default=1, metavar="N",
                     help="run each benchmark N times and compare with the median of its "
                     "means (default 1)")
@@ -103,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                     runs.append(bench(backend, nproc, [
                         "--profile", str(prof), "--algorithm", args.algorithms, "-b",
                         args.minbytes, "-e", args.maxbytes, "-f", "4", "-n", args.iters,
-                        "-w", args.warmup], out))
+                        "-w", args.warmup, "--place", args.place], out))
                     drifts.setdefault(f"{backend}/{nproc}", []).append(_drift(out))
                 rows += _merged(runs, args.recalibrate) if args.repeat > 1 else runs[0]
     _print(rows, repeated=args.repeat > 1)
@@ -168,15 +176,16 @@ def _predicted_again(run: Path, fitted: Path) -> list[dict]:
     nnodes = len({r["host"] for r in config.get("ranks") or [{"host": None}]})
     for r in rows:
         native, extra = r["algorithm"] == "native", 0.0
+        apart = r.get("place") == "out-of-place"
         if native:
             choice, schedule = predictor.native(
                 r["backend"], r["collective"], r["size"], resolve_dtype(r["dtype"]).size,
                 config, max(0, r.get("root") or 0), nnodes)
-            extra = predictor.native_extra(choice)
+            extra = predictor.native_extra(choice, r["size"], apart)
         else:
             schedule = build_schedule(r["collective"], r["algorithm"], p, r["nchunks"], ())
         for key, fn in (("t_model_us", predictor.model), ("t_sim_us", predictor.sim)):
-            t = fn(schedule, r["size"], native)
+            t = fn(schedule, r["size"], native, apart)
             r[key] = None if t is None else (t + extra) * 1e6
     return rows
 
@@ -192,9 +201,11 @@ def _merged(runs: list[list[dict]], predictions: bool = False) -> list[dict]:
     and ``repeat_spread``, (max - min) / median of them; with ``predictions`` (each run
     had a profile of its own) the medians of the runs' predictions too."""
     out = []
+    def key(r: dict) -> tuple:
+        return r["algorithm"], r["size"], r.get("place")
+
     for row in runs[0]:
-        key = (row["algorithm"], row["size"])
-        same = [r for run in runs for r in run if (r["algorithm"], r["size"]) == key]
+        same = [r for run in runs for r in run if key(r) == key(row)]
         times = sorted(r["time_us"] for r in same)
         median = float(statistics.median(times))
         merged = {**row, "time_us": median, "repeat_spread": (times[-1] - times[0]) / median,
@@ -223,13 +234,19 @@ def _spread(r: dict) -> float | None:
     return (p99 - p50) / p50
 
 
+def _place(r: dict) -> str:
+    """``in`` or ``out``: a row's buffer layout (``in`` for rows that name none)."""
+    return "out" if r.get("place") == "out-of-place" else "in"
+
+
 def _print(rows: list[dict], repeated: bool = False) -> None:
     spread = "(max - min) / median of the repeats' mean times (measured: their median)" \
         if repeated else "(p99 - p50) / p50 of the measured iterations"
     print("allreduce: measured vs predicted after calibration; error = (predicted - measured)"
           f" / measured; spread = {spread}")
-    print(f"{'backend':>7} {'ranks':>5} {'algorithm':>9} {'size':>9} {'measured us':>12} "
-          f"{'spread':>7} {'model us':>10} {'model err':>9} {'sim us':>10} {'sim err':>8}")
+    print(f"{'backend':>7} {'ranks':>5} {'algorithm':>9} {'place':>5} {'size':>9} "
+          f"{'measured us':>12} {'spread':>7} {'model us':>10} {'model err':>9} "
+          f"{'sim us':>10} {'sim err':>8}")
     misses, noisy, total = [], 0, 0
 
     def cell(value, width, fmt):
@@ -237,8 +254,8 @@ def _print(rows: list[dict], repeated: bool = False) -> None:
 
     for r in rows:
         model, sim = _error(r["t_model_us"], r["time_us"]), _error(r["t_sim_us"], r["time_us"])
-        spread = _spread(r)
-        print(f"{r['backend']:>7} {r['nranks']:>5} {r['algorithm']:>9} {r['size']:>9} "
+        spread, place = _spread(r), _place(r)
+        print(f"{r['backend']:>7} {r['nranks']:>5} {r['algorithm']:>9} {place:>5} {r['size']:>9} "
               f"{r['time_us']:>12.1f} {cell(None if spread is None else 100 * spread, 6, '.0f')}% "
               f"{cell(r['t_model_us'], 10, '.1f')} "
               f"{cell(None if model is None else 100 * model, 8, '.0f')}% "
@@ -249,8 +266,8 @@ def _print(rows: list[dict], repeated: bool = False) -> None:
                 continue
             total += 1
             if abs(err) > GOAL:
-                misses.append(f"{r['backend']}/{r['nranks']}/{r['algorithm']}/{r['size']} "
-                              f"{name} {100 * err:+.0f}%")
+                misses.append(f"{r['backend']}/{r['nranks']}/{r['algorithm']}/{place}/"
+                              f"{r['size']} {name} {100 * err:+.0f}%")
                 noisy += spread is not None and spread > GOAL
     within = "met" if not misses else f"missed at {len(misses)} of {total}: " + \
         "; ".join(misses[:12])

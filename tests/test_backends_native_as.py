@@ -372,3 +372,26 @@ def test_nccl_stand_ins():
     chain = native_as("nccl", "broadcast", 8, 1 << 30, root=5)
     assert chain.algorithm == "chain" and chain.options["root"] == 5
     assert 1 <= chain.options["nchunks"] <= 64
+
+
+@pytest.mark.parametrize("p, nbytes, name, copied", [
+    (2, 1 << 20, "rabenseifner", 1 << 20),      # redscat_allgather: sbuf into rbuf first
+    (2, 32 << 10, "ring", 32 << 10),             # ring: the same copy
+    (2, 100 << 10, "segmented_ring", 100 << 10),
+    (2, 2048, "recursive_doubling", 0),          # copies in either place: not charged
+    (3, 4, "ring->recursive_doubling", 0),       # the fallback decides before the copy
+    (8, 8192, "rabenseifner->basic_linear", 0),
+])
+def test_ompi_allreduce_copies_its_input_into_its_result_out_of_place(p, nbytes, name,
+                                                                     copied):
+    kw = {"dtype_size": 2048} if name == "rabenseifner->basic_linear" else {}
+    c = mpi("allreduce", p, nbytes, **kw)
+    assert (c.name, c.copy_out_of_place) == (name, copied)
+
+
+def test_no_other_native_collective_is_charged_a_copy():
+    assert mpi("allgather", 4, 1 << 20).copy_out_of_place == 0
+    assert mpi("reduce_scatter", 4, 1 << 20).copy_out_of_place == 0
+    assert mpi("broadcast", 4, 1 << 20).copy_out_of_place == 0
+    assert native_as("gloo", "allreduce", 4, 1 << 20).copy_out_of_place == 0
+    assert nccl("allreduce", 4, 1 << 20).copy_out_of_place == 0

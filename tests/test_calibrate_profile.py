@@ -465,6 +465,33 @@ def test_first_touch_is_fitted_and_charged_to_native_rows_that_map_fresh_scratch
     assert pred.native_extra(small) == 0.0
 
 
+def test_out_of_place_native_rows_pay_the_input_s_copy_at_the_call_s_reduction_rate(tmp_path):
+    """Open MPI's ring and rabenseifner allreduce copy the send buffer into the receive
+    buffer first when not in place: that many bytes at the rate the call reduces at
+    (cold at 64 MiB, warm where the call's data stays in the cache)."""
+    from commsim.backends.native_as import native_as
+    from commsim.bench.predictions import Predictor
+
+    m = synthetic(["h", "h"])
+    m.cache_bytes = 8 << 20
+    sizes = [64 << 10, 256 << 10, 1 << 20, 4 << 20]
+    m.warm_reduction = Series(sizes, [1e-6 + n / 20e9 for n in sizes])
+    data = profile.build(m, fit_all(m, "mpi"), {"backend": "mpi", "exec": "dataflow",
+                                                 "versions": {}})
+    pred = Predictor(str(profile.write(data, tmp_path / "p.yaml")), 2)
+    pred.gamma = pred.graph.graph["model"]["gamma"]   # as bench sets it
+    versions = {"mpi": "Open MPI v5.0.11"}
+    for size in (256 << 10, 64 << 20):
+        choice = native_as("mpi", "allreduce", 2, size, versions=versions)
+        copy = pred.native_extra(choice, size, True) - pred.native_extra(choice, size)
+        gamma = pred.for_call(size, out_of_place=True)[1]
+        assert copy == pytest.approx(size * gamma, rel=1e-9)
+    assert pred.for_call(256 << 10, True)[1] == pytest.approx(1 / 20e9, rel=0.05)  # warm
+    assert pred.for_call(64 << 20, True)[1] > 0.9 * pred.gamma                    # cold
+    # out of place, the input is one buffer more: no more of the call is in the cache
+    assert pred.warm_share(1 << 20, True) < pred.warm_share(1 << 20) == 1.0
+
+
 def test_drift_compares_the_profile_s_ring_shift_with_one_timed_now():
     """The reference is the profile's ring shift nearest 2 MiB; a move beyond 20% is
     noted in one line that says which way and what to do."""

@@ -64,6 +64,17 @@ def test_the_share_in_cache_is_the_cache_over_the_working_set():
     assert warm.hit_fraction(two_hosts, 1 * MiB, 4) == 1.0
 
 
+def test_out_of_place_the_input_is_one_buffer_more():
+    G = _profile()   # 8 MiB shared by 2 ranks
+    apart = warm.call_buffers(out_of_place=True)
+    assert (warm.call_buffers(), apart) == (warm.CALL_BUFFERS, warm.CALL_BUFFERS + 1)
+    assert warm.hit_fraction(G, 1 * MiB, 2, apart) == round(64 * 8 / 10) / 64   # 10 MiB
+    assert warm.hit_fraction(G, 512 << 10, 2, apart) == 1.0                     # 5 MiB
+    view, gamma = warm.call(G, 1 * MiB, 2, COLD_GAMMA, apart)
+    assert view.graph["warm"] == warm.hit_fraction(G, 1 * MiB, 2, apart)
+    assert WARM_GAMMA < gamma < COLD_GAMMA
+
+
 @pytest.mark.parametrize("kwargs", [dict(cache=None), dict(speedup=None, warm_bw=None)])
 def test_a_profile_without_a_cache_or_warm_rates_is_never_warm(kwargs):
     G = _profile(**kwargs)

@@ -52,6 +52,7 @@ class NativeChoice:
     source: str = ""       # file and function read, with the version
     note: str = ""         # one line: why, or how the stand-in differs
     scratch: int = 0       # bytes of freshly mapped memory it writes each call (first touch)
+    copy_out_of_place: int = 0  # bytes it copies locally, input into result, out of place
     in_flight: int = 1     # a pair's messages in flight at once, each on its own buffer
     # (gloo's rings: two); the schedule deals its pieces over that many connections
 
@@ -347,9 +348,16 @@ def _mpi(coll, p, size, dsize, root, nodes, versions):
         # receives write first: (p'-1)/p' of it
         pc = _core(p)
         scratch = size * (pc - 1) // pc
+    # ring, segmented ring and redscat_allgather copy sbuf into rbuf first when not
+    # MPI_IN_PLACE, then work in rbuf; their fallbacks (named "a->b") decide before it.
+    # Recursive doubling copies through its own buffer in either place, at the small
+    # sizes it runs: not charged
+    copy = size if coll == "allreduce" and alg in (4, 5, 6) and "->" not in choice.name \
+        else 0
     return NativeChoice("mpi", choice.collective, choice.name, choice.algorithm,
                         choice.options, choice.exact, src,
-                        f"{where}tuned rule {alg}; {choice.note}{caveat}", scratch)
+                        f"{where}tuned rule {alg}; {choice.note}{caveat}", scratch,
+                        copy_out_of_place=copy)
 
 
 def _c(coll, name, algo, options, exact, note) -> NativeChoice:

@@ -16,6 +16,7 @@ import numpy as np
 from commsim import model
 from commsim.backends.native import Unsupported
 from commsim.bench import data, drift, watchdog
+from commsim.bench.comm import IN_PLACE, OUT_OF_PLACE
 from commsim.bench.config import (
     BenchConfig,
     algorithm_names,
@@ -253,7 +254,6 @@ def _run(cfg: BenchConfig, comm) -> int:
                     schedule = schedule_for(cfg, collective, algorithm, options, p, nbytes,
                                             count, flat, gamma, predictor.overlap,
                                             predictor.message_overhead)
-                    predicted = None  # once per (algorithm, size), for every place
                     for place in cfg.places:
                         if done and (collective, algorithm, nbytes, place) in done:
                             continue  # measured by the run this one resumes
@@ -262,10 +262,8 @@ def _run(cfg: BenchConfig, comm) -> int:
                             row = _measure(cfg, comm, how, collective, algorithm, schedule,
                                            local, expect, count, nbytes, dtype.name, place)
                         if reporter:
-                            if predicted is None:
-                                predicted = _predictions(cfg, predictor, collective, schedule,
-                                                         nbytes, dtype, versions, nnodes)
-                            row.update(predicted)
+                            row.update(_predictions(cfg, predictor, collective, schedule,
+                                                    nbytes, dtype, versions, nnodes, place))
                             best = row["t_sim_us"] or row["t_model_us"]
                             row["eff_pct"] = (100.0 * best / row["time_us"]
                                               if best and row["time_us"] else None)
@@ -283,9 +281,12 @@ def _run(cfg: BenchConfig, comm) -> int:
 
 
 def _predictions(cfg, predictor, collective: str, schedule, nbytes: int, dtype, versions: dict,
-                 nnodes: int) -> dict:
-    """Rank 0's prediction columns of one (algorithm, size): ``t_model_us``, ``t_sim_us``
-    and, for native rows, what the backend runs (``native_as``, ...)."""
+                 nnodes: int, place: str = IN_PLACE) -> dict:
+    """Rank 0's prediction columns of one (algorithm, size, place): ``t_model_us``,
+    ``t_sim_us``, ``warm`` and, for native rows, what the backend runs (``native_as``,
+    ...). Out of place the call's input is a buffer of its own, and a backend may copy it
+    into its result first (:meth:`Predictor.native_extra`)."""
+    apart = place == OUT_OF_PLACE
     out, predicted, choice = {}, schedule, None
     native = schedule is None
     if native:
@@ -294,10 +295,10 @@ def _predictions(cfg, predictor, collective: str, schedule, nbytes: int, dtype, 
         out.update(native_as=choice and choice.name,
                    native_model=predicted and predicted.algorithm,
                    native_exact=choice and choice.exact)
-    extra = predictor.native_extra(choice) if native else 0.0
-    out["t_model_us"] = _us(_plus(predictor.model(predicted, nbytes, native), extra))
-    out["t_sim_us"] = _us(_plus(predictor.sim(predicted, nbytes, native), extra))
-    out["warm"] = predictor.warm_share(nbytes)
+    extra = predictor.native_extra(choice, nbytes, apart) if native else 0.0
+    out["t_model_us"] = _us(_plus(predictor.model(predicted, nbytes, native, apart), extra))
+    out["t_sim_us"] = _us(_plus(predictor.sim(predicted, nbytes, native, apart), extra))
+    out["warm"] = predictor.warm_share(nbytes, apart)
     return out
 
 

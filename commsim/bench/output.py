@@ -38,11 +38,11 @@ RESULT_KEYS = (
     "note",
 )
 #: a row's first columns, then per place (nccl-tests' ``out-of-place`` then ``in-place``
-#: groups) the measured ones, then the predictions, once a row
+#: groups) the measured ones and that place's predictions (they differ where a backend
+#: copies its input out of place, or where its data stays in the cache)
 HEAD_COLUMNS = ("size", "count", "type", "redop", "root")
 PLACE_COLUMNS = ("time(us)", "p50(us)", "p99(us)", "algbw(GB/s)", "busbw(GB/s)", "#wrong",
-                 "eff%")
-PREDICTION_COLUMNS = ("t_model(us)", "t_sim(us)")
+                 "t_model(us)", "t_sim(us)", "eff%")
 #: the plain header's one line names a place's columns with this prefix
 PLACE_PREFIX = {"out-of-place": "out:", "in-place": "in:"}
 _PLAIN_WIDTH = {"collective": 14, "algorithm": 12, "size": 12, "count": 12, "time(us)": 10,
@@ -52,7 +52,7 @@ _PLAIN_WIDTH = {"collective": 14, "algorithm": 12, "size": 12, "count": 12, "tim
 def columns(places) -> tuple[str, ...]:
     """A row's columns for ``places``, as the plain header names them."""
     grouped = tuple(PLACE_PREFIX[p] + name for p in places for name in PLACE_COLUMNS)
-    return HEAD_COLUMNS + grouped + PREDICTION_COLUMNS
+    return HEAD_COLUMNS + grouped
 
 
 def _open(path: str, append: bool = False):
@@ -232,7 +232,7 @@ class Reporter:
             for place in self.places:  # nccl-tests' groups, their name over the first column
                 heads += [f"{place if i == 0 else ''}\n{name}"
                           for i, name in enumerate(PLACE_COLUMNS)]
-            heads += ["\n" + name for name in PREDICTION_COLUMNS + (("as",) if native else ())]
+            heads += ["\nas"] if native else []
             for head in heads:
                 table.add_column(head, justify="right")
             for line in lines:
@@ -242,14 +242,14 @@ class Reporter:
         return Group(*tables)
 
     def _cells(self, line: dict) -> list[str]:
-        """A size's cells: the head, each place's measurement (``N/A`` for a form the
-        backend lacks, ``-`` for one not measured), the predictions."""
+        """A size's cells: the head, then each place's measurement and predictions (``N/A``
+        for a form the backend lacks, ``-`` for one not measured)."""
         r = next(iter(line.values()))
         root = "-1" if r["root"] is None else str(r["root"])
         cells = [str(r["size"]), str(r["count"]), r["dtype"], r["redop"], root]
         for place in self.places:
             cells += _place_cells(line.get(place))
-        return cells + [_num(r.get("t_model_us"), 1), _num(r.get("t_sim_us"), 1)]
+        return cells
 
     def stop(self) -> None:
         """End the live table; a size whose places are not all in (an interrupted run) is
@@ -306,7 +306,7 @@ def _place_cells(r: dict | None) -> list[str]:
         return ["N/A"] + ["-"] * (len(PLACE_COLUMNS) - 1)
     return [_num(r["time_us"], 1), _num(r.get("iter_p50_us"), 1), _num(r.get("iter_p99_us"), 1),
             _num(r["algbw_gbps"]), _num(r["busbw_gbps"]), _wrong(r["wrong"]),
-            _num(r.get("eff_pct"), 0)]
+            _num(r.get("t_model_us"), 1), _num(r.get("t_sim_us"), 1), _num(r.get("eff_pct"), 0)]
 
 
 def _wrong(value) -> str:

@@ -131,28 +131,36 @@ class Predictor:
             self._once(("native", collective), f"native {collective}: {exc}")
             return choice, None
 
-    def native_extra(self, choice) -> float:
-        """Seconds a native collective pays beyond its schedule: the first touch of the
-        scratch memory it maps each call (``choice.scratch`` bytes), at the profile's
-        ``first_touch`` rate (0 without one)."""
-        return float(getattr(choice, "scratch", 0) or 0) * self.first_touch
+    def native_extra(self, choice, nbytes: int = 0, out_of_place: bool = False) -> float:
+        """Seconds a native collective of ``nbytes`` a rank pays beyond its schedule: the
+        first touch of the scratch memory it maps each call (``choice.scratch`` bytes), at
+        the profile's ``first_touch`` rate (0 without one), and out of place the copy of
+        its input into its result (``choice.copy_out_of_place`` bytes) at the call's
+        reduction rate (a copy, like an in-place add, reads two bytes and writes one for
+        each byte: the destination's line is read before it is written)."""
+        extra = float(getattr(choice, "scratch", 0) or 0) * self.first_touch
+        copied = getattr(choice, "copy_out_of_place", 0) or 0
+        if out_of_place and copied and self.graph is not None:
+            extra += copied * self.for_call(nbytes, out_of_place)[1]
+        return extra
 
-    def for_call(self, nbytes: int) -> tuple:
+    def for_call(self, nbytes: int, out_of_place: bool = False) -> tuple:
         """``(topology, gamma)`` to predict a call of ``nbytes`` a rank on: the profile's
         warm view and its gamma where some of the call's data stays in the cache
-        (:mod:`commsim.topology.warm`) and calls are :attr:`repeated`, else the topology
-        and :attr:`gamma`."""
+        (:mod:`commsim.topology.warm`; out of place, its input is one buffer more) and
+        calls are :attr:`repeated`, else the topology and :attr:`gamma`."""
         if not self.repeated:
             return self.graph, self.gamma
-        return warm.call(self.graph, nbytes, self.nranks, self.gamma)
+        return warm.call(self.graph, nbytes, self.nranks, self.gamma,
+                         warm.call_buffers(out_of_place))
 
-    def warm_share(self, nbytes: int) -> float | None:
+    def warm_share(self, nbytes: int, out_of_place: bool = False) -> float | None:
         """The share of a call's data that the profile's cache holds, as predicted
         (:func:`commsim.topology.warm.hit_fraction`; 0 where none does), or None without a
         topology."""
         if self.graph is None:
             return None
-        return float(self.for_call(nbytes)[0].graph.get("warm", 0.0))
+        return float(self.for_call(nbytes, out_of_place)[0].graph.get("warm", 0.0))
 
     def flat(self, nbytes: int) -> tuple:
         """``(alpha_beta, gamma)`` of the flat closed form for a call of ``nbytes`` a rank
@@ -170,13 +178,15 @@ class Predictor:
             self.notes.append(text)
             self._warn(text)
 
-    def model(self, schedule, nbytes: int, native: bool = False) -> float | None:
+    def model(self, schedule, nbytes: int, native: bool = False,
+              out_of_place: bool = False) -> float | None:
         """Seconds from the model on the topology for ``schedule``, or None. ``native``:
-        the backend's own collective, which pays none of commsim's executor overheads."""
+        the backend's own collective, which pays none of commsim's executor overheads;
+        ``out_of_place``: the call's input is a buffer of its own (:meth:`for_call`)."""
         if schedule is None or self.graph is None:
             return None
         try:
-            G, gamma = self.for_call(nbytes)
+            G, gamma = self.for_call(nbytes, out_of_place)
             tm = self._models.get((native, id(G)))
             if tm is None:
                 from commsim.model.on_topology import TopologyModel
@@ -189,15 +199,16 @@ class Predictor:
                        f"no model prediction for {schedule.algorithm}: {exc}")
             return None
 
-    def sim(self, schedule, nbytes: int, native: bool = False) -> float | None:
-        """Seconds from the flow-level simulator for ``schedule``, or None (``native``:
-        as for :meth:`model`)."""
+    def sim(self, schedule, nbytes: int, native: bool = False,
+            out_of_place: bool = False) -> float | None:
+        """Seconds from the flow-level simulator for ``schedule``, or None (``native``
+        and ``out_of_place``: as for :meth:`model`)."""
         if schedule is None or self.graph is None:
             return None
         try:
             from commsim.sim import simulate
 
-            G, gamma = self.for_call(nbytes)
+            G, gamma = self.for_call(nbytes, out_of_place)
             return float(simulate(
                 schedule, G, nbytes, mode=self.mode, gamma=gamma,
                 overlap=self.overlap, **topo.executor_overheads(G, native)).time)

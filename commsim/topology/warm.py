@@ -16,7 +16,8 @@ calibrate``) says so in three model parameters:
   the sizes where they fit (``warm_gamma``, seconds a byte).
 
 The rule (:func:`hit_fraction`): a call of ``nbytes`` (one rank's buffer, as ``bench``
-sizes it) touches :data:`CALL_BUFFERS` times that on each rank; of that working set on
+sizes it) touches :data:`CALL_BUFFERS` times that on each rank in place, and one buffer
+more out of place (its input apart from its result: :func:`call_buffers`); of that working set on
 its busiest host, the share ``h = min(1, cache_bytes / working set)`` is found in the
 cache. Its predictions use :func:`for_call`'s view of the profile: each host's shared
 capacity (the link the ring shift sets) takes ``h / warm_link_speedup + (1 - h)`` of its
@@ -40,6 +41,7 @@ CAPACITY_CLASS = "host_capacity"  # a profile's link of a host's shared capacity
 CALL_BUFFERS = 4  # a rank's buffer, what it receives, and as much again (the transport's
 # copies, scratch); chosen on the 2-core machine, where 2 buffers priced allreduces of
 # 2 MiB at 2 ranks all warm and far below what they measured (docs/calibrate.md)
+OUT_OF_PLACE_BUFFERS = CALL_BUFFERS + 1  # the input, read apart from the result
 HIT_STEPS = 64  # views are made for hit fractions rounded to 1/64
 
 _VIEWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -51,6 +53,12 @@ def working_set(nbytes: int, ranks_per_host: int, buffers: int = CALL_BUFFERS) -
     return int(buffers) * int(nbytes) * int(ranks_per_host)
 
 
+def call_buffers(out_of_place: bool = False) -> int:
+    """Buffers of a call's size that one rank touches: :data:`CALL_BUFFERS` in place,
+    :data:`OUT_OF_PLACE_BUFFERS` out of place."""
+    return OUT_OF_PLACE_BUFFERS if out_of_place else CALL_BUFFERS
+
+
 def ranks_per_host(profile: dict | None, nranks: int) -> int:
     """The most ranks one host holds when ``nranks`` are spread over the hosts of a
     profile's ``profile`` block (one host without one)."""
@@ -58,14 +66,16 @@ def ranks_per_host(profile: dict | None, nranks: int) -> int:
     return max(1, math.ceil(nranks / hosts))
 
 
-def hit_fraction(G: nx.DiGraph | None, nbytes: int, nranks: int) -> float:
-    """The share of a call's working set found in the cache (the rule above), rounded to
+def hit_fraction(G: nx.DiGraph | None, nbytes: int, nranks: int,
+                 buffers: int = CALL_BUFFERS) -> float:
+    """The share of a call's working set (``buffers`` of ``nbytes`` a rank:
+    :func:`call_buffers`) found in the cache (the rule above), rounded to
     1/:data:`HIT_STEPS`: 0 for a topology without ``cache_bytes`` or warm rates."""
     cache = model_parameter(G, "cache_bytes")
     if not cache or not has_warm_rates(G) or nbytes <= 0:
         return 0.0
     share = min(1.0, cache / working_set(nbytes, ranks_per_host(G.graph.get("profile"),
-                                                                 nranks)))
+                                                                 nranks), buffers))
     return round(share * HIT_STEPS) / HIT_STEPS
 
 
@@ -75,17 +85,19 @@ def has_warm_rates(G: nx.DiGraph | None) -> bool:
             or model_parameter(G, "warm_gamma") is not None)
 
 
-def for_call(G: nx.DiGraph | None, nbytes: int, nranks: int) -> nx.DiGraph | None:
+def for_call(G: nx.DiGraph | None, nbytes: int, nranks: int,
+             buffers: int = CALL_BUFFERS) -> nx.DiGraph | None:
     """The topology to predict a call of ``nbytes`` a rank on: :func:`warm_view` of ``G``
     at the call's :func:`hit_fraction`, or ``G`` itself where that is 0."""
-    share = hit_fraction(G, nbytes, nranks)
+    share = hit_fraction(G, nbytes, nranks, buffers)
     return warm_view(G, share) if share > 0 else G
 
 
-def call(G: nx.DiGraph | None, nbytes: int, nranks: int, gamma: float) -> tuple:
+def call(G: nx.DiGraph | None, nbytes: int, nranks: int, gamma: float,
+         buffers: int = CALL_BUFFERS) -> tuple:
     """``(topology, gamma)`` for a call of ``nbytes`` a rank: :func:`for_call`'s view,
     and ``gamma`` (s/byte, the profile's cold rate) or, on a warm view, the view's."""
-    view = for_call(G, nbytes, nranks)
+    view = for_call(G, nbytes, nranks, buffers)
     return view, gamma if view is G else float(model_parameter(view, "gamma", gamma))
 
 
