@@ -17,6 +17,7 @@ from commsim.backends.plan import (
     IN,
     OUT,
     WORK,
+    apart_share,
     input_chunks,
     logical_length,
     output_length,
@@ -169,6 +170,40 @@ def test_out_of_place_reads_the_input_until_the_first_write():
     inplace = rank_plan(schedule, 0, 400)
     assert {b for s in inplace.steps for _, b, _, _ in s.sends + s.recvs} <= {OUT, 3}
     assert all(m[0] == m[5] == OUT for s in inplace.steps for m in s.applies)
+
+
+REDUCING = [(c, a) for c, a in collectives.available()
+            if c in ("allreduce", "reduce", "reduce_scatter")]
+
+
+@settings(max_examples=80, deadline=None)
+@given(instances(max_ranks=12, max_mult=3, pairs=REDUCING))
+def test_the_apart_share_is_the_plans_reductions_written_apart(inst):
+    """apart_share, from the schedule alone, is what the out-of-place plans do: the
+    elements reduced into a buffer apart from their operands (``home = IN + received``)
+    over every element reduced, on every rank."""
+    collective, algorithm, p, k, options = inst
+    schedule = collectives.build(collective, algorithm, p, k, **options)
+    n = k * 6 * (p if collective == "reduce_scatter" else 1)   # equal chunks
+    length = logical_length(schedule, n)
+    assert len(set(schedule.chunk_sizes(length).tolist())) == 1
+    apart = total = 0
+    for r in range(p):
+        for step in rank_plan(schedule, r, length, True).steps:
+            for _, lo, hi, _, _, base, _ in step.applies:
+                if base >= 0:
+                    total += hi - lo
+                    apart += (hi - lo) * (base == IN)
+    want = apart / total if total else 0.0
+    assert apart_share(schedule) == pytest.approx(want)
+    assert 0.0 <= want <= 1.0
+
+
+def test_a_ring_writes_every_reduction_apart_and_a_tree_s_second_child_adds_in_place():
+    assert apart_share(collectives.build("allreduce", "ring", 4)) == 1.0
+    assert apart_share(collectives.build("allreduce", "tree", 4)) == pytest.approx(2 / 3)
+    assert apart_share(collectives.build("allreduce", "rhd", 4)) == pytest.approx(2 / 3)
+    assert apart_share(collectives.build("allgather", "ring", 4)) == 0.0
 
 
 def test_touching_chunks_to_one_peer_go_as_one_message():

@@ -492,6 +492,43 @@ def test_out_of_place_native_rows_pay_the_input_s_copy_at_the_call_s_reduction_r
     assert pred.warm_share(1 << 20, True) < pred.warm_share(1 << 20) == 1.0
 
 
+def test_reductions_written_apart_are_fitted_and_charged_to_out_of_place_executor_rows(
+        tmp_path):
+    """A profile keeps the add into a third buffer (``out = a + b``) apart from the
+    in-place one; out of place, commsim's rows reduce at that rate for the share of their
+    reductions written apart (all of a ring's), native rows and in-place rows at gamma."""
+    from commsim.bench.predictions import Predictor
+
+    m = synthetic(["h", "h"], noise=0.0)
+    m.cores_per_rank = 1.0   # reductions do not overlap transfers: each adds its time
+    m.reduction_apart = _series(2e-6, 1.5 * GAMMA, measure.REDUCE_SIZES, 0.0,
+                                np.random.default_rng(0))
+    data = profile.build(m, fit_all(m), {"backend": "gloo", "exec": "dataflow",
+                                         "versions": {}})
+    assert float(data["model"]["apart_reduce_bandwidth"].removesuffix("GB/s")) == \
+        pytest.approx(1e-9 / (1.5 * GAMMA), rel=1e-3)
+    path = profile.write(data, tmp_path / "p.yaml")
+    assert profile.refit(yaml.safe_load(path.read_text()))["model"] == data["model"]
+    pred = Predictor(str(path), 2, mode="dataflow")
+    pred.gamma = pred.graph.graph["model"]["gamma"]
+    assert pred.graph.graph["model"]["gamma_apart"] == pytest.approx(1.5 * GAMMA, rel=1e-3)
+    ring, size = collectives.build("allreduce", "ring", 2, 2), 64 << 20
+    assert pred.rates(ring, size, out_of_place=True)[1] == pytest.approx(1.5 * GAMMA,
+                                                                         rel=1e-3)
+    assert pred.rates(ring, size)[1] == pred.rates(ring, size, True, True)[1] == pred.gamma
+    # the ring reduces size / 2 a rank: out of place that much more at the apart rate
+    extra = pred.model(ring, size, out_of_place=True) - pred.model(ring, size)
+    assert extra == pytest.approx(size / 2 * 0.5 * GAMMA, rel=0.02)
+    # a profile without the measurement predicts both places alike
+    m.reduction_apart = Series()
+    plain = profile.write(profile.build(m, fit_all(m), {"backend": "gloo", "exec": "dataflow",
+                                                        "versions": {}}), tmp_path / "q.yaml")
+    assert "apart_reduce_bandwidth" not in yaml.safe_load(plain.read_text())["model"]
+    old = Predictor(str(plain), 2, mode="dataflow")
+    old.gamma = old.graph.graph["model"]["gamma"]
+    assert old.model(ring, size, out_of_place=True) == old.model(ring, size)
+
+
 def test_drift_compares_the_profile_s_ring_shift_with_one_timed_now():
     """The reference is the profile's ring shift nearest 2 MiB; a move beyond 20% is
     noted in one line that says which way and what to do."""

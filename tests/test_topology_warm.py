@@ -140,3 +140,16 @@ def test_warm_parameters_load_in_si_units():
     assert params["cache_bytes"] == 8 * MiB
     assert params["warm_link_speedup"] == 1.25
     assert params["warm_gamma"] == pytest.approx(WARM_GAMMA)
+
+
+def test_a_reduction_written_apart_loads_as_seconds_a_byte(tmp_path):
+    """``apart_reduce_bandwidth`` (calibrate's add into a third buffer) is a model
+    parameter like the others: ``gamma_apart`` in s/byte, a bad value one line."""
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"builder": "star", "params": {"n": 2},
+                                    "model": {"apart_reduce_bandwidth": "3GB/s"}}))
+    assert topology.load(path).graph["model"]["gamma_apart"] == pytest.approx(1 / 3e9)
+    path.write_text(yaml.safe_dump({"builder": "star", "params": {"n": 2},
+                                    "model": {"apart_reduce_bandwidth": "quick"}}))
+    with pytest.raises(CommsimError, match="model.apart_reduce_bandwidth"):
+        topology.load(path)

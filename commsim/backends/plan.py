@@ -368,6 +368,22 @@ def merge_per_peer(items: list[list]) -> list[list]:
     return out
 
 
+def apart_share(schedule: Schedule) -> float:
+    """Out of place, the share of a schedule's reductions written apart from their
+    operands: a range's first write at its rank (``home = in + received``,
+    :class:`Placement`) when that write is a reduction; the rest add in place. 0 without
+    reductions. By transfers: chunks are near-equal ranges (one element apart at
+    most), and every chunk a rank reduces into holds its input there (only allreduce,
+    reduce and reduce_scatter reduce, and their input is the whole logical buffer)."""
+    reduce = schedule.reduce.astype(bool)
+    if not reduce.any():
+        return 0.0
+    keys = schedule.dst.astype(np.int64) * schedule.nchunks + schedule.chunk.astype(np.int64)
+    first = np.zeros(len(keys), dtype=bool)
+    first[np.unique(keys, return_index=True)[1]] = True   # in schedule (step) order
+    return float(np.count_nonzero(reduce & first) / np.count_nonzero(reduce))
+
+
 def segment_range(nranks: int, total: int, rank: int) -> tuple[int, int]:
     """Element range of ``rank``'s segment in a ``total``-element gathered buffer."""
     b = split_bounds(total, nranks)

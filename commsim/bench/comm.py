@@ -192,6 +192,13 @@ class TorchComm:
 
         add_into(into, other)
 
+    def add_apart(self, out, a, b) -> None:
+        """``out = a + b`` into a buffer apart from both operands, as the executor's first
+        reduction into a range out of place (:func:`commsim.backends.torch_dist.summer`)."""
+        from commsim.backends.torch_dist import summer
+
+        summer(out.dtype)(out, a, b)
+
     def exchange(self, sends, recvs) -> None:
         """Post every ``(tensor, peer)`` send and receive at once; return when all are done."""
         dist = self.dist
@@ -315,6 +322,11 @@ class MpiComm:
     def add(self, into: np.ndarray, other: np.ndarray) -> None:
         """``into += other`` in place, as the executor reduces."""
         np.add(into, other, out=into)
+
+    def add_apart(self, out: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+        """``out = a + b`` into a buffer apart from both operands, as the executor's first
+        reduction into a range out of place."""
+        np.add(a, b, out=out)
 
     def exchange(self, sends, recvs) -> None:
         """Post every ``(array, peer)`` send and receive at once; return when all are done."""

@@ -154,6 +154,25 @@ class Predictor:
         return warm.call(self.graph, nbytes, self.nranks, self.gamma,
                          warm.call_buffers(out_of_place))
 
+    def rates(self, schedule, nbytes: int, native: bool = False,
+              out_of_place: bool = False) -> tuple:
+        """``(topology, gamma)`` for ``schedule`` as a call of ``nbytes`` a rank:
+        :meth:`for_call`'s, and out of place on commsim's executor (not ``native``), the
+        cold rate of a profile that measured reductions written into a third buffer
+        (``gamma_apart``) for the share of the schedule's reductions that write apart
+        from their operands (:func:`commsim.backends.plan.apart_share`; the rest add in
+        place), mixed with the warm rate as :mod:`commsim.topology.warm` mixes it."""
+        G, gamma = self.for_call(nbytes, out_of_place)
+        apart = topo.model_parameter(self.graph, "gamma_apart")
+        if native or not out_of_place or apart is None or schedule is None:
+            return G, gamma
+        from commsim.backends.plan import apart_share
+
+        cold = warm.mixed_gamma(apart_share(schedule), self.gamma, apart)
+        share = float(G.graph.get("warm", 0.0)) if self.repeated and G is not None else 0.0
+        hot = topo.model_parameter(self.graph, "warm_gamma")
+        return G, warm.mixed_gamma(share, cold, hot) if share and hot is not None else cold
+
     def warm_share(self, nbytes: int, out_of_place: bool = False) -> float | None:
         """The share of a call's data that the profile's cache holds, as predicted
         (:func:`commsim.topology.warm.hit_fraction`; 0 where none does), or None without a
@@ -186,7 +205,7 @@ class Predictor:
         if schedule is None or self.graph is None:
             return None
         try:
-            G, gamma = self.for_call(nbytes, out_of_place)
+            G, gamma = self.rates(schedule, nbytes, native, out_of_place)
             tm = self._models.get((native, id(G)))
             if tm is None:
                 from commsim.model.on_topology import TopologyModel
@@ -208,7 +227,7 @@ class Predictor:
         try:
             from commsim.sim import simulate
 
-            G, gamma = self.for_call(nbytes, out_of_place)
+            G, gamma = self.rates(schedule, nbytes, native, out_of_place)
             return float(simulate(
                 schedule, G, nbytes, mode=self.mode, gamma=gamma,
                 overlap=self.overlap, **topo.executor_overheads(G, native)).time)

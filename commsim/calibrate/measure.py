@@ -12,6 +12,9 @@
 - ``reduction``: an in-place add of two buffers on the rank's device, each iteration on
   the next slices of a 64 MiB arena (or two sizes' worth, if larger), so that the data
   comes from memory as in a collective of MiBs, not from a cache that repeats warm;
+- ``reduction_apart``: the same, written into a third arena (``out = a + b``): out of
+  place, commsim's executor writes a range's first reduction apart from its operands,
+  and a cache that allocates on writes reads the destination's lines first;
 - ``warm_reduction``: the same add on the same two buffers again and again (a loop's time
   over its calls, the slowest rank's), at the sizes whose two buffers on every rank of a
   host fit in the cache they share (``cache_bytes``: :mod:`commsim.topology.warm`), as
@@ -98,6 +101,7 @@ class Measurements:
     # rank sends and receives), messages (rank 0's), seconds (mean), cases (its label)
     overhead: dict[str, list] = field(default_factory=dict)
     first_touch: Series = field(default_factory=Series)   # fresh memory's first writes
+    reduction_apart: Series = field(default_factory=Series)  # out = a + b, a third buffer
     native: Series = field(default_factory=Series)   # the backend's allreduce (mean)
     cores_per_rank: float = 2.0   # a host's usable cores over its ranks, the fewest
     cache_bytes: int | None = None  # the cache a host's ranks share, the least (None: unknown)
@@ -155,6 +159,10 @@ def measure(comm, mode: str, sizes=SIZES, reduce_sizes=REDUCE_SIZES,
     for size in reduce_sizes:
         result.reduction.sizes.append(size)
         result.reduction.seconds.append(_reduction(comm, size))
+    say("local reduction into a third buffer")
+    for size in reduce_sizes:
+        result.reduction_apart.sizes.append(size)
+        result.reduction_apart.seconds.append(_reduction(comm, size, apart=True))
     result.cores_per_rank = cores_per_rank(comm)
     result.cache_bytes = host_cache_bytes(comm.allgather_objects(
         {"host": comm.info.host, "caches": comm.caches()}))
@@ -207,17 +215,24 @@ def _pingpong(comm, a: int, b: int, size: int) -> float:
     return float(np.median(times[a]))
 
 
-def _reduction(comm, size: int) -> float:
+def _reduction(comm, size: int, apart: bool = False) -> float:
+    """Seconds of an add of ``size`` bytes from memory (each iteration on the next slices
+    of the arenas), in place or (``apart``) into a third arena; the slowest rank's
+    median."""
     count = size // 4
     slots = max(2, ARENA_BYTES // max(size, 1))
     a, b = buffer(comm, slots * size), buffer(comm, slots * size)
+    c = buffer(comm, slots * size) if apart else None
     laps = []
     for i in range(iterations(size) + 1):
         lo = (i % slots) * count
         into, other = a[lo:lo + count], b[lo:lo + count]
         clock = comm.clock()
         clock.mark()
-        comm.add(into, other)
+        if apart:
+            comm.add_apart(c[lo:lo + count], into, other)
+        else:
+            comm.add(into, other)
         comm.synchronize()
         clock.mark()
         laps.append(float(clock.seconds()[-1]))

@@ -17,9 +17,11 @@ A profile is a topology file that :func:`commsim.topology.load` reads like any o
   what the extra hops add);
 - ``model``: ``first_touch_bandwidth`` (the bytes of fresh memory written over the time
   it took, at 48 to 96 MiB: the page faults' cost per allocation included),
-  ``reduce_bandwidth`` (1 / gamma), ``step_overhead``, ``exchange_overhead`` and
-  ``message_overhead`` (commsim's executor, on top of the network latency: a one-way
-  step, a step in which ranks both send and receive, a message), ``exchange_latency``
+  ``reduce_bandwidth`` (1 / gamma), ``apart_reduce_bandwidth`` (the same add written
+  into a third buffer, as commsim's executor reduces out of place), ``step_overhead``,
+  ``exchange_overhead`` and ``message_overhead`` (commsim's executor, on top of the
+  network latency: a one-way step, a step in which ranks both send and receive, a
+  message), ``exchange_latency``
   (what an exchange of every rank at once adds to one pair's latency: the ring shift's
   alpha less the pair's; reported, not charged), ``contention`` (ring shift of
   every rank at once / one pair alone: reported; the predictions get its effect from
@@ -63,6 +65,10 @@ def fit_all(m: Measurements, meta: dict) -> dict[str, fitting.Fit]:
     sizes, seconds = _cold_ring(m)
     fits["ring"] = fitting.fit_alpha_beta(sizes, seconds, what="ring shift")
     fits["reduction"] = fitting.fit_rate(m.reduction.sizes, m.reduction.seconds)
+    if m.reduction_apart.sizes:
+        fits["reduction_apart"] = fitting.fit_rate(m.reduction_apart.sizes,
+                                                   m.reduction_apart.seconds,
+                                                   what="reduction into a third buffer")
     if len(m.first_touch.sizes) >= 3:
         fits["first_touch"] = fitting.fit_rate(m.first_touch.sizes, m.first_touch.seconds,
                                                what="first touch")
@@ -189,6 +195,8 @@ def build(m: Measurements, fits: dict, meta: dict) -> dict:
                        f"{p} ranks on {len(hosts)} host{'s' if len(hosts) > 1 else ''})",
         **network(m, fits),
         "model": {"reduce_bandwidth": _bw(1.0 / fits["reduction"]["gamma"]),
+                  **({"apart_reduce_bandwidth": _bw(1.0 / fits["reduction_apart"]["gamma"])}
+                     if "reduction_apart" in fits else {}),
                   "step_overhead": _us(over["per_step"]),
                   "exchange_overhead": _us(over["per_exchange"]),
                   "exchange_latency": _us(exchange_latency(fits, m)),
@@ -231,6 +239,7 @@ def measurements_of(data: dict) -> Measurements:
                      series("ring"), series("reduction"))
     m.overhead = dict(raw["overhead"])
     m.first_touch, m.native = series("first_touch"), series("native")
+    m.reduction_apart = series("reduction_apart")
     model = data.get("model") or {}
     m.cores_per_rank = float(model.get("cores_per_rank", 2.0))
     if model.get("cache_bytes"):
@@ -304,6 +313,8 @@ def _us(seconds: float) -> str:
 def _raw(m: Measurements) -> dict:
     series = {f"pair_{name}": s for name, s in m.pairs.items()}
     series.update(ring=m.ring, reduction=m.reduction)
+    if m.reduction_apart.sizes:
+        series["reduction_apart"] = m.reduction_apart
     if m.warm_reduction.sizes:
         series["warm_reduction"] = m.warm_reduction
     if m.first_touch.sizes:
@@ -320,7 +331,7 @@ def _raw(m: Measurements) -> dict:
     return out
 
 
-FORMAT = 8  # 2: shared host capacity, two-regime fits, cold reduction; 3: first touch;
+FORMAT = 9  # 2: shared host capacity, two-regime fits, cold reduction; 3: first touch;
 # 4: exchange steps apart from one-way ones (exchange_overhead, exchange_latency);
 # 5: executor costs fitted against the model at 256 KiB and 2 MiB too; the native
 # allreduce's cost per message (native_message_overhead); 6: cores_per_rank (whether
@@ -328,7 +339,8 @@ FORMAT = 8  # 2: shared host capacity, two-regime fits, cold reduction; 3: first
 # the ring shift the median of passes at the start and the end; 7: cores_per_rank from
 # the union of the host's ranks' affinities (mpirun binds 2 ranks to a core each), the
 # native cost fitted on gloo's rings with two segments in flight; 8: warm calls
-# (cache_bytes, warm_link_speedup, warm_reduce_bandwidth: commsim.topology.warm)
+# (cache_bytes, warm_link_speedup, warm_reduce_bandwidth: commsim.topology.warm); 9: the
+# reduction written into a third buffer (apart_reduce_bandwidth), for out-of-place calls
 
 
 def stale(path: Path, largest: int | None = None) -> str | None:

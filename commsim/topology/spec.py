@@ -43,7 +43,7 @@ TOP_FIELDS = ("name", "description", "notes", "builder", "params", "nodes", "lin
 MODEL_FIELDS = ("reduce_bandwidth", "step_overhead", "exchange_overhead", "exchange_latency",
                 "message_overhead", "native_message_overhead", "contention",
                 "first_touch_bandwidth", "cores_per_rank", "cache_bytes", "warm_link_speedup",
-                "warm_reduce_bandwidth")
+                "warm_reduce_bandwidth", "apart_reduce_bandwidth")
 MAX_CONTENTION = 1e6    # model.contention: a ring's slowdown over one pair alone
 MAX_CORES_PER_RANK = 1e6
 MAX_WARM_SPEEDUP = 1e3  # model.warm_link_speedup: a cache's gain over memory
@@ -281,7 +281,8 @@ def _parse(data, default_name, ideal: bool = False) -> nx.DiGraph:
 def _model(spec) -> dict:
     """A profile's model parameters in SI units: ``gamma`` (s/byte), ``step_overhead``,
     ``exchange_overhead``, ``exchange_latency``, ``message_overhead`` and
-    ``native_message_overhead`` (s),
+    ``native_message_overhead`` (s), ``gamma_apart`` (s/byte of a reduction written into
+    a buffer apart from its operands, ``out = a + b``),
     ``contention`` (a factor >= 1), ``first_touch`` (s/byte of freshly mapped memory
     written for the first time), ``cores_per_rank`` (the cores each rank had: below 2
     its reductions cannot overlap its transfers, below 1 ranks share cores), and for calls
@@ -296,6 +297,9 @@ def _model(spec) -> dict:
     out = {}
     if "reduce_bandwidth" in spec:
         out["gamma"] = 1.0 / parse_bandwidth(spec["reduce_bandwidth"], "model.reduce_bandwidth")
+    if "apart_reduce_bandwidth" in spec:
+        out["gamma_apart"] = 1.0 / parse_bandwidth(spec["apart_reduce_bandwidth"],
+                                                   "model.apart_reduce_bandwidth")
     if "first_touch_bandwidth" in spec:
         out["first_touch"] = 1.0 / parse_bandwidth(spec["first_touch_bandwidth"],
                                                    "model.first_touch_bandwidth")
