@@ -203,6 +203,7 @@ def _merged(runs: list[list[dict]], predictions: bool = False) -> list[dict]:
     and ``repeat_spread``, (max - min) / median of them; with ``predictions`` (each run
     had a profile of its own) the medians of the runs' predictions too."""
     out = []
+
     def key(r: dict) -> tuple:
         return r["algorithm"], r["size"], r.get("place")
 

@@ -98,6 +98,8 @@ class Predictor:
         ``message_overhead`` (s, commsim's executor: not charged to ``native`` rows),
         ``exchange_latency`` (s, the host's, reported: no prediction charges it),
         ``warm_gamma`` (s/byte: a profile's, for calls whose data stays in its cache;
+        null otherwise), ``gamma_apart`` (s/byte: a profile's, for the reductions that
+        commsim's executor writes apart from their operands out of place, :meth:`rates`;
         null otherwise), ``gamma_source``, ``mode``, ``overlap`` and ``drift`` (the
         profile's ring shift timed again: :mod:`commsim.bench.drift`; null without a
         profile)."""
@@ -105,6 +107,7 @@ class Predictor:
         warm_gamma = topo.model_parameter(self.graph, "warm_gamma")
         return {"alpha": alpha, "beta": beta, "gamma": self.gamma or None,
                 "warm_gamma": warm_gamma if self.repeated else None,
+                "gamma_apart": topo.model_parameter(self.graph, "gamma_apart"),
                 "contention": self.contention, "step_overhead": self.step_overhead,
                 "message_overhead": self.message_overhead,
                 "exchange_overhead": self.exchange_overhead,
