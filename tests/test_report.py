@@ -91,6 +91,18 @@ def test_terms_of_a_step_ring_are_its_alpha_beta_gamma_parts():
     assert dominant({"latency": 0.0, "bandwidth": 0.0, "reduction": 0.0}) is None
 
 
+def test_an_out_of_place_row_s_reduction_term_is_priced_as_bench_priced_it():
+    """A ring writes every reduction apart from its operands out of place: at the
+    profile's gamma_apart; in place, or without one, at gamma."""
+    apart = {**PRED, "gamma_apart": 3e-10}
+    inside = terms("allreduce", "ring", 4, MiB, apart, nchunks=4)
+    outside = terms("allreduce", "ring", 4, MiB, apart, nchunks=4, apart=True)
+    assert outside["reduction"] == pytest.approx(3 * inside["reduction"], rel=1e-12)
+    assert outside["bandwidth"] == inside["bandwidth"]
+    assert terms("allreduce", "ring", 4, MiB, PRED, nchunks=4, apart=True) == \
+        terms("allreduce", "ring", 4, MiB, PRED, nchunks=4)
+
+
 def test_point_from_a_hand_made_row_exact_numbers(tmp_path):
     path = write_jsonl(tmp_path / "r.jsonl", [config_line(), result_row()])
     comparison = compare(results.load_all([path]))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
-from commsim import model
+from commsim import collectives, model
 from commsim.bench.results import Run, place_of
 from commsim.errors import CommsimError
 
@@ -58,26 +58,34 @@ def verdict(error_pct: float | None) -> str | None:
 
 
 def terms(collective: str, algorithm: str, nranks: int, size: int, prediction: dict | None,
-          nchunks: int | None = None, warm: float | None = None,
+          nchunks: int | None = None, warm: float | None = None, apart: bool = False,
           **options) -> dict[str, float] | None:
     """Seconds of each model term, ``{"latency", "bandwidth", "reduction"}``: the model
     with only alpha, only beta, only gamma (the others zero; gamma ``warm`` of the way to
-    the profile's ``warm_gamma``, the row's share of data in the cache). None without a
-    prediction (an older file), for native rows (their schedule's chunking is not in the
-    row), or when the model has no formula for the algorithm."""
+    the profile's ``warm_gamma``, the row's share of data in the cache; for an
+    out-of-place row, ``apart``, its schedule's reductions written apart at the profile's
+    ``gamma_apart`` first, as bench priced them). None without a prediction (an older
+    file), for native rows (their schedule's chunking is not in the row), or when the
+    model has no formula for the algorithm."""
+    from commsim.topology.warm import mixed_gamma
+
     if algorithm == "native" or not prediction or prediction.get("alpha") is None \
             or prediction.get("beta") is None:
         return None
     alpha, beta = float(prediction["alpha"]), float(prediction["beta"])
     gamma = float(prediction.get("gamma") or 0.0)
-    if warm and prediction.get("warm_gamma") is not None:
-        from commsim.topology.warm import mixed_gamma
-
-        gamma = mixed_gamma(warm, gamma, float(prediction["warm_gamma"]))
     mode = prediction.get("mode") or "step"
     overlap = bool(prediction.get("overlap", True))
     out = {}
     try:
+        if apart and gamma and prediction.get("gamma_apart") is not None:
+            from commsim.backends.plan import apart_share
+
+            share = apart_share(collectives.build(collective, algorithm, nranks, nchunks,
+                                                  **options))
+            gamma = mixed_gamma(share, gamma, float(prediction["gamma_apart"]))
+        if warm and prediction.get("warm_gamma") is not None:
+            gamma = mixed_gamma(warm, gamma, float(prediction["warm_gamma"]))
         for name, (a, b, g) in zip(TERMS, ((alpha, 0.0, 0.0), (0.0, beta, 0.0),
                                            (0.0, 0.0, gamma))):
             out[name] = float(model.predict(collective, algorithm, nranks, size, a, b, g,
@@ -214,7 +222,8 @@ def point(run_index: int, run: Run, row: dict) -> Point:
     parts = None
     if model_us is not None:
         parts = terms(row["collective"], row["algorithm"], row["nranks"], size,
-                      run.prediction, row["nchunks"], row.get("warm"), **_options(run, row))
+                      run.prediction, row["nchunks"], row.get("warm"),
+                      row.get("place") == "out-of-place", **_options(run, row))
     m_err, s_err = rel_error(model_us, t), rel_error(sim_us, t)
     measured = row["busbw_gbps"]
     if measured is None:
