@@ -161,10 +161,14 @@ def _fitted_again(prof: Path, folder: Path) -> Path:
 
 
 def _predicted_again(run: Path, fitted: Path) -> list[dict]:
-    """The result rows of ``run`` with ``t_model_us`` and ``t_sim_us`` predicted again
-    from the profile ``fitted`` (:func:`_fitted_again`), as ``bench`` predicted them: the
-    schedule that ran, or for native rows what the backend runs."""
+    """The result rows of ``run`` with their predictions made again from the profile
+    ``fitted`` (:func:`_fitted_again`) by bench's own
+    :func:`commsim.bench.harness.row_predictions`: the schedule that ran, or for native
+    rows what the backend runs, in the row's place."""
+    from types import SimpleNamespace
+
     from commsim.bench.config import resolve_dtype
+    from commsim.bench.harness import row_predictions
     from commsim.bench.predictions import Predictor, build_schedule
     from commsim.topology import model_parameter
 
@@ -176,19 +180,14 @@ def _predicted_again(run: Path, fitted: Path) -> list[dict]:
                           mode=(config.get("prediction") or {}).get("mode", "dataflow"))
     predictor.gamma = model_parameter(predictor.graph, "gamma")
     nnodes = len({r["host"] for r in config.get("ranks") or [{"host": None}]})
+    root = (config.get("config") or {}).get("root") or 0
     for r in rows:
-        native, extra = r["algorithm"] == "native", 0.0
-        apart = r.get("place") == "out-of-place"
-        if native:
-            choice, schedule = predictor.native(
-                r["backend"], r["collective"], r["size"], resolve_dtype(r["dtype"]).size,
-                config, max(0, r.get("root") or 0), nnodes)
-            extra = predictor.native_extra(choice, r["size"], apart)
-        else:
-            schedule = build_schedule(r["collective"], r["algorithm"], p, r["nchunks"], ())
-        for key, fn in (("t_model_us", predictor.model), ("t_sim_us", predictor.sim)):
-            t = fn(schedule, r["size"], native, apart)
-            r[key] = None if t is None else (t + extra) * 1e6
+        schedule = None if r["algorithm"] == "native" else build_schedule(
+            r["collective"], r["algorithm"], p, r["nchunks"], ())
+        r.update(row_predictions(SimpleNamespace(backend=r["backend"], root=root), predictor,
+                                 r["collective"], schedule, r["size"],
+                                 resolve_dtype(r["dtype"]), config, nnodes,
+                                 r.get("place") or "in-place"))
     return rows
 
 

@@ -35,7 +35,7 @@ def test_each_place_is_predicted_apart(predictor, nbytes):
     cfg = SimpleNamespace(backend="mpi", root=0)
     args = (cfg, predictor, "allreduce", None, nbytes, resolve_dtype("float32"),
             {"mpi": "Open MPI v5.0.11"}, 1)
-    inside, apart = (harness._predictions(*args, place) for place in (IN_PLACE, OUT_OF_PLACE))
+    inside, apart = (harness.row_predictions(*args, place) for place in (IN_PLACE, OUT_OF_PLACE))
     assert inside["native_as"] == apart["native_as"] == "rabenseifner"
     assert apart["warm"] <= inside["warm"]
     gamma = predictor.for_call(nbytes, out_of_place=True)[1]

@@ -67,7 +67,7 @@ def terms(collective: str, algorithm: str, nranks: int, size: int, prediction: d
     ``gamma_apart`` first, as bench priced them). None without a prediction (an older
     file), for native rows (their schedule's chunking is not in the row), or when the
     model has no formula for the algorithm."""
-    from commsim.topology.warm import mixed_gamma
+    from commsim.topology.warm import call_gamma
 
     if algorithm == "native" or not prediction or prediction.get("alpha") is None \
             or prediction.get("beta") is None:
@@ -78,14 +78,14 @@ def terms(collective: str, algorithm: str, nranks: int, size: int, prediction: d
     overlap = bool(prediction.get("overlap", True))
     out = {}
     try:
+        share = 0.0
         if apart and gamma and prediction.get("gamma_apart") is not None:
             from commsim.backends.plan import apart_share
 
             share = apart_share(collectives.build(collective, algorithm, nranks, nchunks,
                                                   **options))
-            gamma = mixed_gamma(share, gamma, float(prediction["gamma_apart"]))
-        if warm and prediction.get("warm_gamma") is not None:
-            gamma = mixed_gamma(warm, gamma, float(prediction["warm_gamma"]))
+        gamma = call_gamma(gamma, warm or 0.0, prediction.get("warm_gamma"), share,
+                           prediction.get("gamma_apart"))
         for name, (a, b, g) in zip(TERMS, ((alpha, 0.0, 0.0), (0.0, beta, 0.0),
                                            (0.0, 0.0, gamma))):
             out[name] = float(model.predict(collective, algorithm, nranks, size, a, b, g,

@@ -262,8 +262,8 @@ def _run(cfg: BenchConfig, comm) -> int:
                             row = _measure(cfg, comm, how, collective, algorithm, schedule,
                                            local, expect, count, nbytes, dtype.name, place)
                         if reporter:
-                            row.update(_predictions(cfg, predictor, collective, schedule,
-                                                    nbytes, dtype, versions, nnodes, place))
+                            row.update(row_predictions(cfg, predictor, collective, schedule,
+                                                       nbytes, dtype, versions, nnodes, place))
                             best = row["t_sim_us"] or row["t_model_us"]
                             row["eff_pct"] = (100.0 * best / row["time_us"]
                                               if best and row["time_us"] else None)
@@ -280,12 +280,14 @@ def _run(cfg: BenchConfig, comm) -> int:
     return 0 if summary["ok"] else 1
 
 
-def _predictions(cfg, predictor, collective: str, schedule, nbytes: int, dtype, versions: dict,
-                 nnodes: int, place: str = IN_PLACE) -> dict:
+def row_predictions(cfg, predictor, collective: str, schedule, nbytes: int, dtype,
+                    versions: dict, nnodes: int, place: str = IN_PLACE) -> dict:
     """Rank 0's prediction columns of one (algorithm, size, place): ``t_model_us``,
-    ``t_sim_us``, ``warm`` and, for native rows, what the backend runs (``native_as``,
-    ...). Out of place the call's input is a buffer of its own, and a backend may copy it
-    into its result first (:meth:`Predictor.native_extra`)."""
+    ``t_sim_us``, ``warm`` and, for native rows (``schedule`` None), what the backend
+    runs (``native_as``, ...). Out of place the call's input is a buffer of its own, and
+    a backend may copy it into its result first (:meth:`Predictor.native_extra`).
+    ``cfg``: its ``backend`` and ``root``. ``benchmarks/prediction_error.py --replay``
+    predicts kept rows again with it."""
     apart = place == OUT_OF_PLACE
     out, predicted, choice = {}, schedule, None
     native = schedule is None

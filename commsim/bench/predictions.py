@@ -171,10 +171,9 @@ class Predictor:
             return G, gamma
         from commsim.backends.plan import apart_share
 
-        cold = warm.mixed_gamma(apart_share(schedule), self.gamma, apart)
-        share = float(G.graph.get("warm", 0.0)) if self.repeated and G is not None else 0.0
-        hot = topo.model_parameter(self.graph, "warm_gamma")
-        return G, warm.mixed_gamma(share, cold, hot) if share and hot is not None else cold
+        return G, warm.call_gamma(self.gamma, float(G.graph.get("warm", 0.0)),
+                                  topo.model_parameter(self.graph, "warm_gamma"),
+                                  apart_share(schedule), apart)
 
     def warm_share(self, nbytes: int, out_of_place: bool = False) -> float | None:
         """The share of a call's data that the profile's cache holds, as predicted

@@ -107,6 +107,18 @@ def mixed_gamma(share: float, cold: float, hot: float) -> float:
     return share * hot + (1.0 - share) * cold
 
 
+def call_gamma(cold: float, share: float = 0.0, hot: float | None = None,
+               apart_share: float = 0.0, apart: float | None = None) -> float:
+    """Seconds a byte a call reduces at: ``apart_share`` of its reductions written apart
+    from their operands at ``apart`` and the rest at ``cold`` (an out-of-place call of
+    commsim's executor, :func:`commsim.backends.plan.apart_share`), then ``share`` of
+    the way to ``hot`` for the share of its data in the cache. All rates s/byte; a rate
+    that is None is not measured and leaves the rate as it is."""
+    if apart_share and apart is not None:
+        cold = mixed_gamma(apart_share, cold, apart)
+    return mixed_gamma(share, cold, hot) if share and hot is not None else cold
+
+
 def warm_view(G: nx.DiGraph, share: float = 1.0) -> nx.DiGraph:
     """A copy of profile ``G`` for calls of which ``share`` is in the cache: each host's
     shared capacity (links of class :data:`CAPACITY_CLASS`) taking ``share /
